@@ -1,0 +1,1 @@
+"""Callbacks: everything visual, each one concern, writing on rank zero only."""

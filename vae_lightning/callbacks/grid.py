@@ -1,0 +1,30 @@
+"""Tile a batch of images into one picture (no torchvision dependency)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1] -> one (C, rows * (H + p) + p, nrow * (W + p) + p) picture, row-major.
+
+    Grey images stay one channel; empty cells at the end are filled with `pad_value`.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"expected (N, C, H, W) images, got shape {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    ncol = max(1, min(nrow, n))
+    nrows = max(1, math.ceil(n / ncol))
+    grid = images.new_full((c, nrows * (h + padding) + padding, ncol * (w + padding) + padding), pad_value)
+    for i in range(n):
+        row, col = divmod(i, ncol)
+        top, left = padding + row * (h + padding), padding + col * (w + padding)
+        grid[:, top : top + h, left : left + w] = images[i]
+    return grid
+
+
+def to_uint8_hwc(grid: torch.Tensor) -> torch.Tensor:
+    """A (C, H, W) picture in [0, 1] as (H, W, C) uint8, for PNG files."""
+    return grid.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)

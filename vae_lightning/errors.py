@@ -1,0 +1,45 @@
+"""Errors a user can act on. `train.py` prints their message in one paragraph and exits 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VAELightningError(Exception):
+    """Base class: the message says what is wrong and what to do about it."""
+
+
+class ConfigValueError(VAELightningError, ValueError):
+    """A config value is out of range or of the wrong type; `key` names it (e.g. `model.latent_dim`)."""
+
+    def __init__(self, key: str, requirement: str, value: Any) -> None:
+        self.key = key
+        self.requirement = requirement
+        self.value = value
+        super().__init__(f"Bad config value `{key}={value!r}`: {requirement}. Fix it with an override `{key}=...`.")
+
+    def under(self, prefix: str) -> ConfigValueError:
+        """The same error with its key placed under a config node, e.g. `latent_dim` -> `model.latent_dim`."""
+        return ConfigValueError(f"{prefix}.{self.key}", self.requirement, self.value)
+
+
+class DataNotFoundError(VAELightningError):
+    """A data folder or file is missing, empty or of the wrong layout."""
+
+
+class DataFormatError(VAELightningError):
+    """A data file exists but is not in the expected format (bad header, truncated)."""
+
+
+class DivergedError(VAELightningError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, terms: dict[str, float]) -> None:
+        self.step = step
+        self.terms = terms
+        shown = ", ".join(f"{name}={value:.6g}" for name, value in terms.items())
+        super().__init__(
+            f"Training diverged at optimizer step {step}: the loss is not finite ({shown}). "
+            "The weights were not updated with it, and the last good checkpoint is kept. "
+            "Try a lower `optimizer.lr` or gradient clipping with `module.gradient_clip_val=1.0`."
+        )

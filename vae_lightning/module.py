@@ -1,0 +1,163 @@
+"""The LightningModule: owns the VAE network, its loss and the KL weight schedule; nothing else."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning import LightningModule
+
+from vae_lightning import checks
+from vae_lightning.config import as_plain, build, call
+from vae_lightning.errors import ConfigValueError, DivergedError
+from vae_lightning.losses import LossTerms
+
+STAGES = ("train", "val", "test")
+
+
+class VAEModule(LightningModule):
+    """A VAE trained on `loss` with KL weight `beta(step)`.
+
+    The sub-configs (`net`, `loss`, `beta`, `optimizer`) are stored as hyperparameters and instantiated
+    here, so `VAEModule.load_from_checkpoint(path)` rebuilds the model with no other config.
+
+    Training uses manual optimization (one optimizer step per batch) and logs per-step scalars only every
+    `trainer.log_every_n_steps` steps: Lightning's automatic loop and per-step logging would cost ~50% of a
+    step of the seed's small MLP on a CPU. Epoch means of `train/*` are logged as `train/*_epoch`.
+
+    `val/` and `test/` use the schedule's final beta, so `val/loss` compares across epochs of a ramp.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        loss: dict[str, Any],
+        beta: dict[str, Any],
+        optimizer: dict[str, Any],
+        input_shape: tuple[int, ...],
+        gradient_clip_val: float | None = None,
+    ) -> None:
+        super().__init__()
+        net, loss, beta, optimizer = (as_plain(n) for n in (net, loss, beta, optimizer))
+        input_shape = tuple(as_plain(input_shape))
+        self.save_hyperparameters()
+        self.net = build(net, "model", input_shape=input_shape)
+        self.loss_fn = build(loss, "loss")
+        self._beta_factory = build(beta, "beta")
+        self._optimizer_factory = build(optimizer, "optimizer")
+        self.gradient_clip_val = (
+            None
+            if gradient_clip_val is None
+            else checks.number("module.gradient_clip_val", gradient_clip_val, low=0.0, low_inclusive=False)
+        )
+        self._beta_total_steps = 0
+        self.beta_schedule = None
+        self.automatic_optimization = False
+        self._epoch_sums: torch.Tensor | None = None
+        self._epoch_count = 0
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ConfigValueError(
+                    "trainer.max_epochs",
+                    "training must have a finite length (set "
+                    "trainer.max_epochs or trainer.max_steps) for the beta schedule",
+                    total,
+                )
+            self._beta_total_steps = int(total)
+            self._build_beta_schedule()
+        elif self.beta_schedule is None:
+            self._build_beta_schedule()
+
+    def _build_beta_schedule(self) -> None:
+        self.beta_schedule = call(self._beta_factory, "beta", total_steps=max(self._beta_total_steps, 1))
+
+    def beta_at(self, stage: str) -> float:
+        """The KL weight: the schedule's value at this step in training, its final value in val and test."""
+        step = self.global_step if stage == "train" else self._beta_total_steps
+        return float(self.beta_schedule(step))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["beta_total_steps"] = self._beta_total_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._beta_total_steps = int(checkpoint.get("beta_total_steps", 0))
+        self._build_beta_schedule()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return call(self._optimizer_factory, "optimizer", self.parameters())
+
+    # -- the model ----------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor):
+        return self.net(x)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> LossTerms:
+        x, _ = batch
+        beta = self.beta_at(stage)
+        terms = self.loss_fn(x, self.net(x), beta)
+        if stage == "train":
+            self._log_train_step(terms, beta, x.shape[0])
+        else:
+            values = {"loss": terms.loss, "recon": terms.recon, "kl": terms.kl, "beta": beta}
+            self.log_dict(
+                {f"{stage}/{name}": value for name, value in values.items()},
+                on_step=False,
+                on_epoch=True,
+                batch_size=x.shape[0],
+                sync_dist=True,
+            )
+        return terms
+
+    def _log_train_step(self, terms: LossTerms, beta: float, batch_size: int) -> None:
+        stacked = torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
+        if not torch.isfinite(stacked).all():
+            loss, recon, kl = stacked.tolist()
+            raise DivergedError(self.global_step, {"loss": loss, "recon": recon, "kl": kl, "beta": beta})
+        if self._epoch_sums is None:
+            self._epoch_sums = torch.zeros(3, dtype=stacked.dtype, device=stacked.device)
+        self._epoch_sums += stacked * batch_size
+        self._epoch_count += batch_size
+        every = self.trainer.log_every_n_steps
+        if every and (self.global_step + 1) % every == 0:
+            self.log_dict(
+                {"train/loss": stacked[0], "train/recon": stacked[1], "train/kl": stacked[2], "train/beta": beta},
+                on_step=True,
+                on_epoch=False,
+                batch_size=batch_size,
+            )
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        terms = self._shared_step(batch, "train")
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(terms.loss)
+        if self.gradient_clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
+        optimizer.step()
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_sums is None or self._epoch_count == 0:
+            return
+        means = (self._epoch_sums / self._epoch_count).tolist()
+        self.log_dict(
+            {f"train/{name}_epoch": value for name, value in zip(("loss", "recon", "kl"), means, strict=True)},
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
+        self._epoch_sums.zero_()
+        self._epoch_count = 0
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def decode_image(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoded images in [0, 1] for the likelihood in use (its mean)."""
+        return self.loss_fn.mean(self.net.decode(z))

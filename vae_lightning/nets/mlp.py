@@ -1,0 +1,74 @@
+"""The seed's fully connected VAE: encoder [n_input, hidden..., 2 * latent], mirrored decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from math import prod
+
+import torch
+from torch import nn
+
+from vae_lightning import checks
+from vae_lightning.distributions import DiagonalGaussian
+from vae_lightning.nets.posterior import SoftplusScale
+
+
+@dataclass(frozen=True)
+class VAEOutput:
+    posterior: DiagonalGaussian
+    z: torch.Tensor
+    logits: torch.Tensor
+
+
+def _stack(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequential:
+    """Linear layers between consecutive sizes, the activation after every layer but the last."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class MLPVAE(nn.Module):
+    """A VAE whose decoder returns logits; the likelihood (in the loss) turns them into pixel means.
+
+    The seed's decoder ends in a sigmoid: `decode_mean` gives that image, `decode` the logits before it.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        hidden_dims: Sequence[int] = (512, 256),
+        latent_dim: int = 2,
+        activation: Callable[[], nn.Module] = nn.Tanh,
+        posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(checks.positive_int_list("input_shape", input_shape))
+        self.hidden_dims = checks.positive_int_list("hidden_dims", hidden_dims)
+        self.latent_dim = checks.positive_int("latent_dim", latent_dim)
+        self.posterior_scale = posterior_scale if posterior_scale is not None else SoftplusScale()
+        n_input = prod(self.input_shape)
+        self.encoder = _stack([n_input, *self.hidden_dims, 2 * self.latent_dim], activation)
+        self.decoder = _stack([self.latent_dim, *reversed(self.hidden_dims), n_input], activation)
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        raw = self.encoder(x.flatten(1))
+        loc, raw_scale = raw.chunk(2, dim=-1)
+        return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of the pixel means, shaped like the input images."""
+        return self.decoder(z).view(z.shape[0], *self.input_shape)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoded image in [0, 1] (the seed's sigmoid output)."""
+        return torch.sigmoid(self.decode(z))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        posterior = self.encode(x)
+        z = posterior.rsample(generator)
+        return VAEOutput(posterior, z, self.decode(z))
