@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from vae_lightning.errors import ConfigValueError
+from vae_lightning.losses import ELBO
+from vae_lightning.nets.mlp import MLPVAE
+from vae_lightning.nets.posterior import ExpHalfLogVariance, SoftplusScale
+from vae_lightning.optim import adam
+
+
+def test_seed_mnist_shapes():
+    """build_vae [784, 1000, 2]: encoder 784-1000-4, decoder 2-1000-784, tanh hidden."""
+    net = MLPVAE(input_shape=(1, 28, 28), hidden_dims=[1000], latent_dim=2)
+    linears = [m for m in net.encoder if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 1000), (1000, 4)]
+    linears = [m for m in net.decoder if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(2, 1000), (1000, 784)]
+    assert sum(isinstance(m, torch.nn.Tanh) for m in net.encoder) == 1
+    out = net(torch.rand(3, 1, 28, 28))
+    assert out.logits.shape == (3, 1, 28, 28)
+    assert out.z.shape == out.posterior.loc.shape == out.posterior.scale.shape == (3, 2)
+
+
+def test_posterior_scales():
+    raw = torch.tensor([-50.0, 0.0, 3.0])
+    sigma = SoftplusScale()(raw)
+    assert torch.all(sigma >= 1e-6)
+    torch.testing.assert_close(sigma, torch.nn.functional.softplus(raw) + 1e-6)
+    torch.testing.assert_close(ExpHalfLogVariance()(torch.log(torch.tensor([4.0]))), torch.tensor([2.0]))
+
+
+def test_reparameterised_sample_has_the_posterior_moments():
+    net = MLPVAE(input_shape=(1, 8, 8), hidden_dims=[16], latent_dim=3)
+    x = torch.rand(1, 1, 8, 8).expand(20000, 1, 8, 8)
+    out = net(x)
+    torch.testing.assert_close(out.z.mean(0), out.posterior.loc[0], atol=0.05, rtol=0)
+    torch.testing.assert_close(out.z.std(0), out.posterior.scale[0], atol=0.05, rtol=0.05)
+
+
+def test_a_tiny_batch_is_overfit():
+    torch.manual_seed(0)
+    net = MLPVAE(input_shape=(1, 8, 8), hidden_dims=[64], latent_dim=2)
+    x = (torch.rand(8, 1, 8, 8) > 0.5).float()
+    optimizer = adam(net.parameters(), lr=1e-2)
+    loss_fn = ELBO()
+    first = float(loss_fn(x, net(x), 1.0).loss.detach())
+    for _ in range(200):
+        terms = loss_fn(x, net(x), 1.0)
+        optimizer.zero_grad()
+        terms.loss.backward()
+        optimizer.step()
+    assert float(terms.loss.detach()) < 0.6 * first
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"latent_dim": "abc"}, "latent_dim"),
+        ({"hidden_dims": [0]}, "hidden_dims"),
+        ({"hidden_dims": "abc"}, "hidden_dims"),
+    ],
+)
+def test_bad_sizes_name_their_key(kwargs, key):
+    with pytest.raises(ConfigValueError) as error:
+        MLPVAE(input_shape=(1, 8, 8), **kwargs)
+    assert error.value.key == key
+
+
+def test_adam_is_fused_on_cpu_and_validates_lr():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert adam(params).defaults["fused"] is True
+    with pytest.raises(ConfigValueError):
+        adam(params, lr=-1.0)
