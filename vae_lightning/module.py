@@ -15,6 +15,32 @@ from vae_lightning.losses import LossTerms
 
 STAGES = ("train", "val", "test")
 
+# Attributes Lightning sets on the module around every hook call (~30 times per training step). They never
+# hold parameters, buffers or submodules, so nn.Module's bookkeeping in __setattr__ is skipped for them.
+_PLAIN_ATTRIBUTES = frozenset({"_current_fx_name"})
+
+
+class RunningSums:
+    """Sample-weighted sums of the training terms over an epoch, kept on the training device."""
+
+    def __init__(self) -> None:
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, values: torch.Tensor, n: int) -> None:
+        if self.sums is None:
+            self.sums = torch.zeros_like(values)
+        self.sums += values * n
+        self.count += n
+
+    def pop_means(self) -> list[float] | None:
+        if self.sums is None or self.count == 0:
+            return None
+        means = (self.sums / self.count).tolist()
+        self.sums.zero_()
+        self.count = 0
+        return means
+
 
 class VAEModule(LightningModule):
     """A VAE trained on `loss` with KL weight `beta(step)`.
@@ -54,8 +80,13 @@ class VAEModule(LightningModule):
         self._beta_total_steps = 0
         self.beta_schedule = None
         self.automatic_optimization = False
-        self._epoch_sums: torch.Tensor | None = None
-        self._epoch_count = 0
+        self._epoch_sums = RunningSums()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # -- set-up -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -91,6 +122,11 @@ class VAEModule(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return call(self._optimizer_factory, "optimizer", self.parameters())
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Batches are (images, labels) tuples: move them directly, not through a generic collection walk."""
+        images, labels = batch
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
     # -- the model ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
         return self.net(x)
@@ -117,10 +153,7 @@ class VAEModule(LightningModule):
         if not torch.isfinite(stacked).all():
             loss, recon, kl = stacked.tolist()
             raise DivergedError(self.global_step, {"loss": loss, "recon": recon, "kl": kl, "beta": beta})
-        if self._epoch_sums is None:
-            self._epoch_sums = torch.zeros(3, dtype=stacked.dtype, device=stacked.device)
-        self._epoch_sums += stacked * batch_size
-        self._epoch_count += batch_size
+        self._epoch_sums.add(stacked, batch_size)
         every = self.trainer.log_every_n_steps
         if every and (self.global_step + 1) % every == 0:
             self.log_dict(
@@ -140,17 +173,15 @@ class VAEModule(LightningModule):
         optimizer.step()
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_sums is None or self._epoch_count == 0:
+        means = self._epoch_sums.pop_means()
+        if means is None:
             return
-        means = (self._epoch_sums / self._epoch_count).tolist()
         self.log_dict(
             {f"train/{name}_epoch": value for name, value in zip(("loss", "recon", "kl"), means, strict=True)},
             on_step=False,
             on_epoch=True,
             sync_dist=True,
         )
-        self._epoch_sums.zero_()
-        self._epoch_count = 0
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
