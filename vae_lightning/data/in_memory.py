@@ -1,0 +1,105 @@
+"""Data sets held as tensors, fetched a whole batch at a time, and the LightningDataModule base for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from vae_lightning import checks
+from vae_lightning.errors import ConfigValueError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class InMemoryDataset(Dataset):
+    """Images (N, C, H, W) in [0, 1] and integer labels (N,).
+
+    `__getitems__` fetches a batch with one tensor index instead of one `__getitem__` per sample and a
+    collate; `batch_transform` (e.g. dynamic binarisation) is applied to each fetched batch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor,
+                 batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.batch_transform = batch_transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index]
+        if self.batch_transform is not None:
+            images = self.batch_transform(images)
+        return images, self.labels[index]
+
+    def __getitem__(self, i: int) -> Batch:
+        images, labels = self.__getitems__([i])
+        return images[0], labels[0]
+
+    def subset(self, index: torch.Tensor) -> InMemoryDataset:
+        return InMemoryDataset(self.images[index], self.labels[index], self.batch_transform)
+
+
+def keep_batch(batch: Batch) -> Batch:
+    """The collate function for `__getitems__` batches: they are already stacked."""
+    return batch
+
+
+def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+    """A seeded random partition of range(n): one index tensor per fraction, the remainder first."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    sizes = [round(n * f) for f in fractions]
+    first = n - sum(sizes)
+    return list(torch.split(order, [first, *sizes]))
+
+
+class InMemoryDataModule(LightningDataModule):
+    """Base class: subclasses load the splits in `load_splits` and declare `input_shape` (C, H, W)."""
+
+    input_shape: tuple[int, int, int]
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0,
+                 val_fraction: float = 0.1) -> None:
+        super().__init__()
+        self.batch_size = checks.positive_int("batch_size", batch_size)
+        self.num_workers = checks.non_negative_int("num_workers", num_workers)
+        self.split_seed = checks.non_negative_int("split_seed", split_seed)
+        self.val_fraction = checks.number("val_fraction", val_fraction, low=0.0, high=1.0,
+                                          low_inclusive=False, high_inclusive=False)
+        self.train_set: InMemoryDataset | None = None
+        self.val_set: InMemoryDataset | None = None
+        self.test_set: InMemoryDataset | None = None
+
+    def load_splits(self) -> tuple[InMemoryDataset, InMemoryDataset, InMemoryDataset]:
+        """(train, val, test) data sets; called once, in `setup`."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = self.load_splits()
+            if self.batch_size > len(self.train_set):
+                raise ConfigValueError(
+                    "dataset.batch_size",
+                    f"is larger than the training split ({len(self.train_set)} samples)", self.batch_size)
+
+    def _loader(self, dataset: InMemoryDataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("setup() must run before the data loaders are asked for")
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=keep_batch, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)

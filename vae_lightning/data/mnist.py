@@ -1,0 +1,120 @@
+"""MNIST from its four official IDX files, downloaded with MD5 checks when absent."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vae_lightning import checks
+from vae_lightning.data import idx
+from vae_lightning.data.binarize import NoBinarization
+from vae_lightning.data.download import DownloadError, download
+from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
+from vae_lightning.errors import DataFormatError, DataNotFoundError
+
+log = logging.getLogger(__name__)
+
+# Official names and the published MD5s of the gzip files.
+FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+    "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+}
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+
+def find_file(root: Path, gz_name: str) -> Path | None:
+    """The file under `root` with its official name, compressed (`.gz`) or not."""
+    for candidate in (root / gz_name, root / gz_name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_split(root: Path, images_key: str, labels_key: str) -> tuple[np.ndarray, np.ndarray]:
+    images_path = find_file(root, FILES[images_key][0])
+    labels_path = find_file(root, FILES[labels_key][0])
+    if images_path is None or labels_path is None:
+        raise DataNotFoundError(_missing_message(root))
+    images = idx.read_idx(images_path, idx.IMAGES_MAGIC)
+    labels = idx.read_idx(labels_path, idx.LABELS_MAGIC)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataFormatError(f"{images_path} must hold (count, rows, cols) and {labels_path} (count,).")
+    if len(images) != len(labels):
+        raise DataFormatError(f"{images_path} has {len(images)} images but {labels_path} {len(labels)} labels.")
+    return images, labels
+
+
+def _missing_message(root: Path) -> str:
+    names = ", ".join(name for name, _ in FILES.values())
+    return (
+        f"MNIST files are missing in {root}. Place the four official files there ({names}; gzip or not), "
+        f"or set `dataset.download=true` on a machine with internet access, or point `dataset.root` "
+        f"at the folder that holds them."
+    )
+
+
+class MNISTDataModule(InMemoryDataModule):
+    """28x28 grey digits. Train/val split is seeded from the training file; test is the t10k file.
+
+    `pixel_scale`: pixels are divided by it (255 maps to [0, 1]; the seed divided by 256).
+    """
+
+    input_shape = (1, 28, 28)
+
+    def __init__(
+        self,
+        root: str,
+        download: bool = True,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        pixel_scale: float = 255.0,
+        binarize: NoBinarization | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, split_seed, val_fraction)
+        self.root = Path(root).expanduser()
+        self.download = bool(download)
+        self.pixel_scale = checks.number("pixel_scale", pixel_scale, low=255.0)
+        self.binarize = binarize if binarize is not None else NoBinarization()
+
+    def prepare_data(self) -> None:
+        missing = [(name, md5) for name, md5 in FILES.values() if find_file(self.root, name) is None]
+        if not missing:
+            return
+        if not self.download:
+            raise DataNotFoundError(_missing_message(self.root))
+        for name, md5 in missing:
+            try:
+                download(name, MIRRORS, self.root, md5)
+            except DownloadError as failure:
+                raise DataNotFoundError(f"{_missing_message(self.root)} (Download failed: {failure})") from None
+
+    def _tensors(self, images: np.ndarray, labels: np.ndarray, train: bool) -> InMemoryDataset:
+        pixels = torch.from_numpy(images.copy()).float().div_(self.pixel_scale).unsqueeze(1)
+        pixels = self.binarize.fixed(pixels, train, self.split_seed)
+        transform = self.binarize.train_transform if train else None
+        return InMemoryDataset(pixels, torch.from_numpy(labels.astype(np.int64)), transform)
+
+    def load_splits(self) -> tuple[InMemoryDataset, InMemoryDataset, InMemoryDataset]:
+        if not self.root.is_dir():
+            raise DataNotFoundError(_missing_message(self.root))
+        train_images, train_labels = read_split(self.root, "train_images", "train_labels")
+        test_images, test_labels = read_split(self.root, "test_images", "test_labels")
+        train_index, val_index = split_indices(len(train_images), [self.val_fraction], self.split_seed)
+        train_index, val_index = train_index.numpy(), val_index.numpy()
+        log.info("MNIST from %s: %d train, %d val, %d test", self.root, len(train_index), len(val_index),
+                 len(test_images))
+        return (
+            self._tensors(train_images[train_index], train_labels[train_index], train=True),
+            self._tensors(train_images[val_index], train_labels[val_index], train=False),
+            self._tensors(test_images, test_labels, train=False),
+        )
