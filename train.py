@@ -7,9 +7,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from vae_lightning.errors import DivergedError, VAELightningError
+import vae_lightning.config  # noqa: F401  (registers the config resolvers)
+from vae_lightning.errors import DivergedError, JobFailed, VAELightningError
 from vae_lightning.run_files import write_metrics
 
 log = logging.getLogger("train")
@@ -20,9 +22,18 @@ def train(cfg: DictConfig) -> float | None:
     import lightning as L
 
     from vae_lightning.config import build, check_trainer
-    from vae_lightning.training import final_metrics, log_config, route_lightning_logs, summary
+    from vae_lightning.training import (
+        checkpoint_to_resume,
+        final_metrics,
+        log_config,
+        log_final_hparams,
+        route_lightning_logs,
+        set_threads,
+        summary,
+    )
 
     route_lightning_logs()
+    set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.dataset, "dataset")
     model = build(cfg.module, "module", keys_are_absolute=True, input_shape=datamodule.input_shape)
@@ -32,32 +43,33 @@ def train(cfg: DictConfig) -> float | None:
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     log_config(trainer, cfg)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    output_dir = Path(cfg.paths.output_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg, output_dir))
     val_metrics = final_metrics(trainer, "val/")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
     metrics = val_metrics | final_metrics(trainer, "test/")
 
-    output_dir = Path(cfg.paths.output_dir)
-    write_metrics(output_dir, metrics, "completed")
-    log.info(summary(output_dir, metrics, best))
+    if trainer.is_global_zero:
+        write_metrics(output_dir, metrics, "completed")
+        log_final_hparams(trainer, cfg, metrics)
+        log.info(summary(output_dir, metrics, best))
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    output_dir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
     try:
         return train(cfg)
-    except DivergedError as diverged:
-        write_metrics(output_dir, {}, "diverged")
-        log.error(str(diverged))
     except VAELightningError as error:
-        write_metrics(output_dir, {}, "failed")
+        write_metrics(hydra_cfg.runtime.output_dir, {}, "diverged" if isinstance(error, DivergedError) else "failed")
         log.error(str(error))
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise JobFailed(str(error)) from None  # this job fails, the sweep goes on with the others
     except Exception:
-        write_metrics(output_dir, {}, "failed")
+        write_metrics(hydra_cfg.runtime.output_dir, {}, "failed")
         raise
     raise SystemExit(1)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -73,3 +75,21 @@ def check_trainer(trainer_cfg: Any) -> None:
         if isinstance(value, float) and 0.0 <= value <= 1.0:
             continue
         raise ConfigValueError(f"trainer.{name}", "must be a count (integer >= 0) or a fraction in [0.0, 1.0]", value)
+
+
+def sweep_run_name() -> str:
+    """`${sweep_run_name:}`: in a sweep, the job's overrides (e.g. `beta=ramp,model.latent_dim=8`), so that
+    TensorBoard names each job's run by what it changed; in a single run, empty."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # composed outside a Hydra run (tests)
+        return ""
+    return hydra_cfg.job.override_dirname if hydra_cfg.mode == RunMode.MULTIRUN else ""
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("sweep_run_name"):
+        OmegaConf.register_new_resolver("sweep_run_name", sweep_run_name)
+
+
+register_resolvers()

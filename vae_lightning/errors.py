@@ -43,3 +43,9 @@ class DivergedError(VAELightningError):
             "The weights were not updated with it, and the last good checkpoint is kept. "
             "Try a lower `optimizer.lr` or gradient clipping with `module.gradient_clip_val=1.0`."
         )
+
+
+class JobFailed(Exception):
+    """Raised in a sweep instead of exiting, so that Hydra records this job as failed and runs the others.
+
+    Deliberately not a VAELightningError: it carries the message of one, already logged."""

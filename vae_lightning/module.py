@@ -20,6 +20,19 @@ STAGES = ("train", "val", "test")
 _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name"})
 
 
+def random_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_random_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 class RunningSums:
     """Sample-weighted sums of the training terms over an epoch, kept on the training device."""
 
@@ -63,6 +76,7 @@ class VAEModule(LightningModule):
         optimizer: dict[str, Any],
         input_shape: tuple[int, ...],
         gradient_clip_val: float | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         net, loss, beta, optimizer = (as_plain(n) for n in (net, loss, beta, optimizer))
@@ -78,9 +92,12 @@ class VAEModule(LightningModule):
             else checks.number("module.gradient_clip_val", gradient_clip_val, low=0.0, low_inclusive=False)
         )
         self._beta_total_steps = 0
+        if compile:
+            self.net.compile()  # in place: the state dict keeps its keys
         self.beta_schedule = None
         self.automatic_optimization = False
         self._epoch_sums = RunningSums()
+        self._rng_states_to_restore: dict[str, Any] | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PLAIN_ATTRIBUTES:
@@ -114,10 +131,19 @@ class VAEModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["beta_total_steps"] = self._beta_total_steps
+        checkpoint["rng_states"] = random_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._beta_total_steps = int(checkpoint.get("beta_total_steps", 0))
         self._build_beta_schedule()
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        """A resumed run continues with the random state it was saved with (data order, sampling noise), so
+        it reproduces the uninterrupted run; restored here, after Lightning's sanity check has used some."""
+        if self._rng_states_to_restore is not None:
+            restore_random_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return call(self._optimizer_factory, "optimizer", self.parameters())

@@ -7,8 +7,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning import Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+
+from vae_lightning import checks
+from vae_lightning.errors import DataNotFoundError
+
+log = logging.getLogger(__name__)
 
 
 def route_lightning_logs() -> None:
@@ -33,6 +40,41 @@ def log_config(trainer: Trainer, cfg: DictConfig) -> None:
     plain = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
         logger.log_hyperparams(flatten(plain))
+
+
+def log_final_hparams(trainer: Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """TensorBoard's HPARAMS tab: the flattened config beside the final metrics, so the runs of a sweep
+    compare side by side. The metrics go under `hp/` (e.g. `hp/val_loss`), apart from the training curves."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    hp_metrics = {"hp/" + name.replace("/", "_"): value for name, value in metrics.items()}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(flat, metrics=hp_metrics)
+            logger.finalize("success")  # the trainer already closed it once; flush what was just written
+
+
+def set_threads(threads: Any) -> None:
+    """`threads`: intra-op CPU threads of this process (null: torch's default, one per core). Parallel
+    sweep jobs set it so that together they do not oversubscribe the cores."""
+    if threads is not None:
+        torch.set_num_threads(checks.positive_int("threads", threads))
+    log.info("Using %d CPU threads", torch.get_num_threads())
+
+
+def checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
+    """`ckpt_path` if given (it must exist); with `resume=true`, the run folder's checkpoints/last.ckpt."""
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path).expanduser()
+        if not path.is_file():
+            raise DataNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file.")
+        return str(path)
+    if cfg.get("resume"):
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("Resuming from %s", last)
+            return str(last)
+        log.warning("resume=true but %s does not exist: starting from scratch.", last)
+    return None
 
 
 def final_metrics(trainer: Trainer, prefix: str) -> dict[str, float]:

@@ -16,16 +16,20 @@ class DigitsDataModule(InMemoryDataModule):
 
     input_shape = (1, 8, 8)
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0,
-                 val_fraction: float = 0.1, test_fraction: float = 0.1) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+    ) -> None:
         super().__init__(batch_size, num_workers, split_seed, val_fraction)
-        self.test_fraction = checks.number("test_fraction", test_fraction, low=0.0, high=0.5,
-                                           low_inclusive=False)
+        self.test_fraction = checks.number("test_fraction", test_fraction, low=0.0, high=0.5, low_inclusive=False)
 
     def load_splits(self) -> tuple[InMemoryDataset, InMemoryDataset, InMemoryDataset]:
         digits = load_digits()
         images = torch.from_numpy(digits.images).float().div_(_MAX_GREY_LEVEL).unsqueeze(1)
         everything = InMemoryDataset(images.contiguous(), torch.from_numpy(digits.target).long())
-        train, val, test = split_indices(len(everything), [self.val_fraction, self.test_fraction],
-                                         self.split_seed)
+        train, val, test = split_indices(len(everything), [self.val_fraction, self.test_fraction], self.split_seed)
         return everything.subset(train), everything.subset(val), everything.subset(test)

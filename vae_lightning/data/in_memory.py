@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vae_lightning import checks
 from vae_lightning.errors import ConfigValueError
@@ -21,8 +21,12 @@ class InMemoryDataset(Dataset):
     collate; `batch_transform` (e.g. dynamic binarisation) is applied to each fetched batch.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor,
-                 batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
@@ -47,6 +51,29 @@ class InMemoryDataset(Dataset):
         return InMemoryDataset(self.images[index], self.labels[index], self.batch_transform)
 
 
+class EpochShuffle(Sampler[int]):
+    """A random order of range(n) that depends only on (seed, epoch), not on the global random state.
+
+    Lightning calls `set_epoch` before every epoch, also after resuming from a checkpoint, so a resumed run
+    sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def keep_batch(batch: Batch) -> Batch:
     """The collate function for `__getitems__` batches: they are already stacked."""
     return batch
@@ -65,14 +92,16 @@ class InMemoryDataModule(LightningDataModule):
 
     input_shape: tuple[int, int, int]
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0,
-                 val_fraction: float = 0.1) -> None:
+    def __init__(
+        self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0, val_fraction: float = 0.1
+    ) -> None:
         super().__init__()
         self.batch_size = checks.positive_int("batch_size", batch_size)
         self.num_workers = checks.non_negative_int("num_workers", num_workers)
         self.split_seed = checks.non_negative_int("split_seed", split_seed)
-        self.val_fraction = checks.number("val_fraction", val_fraction, low=0.0, high=1.0,
-                                          low_inclusive=False, high_inclusive=False)
+        self.val_fraction = checks.number(
+            "val_fraction", val_fraction, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
+        )
         self.train_set: InMemoryDataset | None = None
         self.val_set: InMemoryDataset | None = None
         self.test_set: InMemoryDataset | None = None
@@ -87,13 +116,25 @@ class InMemoryDataModule(LightningDataModule):
             if self.batch_size > len(self.train_set):
                 raise ConfigValueError(
                     "dataset.batch_size",
-                    f"is larger than the training split ({len(self.train_set)} samples)", self.batch_size)
+                    f"is larger than the training split ({len(self.train_set)} samples)",
+                    self.batch_size,
+                )
 
     def _loader(self, dataset: InMemoryDataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("setup() must run before the data loaders are asked for")
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=keep_batch, persistent_workers=self.num_workers > 0)
+        # the order and the workers' seeds come from the run's seed (set by seed_everything before setup),
+        # never from the global random state that training draws from
+        seed = torch.initial_seed() % 2**31
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochShuffle(len(dataset), seed) if shuffle else None,
+            num_workers=self.num_workers,
+            collate_fn=keep_batch,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -111,8 +111,9 @@ class MNISTDataModule(InMemoryDataModule):
         test_images, test_labels = read_split(self.root, "test_images", "test_labels")
         train_index, val_index = split_indices(len(train_images), [self.val_fraction], self.split_seed)
         train_index, val_index = train_index.numpy(), val_index.numpy()
-        log.info("MNIST from %s: %d train, %d val, %d test", self.root, len(train_index), len(val_index),
-                 len(test_images))
+        log.info(
+            "MNIST from %s: %d train, %d val, %d test", self.root, len(train_index), len(val_index), len(test_images)
+        )
         return (
             self._tensors(train_images[train_index], train_labels[train_index], train=True),
             self._tensors(train_images[val_index], train_labels[val_index], train=False),
