@@ -165,8 +165,9 @@ def test_same_config_and_seed_give_the_same_val_loss(tmp_path):
 def test_compile_and_bf16_mixed_precision_train(tmp_path):
     """The options trainer=gpu offers, checked here on the CPU (torch.compile with inductor, bf16 autocast)."""
     run_dir = tmp_path / "run"
-    result = run_train(["compile=true", "trainer.precision=bf16-mixed", "debug=fast", "logger=csv"], run_dir,
-                       timeout=600)
+    result = run_train(
+        ["compile=true", "trainer.precision=bf16-mixed", "debug=fast", "logger=csv"], run_dir, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert status(run_dir) == "completed"
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import run_train, write_mnist
+from tests.conftest import SHARED_DATA, run_train, write_mnist
 from vae_lightning.module import VAEModule
 
 pytestmark = pytest.mark.slow
@@ -119,3 +119,76 @@ def test_a_diverging_run_stops_with_status_diverged(tmp_path):
     for checkpoint in (run_dir / "checkpoints").glob("*.ckpt"):  # nothing non-finite was saved
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
         assert all(torch.isfinite(t).all() for t in state.values())
+
+
+@pytest.fixture
+def faces_and_dogs(tmp_path):
+    from tests.photo_fixtures import write_cu_dogs, write_utkface
+
+    return write_utkface(tmp_path / "utkface", n=40), write_cu_dogs(tmp_path / "cu_dogs", per_breed=10)
+
+
+def test_faces_dogs_with_the_ramp_reports_skips_and_reuses_the_cache(faces_and_dogs, tmp_path):
+    faces, dogs = faces_and_dogs
+    args = [
+        "dataset=faces_dogs",
+        "beta=ramp",
+        "debug=fast",
+        f"dataset.faces.root={faces}",
+        f"dataset.dogs.root={dogs}",
+        "dataset.image_size=32",
+        "dataset.batch_size=8",
+    ]
+    first = run_train(args, tmp_path / "first")
+    _, accumulator = assert_complete_run(first, tmp_path / "first")
+    output = first.stdout + first.stderr
+    assert "skipped 3 of" in output and "centre-cropped" in output and "preprocessed into" in output
+    image = accumulator.Images("val/reconstructions")[-1]
+    assert image.width > 32 * 8
+    second = run_train(args, tmp_path / "second")
+    assert second.returncode == 0 and "from the cache" in second.stdout + second.stderr
+
+
+def test_faces_dogs_on_the_real_samples(tmp_path):
+    faces, dogs = SHARED_DATA / "utkface", SHARED_DATA / "dogs" / "oxford_iiit_pet"
+    if not faces.is_dir() or not dogs.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not present")
+    args = [
+        "dataset=faces_dogs",
+        "beta=ramp",
+        "debug=fast",
+        f"dataset.faces.root={faces}",
+        f"dataset.dogs.root={dogs}",
+        "dataset.batch_size=8",
+    ]
+    assert_complete_run(run_train(args, tmp_path / "run"), tmp_path / "run")
+
+
+def test_haskell_dogpeople_has_the_seed_shapes(faces_and_dogs, tmp_path):
+    faces, dogs = faces_and_dogs
+    run_dir = tmp_path / "run"
+    result = run_train(
+        ["experiment=haskell_dogpeople", "debug=fast", f"dataset.faces.root={faces}", f"dataset.dogs.root={dogs}"],
+        run_dir,
+    )
+    assert_complete_run(result, run_dir)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    shapes = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    assert shapes["net.encoder.0.weight"] == (2000, 2500) and shapes["net.encoder.2.weight"] == (120, 2000)
+    assert checkpoint["hyper_parameters"]["input_shape"] == (1, 50, 50)
+
+
+def test_faces_dogs_conv_trains(faces_and_dogs, tmp_path):
+    faces, dogs = faces_and_dogs
+    run_dir = tmp_path / "run"
+    result = run_train(
+        [
+            "experiment=faces_dogs_conv",
+            "debug=fast",
+            f"dataset.faces.root={faces}",
+            f"dataset.dogs.root={dogs}",
+            "dataset.batch_size=8",
+        ],
+        run_dir,
+    )
+    assert_complete_run(result, run_dir)

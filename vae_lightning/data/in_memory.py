@@ -15,7 +15,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class InMemoryDataset(Dataset):
-    """Images (N, C, H, W) in [0, 1] and integer labels (N,).
+    """Images (N, C, H, W), float in [0, 1] or uint8 (scaled to [0, 1] per batch), and integer labels (N,).
 
     `__getitems__` fetches a batch with one tensor index instead of one `__getitem__` per sample and a
     collate; `batch_transform` (e.g. dynamic binarisation) is applied to each fetched batch.
@@ -32,6 +32,7 @@ class InMemoryDataset(Dataset):
         self.images = images
         self.labels = labels
         self.batch_transform = batch_transform
+        self.label_table: torch.Tensor | None = None  # every label of each sample (N, K), where a set has several
 
     def __len__(self) -> int:
         return len(self.images)
@@ -39,6 +40,8 @@ class InMemoryDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         index = torch.as_tensor(indices, dtype=torch.long)
         images = self.images[index]
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
         if self.batch_transform is not None:
             images = self.batch_transform(images)
         return images, self.labels[index]
@@ -48,7 +51,10 @@ class InMemoryDataset(Dataset):
         return images[0], labels[0]
 
     def subset(self, index: torch.Tensor) -> InMemoryDataset:
-        return InMemoryDataset(self.images[index], self.labels[index], self.batch_transform)
+        subset = InMemoryDataset(self.images[index], self.labels[index], self.batch_transform)
+        if self.label_table is not None:
+            subset.label_table = self.label_table[index]
+        return subset
 
 
 class EpochShuffle(Sampler[int]):

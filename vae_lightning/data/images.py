@@ -1,0 +1,111 @@
+"""Decoding, cropping and resizing photos into small uint8 tensors, robust to the bad files real folders hold.
+
+`decode_crop_resize` turns one file into a (C, size, size) uint8 array or a reason it was skipped:
+- zero-byte, truncated or non-image files are skipped (the reason is kept and counted);
+- CMYK, palette, alpha and 16-bit images are converted; EXIF orientation is applied;
+- JPEGs are decoded in draft mode (the decoder's DCT scaling) at the smallest scale that still leaves the crop
+  at least `size` pixels wide, which is what makes preprocessing fast;
+- the crop box (a square in the stored image's pixels, or the centred square when None) is clipped to the
+  image, then resized with an antialiasing filter.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+Box = tuple[float, float, float, float]  # left, top, right, bottom in the stored image's pixels
+
+# EXIF orientation -> the transpose that shows the photo upright (as ImageOps.exif_transpose does)
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+
+
+@dataclass(frozen=True)
+class Item:
+    """One source image: its path, an optional crop box, and integer labels (e.g. age, breed)."""
+
+    path: str
+    box: Box | None = None
+    labels: tuple[int, ...] = ()
+
+
+def square_around(box: Box, margin: float, width: int, height: int) -> Box:
+    """The square centred on `box`, each side grown by `margin` times the box's longer side, then fitted
+    inside the image (shifted, and shrunk only when the image is smaller than the square)."""
+    left, top, right, bottom = box
+    side = max(right - left, bottom - top) * (1.0 + 2.0 * margin)
+    side = max(1.0, min(side, width, height))
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    x0 = min(max(cx - side / 2, 0.0), width - side)
+    y0 = min(max(cy - side / 2, 0.0), height - side)
+    return (x0, y0, x0 + side, y0 + side)
+
+
+def centre_square(width: int, height: int) -> Box:
+    side = min(width, height)
+    x0, y0 = (width - side) / 2, (height - side) / 2
+    return (x0, y0, x0 + side, y0 + side)
+
+
+def _to_8bit(image: Image.Image, grayscale: bool) -> Image.Image:
+    """Any Pillow mode -> "L" or "RGB"; 16- and 32-bit images are scaled, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    target = "L" if grayscale else "RGB"
+    return image if image.mode == target else image.convert(target)
+
+
+def decode_crop_resize(item: Item, size: int, grayscale: bool, margin: float = 0.0) -> np.ndarray | str:
+    """(C, size, size) uint8, or the reason the file was skipped."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about odd EXIF blocks; we only need the pixels
+            with Image.open(item.path) as image:
+                width, height = image.size
+                box = (
+                    centre_square(width, height) if item.box is None else square_around(item.box, margin, width, height)
+                )
+                side = min(box[2] - box[0], box[3] - box[1])
+                orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+                if image.format == "JPEG" and side > size:
+                    scale = size / side  # the decoder may shrink by up to this much
+                    image.draft("L" if grayscale else "RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+                    fx, fy = image.size[0] / width, image.size[1] / height
+                    box = (box[0] * fx, box[1] * fy, min(box[2] * fx, image.size[0]), min(box[3] * fy, image.size[1]))
+                image.load()
+                image = _to_8bit(image, grayscale)
+                image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+                if orientation in _ORIENTATION:
+                    image = image.transpose(_ORIENTATION[orientation])
+                array = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as bad:
+        return f"{type(bad).__name__}: {bad}"
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array)
+
+
+def list_images(root: Path) -> list[Path]:
+    """Every image file under `root`, recursively, sorted."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

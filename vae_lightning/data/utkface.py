@@ -1,0 +1,99 @@
+"""UTKFace: aligned & cropped faces named `age_gender_race_datetime.jpg.chip.jpg`.
+
+age 0-116; gender 0 male, 1 female; race 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others; datetime
+yyyymmddHHMMSSFFF (17 digits). A malformed name keeps its image with unknown labels (-1).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vae_lightning.data.images import Item, list_images
+from vae_lightning.errors import DataFormatError, DataNotFoundError
+
+log = logging.getLogger(__name__)
+
+LABEL_NAMES = ("age", "gender", "race")
+UNKNOWN = (-1, -1, -1)
+_RANGES = ((0, 116), (0, 1), (0, 4))
+_DATETIME_DIGITS = 17
+HOW_TO_GET = (
+    "UTKFace has no stable direct download: fetch the 'Aligned&Cropped Faces' archive (UTKFace.tar.gz, or "
+    "crop_part1.tar.gz) from the links on https://susanqq.github.io/UTKFace/, unpack it and point "
+    "`dataset.root` (or `dataset.faces.root`) at the folder that holds the *.jpg.chip.jpg files."
+)
+
+
+def parse_utkface_name(name: str) -> tuple[int, int, int] | None:
+    """(age, gender, race) from a UTKFace file name, or None when the name is malformed."""
+    stem = name
+    for suffix in (".chip.jpg", ".jpg"):
+        stem = stem.removesuffix(suffix)
+    fields = stem.split("_")
+    if len(fields) != 4 or not all(f.isdigit() for f in fields):
+        return None
+    values = tuple(int(f) for f in fields[:3])
+    if len(fields[3]) != _DATETIME_DIGITS:
+        return None
+    if not all(low <= v <= high for v, (low, high) in zip(values, _RANGES, strict=True)):
+        return None
+    return values  # type: ignore[return-value]
+
+
+def read_landmarks(path: Path) -> dict[str, tuple[float, float, float, float]]:
+    """{in-the-wild file name: bounding box of its 68 points} from a UTKFace `landmark_list` file."""
+    boxes = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 1 + 136:
+            raise DataFormatError(
+                f"{path}, line {number}: expected a name and 136 coordinates, got {len(fields)} fields."
+            )
+        xs = [float(v) for v in fields[1::2]]
+        ys = [float(v) for v in fields[2::2]]
+        boxes[fields[0]] = (min(xs), min(ys), max(xs), max(ys))
+    return boxes
+
+
+class UTKFaceSource:
+    """Every image under `root` (recursive) with labels from its name. With `landmarks` (a landmark_list file),
+    the in-the-wild images it lists are cropped to the box of their 68 points instead."""
+
+    name = "utkface"
+    label_names = LABEL_NAMES
+
+    def __init__(self, root: str, landmarks: str | None = None) -> None:
+        self.root = Path(root).expanduser()
+        self.landmarks = Path(landmarks).expanduser() if landmarks else None
+
+    def items(self) -> list[Item]:
+        if not self.root.is_dir():
+            raise DataNotFoundError(f"The UTKFace folder {self.root} does not exist. {HOW_TO_GET}")
+        paths = list_images(self.root)
+        if not paths:
+            raise DataNotFoundError(f"The UTKFace folder {self.root} holds no images. {HOW_TO_GET}")
+        boxes = read_landmarks(self.landmarks) if self.landmarks else None
+        items, malformed = [], []
+        for path in paths:
+            if boxes is not None and path.name not in boxes:
+                continue
+            labels = parse_utkface_name(path.name)
+            if labels is None:
+                malformed.append(path.name)
+            items.append(Item(str(path), boxes[path.name] if boxes is not None else None, labels or UNKNOWN))
+        if boxes is not None and not items:
+            raise DataNotFoundError(f"None of the images listed in {self.landmarks} is under {self.root}.")
+        if malformed:
+            log.warning(
+                "UTKFace: %d file names do not follow age_gender_race_datetime.jpg.chip.jpg; their labels "
+                "are unknown (-1): %s",
+                len(malformed),
+                ", ".join(malformed[:5]),
+            )
+        return items
+
+    def test_paths(self) -> set[str] | None:
+        return None

@@ -1,0 +1,76 @@
+"""A convolutional VAE for square colour images (e.g. 64x64 faces): stride-2 conv blocks down to a 4x4 map,
+a linear layer to the posterior, and the mirror image with transposed convolutions back up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+from vae_lightning import checks
+from vae_lightning.distributions import DiagonalGaussian
+from vae_lightning.errors import ConfigValueError
+from vae_lightning.nets.mlp import VAEOutput
+from vae_lightning.nets.posterior import ExpHalfLogVariance
+
+
+class ConvVAE(nn.Module):
+    """Each entry of `channels` is one stride-2 conv block (conv 4x4, batch norm, activation), so the image
+    side must be divisible by 2 ** len(channels). The decoder returns logits shaped like the input."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int] = (32, 64, 128, 256),
+        latent_dim: int = 128,
+        activation: Callable[[], nn.Module] = nn.LeakyReLU,
+        posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(checks.positive_int_list("input_shape", input_shape))
+        self.channels = checks.positive_int_list("channels", channels)
+        self.latent_dim = checks.positive_int("latent_dim", latent_dim)
+        self.posterior_scale = posterior_scale if posterior_scale is not None else ExpHalfLogVariance()
+        in_channels, height, width = self.input_shape
+        factor = 2 ** len(self.channels)
+        if height != width or height % factor:
+            raise ConfigValueError(
+                "channels",
+                f"needs square images whose side divides by {factor} "
+                f"(2 ** number of blocks); the images are {height}x{width}",
+                list(self.channels),
+            )
+        self.map_side = height // factor
+        widths = [in_channels, *self.channels]
+        down = []
+        for c_in, c_out in pairwise(widths):
+            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), activation()]
+        self.encoder_convs = nn.Sequential(*down, nn.Flatten())
+        flat = self.channels[-1] * self.map_side**2
+        self.encoder_head = nn.Linear(flat, 2 * self.latent_dim)
+        self.decoder_head = nn.Linear(self.latent_dim, flat)
+        up: list[nn.Module] = []
+        reversed_widths = list(reversed(widths))
+        for i, (c_in, c_out) in enumerate(pairwise(reversed_widths)):
+            up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            if i < len(reversed_widths) - 2:
+                up += [nn.BatchNorm2d(c_out), activation()]
+        self.decoder_convs = nn.Sequential(*up)
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        loc, raw_scale = self.encoder_head(self.encoder_convs(x)).chunk(2, dim=-1)
+        return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        features = self.decoder_head(z).view(z.shape[0], self.channels[-1], self.map_side, self.map_side)
+        return self.decoder_convs(features)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decode(z))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        posterior = self.encode(x)
+        z = posterior.rsample(generator)
+        return VAEOutput(posterior, z, self.decode(z))
