@@ -17,15 +17,17 @@ CONF = ROOT / "conf"
 GROUPS = [p for p in sorted(CONF.rglob("*")) if p.is_dir() and any(p.glob("*.yaml")) and p.name != "hydra"]
 
 
-# A nested group exists inside one option of its parent group.
+# A nested group exists inside one option of its parent group; some options need a matching data set.
 PARENT_OPTION = {"dataset/binarize": ["dataset=mnist"]}
+COMPANION = {"model=conv": ["dataset=utkface"]}  # 64x64 images: the digits' 8x8 are too small for its 4 blocks
 
 
 def options():
     for group in GROUPS:
         name = group.relative_to(CONF).as_posix()
         for option in sorted(group.glob("*.yaml")):
-            yield [*PARENT_OPTION.get(name, []), f"{name}={option.stem}"]
+            override = f"{name}={option.stem}"
+            yield [*PARENT_OPTION.get(name, []), *COMPANION.get(override, []), override]
 
 
 def composed(overrides, tmp_path):
