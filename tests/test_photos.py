@@ -137,7 +137,7 @@ def test_cache_hits_rebuilds_and_ignores_leftovers(tmp_path, monkeypatch):
 
 def test_balanced_batches():
     domain = torch.tensor([0] * 10 + [1] * 4)
-    sampler = BalancedBatches(domain, batch_size=4, seed=3)
+    sampler = BalancedBatches(range(14), domain, batch_size=4, seed=3)
     batches = list(sampler)
     assert len(batches) == 5
     for batch in batches:
@@ -146,6 +146,13 @@ def test_balanced_batches():
     assert list(sampler) == batches
     sampler.set_epoch(1)
     assert list(sampler) != batches
+    shares = [
+        BalancedBatches(torch.utils.data.DistributedSampler(range(14), 2, rank, seed=3), domain, 4, 3)
+        for rank in (0, 1)
+    ]  # what Lightning injects under DDP
+    assert len(list(shares[0])) == len(list(shares[1])) == 3
+    humans = [{i for batch in share for i in batch if i < 10} for share in shares]
+    assert humans[0] and humans[1] and not humans[0] & humans[1]  # each process has its own share of humans
 
 
 def test_utkface_datamodule_skips_and_counts_bad_files(tmp_path, caplog):

@@ -192,3 +192,25 @@ def test_faces_dogs_conv_trains(faces_and_dogs, tmp_path):
         run_dir,
     )
     assert_complete_run(result, run_dir)
+
+
+def test_faces_dogs_under_ddp(faces_and_dogs, tmp_path):
+    """Lightning hands each process its DistributedSampler share through the balanced batch sampler."""
+    faces, dogs = faces_and_dogs
+    run_dir = tmp_path / "run"
+    result = run_train(
+        [
+            "dataset=faces_dogs",
+            f"dataset.faces.root={faces}",
+            f"dataset.dogs.root={dogs}",
+            "dataset.image_size=32",
+            "dataset.batch_size=8",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "debug=fast",
+        ],
+        run_dir,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"

@@ -10,7 +10,7 @@ import logging
 import math
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
 from vae_lightning import checks
 from vae_lightning.data.cache import Preprocessed, cached_preprocess
@@ -120,32 +120,42 @@ class DogsDataModule(PhotoDataModule):
         return self._split(data, self.source.test_paths(), primary_label=0)
 
 
-class BalancedBatches(Sampler[list[int]]):
+class BalancedBatches(BatchSampler):
     """Batches of half humans, half dogs; the order depends only on (seed, epoch). An epoch covers the larger
-    domain once; the smaller one is reshuffled as often as needed."""
+    domain once; the smaller one is reshuffled as often as needed.
 
-    def __init__(self, domain: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.by_domain = [torch.nonzero(domain == d).flatten() for d in (HUMAN, DOG)]
+    `sampler` says which samples this process may use: all of them (a SequentialSampler), or under DDP the
+    DistributedSampler share that Lightning injects through this argument (it re-creates BatchSampler subclasses
+    made in a `*_dataloader` hook with their arguments). Every process yields the same number of batches,
+    computed from the whole set, so no process waits for another at the end of an epoch.
+    """
+
+    def __init__(self, sampler: Sampler[int], domain: torch.Tensor, batch_size: int, seed: int) -> None:
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.domain = domain
         self.half = max(1, batch_size // 2)
         self.seed = seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return math.ceil(max(len(ix) for ix in self.by_domain) / self.half)
+        processes = getattr(self.sampler, "num_replicas", 1)
+        largest = max(int((self.domain == d).sum()) for d in (HUMAN, DOG))
+        return math.ceil(largest / processes / self.half)
 
     def _stream(self, indices: torch.Tensor, generator: torch.Generator, needed: int) -> torch.Tensor:
-        rounds = [
-            indices[torch.randperm(len(indices), generator=generator)] for _ in range(math.ceil(needed / len(indices)))
-        ]
-        return torch.cat(rounds)[:needed]
+        rounds = math.ceil(needed / len(indices))
+        return torch.cat([indices[torch.randperm(len(indices), generator=generator)] for _ in range(rounds)])[:needed]
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        allowed = torch.as_tensor(list(self.sampler), dtype=torch.long)
         needed = len(self) * self.half
-        humans, dogs = (self._stream(ix, generator, needed) for ix in self.by_domain)
+        humans, dogs = (self._stream(allowed[self.domain[allowed] == d], generator, needed) for d in (HUMAN, DOG))
         for b in range(len(self)):
             part = slice(b * self.half, (b + 1) * self.half)
             yield torch.cat([humans[part], dogs[part]]).tolist()
@@ -193,7 +203,7 @@ class FacesDogsDataModule(PhotoDataModule):
 
     def train_dataloader(self) -> DataLoader:
         seed = torch.initial_seed() % 2**31
-        sampler = BalancedBatches(self.train_set.labels, self.batch_size, seed)
+        sampler = BalancedBatches(SequentialSampler(self.train_set), self.train_set.labels, self.batch_size, seed)
         return DataLoader(
             self.train_set,
             batch_sampler=sampler,
