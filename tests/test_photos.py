@@ -208,3 +208,40 @@ def test_image_size_too_small_names_the_key(tmp_path):
     with pytest.raises(ConfigValueError) as error:
         UTKFaceDataModule(str(tmp_path), str(tmp_path), image_size=1)
     assert error.value.key == "image_size"
+
+
+def test_oxford_pet_download_verifies_and_unpacks(tmp_path, monkeypatch):
+    import functools
+    import hashlib
+    import http.server
+    import tarfile
+    import threading
+
+    from vae_lightning.data import dogs as dogs_module
+
+    built = write_oxford_pet(tmp_path / "built", dogs=4, cats=1)
+    served = tmp_path / "served"
+    served.mkdir()
+    for folder in ("images", "annotations"):
+        with tarfile.open(served / f"{folder}.tar.gz", "w:gz") as tar:
+            tar.add(built / folder, arcname=folder)
+    md5s = {name: hashlib.md5((served / name).read_bytes()).hexdigest() for name in dogs_module.PET_ARCHIVES}
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(
+            dogs_module, "PET_MIRRORS", ("http://127.0.0.1:9/", f"http://127.0.0.1:{server.server_address[1]}/")
+        )
+        monkeypatch.setattr(dogs_module, "PET_ARCHIVES", md5s)
+        root = tmp_path / "pets"
+        source = DogsSource(str(root), download=True)
+        source.prepare()
+        assert source.layout() == "oxford_pet" and len(source.items()) == 4
+        assert not list(root.glob(".unpacking-*"))
+        monkeypatch.setattr(dogs_module, "PET_ARCHIVES", dict.fromkeys(md5s, "0" * 32))  # published MD5s differ
+        with pytest.raises(DataNotFoundError, match="MD5 mismatch"):
+            DogsSource(str(tmp_path / "other"), download=True).prepare()
+    finally:
+        server.shutdown()

@@ -201,7 +201,10 @@ class DogsSource:
                         f"Could not download Oxford-IIIT Pet into {self.root}: {failure}. {HOW_TO_GET}"
                     ) from None
                 with tarfile.open(path) as tar:
-                    tar.extractall(staging, filter="data")
+                    if hasattr(tarfile, "data_filter"):  # refuses absolute paths and links out of the folder
+                        tar.extractall(staging, filter="data")
+                    else:  # Python < 3.10.12
+                        tar.extractall(staging)
             for folder in ("images", "annotations"):  # renamed into place only once both archives unpacked
                 target = self.root / folder
                 if target.exists():
