@@ -77,9 +77,10 @@ class VAEModule(LightningModule):
         input_shape: tuple[int, ...],
         gradient_clip_val: float | None = None,
         compile: bool = False,
+        data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        net, loss, beta, optimizer = (as_plain(n) for n in (net, loss, beta, optimizer))
+        net, loss, beta, optimizer, data = (as_plain(n) for n in (net, loss, beta, optimizer, data))
         input_shape = tuple(as_plain(input_shape))
         self.save_hyperparameters()
         self.net = build(net, "model", input_shape=input_shape)

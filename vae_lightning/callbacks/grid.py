@@ -28,3 +28,11 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
 def to_uint8_hwc(grid: torch.Tensor) -> torch.Tensor:
     """A (C, H, W) picture in [0, 1] as (H, W, C) uint8, for PNG files."""
     return grid.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
+
+
+def enlarge(images: torch.Tensor, min_side: int = 32) -> torch.Tensor:
+    """Small images (N, C, H, W) repeated by an integer factor (nearest neighbour) to at least `min_side`."""
+    factor = max(1, -(-min_side // images.shape[-1]))
+    if factor == 1:
+        return images
+    return images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)

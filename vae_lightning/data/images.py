@@ -103,7 +103,7 @@ def decode_crop_resize(item: Item, size: int, grayscale: bool, margin: float = 0
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as bad:
         return f"{type(bad).__name__}: {bad}"
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return np.ascontiguousarray(array)
+    return np.array(array, dtype=np.uint8, order="C", copy=True)
 
 
 def list_images(root: Path) -> list[Path]:

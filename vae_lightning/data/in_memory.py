@@ -97,6 +97,7 @@ class InMemoryDataModule(LightningDataModule):
     """Base class: subclasses load the splits in `load_splits` and declare `input_shape` (C, H, W)."""
 
     input_shape: tuple[int, int, int]
+    class_names: dict[int, str] = {}  # label -> name, for legends (labels without a name show as numbers)
 
     def __init__(
         self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0, val_fraction: float = 0.1

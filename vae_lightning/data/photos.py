@@ -99,6 +99,7 @@ class UTKFaceDataModule(PhotoDataModule):
         super().__init__(cache_dir, **kwargs)
         self.source = UTKFaceSource(root, landmarks)
         self.label_names = self.source.label_names
+        self.class_names = {0: "male", 1: "female", -1: "gender unknown"}
 
     def load_splits(self):
         return self._split(self._load_source(self.source), None, primary_label=1)
@@ -117,6 +118,7 @@ class DogsDataModule(PhotoDataModule):
 
     def load_splits(self):
         data = self._load_source(self.source)
+        self.class_names = dict(self.source.breeds)
         return self._split(data, self.source.test_paths(), primary_label=0)
 
 
@@ -166,6 +168,7 @@ class FacesDogsDataModule(PhotoDataModule):
     0 human / 1 dog (the source labels stay in `label_table`), each training batch balanced between them."""
 
     label_names = ("domain",)
+    class_names = dict(enumerate(DOMAIN_NAMES))
 
     def __init__(
         self, faces: UTKFaceSource, dogs: DogsSource, cache_dir: str, n_per_domain: int = 3500, **kwargs
