@@ -33,6 +33,31 @@ def restore_random_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class ValidationRecord:
+    """What the validation loop computed anyway, kept for the diagnostics: each sample's loss (in loader
+    order) and the KL of each latent dimension summed over the samples."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._losses: list[torch.Tensor] = []
+        self.kl_sum: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, per_sample: torch.Tensor, kl_per_dim: torch.Tensor) -> None:
+        self._losses.append(per_sample.detach())
+        summed = kl_per_dim.detach().sum(0)
+        self.kl_sum = summed if self.kl_sum is None else self.kl_sum + summed
+        self.count += len(per_sample)
+
+    def per_sample_losses(self) -> torch.Tensor:
+        return torch.cat(self._losses) if self._losses else torch.empty(0)
+
+    def kl_per_dim(self) -> torch.Tensor:
+        return self.kl_sum / max(self.count, 1) if self.kl_sum is not None else torch.empty(0)
+
+
 class RunningSums:
     """Sample-weighted sums of the training terms over an epoch, kept on the training device."""
 
@@ -99,6 +124,7 @@ class VAEModule(LightningModule):
         self.automatic_optimization = False
         self._epoch_sums = RunningSums()
         self._rng_states_to_restore: dict[str, Any] | None = None
+        self.validation_record = ValidationRecord()
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PLAIN_ATTRIBUTES:
@@ -161,7 +187,10 @@ class VAEModule(LightningModule):
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> LossTerms:
         x, _ = batch
         beta = self.beta_at(stage)
-        terms = self.loss_fn(x, self.net(x), beta)
+        out = self.net(x)
+        terms = self.loss_fn(x, out, beta)
+        if stage == "val":
+            self.validation_record.add(terms.per_sample, out.posterior.kl_to_standard_normal_per_dim())
         if stage == "train":
             self._log_train_step(terms, beta, x.shape[0])
         else:
@@ -209,6 +238,9 @@ class VAEModule(LightningModule):
             on_epoch=True,
             sync_dist=True,
         )
+
+    def on_validation_epoch_start(self) -> None:
+        self.validation_record.reset()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")

@@ -41,9 +41,15 @@ def scatter(
     draw.rectangle([_MARGIN, _MARGIN, size, size], outline="black")
     classes = sorted(set(labels.tolist()))
     palette = dict(zip(classes, colours(len(classes)), strict=True))
-    for x, y, label in zip(xs, ys, labels.tolist(), strict=True):
-        if _MARGIN <= x <= size and _MARGIN <= y <= size:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=palette[label])
+    pixels = np.array(image)
+    inside = (xs >= _MARGIN + 2) & (xs <= size - 2) & (ys >= _MARGIN + 2) & (ys <= size - 2)
+    cols, rows = xs[inside].astype(int), ys[inside].astype(int)
+    rgb = np.array([palette[label] for label in labels[inside].tolist()], dtype=np.uint8).reshape(-1, 3)
+    for dy in (-1, 0, 1):  # each point a 3x3 dot
+        for dx in (-1, 0, 1):
+            pixels[rows + dy, cols + dx] = rgb
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
     draw.text((_MARGIN, 10), title, fill="black", font=_FONT)
     draw.text((_MARGIN, size + 6), f"{axis_names[0]}: {low[0]:.2f} .. {high[0]:.2f}", fill="black", font=_FONT)
     draw.text(
@@ -57,19 +63,22 @@ def scatter(
 
 
 def captioned_grid(images: torch.Tensor, captions: Sequence[str], nrow: int, title: str = "") -> np.ndarray:
-    """Images (N, C, H, W) in [0, 1], enlarged to at least 64 px, in a grid with a caption under each."""
-    images = enlarge(images, 64)
-    n, _, h, w = images.shape
-    cells = []
-    for i in range(n):
-        cell = Image.new("RGB", (w, h + 14), "white")
-        cell.paste(Image.fromarray(to_uint8_hwc(images[i].expand(3, h, w)).numpy()), (0, 0))
-        ImageDraw.Draw(cell).text((2, h + 1), captions[i][: w // 6], fill="black", font=_FONT)
-        cells.append(torch.from_numpy(np.asarray(cell)).permute(2, 0, 1).float() / 255)
-    grid = to_uint8_hwc(make_grid(torch.stack(cells), nrow=nrow)).numpy()
-    if not title:
-        return grid
-    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + 16), "white")
-    canvas.paste(Image.fromarray(grid), (0, 16))
-    ImageDraw.Draw(canvas).text((4, 2), title, fill="black", font=_FONT)
+    """Images (N, C, H, W) in [0, 1] (tiny ones enlarged to 24 px) in a grid, a caption under each."""
+    images = enlarge(images, 24)
+    n, c, h, w = images.shape
+    caption_h, pad, top = 12, 2, 14 if title else 0
+    framed = images.new_ones(n, c, h + caption_h, w)  # room for the caption under each image
+    framed[:, :, :h] = images
+    grid = to_uint8_hwc(make_grid(framed, nrow=nrow, padding=pad)).numpy()
+    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + top), "white")
+    canvas.paste(Image.fromarray(grid[:, :, 0] if c == 1 else grid).convert("RGB"), (0, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 1), title, fill="black", font=_FONT)
+    ncol = min(nrow, n)
+    for i, caption in enumerate(captions):
+        row, col = divmod(i, ncol)
+        if caption:
+            x, y = pad + col * (w + pad) + 1, top + pad + row * (h + caption_h + pad) + h
+            draw.text((x, y), caption[: max(1, w // 6)], fill="black", font=_FONT)
     return np.asarray(canvas)
