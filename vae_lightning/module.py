@@ -10,8 +10,10 @@ from lightning import LightningModule
 
 from vae_lightning import checks
 from vae_lightning.config import as_plain, build, call
+from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.errors import ConfigValueError, DivergedError
 from vae_lightning.losses import LossTerms
+from vae_lightning.metrics import active_units, importance_sampled_log_likelihood, mutual_information
 
 STAGES = ("train", "val", "test")
 
@@ -103,6 +105,7 @@ class VAEModule(LightningModule):
         gradient_clip_val: float | None = None,
         compile: bool = False,
         data: dict[str, Any] | None = None,
+        nll_samples: int = 100,
     ) -> None:
         super().__init__()
         net, loss, beta, optimizer, data = (as_plain(n) for n in (net, loss, beta, optimizer, data))
@@ -125,6 +128,8 @@ class VAEModule(LightningModule):
         self._epoch_sums = RunningSums()
         self._rng_states_to_restore: dict[str, Any] | None = None
         self.validation_record = ValidationRecord()
+        self.nll_samples = checks.non_negative_int("eval.nll_samples", nll_samples)
+        self._test_posteriors: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _PLAIN_ATTRIBUTES:
@@ -245,8 +250,39 @@ class VAEModule(LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
+    def on_test_epoch_start(self) -> None:
+        self._test_posteriors = []
+
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """The test loss terms, and the measures of the model itself: `test/elbo` (the ELBO with beta 1, nats
+        per sample) and `test/nll` (importance-sampled -log p(x) with `nll_samples` samples) where the loss has
+        a likelihood (the seed's MSE objective has none)."""
         self._shared_step(batch, "test")
+        x, _ = batch
+        posterior = self.net.encode(x)
+        self._test_posteriors.append((posterior.loc.detach(), posterior.scale.detach()))
+        likelihood = getattr(self.loss_fn, "likelihood", None)
+        if likelihood is None:
+            return
+        z = posterior.rsample()
+        elbo = likelihood.log_prob(x, self.net.decode(z)) - posterior.kl_to_standard_normal_per_dim().sum(-1)
+        values = {"test/elbo": elbo.mean()}
+        if self.nll_samples:
+            values["test/nll"] = -importance_sampled_log_likelihood(self.net, likelihood, x, self.nll_samples).mean()
+        self.log_dict(values, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        """Latent health over the whole test split (of this process): active units, I(x; z), KL per dimension."""
+        if not self._test_posteriors:
+            return
+        loc = torch.cat([p[0] for p in self._test_posteriors])
+        scale = torch.cat([p[1] for p in self._test_posteriors])
+        posterior = DiagonalGaussian(loc, scale)
+        kl_per_dim = posterior.kl_to_standard_normal_per_dim().mean(0)
+        values = {"test/active_units": float(active_units(loc)), "test/mutual_info": mutual_information(posterior)}
+        values |= {f"test/kl_dim_{i:03d}": float(v) for i, v in enumerate(kl_per_dim.tolist())}
+        self.log_dict(values, on_step=False, on_epoch=True)
+        self._test_posteriors = []
 
     def decode_image(self, z: torch.Tensor) -> torch.Tensor:
         """Decoded images in [0, 1] for the likelihood in use (its mean)."""
