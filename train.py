@@ -24,6 +24,7 @@ def train(cfg: DictConfig) -> float | None:
     from vae_lightning.config import build, check_trainer
     from vae_lightning.training import (
         checkpoint_to_resume,
+        clean_leftovers,
         final_metrics,
         log_config,
         log_final_hparams,
@@ -33,6 +34,8 @@ def train(cfg: DictConfig) -> float | None:
     )
 
     route_lightning_logs()
+    output_dir = Path(cfg.paths.output_dir)
+    clean_leftovers(output_dir, cfg.paths.get("cache_dir"))
     set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.dataset, "dataset")
@@ -43,8 +46,7 @@ def train(cfg: DictConfig) -> float | None:
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
     log_config(trainer, cfg)
 
-    output_dir = Path(cfg.paths.output_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg, output_dir))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg, output_dir, model))
     val_metrics = final_metrics(trainer, "val/")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None)

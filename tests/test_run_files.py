@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vae_lightning import checkpoint_io
-from vae_lightning.checkpoint_io import AtomicCheckpointIO
+from vae_lightning.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from vae_lightning.run_files import write_metrics
 
 
@@ -18,7 +18,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint_io.torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointWriteError, match=r"No space left on device.*previous checkpoint is kept"):
         io.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"step": 1}
@@ -36,3 +36,17 @@ def test_only_rank_zero_writes_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     assert write_metrics(tmp_path, {}, "completed") is None
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+
+    from vae_lightning.leftovers import remove_leftovers
+
+    dead = tmp_path / ".last.ckpt.999999999.tmp"  # no such process
+    alive = tmp_path / f".last.ckpt.{os.getpid()}.tmp"  # this process is still writing it
+    keep = tmp_path / "last.ckpt"
+    for path in (dead, alive, keep):
+        path.write_bytes(b"x")
+    assert remove_leftovers(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, keep.name])

@@ -42,7 +42,7 @@ def test_default_run_on_digits(tmp_path):
     metrics, accumulator = assert_complete_run(result, run_dir)
     assert metrics["val/beta"] == 1.0 and metrics["test/loss"] > 0
     recon = accumulator.Images("val/reconstructions")
-    assert len(recon) == 2 and recon[-1].width > 8 and recon[-1].height > 8
+    assert len(recon) == 3 and recon[-1].width > 8 and recon[-1].height > 8  # 2 epochs and the end
     assert [e.step for e in accumulator.Scalars("train/loss")] == list(range(10))  # every step: log_every_n_steps=1
 
     model = VAEModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")

@@ -12,6 +12,12 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from vae_lightning.errors import VAELightningError
+
+
+class CheckpointWriteError(VAELightningError):
+    """A checkpoint could not be written (disk full, no permission); the previous one is intact."""
+
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
@@ -29,4 +35,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        atomic_torch_save(checkpoint, path)
+        try:
+            atomic_torch_save(checkpoint, path)
+        except OSError as bad:
+            raise CheckpointWriteError(
+                f"Could not write the checkpoint {path} ({bad.strerror or bad}). The previous checkpoint is kept. "
+                "Free some disk space and continue with resume=true hydra.run.dir=<this run's folder>."
+            ) from None

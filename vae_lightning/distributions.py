@@ -19,7 +19,10 @@ class DiagonalGaussian:
 
     def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """One reparameterised sample per row: z = loc + scale * eps, eps ~ N(0, I)."""
-        eps = torch.randn(self.loc.shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
+        if generator is None:
+            eps = torch.randn_like(self.loc)  # also traceable by torch.compile with dynamic batch sizes
+        else:
+            eps = torch.randn(self.loc.shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
         return self.loc + self.scale * eps
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning import checks
-from vae_lightning.errors import DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +60,51 @@ def set_threads(threads: Any) -> None:
     log.info("Using %d CPU threads", torch.get_num_threads())
 
 
-def checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> str | None:
-    """`ckpt_path` if given (it must exist); with `resume=true`, the run folder's checkpoints/last.ckpt."""
+def checkpoint_to_resume(cfg: DictConfig, output_dir: Path, model: torch.nn.Module) -> str | None:
+    """`ckpt_path` if given; with `resume=true`, the run folder's checkpoints/last.ckpt. Either must be a
+    readable checkpoint of this model: a truncated or foreign file is refused with one clear message."""
+    path = None
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path).expanduser()
-        if not path.is_file():
-            raise DataNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file.")
-        return str(path)
-    if cfg.get("resume"):
+    elif cfg.get("resume"):
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
             log.info("Resuming from %s", last)
-            return str(last)
-        log.warning("resume=true but %s does not exist: starting from scratch.", last)
-    return None
+            path = last
+        else:
+            log.warning("resume=true but %s does not exist: starting from scratch.", last)
+    if path is None:
+        return None
+    check_checkpoint_matches(path, model)
+    return str(path)
+
+
+def check_checkpoint_matches(path: Path, model: torch.nn.Module) -> None:
+    from vae_lightning.checkpoints import CheckpointError, read_checkpoint
+
+    checkpoint = read_checkpoint(path)
+    if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
+        raise CheckpointError(f"ckpt_path={path} holds weights only, no training state to resume from.")
+    ours = model.state_dict()
+    theirs = checkpoint["state_dict"]
+    for name, tensor in ours.items():
+        if name not in theirs or tuple(theirs[name].shape) != tuple(tensor.shape):
+            shape = tuple(theirs[name].shape) if name in theirs else "nothing"
+            raise CheckpointError(
+                f"ckpt_path={path} was saved from a different model: it has {shape} for {name}, this config "
+                f"builds {tuple(tensor.shape)}. Use the config it was trained with (its .hydra/config.yaml)."
+            )
+
+
+def clean_leftovers(output_dir: Path, cache_dir: str | None) -> None:
+    """Remove the temporary files of checkpoint and cache writes that a killed run left behind."""
+    from vae_lightning.leftovers import remove_leftovers
+
+    removed = remove_leftovers(output_dir / "checkpoints")
+    if cache_dir:
+        removed += remove_leftovers(cache_dir)
+    if removed:
+        log.info("Removed %d unfinished files left by a killed run.", removed)
 
 
 def final_metrics(trainer: Trainer, prefix: str) -> dict[str, float]:

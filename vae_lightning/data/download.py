@@ -10,6 +10,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from vae_lightning.leftovers import remove_leftovers
+
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
@@ -46,6 +48,7 @@ def _fetch(url: str, target: Path, md5: str | None) -> None:
 def download(file_name: str, mirrors: Sequence[str], folder: Path, md5: str | None) -> Path:
     """Fetch `file_name` from the first mirror that serves it with the right MD5 into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(folder, f".{file_name}.*.part")
     target = folder / file_name
     failures = []
     for mirror in mirrors:

@@ -24,7 +24,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, decompressed when it is gzip (detected by content, not by name)."""
-    raw = Path(path).read_bytes()
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as bad:
+        raise DataFormatError(
+            f"{path} cannot be read ({bad.strerror or bad}). Check the file and its permissions."
+        ) from None
     if not raw.startswith(_GZIP_MAGIC):
         return raw
     try:
