@@ -8,7 +8,7 @@ import torch
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.likelihoods import Bernoulli, Gaussian
 from vae_lightning.losses import ELBO, SeedLoss
-from vae_lightning.nets.mlp import VAEOutput
+from vae_lightning.nets.base import VAEOutput
 
 
 @pytest.fixture

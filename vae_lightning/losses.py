@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from vae_lightning.likelihoods import Bernoulli
-from vae_lightning.nets.mlp import VAEOutput
+from vae_lightning.nets.base import VAEOutput
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from torch import nn
 from vae_lightning import checks
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.errors import ConfigValueError
-from vae_lightning.nets.mlp import VAEOutput
+from vae_lightning.nets.base import VAENet
 from vae_lightning.nets.posterior import ExpHalfLogVariance
 
 
-class ConvVAE(nn.Module):
+class ConvVAE(VAENet):
     """Each entry of `channels` is one stride-2 conv block (conv 4x4, batch norm, activation), so the image
     side must be divisible by 2 ** len(channels). The decoder returns logits shaped like the input."""
 
@@ -66,11 +66,3 @@ class ConvVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         features = self.decoder_head(z).view(z.shape[0], self.channels[-1], self.map_side, self.map_side)
         return self.decoder_convs(features)
-
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decode(z))
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
-        posterior = self.encode(x)
-        z = posterior.rsample(generator)
-        return VAEOutput(posterior, z, self.decode(z))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
 from math import prod
 
@@ -12,14 +11,8 @@ from torch import nn
 
 from vae_lightning import checks
 from vae_lightning.distributions import DiagonalGaussian
+from vae_lightning.nets.base import VAENet
 from vae_lightning.nets.posterior import SoftplusScale
-
-
-@dataclass(frozen=True)
-class VAEOutput:
-    posterior: DiagonalGaussian
-    z: torch.Tensor
-    logits: torch.Tensor
 
 
 def _stack(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequential:
@@ -32,7 +25,7 @@ def _stack(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
-class MLPVAE(nn.Module):
+class MLPVAE(VAENet):
     """A VAE whose decoder returns logits; the likelihood (in the loss) turns them into pixel means.
 
     The seed's decoder ends in a sigmoid: `decode_mean` gives that image, `decode` the logits before it.
@@ -63,12 +56,3 @@ class MLPVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Logits of the pixel means, shaped like the input images."""
         return self.decoder(z).view(z.shape[0], *self.input_shape)
-
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoded image in [0, 1] (the seed's sigmoid output)."""
-        return torch.sigmoid(self.decode(z))
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
-        posterior = self.encode(x)
-        z = posterior.rsample(generator)
-        return VAEOutput(posterior, z, self.decode(z))
