@@ -41,10 +41,18 @@ def log_config(trainer: Trainer, cfg: DictConfig) -> None:
         logger.log_hyperparams(flatten(plain))
 
 
+# config parts that describe where things go rather than the experiment (module/ repeats model, loss, ...)
+_NOT_HYPERPARAMETERS = ("callbacks/", "logger/", "paths/", "module/", "hydra/")
+
+
 def log_final_hparams(trainer: Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
     """TensorBoard's HPARAMS tab: the flattened config beside the final metrics, so the runs of a sweep
     compare side by side. The metrics go under `hp/` (e.g. `hp/val_loss`), apart from the training curves."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat = {
+        key: value
+        for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+        if not key.startswith(_NOT_HYPERPARAMETERS) and "/_" not in key
+    }
     hp_metrics = {"hp/" + name.replace("/", "_"): value for name, value in metrics.items()}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
