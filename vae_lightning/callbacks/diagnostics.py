@@ -123,6 +123,8 @@ class Diagnostic(Callback):
 
     def _write(self, trainer: Trainer, module: LightningModule, final: bool) -> None:
         writers = tensorboard_writers(trainer)
+        if not writers and not final:
+            return  # nowhere to show them before the end (e.g. logger=csv): the PNG files come at the end
         pictures, histograms = self._render(trainer, module)
         for writer in writers:
             for tag, picture in pictures.items():
