@@ -15,8 +15,6 @@ from vae_lightning.errors import ConfigValueError, DivergedError
 from vae_lightning.losses import LossTerms
 from vae_lightning.metrics import active_units, importance_sampled_log_likelihood, mutual_information
 
-STAGES = ("train", "val", "test")
-
 # Attributes Lightning sets on the module around every hook call (~30 times per training step). They never
 # hold parameters, buffers or submodules, so nn.Module's bookkeeping in __setattr__ is skipped for them.
 _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name"})
