@@ -14,6 +14,7 @@ from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.errors import ConfigValueError, DivergedError
 from vae_lightning.losses import LossTerms
 from vae_lightning.metrics import active_units, importance_sampled_log_likelihood, mutual_information
+from vae_lightning.nets.base import VAEOutput
 
 # Attributes Lightning sets on the module around every hook call (~30 times per training step). They never
 # hold parameters, buffers or submodules, so nn.Module's bookkeeping in __setattr__ is skipped for them.
@@ -187,7 +188,7 @@ class VAEModule(LightningModule):
     def forward(self, x: torch.Tensor):
         return self.net(x)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> LossTerms:
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[LossTerms, VAEOutput]:
         x, _ = batch
         beta = self.beta_at(stage)
         out = self.net(x)
@@ -205,7 +206,7 @@ class VAEModule(LightningModule):
                 batch_size=x.shape[0],
                 sync_dist=True,
             )
-        return terms
+        return terms, out
 
     def _log_train_step(self, terms: LossTerms, beta: float, batch_size: int) -> None:
         stacked = torch.stack([terms.loss.detach(), terms.recon.detach(), terms.kl.detach()])
@@ -224,7 +225,7 @@ class VAEModule(LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         optimizer = self.optimizers()
-        terms = self._shared_step(batch, "train")
+        terms, _ = self._shared_step(batch, "train")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.loss)
         if self.gradient_clip_val is not None:
@@ -255,15 +256,15 @@ class VAEModule(LightningModule):
         """The test loss terms, and the measures of the model itself: `test/elbo` (the ELBO with beta 1, nats
         per sample) and `test/nll` (importance-sampled -log p(x) with `nll_samples` samples) where the loss has
         a likelihood (the seed's MSE objective has none)."""
-        self._shared_step(batch, "test")
+        _, out = self._shared_step(batch, "test")
         x, _ = batch
-        posterior = self.net.encode(x)
+        posterior = out.posterior
         self._test_posteriors.append((posterior.loc.detach(), posterior.scale.detach()))
         likelihood = getattr(self.loss_fn, "likelihood", None)
         if likelihood is None:
             return
-        z = posterior.rsample()
-        elbo = likelihood.log_prob(x, self.net.decode(z)) - posterior.kl_to_standard_normal_per_dim().sum(-1)
+        # the single-sample ELBO, with the z the forward pass drew
+        elbo = likelihood.log_prob(x, out.logits) - posterior.kl_to_standard_normal_per_dim().sum(-1)
         values = {"test/elbo": elbo.mean()}
         if self.nll_samples:
             values["test/nll"] = -importance_sampled_log_likelihood(self.net, likelihood, x, self.nll_samples).mean()

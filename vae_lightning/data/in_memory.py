@@ -127,16 +127,26 @@ class InMemoryDataModule(LightningDataModule):
                     self.batch_size,
                 )
 
-    def _loader(self, dataset: InMemoryDataset | None, shuffle: bool) -> DataLoader:
+    @staticmethod
+    def data_seed() -> int:
+        """The seed of the data order and of the workers: the run's seed (set by seed_everything before setup),
+        never the global random state that training draws from."""
+        return torch.initial_seed() % 2**31
+
+    def _loader(
+        self, dataset: InMemoryDataset | None, shuffle: bool = False, batch_sampler: Sampler[list[int]] | None = None
+    ) -> DataLoader:
+        """A loader of `dataset`: shuffled per (seed, epoch), in order, or batched by `batch_sampler`."""
         if dataset is None:
             raise RuntimeError("setup() must run before the data loaders are asked for")
-        # the order and the workers' seeds come from the run's seed (set by seed_everything before setup),
-        # never from the global random state that training draws from
-        seed = torch.initial_seed() % 2**31
+        seed = self.data_seed()
+        if batch_sampler is not None:
+            sampling = {"batch_sampler": batch_sampler}
+        else:
+            sampling = {"batch_size": self.batch_size, "sampler": EpochShuffle(len(dataset), seed) if shuffle else None}
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            sampler=EpochShuffle(len(dataset), seed) if shuffle else None,
+            **sampling,
             num_workers=self.num_workers,
             collate_fn=keep_batch,
             persistent_workers=self.num_workers > 0,

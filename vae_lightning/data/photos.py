@@ -15,7 +15,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 from vae_lightning import checks
 from vae_lightning.data.cache import Preprocessed, cached_preprocess
 from vae_lightning.data.dogs import DogsSource
-from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, keep_batch, split_indices
+from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
 from vae_lightning.data.utkface import UTKFaceSource
 from vae_lightning.errors import ConfigValueError
 
@@ -205,13 +205,6 @@ class FacesDogsDataModule(PhotoDataModule):
         return self._split(merged, None, primary_label=0, extra_labels=domain)
 
     def train_dataloader(self) -> DataLoader:
-        seed = torch.initial_seed() % 2**31
-        sampler = BalancedBatches(SequentialSampler(self.train_set), self.train_set.labels, self.batch_size, seed)
-        return DataLoader(
-            self.train_set,
-            batch_sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=keep_batch,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        train = self.train_set
+        sampler = BalancedBatches(SequentialSampler(train), train.labels, self.batch_size, self.data_seed())
+        return self._loader(self.train_set, batch_sampler=sampler)
