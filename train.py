@@ -21,8 +21,9 @@ def train(cfg: DictConfig) -> float | None:
     """Seed, build everything from the config, fit, test the best checkpoint, write metrics.json."""
     import lightning as L
 
-    from vae_lightning.config import build, check_trainer
+    from vae_lightning.config import build
     from vae_lightning.training import (
+        build_trainer,
         checkpoint_to_resume,
         clean_leftovers,
         final_metrics,
@@ -40,10 +41,7 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build(cfg.dataset, "dataset")
     model = build(cfg.module, "module", keys_are_absolute=True, input_shape=datamodule.input_shape)
-    callbacks = [build(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
-    loggers = [build(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
-    check_trainer(cfg.trainer)
-    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
+    trainer = build_trainer(cfg)
     log_config(trainer, cfg)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg, output_dir, model))

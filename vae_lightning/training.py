@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning import Trainer
+from lightning import Callback, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning import checks
+from vae_lightning.callbacks.batch_hooks import skip_empty_batch_hooks
+from vae_lightning.config import build, check_trainer
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,17 @@ def route_lightning_logs() -> None:
     """Lightning adds its own console handler and also propagates to the root logger, so under Hydra every
     message would print twice; drop its handler so messages go once through Hydra's console and log file."""
     logging.getLogger("lightning").handlers.clear()
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = ()) -> Trainer:
+    """The Trainer of `cfg.trainer` with the callbacks of `cfg.callbacks` (then `extra_callbacks`) and the
+    loggers of `cfg.logger`; callbacks' empty per-batch hooks are switched off (see `batch_hooks`)."""
+    callbacks = [build(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items()]
+    loggers = [build(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()]
+    check_trainer(cfg.trainer)
+    trainer = build(cfg.trainer, "trainer", callbacks=[*callbacks, *extra_callbacks], logger=loggers)
+    skip_empty_batch_hooks(trainer.callbacks)
+    return trainer
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

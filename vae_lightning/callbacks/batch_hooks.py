@@ -1,0 +1,51 @@
+"""Keep Lightning from calling empty per-batch hooks of callbacks and of the LightningModule.
+
+Lightning calls every hook of every callback on every batch, whether the callback implements it or not: in a
+training step of manual optimization that is five hooks (`on_train_batch_start`, `on_before_backward`,
+`on_after_backward`, `on_before_optimizer_step`, `on_train_batch_end`), each one a profiler context and, for a
+`ModelCheckpoint`, a `state_key` string built anew. With the dozen callbacks of a default run that is about
+0.2 ms a step, 5% of a step of the seed's 784-1000-2 MLP on a CPU; the module's own empty hooks add a little
+more. Lightning skips a hook that is not callable, so a hook that an object inherits unchanged from its base
+class (`Callback` or `LightningModule`, where it is an empty method) is set to None on that instance. Hooks
+that are overridden are left alone, so nothing changes but the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from lightning import Callback, LightningModule
+
+TRAINING_BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+)
+# a LightningModule keeps these: the evaluation loops inspect their signatures
+EVALUATION_BATCH_HOOKS = (
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+
+
+def inherits_empty(obj: Callback | LightningModule, hook: str, base: type) -> bool:
+    """Whether `obj`'s class takes `hook` unchanged from `base` (where it is empty) and the instance does not
+    replace it."""
+    return getattr(type(obj), hook, None) is getattr(base, hook) and hook not in vars(obj)
+
+
+def skip_empty_batch_hooks(objects: Iterable[Callback | LightningModule]) -> None:
+    """Set each empty per-batch hook of each callback or module to None on the instance, so Lightning skips it."""
+    for obj in objects:
+        is_module = isinstance(obj, LightningModule)
+        base = LightningModule if is_module else Callback
+        for hook in TRAINING_BATCH_HOOKS if is_module else TRAINING_BATCH_HOOKS + EVALUATION_BATCH_HOOKS:
+            if inherits_empty(obj, hook, base):
+                setattr(obj, hook, None)
