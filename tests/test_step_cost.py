@@ -1,0 +1,105 @@
+"""What keeps a training step cheap: empty per-batch hooks skipped, epoch-level means, iterator-mode steps."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+
+from vae_lightning.callbacks.batch_hooks import (
+    EVALUATION_BATCH_HOOKS,
+    TRAINING_BATCH_HOOKS,
+    skip_empty_batch_hooks,
+)
+from vae_lightning.callbacks.diagnostics import Projector
+from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset
+from vae_lightning.module import EpochMeans, VAEModule
+
+NET = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [16], "latent_dim": 2}
+LOSS = {"_target_": "vae_lightning.losses.ELBO"}
+BETA = {"_target_": "vae_lightning.schedules.Constant", "_partial_": True, "value": 1.0}
+OPTIMIZER = {"_target_": "vae_lightning.optim.adam", "_partial_": True, "lr": 1e-3}
+
+
+class CountsBatches(Callback):
+    def __init__(self) -> None:
+        self.train_batch_ends = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.train_batch_ends += 1
+
+
+def test_empty_hooks_are_switched_off_and_overridden_ones_kept():
+    counter, checkpoint, bar, projector = CountsBatches(), ModelCheckpoint(), TQDMProgressBar(), Projector()
+    skip_empty_batch_hooks([counter, checkpoint, bar, projector])
+    assert callable(counter.on_train_batch_end) and counter.on_train_batch_start is None
+    assert callable(checkpoint.on_train_batch_end)  # step-based saving lives there
+    assert checkpoint.on_before_backward is None and checkpoint.on_validation_batch_end is None
+    assert callable(bar.on_train_batch_end) and callable(bar.on_validation_batch_end)
+    assert all(getattr(projector, hook) is None for hook in TRAINING_BATCH_HOOKS + EVALUATION_BATCH_HOOKS)
+    assert callable(projector.on_validation_epoch_end)
+
+
+def test_the_module_skips_only_its_empty_training_hooks():
+    module = VAEModule(NET, LOSS, BETA, OPTIMIZER, input_shape=(1, 4, 4))
+    assert all(getattr(module, hook) is None for hook in TRAINING_BATCH_HOOKS)
+    # the evaluation loops inspect the signatures of these, so they stay methods
+    assert all(callable(getattr(module, hook)) for hook in EVALUATION_BATCH_HOOKS)
+
+    class Subclass(VAEModule):
+        def on_after_backward(self) -> None:
+            pass
+
+    assert callable(Subclass(NET, LOSS, BETA, OPTIMIZER, input_shape=(1, 4, 4)).on_after_backward)
+
+
+def test_epoch_means_are_weighted_by_batch_size_and_summed_over_processes():
+    means = EpochMeans()
+    means.add({"loss": torch.tensor(1.0), "kl": torch.tensor(0.0)}, 3)
+    means.add({"loss": torch.tensor(5.0), "kl": torch.tensor(2.0)}, 1)
+    assert means.pop(lambda totals: totals) == pytest.approx({"loss": 2.0, "kl": 0.5})
+    assert means.pop(lambda totals: totals) == {}  # emptied
+    means.add({"loss": torch.tensor(1.0)}, 2)
+    # a second process with the same sums and counts: the mean is unchanged, the reduction is applied
+    seen = []
+    assert means.pop(lambda totals: seen.append(totals.clone()) or totals * 2) == {"loss": 1.0}
+    assert seen[0].tolist() == [[2.0], [2.0]]  # sums, counts
+
+
+class Blobs(InMemoryDataModule):
+    input_shape = (1, 4, 4)
+
+    def load_splits(self):
+        g = torch.Generator().manual_seed(0)
+        data = InMemoryDataset(torch.rand(96, 1, 4, 4, generator=g), torch.zeros(96, dtype=torch.long))
+        return data, data.subset(torch.arange(40)), data.subset(torch.arange(40))
+
+
+def test_a_fit_steps_once_per_batch_calls_callbacks_and_logs_epoch_means(tmp_path):
+    """Iterator-mode training_step: one optimizer step per batch, limit_train_batches respected, callbacks
+    that implement per-batch hooks still called; val/test means equal the per-sample means."""
+    torch.manual_seed(0)
+    module = VAEModule(NET, LOSS, BETA, OPTIMIZER, input_shape=(1, 4, 4))
+    counter = CountsBatches()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        limit_train_batches=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[counter],
+    )
+    skip_empty_batch_hooks(trainer.callbacks)
+    trainer.fit(module, datamodule=Blobs(batch_size=16))
+    assert trainer.global_step == 10 and counter.train_batch_ends == 10
+    assert module.beta_schedule is not None and "train/loss_epoch" in trainer.callback_metrics
+    val_loss = float(trainer.callback_metrics["val/loss"])
+    trainer.test(module, datamodule=Blobs(batch_size=16), verbose=False)
+    test_loss = float(trainer.callback_metrics["test/loss"])
+    # the test split is the val split here, both 40 samples in batches of 16, 16 and 8: weighted means
+    assert test_loss == pytest.approx(val_loss, rel=0.05)  # the same model and data, fresh noise draws
+    assert {"test/elbo", "test/nll", "test/recon", "test/kl", "test/beta"} <= set(trainer.callback_metrics)
