@@ -14,7 +14,7 @@ from vae_lightning.callbacks.batch_hooks import (
     skip_empty_batch_hooks,
 )
 from vae_lightning.callbacks.diagnostics import Projector
-from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset
+from vae_lightning.data.in_memory import EpochShuffle, InMemoryDataModule, InMemoryDataset, ShuffledBatches, keep_batch
 from vae_lightning.module import EpochMeans, VAEModule
 
 NET = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [16], "latent_dim": 2}
@@ -103,3 +103,36 @@ def test_a_fit_steps_once_per_batch_calls_callbacks_and_logs_epoch_means(tmp_pat
     # the test split is the val split here, both 40 samples in batches of 16, 16 and 8: weighted means
     assert test_loss == pytest.approx(val_loss, rel=0.05)  # the same model and data, fresh noise draws
     assert {"test/elbo", "test/nll", "test/recon", "test/kl", "test/beta"} <= set(trainer.callback_metrics)
+
+
+def test_shuffled_batches_are_the_dataloader_batches_without_a_dataloader():
+    data = InMemoryDataset(torch.arange(50.0).view(50, 1, 1, 1), torch.arange(50))
+    batches = ShuffledBatches(data, batch_size=16, seed=7)
+    loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=EpochShuffle(50, 7), collate_fn=keep_batch)
+    for epoch in (0, 3):
+        batches.sampler.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
+        ours, theirs = list(batches), list(loader)
+        assert len(ours) == len(batches) == 4
+        assert all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(ours, theirs, strict=True))
+    batches.sampler.set_epoch(1)
+    assert not torch.equal(next(iter(batches))[1], ours[0][1])  # another epoch, another order
+
+
+def test_shuffled_batches_shard_like_a_distributed_sampler():
+    data = InMemoryDataset(torch.zeros(50, 1, 1, 1), torch.arange(50))
+    shards = [ShuffledBatches(data, batch_size=8, seed=0, rank=r, world_size=3) for r in range(3)]
+    labels = [torch.cat([b[1] for b in shard]) for shard in shards]
+    assert [len(s) for s in shards] == [3, 3, 3] and [len(x) for x in labels] == [17, 17, 17]
+    assert set(torch.cat(labels).tolist()) == set(range(50))  # every sample, one padded repeat
+    order = EpochShuffle(50, 0).permutation()
+    assert labels[1].tolist() == order[1::3].tolist()
+
+
+def test_training_batches_skip_the_dataloader_unless_workers_are_asked_for():
+    plain, with_workers = Blobs(batch_size=16), Blobs(batch_size=16, num_workers=1)
+    for dm in (plain, with_workers):
+        dm.setup("fit")
+    assert isinstance(plain.train_dataloader(), ShuffledBatches)
+    assert isinstance(with_workers.train_dataloader(), torch.utils.data.DataLoader)
+    assert isinstance(plain.val_dataloader(), torch.utils.data.DataLoader)  # Lightning shards these under DDP

@@ -10,12 +10,12 @@ import logging
 import math
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler, SequentialSampler
 
 from vae_lightning import checks
 from vae_lightning.data.cache import Preprocessed, cached_preprocess
 from vae_lightning.data.dogs import DogsSource
-from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
+from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, SampledBatches, split_indices
 from vae_lightning.data.utkface import UTKFaceSource
 from vae_lightning.errors import ConfigValueError
 
@@ -204,7 +204,13 @@ class FacesDogsDataModule(PhotoDataModule):
         merged = Preprocessed(torch.cat([faces.images, dogs.images]), source_labels, faces.paths + dogs.paths, [])
         return self._split(merged, None, primary_label=0, extra_labels=domain)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> SampledBatches | DataLoader:
+        """Balanced batches; through a DataLoader only with `num_workers` > 0, where Lightning injects the
+        DistributedSampler share under DDP. Without one, the share is made here as Lightning would make it."""
         train = self.train_set
-        sampler = BalancedBatches(SequentialSampler(train), train.labels, self.batch_size, self.data_seed())
-        return self._loader(self.train_set, batch_sampler=sampler)
+        if self.num_workers > 0:
+            sampler = BalancedBatches(SequentialSampler(train), train.labels, self.batch_size, self.data_seed())
+            return self._loader(train, batch_sampler=sampler)
+        rank, world_size = self.process()
+        share = SequentialSampler(train) if world_size == 1 else DistributedSampler(train, world_size, rank, False)
+        return SampledBatches(train, BalancedBatches(share, train.labels, self.batch_size, self.data_seed()))
