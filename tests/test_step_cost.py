@@ -14,7 +14,14 @@ from vae_lightning.callbacks.batch_hooks import (
     skip_empty_batch_hooks,
 )
 from vae_lightning.callbacks.diagnostics import Projector
-from vae_lightning.data.in_memory import EpochShuffle, InMemoryDataModule, InMemoryDataset, ShuffledBatches, keep_batch
+from vae_lightning.data.in_memory import (
+    EpochBatches,
+    EpochShuffle,
+    InMemoryDataModule,
+    InMemoryDataset,
+    SampledBatches,
+    keep_batch,
+)
 from vae_lightning.module import EpochMeans, VAEModule
 
 NET = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [16], "latent_dim": 2}
@@ -107,7 +114,7 @@ def test_a_fit_steps_once_per_batch_calls_callbacks_and_logs_epoch_means(tmp_pat
 
 def test_shuffled_batches_are_the_dataloader_batches_without_a_dataloader():
     data = InMemoryDataset(torch.arange(50.0).view(50, 1, 1, 1), torch.arange(50))
-    batches = ShuffledBatches(data, batch_size=16, seed=7)
+    batches = SampledBatches(data, EpochBatches(50, batch_size=16, seed=7))
     loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=EpochShuffle(50, 7), collate_fn=keep_batch)
     for epoch in (0, 3):
         batches.sampler.set_epoch(epoch)
@@ -121,7 +128,7 @@ def test_shuffled_batches_are_the_dataloader_batches_without_a_dataloader():
 
 def test_shuffled_batches_shard_like_a_distributed_sampler():
     data = InMemoryDataset(torch.zeros(50, 1, 1, 1), torch.arange(50))
-    shards = [ShuffledBatches(data, batch_size=8, seed=0, rank=r, world_size=3) for r in range(3)]
+    shards = [SampledBatches(data, EpochBatches(50, batch_size=8, seed=0, rank=r, world_size=3)) for r in range(3)]
     labels = [torch.cat([b[1] for b in shard]) for shard in shards]
     assert [len(s) for s in shards] == [3, 3, 3] and [len(x) for x in labels] == [17, 17, 17]
     assert set(torch.cat(labels).tolist()) == set(range(50))  # every sample, one padded repeat
@@ -133,6 +140,6 @@ def test_training_batches_skip_the_dataloader_unless_workers_are_asked_for():
     plain, with_workers = Blobs(batch_size=16), Blobs(batch_size=16, num_workers=1)
     for dm in (plain, with_workers):
         dm.setup("fit")
-    assert isinstance(plain.train_dataloader(), ShuffledBatches)
+    assert isinstance(plain.train_dataloader(), SampledBatches)
     assert isinstance(with_workers.train_dataloader(), torch.utils.data.DataLoader)
     assert isinstance(plain.val_dataloader(), torch.utils.data.DataLoader)  # Lightning shards these under DDP

@@ -219,9 +219,14 @@ class VAEModule(LightningModule):
         return call(self._optimizer_factory, "optimizer", self.parameters())
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Batches are (images, labels) tuples: move them directly, not through a generic collection walk."""
+        """Batches are (images, labels) tuples: move them directly, not through a generic collection walk, and
+        only the tensors not there yet."""
         images, labels = batch
-        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if images.device != device:
+            images = images.to(device, non_blocking=True)
+        if labels.device != device:
+            labels = labels.to(device, non_blocking=True)
+        return images, labels
 
     # -- the model ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
@@ -275,13 +280,11 @@ class VAEModule(LightningModule):
         conversion), the labels to its device.
         """
         (images, labels), _, _ = next(dataloader_iter)
-        device, dtype = self.device, self.dtype
-        if images.device != device or images.dtype != dtype:
-            images = images.to(device, dtype, non_blocking=True)
-        if labels.device != device:
-            labels = labels.to(device, non_blocking=True)
+        if images.dtype != self.dtype:
+            images = images.to(self.dtype)
+        batch = self.transfer_batch_to_device((images, labels), self.device, 0)
         optimizer = self.optimizers()
-        terms, _ = self._shared_step((images, labels), "train")
+        terms, _ = self._shared_step(batch, "train")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.loss)
         if self.gradient_clip_val is not None:

@@ -84,41 +84,41 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-class ShuffledBatches:
-    """The training batches of an in-memory data set, without a DataLoader: each batch is one `index_select` at
-    a slice of the (seed, epoch) permutation of `sampler` (an EpochShuffle; Lightning calls its `set_epoch`
-    before every epoch, as it does for a DataLoader's sampler). A DataLoader's sampler, fetcher and collate
-    cost ~0.1 ms a batch in Lightning's loop, 3% of a step of the seed's MLP on a CPU.
+class EpochBatches(Sampler[torch.Tensor]):
+    """Index batches (tensors) of the (seed, epoch) permutation of EpochShuffle, for SampledBatches.
 
     Under DDP, `rank` takes every `world_size`-th sample of the permutation, padded by repeating its start so
     that every process has as many batches (as Lightning's DistributedSampler does for a DataLoader, which it
-    does not build for an object like this one).
+    does not build for SampledBatches).
     """
 
-    def __init__(self, dataset: InMemoryDataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.dataset = dataset
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.shuffle = EpochShuffle(n, seed)
         self.batch_size = batch_size
-        self.sampler = EpochShuffle(len(dataset), seed)
         self.rank, self.world_size = rank, world_size
-        self.per_process = math.ceil(len(dataset) / world_size)
+        self.per_process = math.ceil(n / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.shuffle.set_epoch(epoch)
 
     def __len__(self) -> int:
         return math.ceil(self.per_process / self.batch_size)
 
     def __iter__(self):
-        order = self.sampler.permutation()
+        order = self.shuffle.permutation()
         total = self.per_process * self.world_size
         if total > len(order):
             order = order.repeat(math.ceil(total / len(order)))[:total]
-        for index in order[self.rank : total : self.world_size].split(self.batch_size):
-            yield self.dataset.__getitems__(index)
+        return iter(order[self.rank : total : self.world_size].split(self.batch_size))
 
 
 class SampledBatches:
-    """The batches of an in-memory data set at the index lists of `sampler` (a batch sampler with `set_epoch`,
-    which Lightning calls before every epoch), without a DataLoader; see ShuffledBatches."""
+    """The batches of an in-memory data set at the index batches of `sampler` (a batch sampler with
+    `set_epoch`, which Lightning calls before every epoch as it does for a DataLoader's sampler), without a
+    DataLoader: each batch is one `index_select`. A DataLoader's sampler, fetcher and collate cost ~0.1 ms a
+    batch in Lightning's loop, 3% of a step of the seed's MLP on a CPU."""
 
-    def __init__(self, dataset: InMemoryDataset, sampler: Sampler[list[int]]) -> None:
+    def __init__(self, dataset: InMemoryDataset, sampler: Sampler) -> None:
         self.dataset = dataset
         self.sampler = sampler
 
@@ -183,12 +183,17 @@ class InMemoryDataModule(LightningDataModule):
         never the global random state that training draws from."""
         return torch.initial_seed() % 2**31
 
+    @staticmethod
+    def _set_up(dataset: InMemoryDataset | None) -> InMemoryDataset:
+        if dataset is None:
+            raise RuntimeError("setup() must run before the data loaders are asked for")
+        return dataset
+
     def _loader(
         self, dataset: InMemoryDataset | None, shuffle: bool = False, batch_sampler: Sampler[list[int]] | None = None
     ) -> DataLoader:
         """A loader of `dataset`: shuffled per (seed, epoch), in order, or batched by `batch_sampler`."""
-        if dataset is None:
-            raise RuntimeError("setup() must run before the data loaders are asked for")
+        dataset = self._set_up(dataset)
         seed = self.data_seed()
         if batch_sampler is not None:
             sampling = {"batch_sampler": batch_sampler}
@@ -203,13 +208,12 @@ class InMemoryDataModule(LightningDataModule):
             generator=torch.Generator().manual_seed(seed),
         )
 
-    def train_dataloader(self) -> ShuffledBatches | DataLoader:
+    def train_dataloader(self) -> SampledBatches | DataLoader:
         """Shuffled batches; through a DataLoader only with `num_workers` > 0 (workers for a `batch_transform`)."""
         if self.num_workers > 0:
             return self._loader(self.train_set, shuffle=True)
-        if self.train_set is None:
-            raise RuntimeError("setup() must run before the data loaders are asked for")
-        return ShuffledBatches(self.train_set, self.batch_size, self.data_seed(), *self.process())
+        train = self._set_up(self.train_set)
+        return SampledBatches(train, EpochBatches(len(train), self.batch_size, self.data_seed(), *self.process()))
 
     def process(self) -> tuple[int, int]:
         """(rank, world size) of this process in the trainer it is attached to; (0, 1) without one."""

@@ -207,7 +207,7 @@ class FacesDogsDataModule(PhotoDataModule):
     def train_dataloader(self) -> SampledBatches | DataLoader:
         """Balanced batches; through a DataLoader only with `num_workers` > 0, where Lightning injects the
         DistributedSampler share under DDP. Without one, the share is made here as Lightning would make it."""
-        train = self.train_set
+        train = self._set_up(self.train_set)
         if self.num_workers > 0:
             sampler = BalancedBatches(SequentialSampler(train), train.labels, self.batch_size, self.data_seed())
             return self._loader(train, batch_sampler=sampler)
