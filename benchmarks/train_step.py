@@ -5,16 +5,18 @@ every callback and logger of the config); only the data set is replaced by rando
 memory, so no download is needed. The plain side is what a user would write by hand for the same network,
 loss, optimizer and batch size: index a shuffled in-memory tensor, forward, loss, backward, step.
 
-The two are interleaved step by step: after each framework step a callback runs one plain step and times it.
-So both meet the same machine state (a shared, noisy 2-core VM drifts by 10-30% within seconds); a framework
-step is the wall time from one `on_train_batch_start` to the next in the same epoch, minus the plain step run
-in between. Epoch ends (validation, checkpoints, pictures) are left out: `benchmarks/diagnostics.py` measures
-those. Prints JSON: per-step times of both, their ratio (target >= 0.90), the median over `--repeats` fits.
+The two are interleaved: after each call of the framework's `training_step` (which takes `module.batches_per_call`
+batches, an optimizer step each) a callback runs as many plain steps and times them. So both meet the same
+machine state (a shared, noisy 2-core VM drifts by 10-30% within seconds); the framework's time is the wall time
+from one `on_train_batch_start` to the next in the same epoch, minus the plain steps run in between, over the
+optimizer steps taken. Epoch ends (validation, checkpoints, pictures) are left out: `benchmarks/diagnostics.py`
+measures those. Prints JSON: per-step times of both, their ratio (target >= 0.90), the median over `--repeats` fits.
 
     python benchmarks/train_step.py                                   # haskell_mnist: 784-1000-2, batch 32
     python benchmarks/train_step.py --batch-size 256
     python benchmarks/train_step.py --experiment faces_dogs_conv      # conv VAE, 64x64 colour, batch 64
     python benchmarks/train_step.py --overrides '~callbacks'          # without callbacks
+    python benchmarks/train_step.py --overrides module.batches_per_call=1   # one batch per training_step call
 """
 
 from __future__ import annotations
@@ -100,30 +102,33 @@ class PlainLoop:
 
 
 class SideBySide(L.Callback):
-    """Runs one plain step after each framework step and times both (see the module docstring)."""
+    """Runs as many plain steps as the framework took after each of its `training_step` calls and times both
+    (see the module docstring)."""
 
     def __init__(self, plain: PlainLoop, warmup: int) -> None:
         self.plain, self.warmup = plain, warmup
-        self.previous: tuple[float, int] | None = None
+        self.call_start: tuple[float, int, int] | None = None  # (time, epoch, global step)
         self.plain_in_between = 0.0
         self.framework_time = self.plain_time = 0.0
         self.framework_steps = self.plain_steps = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = clock()
-        same_epoch = self.previous is not None and self.previous[1] == trainer.current_epoch
-        if same_epoch and trainer.global_step > self.warmup:
-            self.framework_time += now - self.previous[0] - self.plain_in_between
-            self.framework_steps += 1
-        self.previous, self.plain_in_between = (now, trainer.current_epoch), 0.0
+        previous = self.call_start
+        if previous is not None and previous[1] == trainer.current_epoch and previous[2] >= self.warmup:
+            self.framework_time += now - previous[0] - self.plain_in_between
+            self.framework_steps += trainer.global_step - previous[2]
+        self.call_start, self.plain_in_between = (now, trainer.current_epoch, trainer.global_step), 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        steps = trainer.global_step - self.call_start[2]
         start = clock()
-        self.plain.step()
+        for _ in range(steps):
+            self.plain.step()
         self.plain_in_between = clock() - start
-        if trainer.global_step > self.warmup:
+        if self.call_start[2] >= self.warmup:
             self.plain_time += self.plain_in_between
-            self.plain_steps += 1
+            self.plain_steps += steps
 
 
 def one_fit(args: argparse.Namespace, out: Path) -> dict:
@@ -135,7 +140,7 @@ def one_fit(args: argparse.Namespace, out: Path) -> dict:
     batch_size = cfg.dataset.batch_size
     shape, uint8 = data_shape(cfg.dataset)
     per_epoch = cfg.trainer.limit_train_batches or 200
-    total = args.warmup + args.steps + 1
+    total = args.warmup + args.steps + cfg.module.batches_per_call
     cfg.trainer.max_steps, cfg.trainer.max_epochs = total, math.ceil(total / per_epoch) + 1
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = RandomImages(shape, batch_size * 200, batch_size * 10, uint8, batch_size)
@@ -156,6 +161,7 @@ def one_fit(args: argparse.Namespace, out: Path) -> dict:
         "fit_seconds": round(fit_seconds, 1),
         "batch_size": batch_size,
         "shape": list(shape),
+        "batches_per_call": cfg.module.batches_per_call,
         "callbacks": [type(c).__name__ for c in trainer.callbacks if c is not side],
         "loggers": [type(lg).__name__ for lg in trainer.loggers],
     }
@@ -184,7 +190,8 @@ def main() -> None:
         "overrides": args.overrides,
         "batch_size": median["batch_size"],
         "image_shape": median["shape"],
-        "method": "interleaved step by step in one process; epoch ends excluded",
+        "method": "interleaved call by call in one process; epoch ends excluded",
+        "batches_per_call": median["batches_per_call"],
         "framework_steps_per_s": round(1e6 / median["framework_us_per_step"], 1),
         "plain_steps_per_s": round(1e6 / median["plain_us_per_step"], 1),
         "framework_us_per_step": median["framework_us_per_step"],

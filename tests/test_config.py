@@ -118,6 +118,7 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("model.latent_dim=abc", "model.latent_dim"),
         ("dataset.batch_size=0", "dataset.batch_size"),
         ("dataset.batch_size=-4", "dataset.batch_size"),
+        ("module.batches_per_call=0", "module.batches_per_call"),
         ("model/posterior_scale=softplus", None),
     ],
 )

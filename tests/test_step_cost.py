@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+
 import lightning as L
 import pytest
 import torch
 from lightning import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
 
 from vae_lightning.callbacks.batch_hooks import (
     EVALUATION_BATCH_HOOKS,
@@ -22,6 +25,7 @@ from vae_lightning.data.in_memory import (
     SampledBatches,
     keep_batch,
 )
+from vae_lightning.errors import ConfigValueError
 from vae_lightning.module import EpochMeans, VAEModule
 
 NET = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [16], "latent_dim": 2}
@@ -110,6 +114,86 @@ def test_a_fit_steps_once_per_batch_calls_callbacks_and_logs_epoch_means(tmp_pat
     # the test split is the val split here, both 40 samples in batches of 16, 16 and 8: weighted means
     assert test_loss == pytest.approx(val_loss, rel=0.05)  # the same model and data, fresh noise draws
     assert {"test/elbo", "test/nll", "test/recon", "test/kl", "test/beta"} <= set(trainer.callback_metrics)
+
+
+def fit_blobs(batches_per_call: int, callbacks=(), logger=False, **trainer_kwargs) -> tuple[VAEModule, L.Trainer]:
+    """Two epochs of 5 batches on Blobs unless told otherwise."""
+    torch.manual_seed(0)
+    module = VAEModule(NET, LOSS, BETA, OPTIMIZER, input_shape=(1, 4, 4), batches_per_call=batches_per_call)
+    trainer = L.Trainer(
+        **{"max_epochs": 2, "limit_train_batches": 5} | trainer_kwargs,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+    )
+    skip_empty_batch_hooks(trainer.callbacks)
+    trainer.fit(module, datamodule=Blobs(batch_size=16))
+    return module, trainer
+
+
+def logged_steps(logger: CSVLogger) -> dict[str, list[int]]:
+    """{metric: the steps it was logged at} from a CSV logger's metrics.csv."""
+    steps: dict[str, list[int]] = {}
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        for row in csv.DictReader(f):
+            for name, value in row.items():
+                if value and name not in ("step", "epoch"):
+                    steps.setdefault(name, []).append(int(row["step"]))
+    return steps
+
+
+def test_several_batches_a_call_train_exactly_as_one_batch_a_call(tmp_path):
+    """Three batches a training_step call take the same optimizer steps on the same batches as one a call: the
+    same weights to the bit, the same logged values at the same steps. A call ends at a multiple of 3 steps or at
+    an epoch's end (5 steps an epoch: calls end at steps 3, 5, 6, 9, 10)."""
+    one_counter, three_counter = CountsBatches(), CountsBatches()
+    one_logger, three_logger = CSVLogger(tmp_path, name="one"), CSVLogger(tmp_path, name="three")
+    one, one_trainer = fit_blobs(1, [one_counter], one_logger, log_every_n_steps=2)
+    three, three_trainer = fit_blobs(3, [three_counter], three_logger, log_every_n_steps=2)
+    assert one_trainer.global_step == three_trainer.global_step == 10
+    assert one_counter.train_batch_ends == 10 and three_counter.train_batch_ends == 5  # hooks run once a call
+    for (name, a), b in zip(one.state_dict().items(), three.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert one_trainer.callback_metrics.keys() == three_trainer.callback_metrics.keys()
+    for name, value in one_trainer.callback_metrics.items():
+        assert torch.equal(value, three_trainer.callback_metrics[name]), name
+    # train/loss every 2nd optimizer step; val/*, train/*_epoch at each epoch's last step
+    steps = logged_steps(one_logger)
+    assert steps["train/loss"] == [1, 3, 5, 7, 9] and steps["val/loss"] == [4, 9]
+    assert logged_steps(three_logger) == steps
+
+
+def test_a_call_stops_at_max_steps():
+    _, trainer = fit_blobs(4, max_steps=6)
+    assert trainer.global_step == 6
+
+
+def test_step_checkpoints_are_saved_at_the_same_steps_as_with_one_batch_a_call(tmp_path):
+    saved = []
+    for k in (1, 3):
+        folder = tmp_path / f"k{k}"
+        checkpoint = ModelCheckpoint(dirpath=folder, every_n_train_steps=6, save_top_k=-1, filename="{step}")
+        fit_blobs(k, [checkpoint], max_epochs=4)
+        saved.append(sorted(p.name for p in folder.glob("*.ckpt")))
+    assert saved[0] == saved[1] == ["step=12.ckpt", "step=18.ckpt", "step=6.ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("trainer_kwargs", "callbacks", "key"),
+    [
+        ({"val_check_interval": 0.5}, [], "trainer.val_check_interval"),
+        ({"val_check_interval": 2}, [], "trainer.val_check_interval"),
+        ({"val_check_interval": 4, "check_val_every_n_epoch": None}, [], "trainer.val_check_interval"),
+        ({}, [ModelCheckpoint(every_n_train_steps=4)], "callbacks.<checkpoint>.every_n_train_steps"),
+    ],
+)
+def test_what_counts_calls_instead_of_steps_is_refused(trainer_kwargs, callbacks, key):
+    with pytest.raises(ConfigValueError) as error:
+        fit_blobs(3, callbacks, **trainer_kwargs)
+    assert error.value.key == key and "module.batches_per_call=3" in str(error.value)
 
 
 def test_shuffled_batches_are_the_dataloader_batches_without_a_dataloader():

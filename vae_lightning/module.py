@@ -124,7 +124,11 @@ class VAEModule(LightningModule):
 
     Training uses manual optimization (one optimizer step per batch) and writes per-step scalars only every
     `trainer.log_every_n_steps` steps, straight to the loggers: Lightning's automatic loop and per-step
-    `self.log` would cost ~50% of a step of the seed's small MLP on a CPU. Epoch means of `train/*` are logged
+    `self.log` would cost ~50% of a step of the seed's small MLP on a CPU. Each call of `training_step` takes
+    `batches_per_call` batches, an optimizer step on each: Lightning's own work around a call (~0.25 ms on a
+    CPU: hooks, progress counters, fetcher, logger connector, validation checks) is then paid once for all of
+    them. Callbacks' per-batch hooks (`on_train_batch_start/end`) run once per call; the steps they see and
+    every logged step are optimizer steps (`global_step`), as with one batch a call. Epoch means of `train/*` are logged
     as `train/*_epoch`; `val/*` and `test/*` are sample-weighted means over the epoch (over all processes),
     summed batch by batch on the device and logged once at its end.
 
@@ -142,6 +146,7 @@ class VAEModule(LightningModule):
         compile: bool = False,
         data: dict[str, Any] | None = None,
         nll_samples: int = 100,
+        batches_per_call: int = 1,
     ) -> None:
         super().__init__()
         net, loss, beta, optimizer, data = (as_plain(n) for n in (net, loss, beta, optimizer, data))
@@ -166,6 +171,7 @@ class VAEModule(LightningModule):
         self.validation_record = ValidationRecord()
         self._epoch_means = EpochMeans()
         self.nll_samples = checks.non_negative_int("eval.nll_samples", nll_samples)
+        self.batches_per_call = checks.positive_int("module.batches_per_call", batches_per_call)
         self._test_posteriors: list[tuple[torch.Tensor, torch.Tensor]] = []
         skip_empty_batch_hooks([self])  # ~10 empty hook calls a training step, each in a profiler context
 
@@ -188,8 +194,36 @@ class VAEModule(LightningModule):
                 )
             self._beta_total_steps = int(total)
             self._build_beta_schedule()
+            self._check_batches_per_call()
         elif self.beta_schedule is None:
             self._build_beta_schedule()
+
+    def _check_batches_per_call(self) -> None:
+        """Lightning counts `training_step` calls, not batches, where it places a mid-epoch validation and where
+        a ModelCheckpoint saves every n training steps: with several batches a call, refuse what would fire at
+        other batches than asked."""
+        every = self.batches_per_call
+        if every == 1:
+            return
+        trainer = self.trainer
+        interval = trainer.val_check_interval
+        by_time = getattr(trainer, "_val_check_time_interval", None) is not None  # e.g. "00:00:30:00" (Lightning 2.5+)
+        if not by_time and (interval not in (None, 1.0) or trainer.check_val_every_n_epoch is None):
+            raise ConfigValueError(
+                "trainer.val_check_interval",
+                f"validation within an epoch counts training_step calls, which take module.batches_per_call={every}"
+                " batches each; validate at epoch ends (1.0) or set module.batches_per_call=1",
+                interval,
+            )
+        for callback in trainer.checkpoint_callbacks:
+            steps = getattr(callback, "_every_n_train_steps", 0)
+            if steps and steps % every:
+                raise ConfigValueError(
+                    "callbacks.<checkpoint>.every_n_train_steps",
+                    f"must be a multiple of module.batches_per_call={every}: callbacks see the optimizer steps"
+                    " at the ends of training_step calls only, which are at its multiples (and at epoch ends)",
+                    steps,
+                )
 
     def _build_beta_schedule(self) -> None:
         self.beta_schedule = call(self._beta_factory, "beta", total_steps=max(self._beta_total_steps, 1))
@@ -271,25 +305,48 @@ class VAEModule(LightningModule):
             logger.log_metrics(values, step=self.global_step)
 
     def training_step(self, dataloader_iter: Iterator) -> None:
-        """One optimizer step on the next training batch.
+        """An optimizer step on each of the next training batches, up to the next multiple of `batches_per_call`
+        optimizer steps, the epoch's end or `trainer.max_steps`. Ending calls at multiples of the step count (not
+        after every `batches_per_call` batches of an epoch) makes every such multiple a call's end, where the
+        callbacks run: a checkpoint every n steps, n a multiple of it, is saved at the same steps as with one
+        batch a call.
 
-        The batch is taken from `dataloader_iter` here rather than handed in (Lightning's iterator mode):
-        Lightning then skips its three per-batch transfer hooks and the inspection of this method's signature
-        (measured: 2% of a step of the seed's MLP on a CPU). What those did for our (images, labels) batches is
-        done here: the images go to the module's device and floating dtype (the precision plugin's input
-        conversion), the labels to its device.
+        The batches are taken from `dataloader_iter` here (Lightning's iterator mode), which is what lets one
+        call take several of them; Lightning then also skips its three per-batch transfer hooks. What those did
+        for our (images, labels) batches is done here: the images go to the module's device and floating dtype
+        (the precision plugin's input conversion), the labels to its device.
         """
-        (images, labels), _, _ = next(dataloader_iter)
-        if images.dtype != self.dtype:
-            images = images.to(self.dtype)
-        batch = self.transfer_batch_to_device((images, labels), self.device, 0)
         optimizer = self.optimizers()
+        taken = 0
+        for (images, labels), _, _ in dataloader_iter:
+            if images.dtype != self.dtype:
+                images = images.to(self.dtype)
+            self._optimizer_step(self.transfer_batch_to_device((images, labels), self.device, 0), optimizer)
+            taken += 1
+            if self.global_step % self.batches_per_call == 0 or dataloader_iter.done or self._max_steps_reached():
+                break
+        if taken == 0:
+            raise StopIteration  # the epoch's data ended before this call (a loader of unknown length)
+        if taken > 1:
+            self._count_batches_as_logger_steps(taken)
+
+    def _optimizer_step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: Any) -> None:
         terms, _ = self._shared_step(batch, "train")
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.loss)
         if self.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
         optimizer.step()
+
+    def _max_steps_reached(self) -> bool:
+        max_steps = self.trainer.max_steps
+        return max_steps >= 0 and self.global_step >= max_steps
+
+    def _count_batches_as_logger_steps(self, taken: int) -> None:
+        """Lightning logs `self.log` values (the epoch means, `val/*`) and the learning-rate monitor at a step
+        that it advances by one per `training_step` call; advance it by the other optimizer steps of this call,
+        so that every scalar in the event files is placed at its optimizer step, as with one batch a call."""
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped += taken - 1
 
     def on_train_epoch_end(self) -> None:
         means = self._epoch_sums.pop_means()
