@@ -22,11 +22,13 @@ measures those. Prints JSON: per-step times of both, their ratio (target >= 0.90
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -149,7 +151,8 @@ def one_fit(args: argparse.Namespace, out: Path) -> dict:
     side = SideBySide(PlainLoop(cfg, shape, datamodule.train_set.images, batch_size), args.warmup)
     trainer = build_trainer(cfg, extra_callbacks=(side,))
     start = clock()
-    trainer.fit(model, datamodule=datamodule)
+    with contextlib.redirect_stdout(sys.stderr):  # the progress bar writes to stdout; keep it for the JSON
+        trainer.fit(model, datamodule=datamodule)
     fit_seconds = clock() - start
     framework = side.framework_time / side.framework_steps
     plain = side.plain_time / side.plain_steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import types
 
 import lightning as L
 import pytest
@@ -17,6 +18,7 @@ from vae_lightning.callbacks.batch_hooks import (
     skip_empty_batch_hooks,
 )
 from vae_lightning.callbacks.diagnostics import Projector
+from vae_lightning.callbacks.progress import ProgressBar
 from vae_lightning.data.in_memory import (
     EpochBatches,
     EpochShuffle,
@@ -227,3 +229,15 @@ def test_training_batches_skip_the_dataloader_unless_workers_are_asked_for():
     assert isinstance(plain.train_dataloader(), SampledBatches)
     assert isinstance(with_workers.train_dataloader(), torch.utils.data.DataLoader)
     assert isinstance(plain.val_dataloader(), torch.utils.data.DataLoader)  # Lightning shards these under DDP
+
+
+def test_the_progress_bar_redraws_at_most_every_min_interval_and_at_each_epochs_end(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(TQDMProgressBar, "on_train_batch_end", lambda self, *args: drawn.append(args[-1]))
+    for min_interval, expected in ((3600.0, [0, 9]), (0.0, list(range(10)))):
+        drawn.clear()
+        bar = ProgressBar(min_interval=min_interval)
+        bar.train_progress_bar = types.SimpleNamespace(total=10)
+        for batch_idx in range(10):
+            bar.on_train_batch_end(None, None, None, None, batch_idx)
+        assert drawn == expected
