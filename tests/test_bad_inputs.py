@@ -157,7 +157,7 @@ def test_a_kill_during_checkpoint_saves_leaves_the_old_or_the_new_file(tmp_path)
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     """Epoch 0 trains and saves; in epoch 1 the learning rate jumps to 1e20: the run stops with
-    DivergedError before the update, and last.ckpt still holds epoch 0's finite weights."""
+    DivergedError, and last.ckpt still holds epoch 0's finite weights."""
     import lightning as L
 
     from vae_lightning.checkpoint_io import AtomicCheckpointIO

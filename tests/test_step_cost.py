@@ -27,7 +27,7 @@ from vae_lightning.data.in_memory import (
     SampledBatches,
     keep_batch,
 )
-from vae_lightning.errors import ConfigValueError
+from vae_lightning.errors import ConfigValueError, DivergedError
 from vae_lightning.module import EpochMeans, VAEModule
 
 NET = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [16], "latent_dim": 2}
@@ -171,6 +171,47 @@ def test_several_batches_a_call_train_exactly_as_one_batch_a_call(tmp_path):
 def test_a_call_stops_at_max_steps():
     _, trainer = fit_blobs(4, max_steps=6)
     assert trainer.global_step == 6
+
+
+class WatchesBackward(Callback):
+    """Implements a backward hook, so the module must go through Lightning's `manual_backward` to call it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls += 1
+
+
+def test_backward_skips_lightnings_hooks_only_when_nothing_would_run_in_them():
+    """With no backward hook anywhere, `loss.backward()` is called directly; a callback with one gets it called
+    every step, and the weights come out the same to the bit either way."""
+    plain, plain_trainer = fit_blobs(3)
+    watcher = WatchesBackward()
+    hooked, hooked_trainer = fit_blobs(3, [watcher])
+    assert plain._backward_is_plain and not hooked._backward_is_plain
+    assert watcher.calls == hooked_trainer.global_step == plain_trainer.global_step == 10
+    for (name, a), b in zip(plain.state_dict().items(), hooked.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+class Sabotage(Callback):
+    """Makes the learning rate absurd in the second epoch, so the loss turns NaN or infinite a few steps on."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = 1e20
+
+
+def test_a_divergence_is_reported_at_its_first_step_however_many_batches_a_call():
+    """The terms come to the host once a call; the first step with a non-finite loss is still the one named."""
+    steps = []
+    for k in (1, 4):
+        with pytest.raises(DivergedError) as error:
+            fit_blobs(k, [Sabotage()], max_epochs=3)
+        steps.append(error.value.step)
+    assert steps[0] == steps[1] >= 5  # in the second epoch
 
 
 def test_step_checkpoints_are_saved_at_the_same_steps_as_with_one_batch_a_call(tmp_path):

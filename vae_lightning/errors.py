@@ -40,7 +40,7 @@ class DivergedError(VAELightningError):
         shown = ", ".join(f"{name}={value:.6g}" for name, value in terms.items())
         super().__init__(
             f"Training diverged at optimizer step {step}: the loss is not finite ({shown}). "
-            "The weights were not updated with it, and the last good checkpoint is kept. "
+            "The run stops here and its last good checkpoint is kept. "
             "Try a lower `optimizer.lr` or gradient clipping with `module.gradient_clip_val=1.0`."
         )
 

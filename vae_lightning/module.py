@@ -11,7 +11,7 @@ import torch
 from lightning import LightningModule
 
 from vae_lightning import checks
-from vae_lightning.callbacks.batch_hooks import skip_empty_batch_hooks
+from vae_lightning.callbacks.batch_hooks import manual_backward_is_plain, skip_empty_batch_hooks
 from vae_lightning.config import as_plain, build, call
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.errors import ConfigValueError, DivergedError
@@ -68,25 +68,44 @@ class ValidationRecord:
 
 
 class RunningSums:
-    """Sample-weighted sums of the training terms over an epoch, kept on the training device."""
+    """Sample-weighted sums of the training terms over an epoch, as Python floats: the terms come to the host
+    once a step anyway, for the divergence check."""
 
     def __init__(self) -> None:
-        self.sums: torch.Tensor | None = None
+        self.sums: list[float] = []
         self.count = 0
 
-    def add(self, values: torch.Tensor, n: int) -> None:
-        if self.sums is None:
-            self.sums = torch.zeros_like(values)
-        self.sums.add_(values, alpha=n)
+    def add(self, values: list[float], n: int) -> None:
+        self.sums = [value * n + total for value, total in zip(values, self.sums or [0.0] * len(values), strict=True)]
         self.count += n
 
     def pop_means(self) -> list[float] | None:
-        if self.sums is None or self.count == 0:
+        if self.count == 0:
             return None
-        means = (self.sums / self.count).tolist()
-        self.sums.zero_()
-        self.count = 0
+        means = [total / self.count for total in self.sums]
+        self.sums, self.count = [], 0
         return means
+
+
+class PendingSteps:
+    """The training terms of the optimizer steps of one `training_step` call, kept on the device until the call
+    ends and then brought to the host at once: one transfer (on a GPU, one synchronisation) a call, not a step."""
+
+    def __init__(self) -> None:
+        self._terms: list[torch.Tensor] = []
+        self._steps: list[tuple[int, float, int]] = []  # (optimizer step, beta, batch size)
+
+    def add(self, step: int, terms: LossTerms, beta: float, batch_size: int) -> None:
+        self._terms.append(torch.stack((terms.loss.detach(), terms.recon.detach(), terms.kl.detach())))
+        self._steps.append((step, beta, batch_size))
+
+    def pop(self) -> list[tuple[int, float, int, list[float]]]:
+        """[(step, beta, batch size, [loss, recon, kl])] of the steps added since the last pop."""
+        if not self._terms:
+            return []
+        values = torch.stack(self._terms).tolist()
+        steps, self._terms, self._steps = self._steps, [], []
+        return [(*step, terms) for step, terms in zip(steps, values, strict=True)]
 
 
 class EpochMeans:
@@ -167,12 +186,14 @@ class VAEModule(LightningModule):
         self.beta_schedule = None
         self.automatic_optimization = False
         self._epoch_sums = RunningSums()
+        self._pending_steps = PendingSteps()
         self._rng_states_to_restore: dict[str, Any] | None = None
         self.validation_record = ValidationRecord()
         self._epoch_means = EpochMeans()
         self.nll_samples = checks.non_negative_int("eval.nll_samples", nll_samples)
         self.batches_per_call = checks.positive_int("module.batches_per_call", batches_per_call)
         self._test_posteriors: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._backward_is_plain = False  # decided at the start of training
         skip_empty_batch_hooks([self])  # ~10 empty hook calls a training step, each in a profiler context
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -248,6 +269,8 @@ class VAEModule(LightningModule):
         if self._rng_states_to_restore is not None:
             restore_random_states(self._rng_states_to_restore)
             self._rng_states_to_restore = None
+        self._backward_is_plain = manual_backward_is_plain(self.trainer, self)
+        self._pending_steps = PendingSteps()  # nothing left over from an interrupted fit
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return call(self._optimizer_factory, "optimizer", self.parameters())
@@ -274,7 +297,7 @@ class VAEModule(LightningModule):
         if stage == "val":
             self.validation_record.add(terms.per_sample, out.posterior.kl_to_standard_normal_per_dim())
         if stage == "train":
-            self._log_train_step(terms, beta, x.shape[0])
+            self._pending_steps.add(self.global_step, terms, beta, x.shape[0])
         else:
             self._epoch_means.add({"loss": terms.loss, "recon": terms.recon, "kl": terms.kl}, x.shape[0])
         return terms, out
@@ -286,23 +309,27 @@ class VAEModule(LightningModule):
             means["beta"] = self.beta_at(stage)
             self.log_dict({f"{stage}/{name}": value for name, value in means.items()}, on_step=False, on_epoch=True)
 
-    def _log_train_step(self, terms: LossTerms, beta: float, batch_size: int) -> None:
-        stacked = torch.stack((terms.loss, terms.recon, terms.kl)).detach()
-        if not math.isfinite(stacked.sum().item()):  # a NaN or an infinity in any term makes the sum one
-            loss, recon, kl = stacked.tolist()
-            raise DivergedError(self.global_step, {"loss": loss, "recon": recon, "kl": kl, "beta": beta})
-        self._epoch_sums.add(stacked, batch_size)
+    def _log_train_steps(self) -> None:
+        """The terms of the steps of this `training_step` call: a NaN or an infinity stops the run at the first
+        step that had one; else they go into the epoch means (`train/*_epoch`), and every
+        `log_every_n_steps`-th step's straight to the loggers."""
         every = self.trainer.log_every_n_steps
-        if every and (self.global_step + 1) % every == 0:
-            loss, recon, kl = stacked.tolist()
-            self._write_step_scalars({"train/loss": loss, "train/recon": recon, "train/kl": kl, "train/beta": beta})
+        for step, beta, batch_size, values in self._pending_steps.pop():
+            loss, recon, kl = values
+            if not all(map(math.isfinite, values)):
+                raise DivergedError(step, {"loss": loss, "recon": recon, "kl": kl, "beta": beta})
+            self._epoch_sums.add(values, batch_size)
+            if every and (step + 1) % every == 0:
+                self._write_step_scalars(
+                    {"train/loss": loss, "train/recon": recon, "train/kl": kl, "train/beta": beta}, step
+                )
 
-    def _write_step_scalars(self, values: dict[str, float]) -> None:
+    def _write_step_scalars(self, values: dict[str, float], step: int) -> None:
         """Per-step scalars go straight to the loggers (which write on rank 0 only), at the step Lightning gives
         the values it logs itself: `self.log` costs ~0.6 ms a value in Lightning's result bookkeeping, and these
         values are wanted in the event files only (the epoch means below go through `self.log`)."""
         for logger in self.loggers:
-            logger.log_metrics(values, step=self.global_step)
+            logger.log_metrics(values, step=step)
 
     def training_step(self, dataloader_iter: Iterator) -> None:
         """An optimizer step on each of the next training batches, up to the next multiple of `batches_per_call`
@@ -317,14 +344,17 @@ class VAEModule(LightningModule):
         (the precision plugin's input conversion), the labels to its device.
         """
         optimizer = self.optimizers()
+        dtype, device, max_steps = self.dtype, self.device, self.trainer.max_steps
         taken = 0
         for (images, labels), _, _ in dataloader_iter:
-            if images.dtype != self.dtype:
-                images = images.to(self.dtype)
-            self._optimizer_step(self.transfer_batch_to_device((images, labels), self.device, 0), optimizer)
+            if images.dtype != dtype or images.device != device or labels.device != device:
+                images, labels = self.transfer_batch_to_device((images.to(dtype), labels), device, 0)
+            self._optimizer_step((images, labels), optimizer)
             taken += 1
-            if self.global_step % self.batches_per_call == 0 or dataloader_iter.done or self._max_steps_reached():
+            step = self.global_step
+            if step % self.batches_per_call == 0 or dataloader_iter.done or 0 <= max_steps <= step:
                 break
+        self._log_train_steps()
         if taken == 0:
             raise StopIteration  # the epoch's data ended before this call (a loader of unknown length)
         if taken > 1:
@@ -333,14 +363,13 @@ class VAEModule(LightningModule):
     def _optimizer_step(self, batch: tuple[torch.Tensor, torch.Tensor], optimizer: Any) -> None:
         terms, _ = self._shared_step(batch, "train")
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(terms.loss)
+        if self._backward_is_plain:
+            terms.loss.backward()  # what manual_backward comes down to here, without its hook dispatch
+        else:
+            self.manual_backward(terms.loss)
         if self.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val)
         optimizer.step()
-
-    def _max_steps_reached(self) -> bool:
-        max_steps = self.trainer.max_steps
-        return max_steps >= 0 and self.global_step >= max_steps
 
     def _count_batches_as_logger_steps(self, taken: int) -> None:
         """Lightning logs `self.log` values (the epoch means, `val/*`) and the learning-rate monitor at a step

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lightning import Callback, LightningModule
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import Strategy
 
 TRAINING_BATCH_HOOKS = (
     "on_train_batch_start",
@@ -49,3 +51,27 @@ def skip_empty_batch_hooks(objects: Iterable[Callback | LightningModule]) -> Non
         for hook in TRAINING_BATCH_HOOKS if is_module else TRAINING_BATCH_HOOKS + EVALUATION_BATCH_HOOKS:
             if inherits_empty(obj, hook, base):
                 setattr(obj, hook, None)
+
+
+_BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
+
+
+def manual_backward_is_plain(trainer: Trainer, module: LightningModule) -> bool:
+    """Whether `module.manual_backward(loss)` would do nothing but `loss.backward()`: the strategy and the
+    precision plugin add nothing around it (single device, 32-bit; DDP and mixed precision do), the module's
+    `backward` is Lightning's, and no callback nor the module implements `on_before_backward` or
+    `on_after_backward`. Lightning's way there is five hook dispatches, ~0.05 ms a step."""
+    strategy, precision = type(trainer.strategy), type(trainer.precision_plugin)
+    unchanged = (
+        strategy.backward is Strategy.backward
+        and strategy.pre_backward is Strategy.pre_backward
+        and strategy.post_backward is Strategy.post_backward
+        and precision.pre_backward is Precision.pre_backward
+        and precision.backward is Precision.backward
+        and precision.post_backward is Precision.post_backward
+        and type(module).backward is LightningModule.backward
+        and type(module).manual_backward is LightningModule.manual_backward
+        and module._fabric is None
+    )
+    hooked = any(callable(getattr(obj, hook, None)) for obj in (*trainer.callbacks, module) for hook in _BACKWARD_HOOKS)
+    return unchanged and not hooked
