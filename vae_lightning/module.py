@@ -69,14 +69,16 @@ class ValidationRecord:
 
 class RunningSums:
     """Sample-weighted sums of the training terms over an epoch, as Python floats: the terms come to the host
-    once a step anyway, for the divergence check."""
+    once a `training_step` call anyway (`PendingSteps`), for the divergence check."""
 
     def __init__(self) -> None:
         self.sums: list[float] = []
         self.count = 0
 
     def add(self, values: list[float], n: int) -> None:
-        self.sums = [value * n + total for value, total in zip(values, self.sums or [0.0] * len(values), strict=True)]
+        if not self.sums:
+            self.sums = [0.0] * len(values)
+        self.sums = [total + value * n for total, value in zip(self.sums, values, strict=True)]
         self.count += n
 
     def pop_means(self) -> list[float] | None:
