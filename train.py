@@ -3,56 +3,71 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-import vae_lightning.config  # noqa: F401  (registers the config resolvers)
-from vae_lightning.errors import DivergedError, JobFailed, VAELightningError
-from vae_lightning.run_files import write_metrics
+import vae_lightning.run.config  # noqa: F401  (registers the config resolvers)
+from vae_lightning.run.errors import DivergedError, JobFailed, VAELightningError
+from vae_lightning.run.files import write_metrics
+from vae_lightning.run.signals import RunInterrupted, StopRequest, stop_on_signals
 
 log = logging.getLogger("train")
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Seed, build everything from the config, fit, test the best checkpoint, write metrics.json."""
+def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
+    """Seed, build everything from the config, fit, test the best checkpoint, write metrics.json; returns the
+    metric a sweeper optimises. A signal (see `run.signals`) ends the run as `interrupted`, resumable."""
     import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from vae_lightning.config import build
-    from vae_lightning.training import (
-        build_trainer,
-        checkpoint_to_resume,
-        clean_leftovers,
+    from vae_lightning.run.checkpoints import check_resume, check_weights_fit
+    from vae_lightning.run.files import remove_leftovers
+    from vae_lightning.run.folder import resume_path
+    from vae_lightning.run.signals import StopOnSignal
+    from vae_lightning.run.trainer import (
+        build_run,
         final_metrics,
-        log_config,
-        log_final_hparams,
-        route_lightning_logs,
+        quiet_libraries,
+        resume_command,
         set_threads,
         summary,
     )
 
-    route_lightning_logs()
+    quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
-    clean_leftovers(output_dir, cfg.paths.get("cache_dir"))
+    for folder in (output_dir / "checkpoints", Path(cfg.paths.cache_dir)):
+        remove_leftovers(folder)  # the temporary files of writes that a killed run left behind
     set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build(cfg.dataset, "dataset")
-    model = build(cfg.module, "module", keys_are_absolute=True, input_shape=datamodule.input_shape)
-    trainer = build_trainer(cfg)
-    log_config(trainer, cfg)
+    stop_callback = StopOnSignal(stop or StopRequest(), output_dir / "checkpoints" / "last.ckpt")
+    datamodule, model, trainer = build_run(cfg, extra_callbacks=(stop_callback,))
+    ckpt_path = resume_path(cfg, output_dir)
+    if ckpt_path is not None:
+        module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
+        check_weights_fit(check_resume(ckpt_path, module_cfg, cfg.trainer), model, ckpt_path)
+        log.info("Resuming from %s", ckpt_path)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint_to_resume(cfg, output_dir, model))
-    val_metrics = final_metrics(trainer, "val/")
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        val_metrics = final_metrics(trainer, "val/")
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+    except (RunInterrupted, SIGTERMException) as stopped:
+        interrupted = stopped if isinstance(stopped, RunInterrupted) else RunInterrupted(signal.SIGTERM)
+        command = resume_command(output_dir)
+        write_metrics(output_dir, final_metrics(trainer, "val/"), "interrupted", resume_command=command)
+        log.warning("Interrupted at optimizer step %d (%s). Resume with: %s", trainer.global_step, interrupted, command)
+        raise interrupted from None
     metrics = val_metrics | final_metrics(trainer, "test/")
 
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics, "completed")
-        log_final_hparams(trainer, cfg, metrics)
         log.info(summary(output_dir, metrics, best))
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)
@@ -61,16 +76,20 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
-    try:
-        return train(cfg)
-    except VAELightningError as error:
-        write_metrics(hydra_cfg.runtime.output_dir, {}, "diverged" if isinstance(error, DivergedError) else "failed")
-        log.error(str(error))
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise JobFailed(str(error)) from None  # this job fails, the sweep goes on with the others
-    except Exception:
-        write_metrics(hydra_cfg.runtime.output_dir, {}, "failed")
-        raise
+    with stop_on_signals() as stop:
+        try:
+            return train(cfg, stop)
+        except RunInterrupted as interrupted:
+            sys.exit(interrupted.exit_code)  # not an Exception: in a sweep it ends the sweep too
+        except VAELightningError as error:
+            status = "diverged" if isinstance(error, DivergedError) else "failed"
+            write_metrics(hydra_cfg.runtime.output_dir, {}, status)
+            log.error(str(error))
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                raise JobFailed(str(error)) from None  # this job fails, the sweep goes on with the others
+        except Exception:
+            write_metrics(hydra_cfg.runtime.output_dir, {}, "failed")
+            raise
     raise SystemExit(1)
 
 

@@ -1,16 +1,26 @@
-"""Shared fixtures: generated data in the real on-disk formats, and a runner for train.py."""
+"""Shared fixtures: configs composed as `train.py` composes them, in-process runs of `train(cfg)`, generated data
+in the real on-disk formats, a loopback HTTP mirror, and a runner for the commands (slow tests)."""
 
 from __future__ import annotations
 
+import functools
 import gzip
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict, read_write
 
+import vae_lightning.run.config  # noqa: F401  (registers the config resolvers)
+from vae_lightning import CONF_DIR
 from vae_lightning.data import idx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +31,39 @@ MNIST_NAMES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+# in-process runs: no progress bar (pytest captures it anyway) and strict pictures, so a failing one fails the test
+QUIET = ["~callbacks.progress_bar", "+trainer.enable_progress_bar=false", "diagnostics.strict=true"]
+
+
+def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """The config `python train.py OVERRIDES` would run with, its outputs in `output_dir`; Hydra's runtime
+    config is set as under `@hydra.main` (the config reads the group choices and overrides from it)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with read_write(cfg), open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.data_dir = str(output_dir.parent / "data")
+        cfg.paths.cache_dir = str(output_dir.parent / "cache")
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def compose_tool(name: str, overrides: list[str]) -> DictConfig:
+    """The config of `python -m vae_lightning.NAME OVERRIDES` (evaluate, morph)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def train_in_process(overrides: list[str], output_dir: Path, stop=None) -> float | None:
+    """`train(cfg)` as `python train.py OVERRIDES hydra.run.dir=OUTPUT_DIR` would call it, in this process."""
+    from train import train
+
+    return train(compose_train([*QUIET, *overrides], output_dir), stop)
 
 
 def write_mnist(folder: Path, n_train: int = 120, n_test: int = 40, compress: bool = True, seed: int = 0) -> Path:
@@ -63,14 +106,53 @@ def shared_mnist_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def run_train(args: list[str], run_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python train.py ARGS hydra.run.dir=RUN_DIR` from the project root, data and cache kept in tmp."""
-    env = os.environ | {"VAE_DATA_DIR": str(run_dir.parent / "data"), "PYTHONWARNINGS": "ignore"}
+@pytest.fixture
+def serve(tmp_path: Path):
+    """`serve(folder)` -> the URL of a loopback HTTP server for `folder` (stopped after the test)."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *args: None
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """One finished default run (digits, two short epochs), shared by the tests that only read its outputs."""
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    train_in_process(["debug=fast", "trainer.max_epochs=2", "trainer.limit_val_batches=null"], run_dir)
+    return run_dir
+
+
+def run_command(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
+    """A command of the project (`train.py ...`, `-m vae_lightning.evaluate ...`) in a real process."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT,
-        env=env,
+        [sys.executable, *args],
+        cwd=cwd,
+        env=os.environ | {"PYTHONWARNINGS": "ignore"} | (env or {}),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_train(args: list[str], run_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python train.py ARGS hydra.run.dir=RUN_DIR`, data and cache kept beside the run folder."""
+    env = {"VAE_DATA_DIR": str(run_dir.parent / "data")}
+    return run_command([str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"], env=env, timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The error a command printed, checked to be one clear message: exit code 1, no traceback."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    return output

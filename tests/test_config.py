@@ -1,112 +1,108 @@
-"""Every file in conf/ composes, and what it describes can be built."""
+"""Every file in conf/ composes, what it describes can be built, and bad values name their keys."""
 
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from tests.conftest import ROOT
-from vae_lightning.config import build, check_trainer
-from vae_lightning.errors import ConfigValueError
+from tests.conftest import compose_train
+from tests.photo_fixtures import write_oxford_pet, write_utkface
+from vae_lightning import CONF_DIR
 from vae_lightning.losses import SeedLoss
+from vae_lightning.run.checks import trainer_values
+from vae_lightning.run.config import build
+from vae_lightning.run.errors import ConfigErrors, ConfigValueError
+from vae_lightning.run.trainer import build_run
 from vae_lightning.schedules import Constant, DelayedRamp
 
-CONF = ROOT / "conf"
-GROUPS = [p for p in sorted(CONF.rglob("*")) if p.is_dir() and any(p.glob("*.yaml")) and p.name != "hydra"]
-
-
+TOOL_GROUPS = ("hydra", "tool_dataset")  # not options of train.py
+GROUPS = [
+    p
+    for p in sorted(CONF_DIR.rglob("*"))
+    if p.is_dir() and any(p.glob("*.yaml")) and p.relative_to(CONF_DIR).parts[0] not in TOOL_GROUPS
+]
 # A nested group exists inside one option of its parent group; some options need a matching data set.
-PARENT_OPTION = {"dataset/binarize": ["dataset=mnist"]}
+PARENT_OPTION = {"dataset/binarize": ["dataset=mnist"], "loss/likelihood": ["loss=elbo"]}
 COMPANION = {"model=conv": ["dataset=utkface"]}  # 64x64 images: the digits' 8x8 are too small for its 4 blocks
+
+
+@pytest.fixture(scope="module")
+def photo_roots(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("photos")
+    faces, dogs = write_utkface(tmp / "utkface", n=8, bad=False), write_oxford_pet(tmp / "dogs", dogs=6, cats=0)
+    return [f"dataset.root={faces}", f"dataset.faces.root={faces}", f"dataset.dogs.root={dogs}"]
+
+
+def roots_for(overrides: list[str], roots: list[str]) -> list[str]:
+    """The photo roots that the chosen data set has (root for utkface and dogs, faces/dogs for the mixed set)."""
+    dataset = next((o.split("=")[1] for o in overrides if o.startswith("dataset=")), None)
+    experiment = next((o for o in overrides if o.startswith("experiment=")), "")
+    if dataset == "faces_dogs" or "dogpeople" in experiment or "faces" in experiment:
+        return [r for r in roots if r.startswith(("dataset.faces", "dataset.dogs"))]
+    if dataset == "utkface":
+        return [roots[0]]
+    if dataset == "dogs":
+        return [roots[2].replace("dataset.dogs.root", "dataset.root")]
+    return []
 
 
 def options():
     for group in GROUPS:
-        name = group.relative_to(CONF).as_posix()
+        name = group.relative_to(CONF_DIR).as_posix()
         for option in sorted(group.glob("*.yaml")):
             override = f"{name}={option.stem}"
             yield [*PARENT_OPTION.get(name, []), *COMPANION.get(override, []), override]
 
 
-def composed(overrides, tmp_path):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.output_dir={tmp_path}"])
-
-
-def build_all(cfg, tmp_path):
-    datamodule = build(cfg.dataset, "dataset")
-    module = build(cfg.module, "module", keys_are_absolute=True, input_shape=datamodule.input_shape)
-    callbacks = [build(node, name) for name, node in (cfg.get("callbacks") or {}).items()]
-    loggers = [build(node, name) for name, node in (cfg.get("logger") or {}).items()]
-    return datamodule, module, callbacks, loggers
-
-
 def test_every_group_is_found():
-    names = {g.relative_to(CONF).as_posix() for g in GROUPS}
-    assert {
-        "model",
-        "beta",
-        "loss",
-        "dataset",
-        "optimizer",
-        "trainer",
-        "logger",
-        "callbacks",
-        "paths",
-        "experiment",
-        "debug",
-        "model/posterior_scale",
-        "loss/likelihood",
-        "dataset/binarize",
-    } <= names
+    names = {g.relative_to(CONF_DIR).as_posix() for g in GROUPS}
+    expected = {"model", "beta", "loss", "dataset", "optimizer", "trainer", "logger", "callbacks", "paths"}
+    assert expected | {"experiment", "debug", "model/posterior_scale", "loss/likelihood", "dataset/binarize"} <= names
 
 
 @pytest.mark.parametrize("overrides", list(options()), ids=lambda o: o[-1])
-def test_every_option_composes_and_builds(overrides, tmp_path):
-    cfg = composed(overrides, tmp_path)
-    datamodule, module, _, _ = build_all(cfg, tmp_path)
+def test_every_option_composes_and_builds(overrides, photo_roots, tmp_path):
+    on_this_machine = ["trainer.accelerator=cpu", "trainer.devices=1"]  # trainer=gpu and ddp: built, not run
+    if "trainer=ddp" in overrides:
+        on_this_machine.append("trainer.strategy=auto")
+    cfg = compose_train([*overrides, *roots_for(overrides, photo_roots), *on_this_machine], tmp_path / "run")
+    datamodule, module, trainer = build_run(cfg)
     x = torch.rand(4, *datamodule.input_shape)
-    out = module.net(x)
-    assert out.logits.shape == x.shape
-    check_trainer(cfg.trainer)
-    if cfg.trainer.accelerator != "gpu":
-        instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    assert module.net(x).logits.shape == x.shape
     module.configure_optimizers()
+    assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
 def test_defaults(tmp_path):
-    cfg = composed([], tmp_path)
-    assert cfg.dataset._target_.endswith("DigitsDataModule")
+    cfg = compose_train([], tmp_path)
+    assert cfg.dataset._target_.endswith("DigitsDataModule") and cfg.model._target_.endswith("MLPVAE")
     assert cfg.optimized_metric == "val/loss" and cfg.ckpt_path is None and isinstance(cfg.seed, int)
-    assert cfg.paths.output_dir == str(tmp_path)
-    assert Path(cfg.paths.cache_dir).parent == Path(cfg.paths.data_dir)
-    _, module, callbacks, _ = build_all(cfg, tmp_path)
-    assert isinstance(module._beta_factory(total_steps=10), Constant)
-    assert [type(c).__name__ for c in callbacks][:2] == ["ModelCheckpoint", "ModelCheckpoint"]
+    assert cfg.hydra.run.dir.startswith("outputs/")
+    _datamodule, module, trainer = build_run(cfg)
+    assert isinstance(module.beta_factory(total_steps=10), Constant)
+    assert [c.monitor for c in trainer.checkpoint_callbacks] == ["val/loss", None]  # the best, and last.ckpt
 
 
-def test_haskell_mnist_is_the_seed_run(tmp_path):
-    cfg = composed(["experiment=haskell_mnist"], tmp_path)
-    datamodule, module, callbacks, _ = build_all(cfg, tmp_path)
+def test_haskell_mnist_is_the_seed_run(mnist_dir, tmp_path):
+    cfg = compose_train(["experiment=haskell_mnist", f"dataset.root={mnist_dir}"], tmp_path)
+    datamodule, module, trainer = build_run(cfg)
     assert datamodule.input_shape == (1, 28, 28) and datamodule.batch_size == 32 and datamodule.pixel_scale == 256
     assert cfg.model.hidden_dims == [1000] and cfg.model.latent_dim == 2
-    assert isinstance(module.net.encoder[1], torch.nn.Tanh)
-    assert isinstance(module.loss_fn, SeedLoss)
-    assert module._beta_factory(total_steps=10)(5) == 0.0
+    assert isinstance(module.net.encoder[1], torch.nn.Tanh) and isinstance(module.loss_fn, SeedLoss)
+    assert module.beta_factory(total_steps=10)(5) == 0.0
     optimizer = module.configure_optimizers()
     assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["eps"] == 1e-6
     assert optimizer.defaults["betas"] == (0.9, 0.999)
     assert cfg.trainer.max_epochs == 100 and cfg.trainer.limit_train_batches == 100
-    periodic = [c for c in callbacks if getattr(c, "_every_n_epochs", 0) == 5]
-    assert len(periodic) == 1 and periodic[0].save_top_k == -1
+    periodic = [c for c in trainer.checkpoint_callbacks if c.save_top_k == -1]
+    assert len(periodic) == 1 and periodic[0].every_n_epochs == 5  # the seed's checkpoint every 5 epochs
 
 
 def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
-    cfg = composed(["experiment=haskell_mnist_ramp"], tmp_path)
-    _, module, _, _ = build_all(cfg, tmp_path)
-    ramp = module._beta_factory(total_steps=10_000)
+    cfg = compose_train(["experiment=haskell_mnist_ramp"], tmp_path)
+    ramp = instantiate(cfg.beta)(total_steps=10_000)
     assert isinstance(ramp, DelayedRamp) and ramp(5000) == 0.0 and ramp(10_000) == pytest.approx(1e-4)
     assert cfg.loss._target_.endswith("SeedLoss") and cfg.model.hidden_dims == [1000]
 
@@ -116,28 +112,62 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
     [
         ("model.latent_dim=0", "model.latent_dim"),
         ("model.latent_dim=abc", "model.latent_dim"),
+        ("model.hidden_dims=[]", "model.hidden_dims"),
+        ("optimizer.lr=-0.1", "optimizer.lr"),
+        ("beta.value=-1", "beta.value"),
         ("dataset.batch_size=0", "dataset.batch_size"),
-        ("dataset.batch_size=-4", "dataset.batch_size"),
-        ("module.batches_per_call=0", "module.batches_per_call"),
-        ("model/posterior_scale=softplus", None),
+        ("dataset.val_fraction=1.5", "dataset.val_fraction"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+        ("trainer.limit_train_batches=-2", "trainer.limit_train_batches"),
+        ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches"),
+        ("eval.nll_samples=-1", "eval.nll_samples"),
+        ("module.gradient_clip_val=0", "module.gradient_clip_val"),
+        ("threads=0", None),
     ],
 )
 def test_bad_values_name_the_key(override, key, tmp_path):
-    cfg = composed([override], tmp_path)
+    cfg = compose_train([override], tmp_path)
     if key is None:
-        build_all(cfg, tmp_path)
         return
-    with pytest.raises(ConfigValueError) as error:
-        build_all(cfg, tmp_path)
-    assert error.value.key == key
+    with pytest.raises(ConfigErrors) as error:
+        build_run(cfg)
+    (problem,) = error.value.problems
+    assert isinstance(problem, ConfigValueError) and problem.key == key
     assert f"`{key}=" in str(error.value)
 
 
-@pytest.mark.parametrize(
-    "override", ["trainer.max_epochs=abc", "trainer.limit_train_batches=-2", "trainer.limit_val_batches=1.5"]
-)
-def test_bad_trainer_values_name_the_key(override, tmp_path):
-    cfg = composed([override], tmp_path)
+def test_all_bad_values_are_reported_in_one_message(tmp_path):
+    cfg = compose_train(["dataset.batch_size=-1", "dataset.split_seed=-3", "trainer.max_epochs=abc"], tmp_path)
+    with pytest.raises(ConfigErrors) as error:
+        build_run(cfg)
+    assert [p.key for p in error.value.problems] == ["dataset.batch_size", "dataset.split_seed", "trainer.max_epochs"]
+    assert str(error.value).startswith("3 problems:")
+
+
+def test_trainer_values_are_checked_before_lightning_sees_them(tmp_path):
+    cfg = compose_train(["trainer.max_epochs=abc", "trainer.log_every_n_steps=0"], tmp_path)
+    assert [e.key for e in trainer_values(cfg.trainer)] == ["trainer.max_epochs", "trainer.log_every_n_steps"]
+
+
+def test_a_sub_config_error_is_placed_under_its_group():
     with pytest.raises(ConfigValueError) as error:
-        check_trainer(cfg.trainer)
-    assert error.value.key == override.split("=")[0]
+        build({"_target_": "vae_lightning.schedules.DelayedRamp", "total_steps": 10, "delay": 2.0}, "beta")
+    assert error.value.key == "beta.delay"
+
+
+def test_the_tools_accept_every_key_of_every_data_set():
+    """`evaluate` and `morph` declare the keys a user may change (Hydra refuses undeclared ones)."""
+    declared = set(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "tool_dataset" / "keys.yaml")))
+
+    def keys(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict) and "_target_" in value:
+                yield from keys(value, f"{key}.")
+            elif not key.startswith("_") and key != "defaults" and not isinstance(value, dict):
+                yield f"{prefix}{key}"
+
+    for option in (CONF_DIR / "dataset").glob("*.yaml"):
+        tree = OmegaConf.to_container(OmegaConf.load(option))
+        for key in keys(tree):
+            top = key.split(".")[0]
+            assert top in declared, f"{option.name}: {key}"

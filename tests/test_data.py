@@ -1,8 +1,5 @@
-import functools
 import gzip
 import hashlib
-import http.server
-import threading
 
 import pytest
 import torch
@@ -12,7 +9,7 @@ from vae_lightning.data import mnist
 from vae_lightning.data.binarize import DynamicBinarization, StaticBinarization
 from vae_lightning.data.digits import DigitsDataModule
 from vae_lightning.data.mnist import MNISTDataModule
-from vae_lightning.errors import ConfigValueError, DataFormatError, DataNotFoundError
+from vae_lightning.run.errors import ConfigErrors, DataFormatError, DataNotFoundError
 
 
 def test_digits_splits_are_seeded_and_disjoint():
@@ -83,23 +80,26 @@ def test_mismatched_counts_are_rejected(tmp_path):
         MNISTDataModule(root=str(folder), download=False).setup("fit")
 
 
-def test_batch_larger_than_the_data_names_the_key(mnist_dir):
-    with pytest.raises(ConfigValueError) as error:
-        MNISTDataModule(root=str(mnist_dir), download=False, batch_size=10_000).setup("fit")
-    assert error.value.key == "dataset.batch_size"
+def test_a_batch_larger_than_the_training_split_is_cut_to_it_with_a_warning(mnist_dir, caplog):
+    dm = MNISTDataModule(root=str(mnist_dir), download=False, batch_size=10_000)
+    dm.setup("fit")
+    assert dm.batch_size == len(dm.train_set) == 108
+    assert "dataset.batch_size=10000 is larger than the training split (108 samples)" in caplog.text
+    assert len(next(iter(dm.train_dataloader()))[0]) == 108
+
+
+def test_bad_values_are_reported_together():
+    with pytest.raises(ConfigErrors) as error:
+        DigitsDataModule(batch_size=0, val_fraction=2.0, test_fraction=-1)
+    assert [p.key for p in error.value.problems] == ["batch_size", "val_fraction", "test_fraction"]
+    assert next(p.key for p in error.value.under("dataset").problems) == "dataset.batch_size"
 
 
 @pytest.fixture
-def mirror(tmp_path):
-    """A loopback HTTP server serving generated MNIST files, with a second, broken mirror."""
+def mirror(tmp_path, serve):
+    """A loopback HTTP server serving generated MNIST files."""
     served = write_mnist(tmp_path / "served")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    return served, serve(served)
 
 
 def test_download_verifies_md5_and_falls_back_to_the_second_mirror(tmp_path, monkeypatch, mirror):

@@ -1,160 +1,197 @@
-"""Diagnostics: the pictures, histograms, Projector and PNG files a run leaves, and the morph command."""
+"""The pictures: every one works on small and lopsided data, a failing one never ends a run, and a run's
+TensorBoard holds them, its HPARAMS and a Projector with points."""
+
+from __future__ import annotations
 
 import io
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageSequence
+from matplotlib.figure import Figure
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import run_train
-from vae_lightning.callbacks.diagnostics import interpolation_pairs
-from vae_lightning.callbacks.drawing import scatter
-from vae_lightning.morph import main as morph_main
+from tests.conftest import train_in_process
+from vae_lightning.callbacks import pictures
+from vae_lightning.callbacks.grid import MIN_CELL
+from vae_lightning.callbacks.hparams import experiment_hparams
+from vae_lightning.callbacks.pictures import Embedding, Histogram, View, interpolation_pairs
+from vae_lightning.module import VAEModule
 
-IMAGE_TAGS_2D = [
-    "val/reconstructions",
-    "val/samples",
-    "val/latent_scatter",
-    "val/latent_grid",
-    "val/interpolations",
-    "val/best_worst",
-]
-PNG_NAMES = ["reconstructions", "samples", "latent_scatter", "interpolations", "best_worst"]
-
-
-def test_interpolation_pairs_are_human_to_dog_when_the_labels_are_domains():
-    y = torch.tensor([1, 0, 0, 1, 1, 0])
-    assert interpolation_pairs(y, {0: "human", 1: "dog"}, 3) == [(1, 0), (2, 3), (5, 4)]
-    assert interpolation_pairs(torch.tensor([3, 3, 5, 3]), {}, 2) == [(0, 2), (1, 2)]
-
-
-def test_scatter_is_drawn_in_the_label_colours():
-    points = np.random.default_rng(0).normal(size=(300, 2))
-    picture = scatter(points, np.arange(300) % 3, {0: "a", 1: "b", 2: "c"}, ("z1", "z2"), "title")
-    assert picture.shape[2] == 3 and picture.dtype == np.uint8
-    plot = picture[40:560, 40:560].reshape(-1, 3)
-    assert len({tuple(p) for p in plot[::7]}) > 3  # coloured points, not a blank frame
-
-
-def decode(event):
-    return np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
+PICTURES = {
+    "reconstructions": pictures.Reconstructions(),
+    "samples": pictures.Samples(),
+    "latent_scatter": pictures.LatentScatter(),
+    "latent_grid": pictures.LatentGrid(),
+    "interpolations": pictures.Interpolations(),
+    "best_worst": pictures.BestWorst(),
+    "loss_histogram": pictures.LossHistogram(),
+    "latent_health": pictures.LatentHealth(),
+    "projector": pictures.Projector(),
+}
+DOMAINS = {0: "human", 1: "dog"}
+# (samples, latent size, channels, image side, labels, label names): small and lopsided on purpose
+CASES = {
+    "one sample": (1, 2, 1, 8, [3], {}),
+    "fewer than asked, one class, 1-D latent": (3, 1, 3, 32, [0, 0, 0], {}),
+    "no dog, 64-D latent, 128x128 colour": (5, 64, 3, 128, [0] * 5, DOMAINS),
+    "no human, grey": (4, 2, 1, 64, [1] * 4, DOMAINS),
+    "humans and dogs": (12, 2, 3, 8, [0, 1] * 6, DOMAINS),
+    "ten digits, 64-D latent": (40, 64, 1, 28, list(range(10)) * 4, {}),
+}
 
 
-@pytest.fixture(scope="module")
-def two_d_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("diag") / "run"
-    result = run_train(["debug=fast", "trainer.max_epochs=2", "trainer.limit_val_batches=null"], run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+def make_view(n, latent, channels, side, labels, names) -> View:
+    torch.manual_seed(0)
+    net = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [8], "latent_dim": latent}
+    module = VAEModule(
+        net,
+        {"_target_": "vae_lightning.losses.ELBO"},
+        {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
+        {"_target_": "vae_lightning.optim.adam", "_partial_": True},
+        input_shape=(channels, side, side),
+    ).eval()
+    images = torch.rand(n, channels, side, side)
+    with torch.no_grad():
+        out = module.net(images)
+        losses = module.loss_fn(images, out, 1.0).per_sample
+    return View(images, torch.tensor(labels), names, out.posterior.loc, out.posterior.scale, losses, module, epoch=3)
 
 
-@pytest.mark.slow
-def test_every_picture_and_histogram_is_in_tensorboard(two_d_run):
-    accumulator = EventAccumulator(str(two_d_run / "tensorboard"), size_guidance={"images": 0, "histograms": 0})
-    accumulator.Reload()
-    assert set(IMAGE_TAGS_2D) <= set(accumulator.Tags()["images"])
-    for tag in IMAGE_TAGS_2D:
-        events = accumulator.Images(tag)
-        assert len(events) >= 3, tag  # every epoch (2) and the end
-        picture = decode(events[-1])
-        assert picture.dtype == np.uint8 and (picture.ndim == 2 or picture.shape[2] in (3, 4)), tag  # grey or colour
-        assert picture.std() > 10, f"{tag} is blank"
-    grid = decode(accumulator.Images("val/latent_grid")[-1])
-    assert grid.shape[0] == grid.shape[1] >= 15 * 24  # 15 x 15 cells, enlarged from 8x8
-    assert {"val/per_sample_loss", "val/kl_per_dim"} <= set(accumulator.Tags()["histograms"])
-    kl_per_dim = accumulator.Histograms("val/kl_per_dim")[-1].histogram_value
-    assert kl_per_dim.num == 2 and kl_per_dim.min >= 0  # one value per latent dimension
+def rendered(output) -> np.ndarray | None:
+    """The output as the pixels TensorBoard and the PNG file get (None for histograms and embeddings)."""
+    if isinstance(output, Figure):
+        buffer = io.BytesIO()
+        output.savefig(buffer, format="png")
+        return np.asarray(Image.open(buffer))
+    if isinstance(output, np.ndarray):
+        assert output.dtype == np.uint8 and output.ndim == 3 and output.shape[2] == 3
+        return output
+    assert isinstance(output, Histogram | Embedding)
+    return None
 
 
-@pytest.mark.slow
-def test_projector_hparams_and_png_files(two_d_run):
-    config = (two_d_run / "tensorboard" / "projector_config.pbtxt").read_text()
-    assert "metadata.tsv" in config and "sprite.png" in config
-    (folder,) = [p.parent for p in (two_d_run / "tensorboard").rglob("tensors.tsv")]
-    assert len((folder / "tensors.tsv").read_text().splitlines()) == 180  # every validation sample
-    assert set((folder / "metadata.tsv").read_text().split()) <= {str(d) for d in range(10)}
-    for name in [*PNG_NAMES, "latent_grid"]:
-        picture = np.asarray(Image.open(two_d_run / "images" / f"{name}.png"))
-        assert picture.std() > 10, name
-    accumulator = EventAccumulator(str(two_d_run / "tensorboard"))
-    accumulator.Reload()
-    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("name", list(PICTURES))
+def test_every_picture_works_on_small_and_lopsided_data(name, case):
+    view = make_view(*CASES[case])
+    outputs = PICTURES[name](view)
+    assert outputs
+    for tag, output in outputs:
+        assert tag.startswith("val/")
+        pixels = rendered(output)
+        if pixels is not None:
+            assert pixels.std() > 1, f"{tag} is blank"
+        if isinstance(output, Embedding):
+            assert output.points.shape[1] >= 3 and len(output.metadata) == len(view.labels)
 
 
-@pytest.mark.slow
-def test_traversals_and_pca_for_a_larger_latent_space(tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_train(["debug=fast", "model.latent_dim=6", "logger=tensorboard"], run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (run_dir / "images" / "latent_traversal.png").is_file()
-    assert not (run_dir / "images" / "latent_grid.png").exists()
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
-    accumulator.Reload()
-    assert "val/latent_traversal" in accumulator.Tags()["images"]
-    assert decode(accumulator.Images("val/latent_traversal")[-1]).std() > 10
+def test_image_grids_keep_tiny_images_legible():
+    view = make_view(*CASES["ten digits, 64-D latent"])
+    ((_, grid),) = PICTURES["reconstructions"](view)
+    assert grid.shape[1] >= 8 * MIN_CELL  # 8 columns of 28x28 digits, at least 28 px each
 
 
-@pytest.mark.slow
-def test_morph_writes_a_gif_with_steps_distinct_frames(two_d_run, tmp_path, capsys):
-    checkpoint = two_d_run / "checkpoints" / "last.ckpt"
-    gif = tmp_path / "out" / "morph.gif"
-    assert morph_main([f"ckpt_path={checkpoint}", f"output={gif}", "steps=7"]) == 0
-    frames = [f.convert("RGB").tobytes() for f in ImageSequence.Iterator(Image.open(gif))]
-    assert len(frames) == 7 + 5  # there and back
-    assert len(set(frames)) == 7
-    assert Image.open(gif.with_suffix(".png")).size[0] > 9 * 128  # source, 7 frames, target
-
-    photo = tmp_path / "face.png"
-    Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(photo)
-    assert (
-        morph_main(
-            [f"ckpt_path={checkpoint}", f"output={tmp_path / 'p.gif'}", "steps=4", f"source={photo}", f"target={photo}"]
-        )
-        == 0
+def test_interpolation_pairs_say_how_they_were_chosen():
+    loc = torch.tensor([[0.0], [1.0], [5.0], [2.0]])
+    assert interpolation_pairs(torch.tensor([1, 0, 0, 1]), DOMAINS, loc, 3) == (
+        [(1, 0), (2, 3)],
+        "human (left) to dog (right)",
     )
+    pairs, how = interpolation_pairs(torch.tensor([0, 0, 0, 0]), DOMAINS, loc, 2)
+    assert pairs == [(0, 2)] and how.startswith("no dog among the validation samples")
+    pairs, how = interpolation_pairs(torch.tensor([7, 7, 7, 7]), {}, loc, 2)
+    assert pairs == [(0, 2)] and how.startswith("one label only")
+    assert interpolation_pairs(torch.tensor([3]), {}, loc[:1], 2)[0] == [(0, -1)]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["ckpt_path=/no/such.ckpt"], "no such checkpoint file"),
-        (["ckpt_path=TRUNCATED"], "not a readable checkpoint"),
-        (["ckpt_path=FOREIGN"], "not written by vae_lightning"),
-        (["ckpt_path=GOOD", "source=/no/such.jpg", "target=/no/such.jpg"], "/no/such.jpg does not exist"),
-        (["ckpt_path=GOOD", "source=TEXT", "target=TEXT"], "could not be read"),
-        (["ckpt_path=GOOD", "steps=1"], "steps"),
-        (["ckpt_path=GOOD", "colour=blue"], "bad argument"),
-        ([], "ckpt_path"),
-    ],
-)
-def test_morph_errors_are_one_clear_line(args, message, two_d_run, tmp_path, capsys):
-    good = two_d_run / "checkpoints" / "last.ckpt"
-    truncated = tmp_path / "truncated.ckpt"
-    truncated.write_bytes(good.read_bytes()[:5000])
-    foreign = tmp_path / "foreign.ckpt"
-    torch.save({"weights": torch.zeros(3)}, foreign)
-    text = tmp_path / "text.jpg"
-    text.write_text("not a picture")
-    replace = {"GOOD": str(good), "TRUNCATED": str(truncated), "FOREIGN": str(foreign), "TEXT": str(text)}
-    args = [a.split("=")[0] + "=" + replace.get(a.split("=")[1], a.split("=")[1]) for a in args]
-    assert morph_main([*args, f"output={tmp_path / 'x.gif'}"]) == 1
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+class Broken(pictures.Picture):
+    def __call__(self, view):
+        raise ValueError("a picture that always fails")
 
 
-@pytest.mark.slow
-def test_diagnostics_are_written_once_under_ddp(tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_train(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=fast"], run_dir)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+def test_a_failing_picture_is_skipped_with_one_warning_and_the_run_completes(tmp_path, caplog):
+    broken = "+callbacks.diagnostics.pictures.broken={_target_: tests.test_diagnostics.Broken}"
+    with caplog.at_level(logging.WARNING):
+        train_in_process(["debug=fast", "diagnostics.strict=false", broken], tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
+    skipped = [r.message for r in caplog.records if "Diagnostics:" in r.message]
+    assert skipped == [
+        "Diagnostics: broken skipped at epoch 0 (ValueError: a picture that always fails)",
+        "Diagnostics: broken skipped at epoch 1 (ValueError: a picture that always fails)",
+    ]
+    assert (tmp_path / "run" / "images" / "latent_scatter.png").is_file()  # the others were drawn
+
+
+def test_strict_diagnostics_fail_the_run(tmp_path):
+    broken = "+callbacks.diagnostics.pictures.broken={_target_: tests.test_diagnostics.Broken}"
+    with pytest.raises(ValueError, match="always fails"):
+        train_in_process(["debug=fast", broken], tmp_path / "run")
+
+
+def images_of(run_dir):
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "histograms": 0})
     accumulator.Reload()
-    for tag in IMAGE_TAGS_2D:
-        assert len(accumulator.Images(tag)) == 2, tag  # one epoch and the end, from rank 0 only
-    assert len({p.name.split(".")[5] for p in (run_dir / "tensorboard").glob("events.out.tfevents.*")}) == 1
-    assert len(list((run_dir / "tensorboard").rglob("tensors.tsv"))) == 1
+    return accumulator
+
+
+def test_a_run_shows_every_picture_in_tensorboard_and_as_png(digits_run):
+    accumulator = images_of(digits_run)
+    tags = {
+        "val/reconstructions",
+        "val/samples",
+        "val/latent_scatter",
+        "val/latent_grid",
+        "val/interpolations",
+        "val/best_worst",
+        "val/loss_histogram",
+        "val/latent_health",
+    }
+    assert tags <= set(accumulator.Tags()["images"])
+    for tag in tags:
+        events = accumulator.Images(tag)
+        assert len(events) == 3, tag  # every epoch (2) and the end
+        picture = np.asarray(Image.open(io.BytesIO(events[-1].encoded_image_string)))
+        assert picture.std() > 10, f"{tag} is blank"
+    assert {"val/per_sample_loss", "val/kl_per_dim"} <= set(accumulator.Tags()["histograms"])
+    assert accumulator.Histograms("val/kl_per_dim")[-1].histogram_value.num == 2  # one value per latent dimension
+    for name in ("reconstructions", "latent_scatter", "latent_grid", "best_worst", "latent_health"):
+        assert np.asarray(Image.open(digits_run / "images" / f"{name}.png")).std() > 10, name
+
+
+def test_the_projector_has_points_in_three_dimensions_with_labels(digits_run):
+    config = (digits_run / "tensorboard" / "projector_config.pbtxt").read_text()
+    assert "metadata.tsv" in config and "sprite.png" in config
+    (folder,) = [p.parent for p in (digits_run / "tensorboard").rglob("tensors.tsv")]
+    rows = [line.split("\t") for line in (folder / "tensors.tsv").read_text().splitlines()]
+    assert len(rows) == 180 and {len(r) for r in rows} == {3} and {r[2] for r in rows} == {"0.0"}  # z3 = 0 padding
+    header, *metadata = (folder / "metadata.tsv").read_text().splitlines()
+    assert header == "label\tnote" and metadata[0].endswith("padded with zeros to 3")
+
+
+def test_hparams_show_the_choices_and_the_swept_keys_not_every_path():
+    choices = {"beta": "ramp", "model": "mlp", "hydra/launcher": "basic", "paths": "default", "experiment": None}
+    values, domains = experiment_hparams(
+        choices, ["beta=ramp", "model.latent_dim=8", "debug=fast", "hydra.run.dir=x", "optimizer.fused=false"]
+    )
+    assert values == {
+        "beta": "ramp",
+        "experiment": "none",
+        "model": "mlp",
+        "model.latent_dim": 8,
+        "optimizer.fused": "false",
+    }
+    assert domains["beta"] == ["constant", "cyclical", "ramp", "sigmoid", "zero"]
+
+
+def test_a_run_writes_its_hparams_session_with_its_own_metric_tags(digits_run):
+    accumulator = EventAccumulator(str(digits_run / "tensorboard"))
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(content)
+    assert b"val/loss" in content["_hparams_/experiment"] and b"test/nll" in content["_hparams_/experiment"]
+    assert b"hp/" not in content["_hparams_/experiment"] and b"paths" not in content["_hparams_/session_start_info"]
+    assert not any(tag.startswith("hp/") for tag in accumulator.Tags()["scalars"])

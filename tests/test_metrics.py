@@ -1,13 +1,12 @@
 """Metrics on models whose answers are known in closed form."""
 
-import json
 import math
 
 import pytest
 import torch
 
 from vae_lightning.distributions import DiagonalGaussian
-from vae_lightning.metrics import active_units, importance_sampled_log_likelihood, mutual_information
+from vae_lightning.metrics import LatentStats, active_units, importance_sampled_log_likelihood, mutual_information
 
 D_X, D_Z, SIGMA = 5, 2, 0.5
 
@@ -64,25 +63,71 @@ def test_importance_sampling_approaches_the_exact_log_likelihood():
 def test_a_posterior_equal_to_the_prior_has_no_active_units_no_kl_and_no_information():
     n, d = 2000, 4
     posterior = DiagonalGaussian(torch.zeros(n, d), torch.ones(n, d))
-    assert active_units(posterior.loc) == 0
-    assert float(posterior.kl_to_standard_normal_per_dim().sum()) == 0.0
+    stats = LatentStats(keep=2000)
+    stats.add(posterior)
+    results = stats.results()
+    assert results["active_units"] == 0 and all(results[f"kl_dim_{i:03d}"] == 0.0 for i in range(d))
     # exactly 0 in expectation; the Monte Carlo estimate of the entropy term has a std of about 0.03 here
-    assert abs(mutual_information(posterior, generator=torch.Generator().manual_seed(0))) < 0.1
+    assert abs(results["mutual_info"]) < 0.1
 
 
 def test_an_identity_like_encoder_has_every_unit_active_and_high_information():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1000, 3, generator=g)
     posterior = DiagonalGaussian(x, torch.full_like(x, 0.05))  # z ~ N(x, 0.05^2): nearly the identity
-    assert active_units(posterior.loc) == 3
+    assert active_units(x.var(0)) == 3
     mi = mutual_information(posterior, generator=g)
     assert mi > 0.9 * math.log(1000)  # close to its ceiling for 1000 samples, log N
     assert mi <= math.log(1000) + 1e-4
 
 
+def direct_mutual_information(posterior, generator):
+    """The textbook computation, every sample against every component at once: O(N^2 d) memory."""
+    loc, scale = posterior.loc, posterior.scale
+    n, d = loc.shape
+    negative_entropy = (-0.5 * d * (1 + math.log(2 * math.pi)) - scale.log().sum(-1)).mean()
+    z = loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype)
+    log_density = torch.distributions.Normal(loc[None], scale[None]).log_prob(z[:, None]).sum(-1)
+    return float(negative_entropy - (torch.logsumexp(log_density, 1) - math.log(n)).mean())
+
+
+def test_the_blocked_mutual_information_equals_the_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(300, 5, generator=g, dtype=torch.float64)
+    posterior = DiagonalGaussian(loc, 0.3 + torch.rand(300, 5, generator=g, dtype=torch.float64))
+    blocked = mutual_information(posterior, torch.Generator().manual_seed(1), sample_block=7, component_block=64)
+    assert blocked == pytest.approx(direct_mutual_information(posterior, torch.Generator().manual_seed(1)), abs=1e-9)
+
+
+def test_streamed_latent_statistics_equal_the_whole_set_at_once():
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(1000, 4, generator=g) * torch.tensor([1.0, 0.5, 0.05, 0.01])
+    scale = 0.2 + torch.rand(1000, 4, generator=g)
+    streamed = LatentStats(keep=0)
+    for start in range(0, 1000, 64):
+        streamed.add(DiagonalGaussian(loc[start : start + 64], scale[start : start + 64]))
+    results = streamed.results()
+    assert results["active_units"] == active_units(loc.var(0)) == 2
+    kl = DiagonalGaussian(loc, scale).kl_to_standard_normal_per_dim().mean(0)
+    assert [results[f"kl_dim_{i:03d}"] for i in range(4)] == pytest.approx(kl.tolist(), rel=1e-5)
+    assert "mutual_info" not in results  # keep=0: not estimated
+
+
+def test_the_mutual_information_subsample_is_uniform_seeded_and_bounded():
+    loc = torch.arange(10_000.0)[:, None]
+    kept = []
+    for _ in range(2):
+        stats = LatentStats(keep=500, seed=3)
+        for start in range(0, 10_000, 128):
+            stats.add(DiagonalGaussian(loc[start : start + 128], torch.ones(len(loc[start : start + 128]), 1)))
+        kept.append(stats.kept[1].flatten())
+    assert torch.equal(kept[0], kept[1]) and len(kept[0]) == 500  # seeded, and never more than `keep`
+    assert 4_000 < float(kept[0].mean()) < 6_000 and float(kept[0].max()) > 9_000  # spread over the whole set
+
+
 def test_active_units_threshold():
     loc = torch.stack([torch.linspace(-1, 1, 100), torch.linspace(-0.05, 0.05, 100)], dim=1)
-    assert active_units(loc) == 1  # variance 0.34 counts, variance 0.0009 does not
+    assert active_units(loc.var(0)) == 1  # variance 0.34 counts, variance 0.0009 does not
 
 
 def test_small_chunks_give_the_same_accuracy():
@@ -92,39 +137,3 @@ def test_small_chunks_give_the_same_accuracy():
         model, IdentityMeanGaussian(), x, 1000, chunk=7, generator=torch.Generator().manual_seed(3)
     )
     assert float((model.exact_log_px(x) - estimate).abs().mean()) < 0.1
-
-
-@pytest.mark.slow
-def test_evaluate_writes_every_metric_next_to_the_checkpoint(tmp_path, capsys):
-    from tests.conftest import run_train, write_mnist
-    from vae_lightning.evaluate import main as evaluate_main
-
-    root = write_mnist(tmp_path / "mnist", n_train=200, n_test=50)
-    run_dir = tmp_path / "run"
-    result = run_train(["experiment=mnist_nll", f"dataset.root={root}", "debug=fast", "eval.nll_samples=20"], run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trained = json.loads((run_dir / "metrics.json").read_text())
-    assert {"test/nll", "test/elbo", "test/active_units", "test/mutual_info", "test/kl_dim_049"} <= set(trained)
-    assert trained["test/nll"] <= -trained["test/elbo"] + 1.0  # the IS bound is tighter than the ELBO
-
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    moved = tmp_path / "moved"
-    root.rename(moved)  # the data set is elsewhere now: a dataset override points at it
-    assert evaluate_main([f"ckpt_path={checkpoint}", f"dataset.root={moved}", "eval.nll_samples=30"]) == 0
-    metrics = json.loads((checkpoint.parent / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["test/active_units"] <= 50
-    assert {"test/nll", "test/elbo", "test/loss", "test/kl", "test/mutual_info", "test/kl_dim_000"} <= set(metrics)
-    assert (
-        evaluate_main(
-            [f"ckpt_path={checkpoint}", f"dataset.root={moved}", f"output={tmp_path / 'm.json'}", "eval.nll_samples=0"]
-        )
-        == 0
-    )
-    assert "test/nll" not in json.loads((tmp_path / "m.json").read_text())
-
-    assert evaluate_main([f"ckpt_path={checkpoint}", "dataset.root=/no/such/folder", "dataset.download=false"]) == 1
-    assert "/no/such/folder" in capsys.readouterr().err
-    assert evaluate_main(["ckpt_path=/no/such.ckpt"]) == 1
-    assert evaluate_main([f"ckpt_path={checkpoint}", "bogus=1"]) == 1
-    err = capsys.readouterr().err
-    assert "no such checkpoint" in err and "bogus" in err and "Traceback" not in err

@@ -6,16 +6,19 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import SHARED_DATA
 from tests.photo_fixtures import photo, save_jpeg, write_bad_files, write_cu_dogs, write_oxford_pet, write_utkface
 from vae_lightning.data import cache as cache_module
 from vae_lightning.data.cache import cached_preprocess
-from vae_lightning.data.dogs import DogsSource, parse_parts_file, parse_voc_head_box, read_pet_list
-from vae_lightning.data.images import Item, decode_crop_resize, square_around
-from vae_lightning.data.photos import BalancedBatches, DogsDataModule, FacesDogsDataModule, UTKFaceDataModule
-from vae_lightning.data.utkface import UTKFaceSource, parse_utkface_name, read_landmarks
-from vae_lightning.errors import ConfigValueError, DataNotFoundError
+from vae_lightning.data.dogs import DogsDataModule, DogsSource, parse_parts_file, parse_voc_head_box, read_pet_list
+from vae_lightning.data.faces_dogs import FacesDogsDataModule
+from vae_lightning.data.images import Item, decode_crop_resize, list_photos, square_around
+from vae_lightning.data.photos import stratified_split
+from vae_lightning.data.samplers import BalancedBatches
+from vae_lightning.data.utkface import UTKFaceDataModule, UTKFaceSource, parse_utkface_name, read_landmarks
+from vae_lightning.run.errors import ConfigErrors, DataNotFoundError
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,7 @@ def test_cu_dogs_parts_and_real_layout(tmp_path):
     real = SHARED_DATA / "dogs" / "CU_Dogs"
     if real.is_dir():
         source = DogsSource(str(real))
-        assert source.layout() == "cu_dogs" and len(source.items()) == 3
+        assert source.layout() == ("CU Dogs", real) and len(source.items()) == 3
         assert source.breeds[8] == "American_water_spaniel"  # 009.American_water_spaniel -> label 8
 
 
@@ -178,7 +181,7 @@ def test_oxford_pet_keeps_dogs_only_and_official_test(tmp_path):
     root = write_oxford_pet(tmp_path / "pet", dogs=12, cats=3)
     source = DogsSource(str(root))
     items = source.items()
-    assert source.layout() == "oxford_pet" and len(items) == 12 and source.fallbacks == 1
+    assert source.layout()[0] == "Oxford-IIIT Pet" and len(items) == 12 and source.fallbacks == 1
     assert source.breeds == {10: "beagle"}
     assert len(source.test_paths()) == 4
 
@@ -204,10 +207,72 @@ def test_missing_and_empty_roots_say_where_to_get_the_data(tmp_path):
         DogsSource(str(tmp_path / "empty")).items()
 
 
-def test_image_size_too_small_names_the_key(tmp_path):
-    with pytest.raises(ConfigValueError) as error:
-        UTKFaceDataModule(str(tmp_path), str(tmp_path), image_size=1)
-    assert error.value.key == "image_size"
+def test_a_root_with_several_dog_layouts_is_refused_naming_the_sub_folders():
+    """The shared `dogs/` parent holds CU Dogs and Oxford-IIIT Pet: taking both would have read the trimaps."""
+    parent = SHARED_DATA / "dogs"
+    if not parent.is_dir():
+        pytest.skip(f"{parent} is not present")
+    with pytest.raises(DataNotFoundError, match="several data sets") as error:
+        DogsSource(str(parent)).items()
+    assert "CU_Dogs (CU Dogs)" in str(error.value) and "oxford_iiit_pet (Oxford-IIIT Pet)" in str(error.value)
+
+
+def test_masks_trimaps_and_annotation_folders_are_never_photos(tmp_path):
+    root = tmp_path / "faces"
+    for folder in ("dogfacenet", "afhq"):
+        for i in range(3):
+            save_jpeg(photo(64, 64, i), root / folder / f"{folder}_{i}.jpg")
+    trimap = np.ones((64, 64), dtype=np.uint8)
+    trimap[16:48, 16:48] = 2
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    Image.fromarray(trimap).save(root / "annotations" / "trimaps" / "dogfacenet_0.png")
+    Image.fromarray(trimap * 80).save(root / "dogfacenet" / "label_map.png")  # a mask not named as one
+    source = DogsSource(str(root))
+    assert source.layout() == ("a plain folder of photos", root)
+    items = source.items()
+    assert len(items) == 7 and not any("annotations" in item.path for item in items)  # the label map is listed...
+    assert "not a photo" in decode_crop_resize(
+        Item(str(root / "dogfacenet" / "label_map.png")), 16, False
+    )  # ...and skipped
+    assert source.class_names() == {0: "afhq", 1: "dogfacenet"}
+    assert [p.name for p in list_photos(root / "afhq")] == ["afhq_0.jpg", "afhq_1.jpg", "afhq_2.jpg"]
+
+
+def test_splits_are_stratified_seeded_and_hold_every_group():
+    groups = torch.tensor([0] * 40 + [1] * 3 + [2] * 2 + [3])
+    spread = torch.arange(46) % 4
+    train, val, test = stratified_split(groups, spread, 0.1, 0.1, seed=0)
+    assert sorted(torch.cat([train, val, test]).tolist()) == list(range(46))
+    assert groups[val].tolist().count(0) == 4 and groups[test].tolist().count(0) == 4
+    assert {1} <= set(groups[val].tolist()) and {1} <= set(groups[test].tolist())  # three: one in each split
+    assert 2 in groups[val].tolist() and 2 not in groups[test].tolist()  # two: train and val
+    assert 3 in groups[train].tolist()  # one: train
+    assert len(set(spread[val][groups[val] == 0].tolist())) == 4  # spread over the labels within a group
+    again = stratified_split(groups, spread, 0.1, 0.1, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip((train, val, test), again, strict=True))
+
+
+def test_faces_and_dogs_splits_and_pictures_hold_both_domains_on_the_real_samples(tmp_path):
+    faces, dogs = SHARED_DATA / "utkface", SHARED_DATA / "dogs" / "oxford_iiit_pet"
+    if not faces.is_dir() or not dogs.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not present")
+    dm = FacesDogsDataModule(UTKFaceSource(str(faces)), DogsSource(str(dogs)), str(tmp_path), image_size=16)
+    dm.setup("fit")
+    for split in (dm.train_set, dm.val_set, dm.test_set):
+        assert set(split.labels.tolist()) == {0, 1}
+    assert dm.batch_size == len(dm.train_set)  # 64 asked, fewer training images: the split's size
+    _, labels = dm.diagnostic_samples(4)
+    assert labels.tolist() == [0, 1, 0, 1] or set(labels.tolist()) == {0, 1}
+
+
+def test_bad_values_and_missing_roots_are_reported_in_one_message(tmp_path):
+    with pytest.raises(ConfigErrors) as error:
+        UTKFaceDataModule(str(tmp_path / "nowhere"), str(tmp_path), image_size=1, batch_size=0)
+    keys = [getattr(p, "key", None) for p in error.value.problems]
+    assert keys == ["batch_size", "image_size", None] and "nowhere" in str(error.value)
+    with pytest.raises(ConfigErrors) as error:  # the user's first faces_dogs run: both roots named at once
+        FacesDogsDataModule(UTKFaceSource(str(tmp_path / "faces")), DogsSource(str(tmp_path / "dogs")), str(tmp_path))
+    assert "UTKFace folder" in str(error.value) and "dogs folder" in str(error.value)
 
 
 def test_oxford_pet_download_verifies_and_unpacks(tmp_path, monkeypatch):
@@ -238,7 +303,7 @@ def test_oxford_pet_download_verifies_and_unpacks(tmp_path, monkeypatch):
         root = tmp_path / "pets"
         source = DogsSource(str(root), download=True)
         source.prepare()
-        assert source.layout() == "oxford_pet" and len(source.items()) == 4
+        assert source.layout()[0] == "Oxford-IIIT Pet" and len(source.items()) == 4
         assert not list(root.glob(".unpacking-*"))
         monkeypatch.setattr(dogs_module, "PET_ARCHIVES", dict.fromkeys(md5s, "0" * 32))  # published MD5s differ
         with pytest.raises(DataNotFoundError, match="MD5 mismatch"):

@@ -1,92 +1,78 @@
-"""Evaluate a checkpoint on its data set's test split, with no training config:
+"""Evaluate a checkpoint on the test split of the data set it was trained on, with no training config:
 
     python -m vae_lightning.evaluate ckpt_path=<file.ckpt> [dataset.<key>=<value> ...] [eval.nll_samples=1000]
         [output=<metrics.json>]
 
 Computes the test loss terms, `test/elbo`, `test/nll` (importance sampled, `eval.nll_samples` samples),
-`test/active_units`, `test/mutual_info` and the KL of each latent dimension, and writes them to
-`metrics.json` next to the checkpoint (or to `output`). `dataset.*` overrides change the data set the
-checkpoint recorded, e.g. `dataset.root=/data/mnist` for the same data in another place.
+`test/mse` and `test/psnr`, `test/active_units`, `test/mutual_info` and the KL of each latent dimension; prints
+them as JSON on stdout and writes them to `metrics.json` next to the checkpoint (or to `output`). `dataset.*`
+changes keys of the data set the checkpoint recorded, e.g. `dataset.root=/data/mnist` for the same data in
+another place. A Hydra app: `--cfg job` shows the config, `--help` the options.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
-import warnings
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+import hydra
+from omegaconf import DictConfig
 
-from vae_lightning import checks
-from vae_lightning.checkpoints import load_module
-from vae_lightning.errors import DataNotFoundError, VAELightningError
+from vae_lightning.run import checks
+from vae_lightning.run.errors import VAELightningError
+from vae_lightning.run.tools import run_tool
 
 log = logging.getLogger("evaluate")
-USAGE = "Usage: python -m vae_lightning.evaluate ckpt_path=<file.ckpt> [dataset.<key>=<value>] [output=<file>]"
 
 
-def evaluate(ckpt_path: str, dataset_overrides: dict, nll_samples: int | None, output: str | None) -> Path:
+def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
-    from vae_lightning.config import build
-    from vae_lightning.run_files import write_metrics
+    from vae_lightning.run.checkpoints import load_module
+    from vae_lightning.run.files import write_metrics
+    from vae_lightning.run.tools import checkpoint_datamodule
+    from vae_lightning.run.trainer import final_metrics, quiet_libraries
 
-    module = load_module(ckpt_path)
-    data = module.hparams.get("data")
-    if not data:
-        raise DataNotFoundError(f"{ckpt_path} does not record its data set; it was not written by train.py.")
-    data = OmegaConf.to_container(OmegaConf.merge(data, dataset_overrides), resolve=True)
-    if nll_samples is not None:
-        module.nll_samples = checks.non_negative_int("eval.nll_samples", nll_samples)
-    datamodule = build(data, "dataset")
+    quiet_libraries()
+    module = load_module(cfg.ckpt_path)
+    if cfg.eval.nll_samples is not None:
+        module.nll_samples = checks.non_negative_int("eval.nll_samples", cfg.eval.nll_samples)
+    if cfg.eval.mi_samples is not None:
+        module.mi_samples = checks.non_negative_int("eval.mi_samples", cfg.eval.mi_samples)
+    if cfg.eval.mutual_info is False:
+        module.mi_samples = 0
+    datamodule = checkpoint_datamodule(module, cfg.dataset)
     trainer = L.Trainer(
-        accelerator="auto",
+        accelerator=cfg.accelerator,
         devices=1,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=True,
+        enable_progress_bar=False,  # Lightning's bars write to stdout, which carries the results
+    )
+    log.info(
+        "Evaluating %s on %d test images (%d importance samples each for test/nll)",
+        cfg.ckpt_path,
+        len(datamodule.test_set),
+        module.nll_samples,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("test/")}
-    target = Path(output).expanduser() if output else Path(ckpt_path).expanduser().parent / "metrics.json"
+    metrics = final_metrics(trainer, "test/")
+    target = Path(cfg.output).expanduser() if cfg.output else Path(cfg.ckpt_path).expanduser().parent / "metrics.json"
     try:
-        written = write_metrics(target.parent, metrics, "completed")
-        if target.name != "metrics.json":
-            written.replace(target)
+        write_metrics(target.parent, metrics, "completed", name=target.name)
     except OSError as bad:
         raise VAELightningError(f"Could not write {target}: {bad}. Choose another output=<file>.") from None
-    log.info("%s\nwritten to %s", json.dumps(metrics, indent=2, sort_keys=True), target)
-    return target
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    log.info("Written to %s", target)
+    return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("lightning").handlers.clear()
-    warnings.filterwarnings("ignore", module="lightning")
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__)
-        return 0
-    try:
-        cfg = OmegaConf.from_dotlist(argv)
-        unknown = set(cfg.keys()) - {"ckpt_path", "dataset", "eval", "output"}
-        if unknown:
-            raise checks.ConfigValueError(sorted(unknown)[0], f"is not an argument. {USAGE}", cfg[sorted(unknown)[0]])
-        if "ckpt_path" not in cfg:
-            raise checks.ConfigValueError("ckpt_path", f"is required. {USAGE}", None)
-        evaluate(str(cfg.ckpt_path), cfg.get("dataset", {}), cfg.get("eval", {}).get("nll_samples"), cfg.get("output"))
-    except VAELightningError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        return 1
-    except OmegaConfBaseException as error:
-        print(f"Error: bad argument ({str(error).splitlines()[0]}). {USAGE}", file=sys.stderr)
-        return 1
-    return 0
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run_tool(evaluate, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

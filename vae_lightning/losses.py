@@ -23,6 +23,7 @@ class LossTerms:
     loss: torch.Tensor
     recon: torch.Tensor
     kl: torch.Tensor
+    beta: float
     per_sample: torch.Tensor  # the loss of each sample in the batch, in this objective's units
 
 
@@ -36,7 +37,7 @@ class ELBO:
         recon_per_sample = -self.likelihood.log_prob(x, out.logits)
         kl_per_sample = out.posterior.kl_to_standard_normal_per_dim().sum(-1)
         per_sample = recon_per_sample + beta * kl_per_sample
-        return LossTerms(per_sample.mean(), recon_per_sample.mean(), kl_per_sample.mean(), per_sample.detach())
+        return LossTerms(per_sample.mean(), recon_per_sample.mean(), kl_per_sample.mean(), beta, per_sample.detach())
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return self.likelihood.mean(logits)
@@ -52,7 +53,7 @@ class SeedLoss:
         recon = squared_error_per_sample.mean()
         kl = kl_per_sample.sum()
         per_sample = squared_error_per_sample + beta * kl_per_sample
-        return LossTerms(recon + beta * kl, recon, kl, per_sample.detach())
+        return LossTerms(recon + beta * kl, recon, kl, beta, per_sample.detach())
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)

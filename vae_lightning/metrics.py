@@ -1,22 +1,70 @@
-"""Evaluation metrics of a trained VAE, each in nats where it is a likelihood.
+"""What the module measures, in memory that does not grow with the data set.
 
+- `RunningMeans`: sample-weighted means of a few scalars over an epoch, summed on the device (no host
+  synchronisation per batch), which also remembers the first step whose values were not finite.
 - `importance_sampled_log_likelihood` (Burda et al. 2016): log p(x) ~ logsumexp_k [log p(x|z_k) + log p(z_k)
-  - log q(z_k|x)] - log K with z_k ~ q(z|x); a stochastic lower bound that tightens as K grows. Per sample.
-- `active_units` (Burda et al. 2016): dimensions u with Cov_x(E_q[z_u]) > 0.01.
-- `mutual_information`: the usual estimate of I(x; z) under q (Hoffman & Johnson 2016, as computed by
-  He et al. 2019): E_x[-H(q(z|x))] - E_{z ~ q(z)}[log q(z)], the aggregate posterior q(z) taken as the mixture
-  of the samples' posteriors.
+  - log q(z_k|x)] - log K with z_k ~ q(z|x); a stochastic lower bound that tightens as K grows. Per sample, nats.
+- `LatentStats`: over a whole test split, streamed batch by batch: active units (Burda et al. 2016: dimensions u
+  with Cov_x(E_q[z_u]) > 0.01), the KL of each latent dimension averaged over the samples, and a seeded uniform
+  subsample of the posteriors for
+- `mutual_information`: the usual estimate of I(x; z) under q (Hoffman & Johnson 2016, as computed by He et al.
+  2019): E_x[-H(q(z|x))] - E_{z ~ q(z)}[log q(z)], the aggregate posterior q(z) taken as the mixture of the
+  given posteriors; computed in blocks of samples and of mixture components, so memory is independent of N.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
 from vae_lightning.distributions import LOG_2PI, DiagonalGaussian, standard_normal_log_prob
 
 ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+class RunningMeans:
+    """Sample-weighted running means of the scalars `names`, kept as device tensors until `means` is asked."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+        self.first_bad_step: torch.Tensor | None = None  # -1 while every value added was finite
+        self.first_bad_values: torch.Tensor | None = None
+
+    def add(self, values: torch.Tensor, n: int, step: int = -1) -> None:
+        """`values`: one scalar per name (a 1-D tensor), each a mean over `n` samples, at optimizer step `step`."""
+        values = values.detach()
+        if self.sums is None:
+            self.sums = torch.zeros_like(values, dtype=torch.float64)
+            self.first_bad_step = torch.full((), -1, device=values.device)
+            self.first_bad_values = torch.zeros_like(values)
+        self.sums += values * n
+        self.count += n
+        newly_bad = self.first_bad_step.lt(0) & ~torch.isfinite(values).all()
+        self.first_bad_step = torch.where(newly_bad, step, self.first_bad_step)
+        self.first_bad_values = torch.where(newly_bad, values, self.first_bad_values)
+
+    def first_non_finite(self) -> tuple[int, dict[str, float]] | None:
+        """(step, values) of the first step whose values were not finite, or None."""
+        if self.first_bad_step is None or int(self.first_bad_step) < 0:
+            return None
+        return int(self.first_bad_step), dict(zip(self.names, self.first_bad_values.tolist(), strict=True))
+
+    def means(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """The means so far; `reduce` sums (sums, count) over processes first. Empty when nothing was added."""
+        if self.sums is None:
+            return {}
+        totals = torch.cat([self.sums, self.sums.new_tensor([self.count])])
+        if reduce is not None:
+            totals = reduce(totals)
+        *sums, count = totals.tolist()
+        return {name: total / count for name, total in zip(self.names, sums, strict=True)}
 
 
 def importance_sampled_log_likelihood(
@@ -29,34 +77,79 @@ def importance_sampled_log_likelihood(
         n = min(chunk, k - start)
         eps = torch.randn((n, *posterior.loc.shape), generator=generator, dtype=posterior.loc.dtype).to(x.device)
         z = posterior.loc + posterior.scale * eps  # (n, batch, latent)
-        flat_z = z.reshape(-1, z.shape[-1])
-        logits = net.decode(flat_z)
+        logits = net.decode(z.reshape(-1, z.shape[-1]))
         repeated_x = x.unsqueeze(0).expand(n, *x.shape).reshape(-1, *x.shape[1:])
         log_px_z = likelihood.log_prob(repeated_x, logits).view(n, -1)
-        log_pz = standard_normal_log_prob(z)
-        log_qz = posterior.log_prob(z)
-        log_weights.append(log_px_z + log_pz - log_qz)
+        log_weights.append(log_px_z + standard_normal_log_prob(z) - posterior.log_prob(z))
     return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)
 
 
-def active_units(loc: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+def active_units(variance: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
     """The number of latent dimensions whose posterior mean varies across the data by more than `threshold`."""
-    if len(loc) < 2:
-        return 0
-    return int((loc.var(dim=0) > threshold).sum())
+    return int((variance > threshold).sum())
 
 
 def mutual_information(
-    posterior: DiagonalGaussian, chunk: int = 1000, generator: torch.Generator | None = None
+    posterior: DiagonalGaussian,
+    generator: torch.Generator | None = None,
+    sample_block: int = 256,
+    component_block: int = 1024,
 ) -> float:
-    """I(x; z) under q for the samples whose posteriors are given (N of them), in nats; O(N^2) in chunks."""
+    """I(x; z) under q for the N samples whose posteriors are given, in nats: O(N^2) time, memory of one
+    (sample_block, component_block, latent) block."""
     loc, scale = posterior.loc, posterior.scale
     n, d = loc.shape
     negative_entropy = (-0.5 * d * (1 + LOG_2PI) - scale.log().sum(-1)).mean()
     z = loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype).to(loc.device)
-    log_q_aggregate = []
-    for start in range(0, n, chunk):
-        zc = z[start : start + chunk, None, :]  # (c, 1, d) against every posterior (1, n, d)
-        log_density = (-0.5 * ((zc - loc[None]) / scale[None]).pow(2) - scale[None].log() - 0.5 * LOG_2PI).sum(-1)
-        log_q_aggregate.append(torch.logsumexp(log_density, dim=1) - math.log(n))
-    return float(negative_entropy - torch.cat(log_q_aggregate).mean())
+    log_q_sum = 0.0
+    for start in range(0, n, sample_block):
+        zb = z[start : start + sample_block, None, :]  # (b, 1, d) against components (1, c, d)
+        log_q = torch.full((len(zb),), -math.inf, dtype=loc.dtype, device=loc.device)
+        for first in range(0, n, component_block):
+            m, s = loc[None, first : first + component_block], scale[None, first : first + component_block]
+            log_density = (-0.5 * ((zb - m) / s).pow(2) - s.log() - 0.5 * LOG_2PI).sum(-1)
+            log_q = torch.logaddexp(log_q, torch.logsumexp(log_density, dim=1))
+        log_q_sum += float((log_q - math.log(n)).sum())
+    return float(negative_entropy) - log_q_sum / n
+
+
+class LatentStats:
+    """Statistics of the posteriors of a whole data split, added batch by batch: memory of O(latent) plus
+    `keep` posteriors, a uniform random subsample (seeded; the `keep` smallest of one random key per sample)."""
+
+    def __init__(self, keep: int = 2000, seed: int = 0) -> None:
+        self.keep = keep
+        self.generator = torch.Generator().manual_seed(seed)
+        self.count = 0
+        self.sums: torch.Tensor | None = None  # (3, latent): sum of loc, sum of loc^2, sum of KL, in float64
+        self.kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # keys, loc, scale
+
+    def add(self, posterior: DiagonalGaussian) -> None:
+        loc, scale = posterior.loc.detach(), posterior.scale.detach()
+        batch = torch.stack([loc, loc.pow(2), posterior.kl_to_standard_normal_per_dim().detach()]).double().sum(1)
+        self.sums = batch if self.sums is None else self.sums + batch
+        self.count += len(loc)
+        if self.keep:
+            keys = torch.rand(len(loc), generator=self.generator).to(loc.device)
+            if self.kept is not None:
+                keys, loc, scale = (torch.cat(pair) for pair in zip(self.kept, (keys, loc, scale), strict=True))
+            order = keys.argsort()[: self.keep]
+            self.kept = (keys[order], loc[order], scale[order])
+
+    def results(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, mutual_info: bool = True):
+        """{"active_units", "mutual_info" (on this process's subsample), "kl_dim_NNN"}; `reduce` sums the
+        streamed sums over processes."""
+        if self.sums is None:
+            return {}
+        totals = torch.cat([self.sums.flatten(), self.sums.new_tensor([self.count])])
+        if reduce is not None:
+            totals = reduce(totals)
+        count = float(totals[-1])
+        mean, mean_square, kl = (totals[:-1].view(3, -1) / count).unbind()
+        variance = (mean_square - mean.pow(2)) * count / max(count - 1, 1)
+        values = {"active_units": float(active_units(variance)) if count > 1 else 0.0}
+        if mutual_info and self.kept is not None:
+            generator = torch.Generator().manual_seed(int(self.generator.initial_seed()))
+            values["mutual_info"] = mutual_information(DiagonalGaussian(*self.kept[1:]), generator)
+        values |= {f"kl_dim_{i:03d}": value for i, value in enumerate(kl.tolist())}
+        return values

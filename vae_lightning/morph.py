@@ -1,89 +1,152 @@
-"""Turn a friend into a dog: the decoded path between two encoded images, as an animated GIF and a PNG strip.
+"""Turn a friend into a dog: decodes along a path in latent space, as an animated GIF and a PNG strip.
 
-    python -m vae_lightning.morph ckpt_path=<file.ckpt> output=<file.gif> steps=25 [source=<image>] [target=<image>]
+    python -m vae_lightning.morph ckpt_path=<file.ckpt> [source=friend.jpg] [target=dog.jpg] [output=morph.gif]
+    python -m vae_lightning.morph ckpt_path=<file.ckpt> source=friend.jpg mode=attribute output=friend_dog.gif
 
-Any photo works as `source` or `target`: it gets the checkpoint's preprocessing (centre crop, resize, grey or
-colour as trained). Without them, a human and a dog from the validation split of the checkpoint's data set are
-used (for other data sets, two validation samples with different labels). The GIF goes there and back with a
-pause at each end; the strip (`<output>.png`) shows the source, the `steps` frames and the target.
+`mode=interpolate` (the default, the seed's morph) decodes the straight line from the source's latent code to
+the target's. `mode=attribute` adds s * (mean code of the dogs - mean code of the humans) to the source's code,
+s from 0 to `scale`, so the friend's own pose and colouring carry into the dog; the two means are computed from
+the checkpoint's training data once and cached beside the checkpoint (`<checkpoint>.domain_means.pt`).
+
+A source photo of a person is cropped to the face as the training faces were (OpenCV's bundled face detector,
+`pip install -e ".[faces]"`; without it, or when no face is found, the centre square, with a warning); a
+target photo is centre-cropped. Without photos, a human and a dog come from the validation split of the
+checkpoint's data set (for other data sets, two validation samples with different labels). The GIF goes there
+and back with a pause at each end; the strip (`<output>.png`) shows the source, the frames and the target.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+import hydra
 import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from PIL import Image
+from omegaconf import DictConfig
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vae_lightning import checks
 from vae_lightning.callbacks.grid import enlarge, make_grid, to_uint8_hwc
-from vae_lightning.checkpoints import load_module
-from vae_lightning.errors import DataNotFoundError, VAELightningError
+from vae_lightning.run import checks
+from vae_lightning.run.errors import ConfigValueError, DataNotFoundError, VAELightningError
+from vae_lightning.run.tools import run_tool
 
 log = logging.getLogger("morph")
 
-
-@dataclass
-class MorphConfig:
-    ckpt_path: str = MISSING
-    output: str = "morph.gif"
-    steps: int = 25
-    source: str | None = None
-    target: str | None = None
-    frame_ms: int = 80  # duration of each frame
-    pause_ms: int = 800  # how long the GIF rests on each end
-    min_side: int = 128  # frames are enlarged to at least this size
-    seed: int = 0
+# Where UTKFace's aligned faces sit in their frame, as OpenCV's frontal-face detector sees them (the median
+# over the real sample faces): the detected box is this fraction of the frame's side, its centre this far down.
+FACE_FRACTION = 0.86
+FACE_CENTRE_Y = 0.44
 
 
-def read_photo(path: str, input_shape: tuple[int, ...]) -> torch.Tensor:
-    """A photo as the model's input (1, C, H, W) in [0, 1]: centre crop, resize, grey or colour."""
-    from vae_lightning.data.images import Item, decode_crop_resize
+def detect_face(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """The largest frontal face (x, y, w, h) that OpenCV's bundled Haar cascade finds, or None."""
+    try:
+        import cv2
+        import numpy as np
+    except ImportError:
+        log.warning('OpenCV is not installed (pip install -e ".[faces]"): using the centre of the photo.')
+        return None
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    grey = np.asarray(image.convert("L"))
+    side = min(grey.shape)
+    faces = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(side // 8, side // 8))
+    if len(faces) == 0:
+        return None
+    x, y, w, h = max(faces, key=lambda box: box[2] * box[3])
+    return int(x), int(y), int(w), int(h)
 
-    if not Path(path).expanduser().is_file():
+
+def face_square(face: tuple[int, int, int, int], width: int, height: int) -> tuple[float, float, float, float]:
+    """The square crop that frames `face` as UTKFace frames its faces, shifted (or shrunk) into the image."""
+    x, y, w, h = face
+    side = min(w / FACE_FRACTION, width, height)
+    left = min(max(x + w / 2 - side / 2, 0.0), width - side)
+    top = min(max(y + h / 2 - FACE_CENTRE_Y * side, 0.0), height - side)
+    return left, top, left + side, top + side
+
+
+def read_photo(path: str, input_shape: tuple[int, ...], find_face: bool) -> torch.Tensor:
+    """A photo as the model's input (1, C, H, W) in [0, 1]: upright (EXIF), cropped to the face (or the centre
+    square), resized with antialiasing, grey or colour as the model was trained."""
+    file = Path(path).expanduser()
+    if not file.is_file():
         raise DataNotFoundError(f"The image {path} does not exist.")
+    try:
+        with Image.open(file) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as bad:
+        raise DataNotFoundError(f"The image {path} could not be read ({type(bad).__name__}: {bad}).") from None
+    width, height = image.size
+    side = min(width, height)
+    box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+    if find_face:
+        face = detect_face(image)
+        if face is None:
+            log.warning("No face found in %s: using the centre square of the photo.", path)
+        else:
+            box = face_square(face, width, height)
     channels, size = input_shape[0], input_shape[-1]
-    result = decode_crop_resize(Item(str(Path(path).expanduser())), size, grayscale=channels == 1)
-    if isinstance(result, str):
-        raise DataNotFoundError(f"The image {path} could not be read ({result}).")
-    return torch.from_numpy(result).float().div(255).unsqueeze(0)
+    image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+    if channels == 1:
+        image = image.convert("L")
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size, size, channels)
+    return pixels.permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
-def validation_pair(module) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """A human and a dog (or two differently labelled samples) from the checkpoint's validation split."""
-    from vae_lightning.callbacks.diagnostics import interpolation_pairs
-    from vae_lightning.config import build
+def validation_pair(module, datamodule) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A human and a dog from the validation split (or two samples with different labels)."""
+    from vae_lightning.callbacks.pictures import interpolation_pairs
 
-    data = module.hparams.get("data")
-    if not data:
-        raise DataNotFoundError(
-            "The checkpoint does not say which data set it was trained on: give source=<image> and target=<image>."
-        )
-    datamodule = build(data, "dataset")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    labels = datamodule.val_set.labels
+    val = datamodule.val_set
     names = dict(getattr(datamodule, "class_names", {}) or {})
-    ((a, b),) = interpolation_pairs(labels, names, 1)
-    pick = datamodule.val_set.__getitems__([a, b])[0]
-    describe = (
-        f"validation samples {a} ({names.get(int(labels[a]), int(labels[a]))}) and {b} "
-        f"({names.get(int(labels[b]), int(labels[b]))})"
-    )
-    return pick[:1], pick[1:], describe
-
-
-def morph_frames(module, source: torch.Tensor, target: torch.Tensor, steps: int) -> torch.Tensor:
-    """`steps` decodes (steps, C, H, W) along the line between the two latent means."""
     with torch.no_grad():
-        z = module.net.encode(torch.cat([source, target]).to(module.device)).loc
-        t = torch.linspace(0.0, 1.0, steps, device=z.device)[:, None]
-        return module.decode_image((1 - t) * z[0] + t * z[1]).float().cpu()
+        loc = module.net.encode(val.__getitems__(range(len(val)))[0].to(module.device)).loc.cpu()
+    if set(names.values()) >= {"human", "dog"}:
+        missing = [d for d in ("human", "dog") if not any(names.get(int(v)) == d for v in val.labels.tolist())]
+        if missing:
+            raise DataNotFoundError(
+                f"The checkpoint's validation split has no {' and no '.join(missing)} image: give source=<photo> "
+                "and target=<photo>."
+            )
+    ((a, b),), how = interpolation_pairs(val.labels, names, loc, 1)
+    if b < 0:
+        raise DataNotFoundError("The checkpoint's validation split has one image only: give source= and target=.")
+    images = val.__getitems__([a, b])[0]
+    describe = f"validation samples {a} and {b} ({how})"
+    return images[:1], images[1:], describe
+
+
+def domain_direction(module, datamodule, ckpt_path: Path) -> torch.Tensor:
+    """Mean latent code of the dogs minus that of the humans in the training split; cached beside the
+    checkpoint (recomputed when the checkpoint file changes)."""
+    cache = ckpt_path.with_name(ckpt_path.name + ".domain_means.pt")
+    stamp = [ckpt_path.stat().st_size, ckpt_path.stat().st_mtime_ns]
+    if cache.is_file():
+        stored = torch.load(cache, weights_only=True)
+        if stored.get("stamp") == stamp:
+            return stored["dog"] - stored["human"]
+    names = {name: label for label, name in (getattr(datamodule, "class_names", {}) or {}).items()}
+    if not {"human", "dog"} <= names.keys():
+        raise VAELightningError("mode=attribute needs a checkpoint trained on faces and dogs (dataset=faces_dogs).")
+    train = datamodule.train_set
+    means = {}
+    with torch.no_grad():
+        for name in ("human", "dog"):
+            index = torch.nonzero(train.labels == names[name]).flatten()
+            if len(index) == 0:
+                raise DataNotFoundError(f"The checkpoint's training split has no {name} image.")
+            total = 0
+            for start in range(0, len(index), 256):
+                x = train.__getitems__(index[start : start + 256])[0].to(module.device)
+                total = total + module.net.encode(x).loc.sum(0).cpu()
+            means[name] = total / len(index)
+    from vae_lightning.run.files import atomic_write
+
+    try:
+        atomic_write(cache, lambda f: torch.save(means | {"stamp": stamp}, f))
+    except OSError as bad:
+        log.warning("Could not cache the domain means in %s (%s).", cache, bad)
+    return means["dog"] - means["human"]
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -101,60 +164,59 @@ def write_gif(frames: torch.Tensor, path: Path, frame_ms: int, pause_ms: int) ->
     first.save(path, save_all=True, append_images=rest, duration=durations, loop=0, disposal=1)
 
 
-def run(cfg) -> tuple[Path, Path]:
-    steps = checks.positive_int("steps", cfg.steps)
-    if steps < 2:
-        raise checks.ConfigValueError("steps", "must be at least 2", steps)
+def morph(cfg: DictConfig) -> tuple[Path, Path]:
+    from vae_lightning.run.checkpoints import load_module
+    from vae_lightning.run.tools import checkpoint_datamodule
+    from vae_lightning.run.trainer import quiet_libraries
+
+    quiet_libraries()
+    steps = checks.integer("steps", cfg.steps, low=2)
+    scale = checks.number("scale", cfg.scale)
+    if cfg.mode not in ("interpolate", "attribute"):
+        raise ConfigValueError("mode", "must be interpolate or attribute", cfg.mode)
     torch.manual_seed(cfg.seed)
     module = load_module(cfg.ckpt_path)
     shape = tuple(module.hparams["input_shape"])
-    if (cfg.source is None) != (cfg.target is None):
-        raise checks.ConfigValueError(
-            "source", "give both source=<image> and target=<image>, or neither", cfg.source or cfg.target
-        )
-    if cfg.source is not None:
-        source, target = read_photo(cfg.source, shape), read_photo(cfg.target, shape)
-        what = f"{cfg.source} -> {cfg.target}"
-    else:
-        source, target, what = validation_pair(module)
-    frames = morph_frames(module, source, target, steps)
+    needs_data = cfg.mode == "attribute" or cfg.source is None or cfg.target is None
+    datamodule = checkpoint_datamodule(module, cfg.dataset) if needs_data else None
+    source = read_photo(cfg.source, shape, bool(cfg.detect_face)) if cfg.source is not None else None
+    target = read_photo(cfg.target, shape, find_face=False) if cfg.target is not None else None
+    what = f"{cfg.source} -> {cfg.target}"
+    if source is None or (cfg.mode == "interpolate" and target is None):
+        val_source, val_target, what = validation_pair(module, datamodule)
+        source = val_source if source is None else source
+        target = val_target if target is None else target
+    with torch.no_grad():
+        z = module.net.encode(source.to(module.device)).loc[0]
+        if cfg.mode == "attribute":
+            direction = domain_direction(module, datamodule, Path(cfg.ckpt_path).expanduser()).to(z.device)
+            path = z + torch.linspace(0.0, scale, steps, device=z.device)[:, None] * direction
+            ends = [source]
+            what += f" plus s * (dogs - humans), s from 0 to {scale:g}"
+        else:
+            end = module.net.encode(target.to(module.device)).loc[0]
+            t = torch.linspace(0.0, 1.0, steps, device=z.device)[:, None]
+            path = (1 - t) * z + t * end
+            ends = [source, target]
+        frames = module.decode_image(path).float().cpu()
     frames = enlarge(frames, cfg.min_side)
     gif = Path(cfg.output).expanduser()
     strip = gif.with_suffix(".png")
+    row = torch.cat([enlarge(ends[0], cfg.min_side), frames, *(enlarge(e, cfg.min_side) for e in ends[1:])])
     try:
         gif.parent.mkdir(parents=True, exist_ok=True)
         write_gif(frames, gif, cfg.frame_ms, cfg.pause_ms)
-        row = torch.cat([enlarge(source, cfg.min_side), frames, enlarge(target, cfg.min_side)])
         to_pil(make_grid(row, nrow=len(row))).save(strip)
     except OSError as bad:
         raise VAELightningError(f"Could not write {gif} or {strip}: {bad}. Choose another output=<file.gif>.") from None
-    log.info("Morphed %s in %d steps: %s and %s", what, steps, gif, strip)
+    log.info("Morphed %s in %d steps (%s): %s and %s", what, steps, cfg.mode, gif, strip)
     return gif, strip
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if any(arg in ("-h", "--help") for arg in argv):
-        print(__doc__)
-        return 0
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(MorphConfig), OmegaConf.from_dotlist(argv))
-        if OmegaConf.is_missing(cfg, "ckpt_path"):
-            raise checks.ConfigValueError("ckpt_path", "is required: ckpt_path=<file.ckpt>", None)
-        run(cfg)
-    except VAELightningError as error:
-        print(f"Error: {error}", file=sys.stderr)
-        return 1
-    except OmegaConfBaseException as error:
-        print(
-            f"Error: bad argument ({str(error).splitlines()[0]}). Usage: python -m vae_lightning.morph "
-            "ckpt_path=<file.ckpt> output=<file.gif> steps=25 [source=<image> target=<image>]",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+@hydra.main(version_base="1.3", config_path="../conf", config_name="morph")
+def main(cfg: DictConfig) -> None:
+    run_tool(morph, cfg)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

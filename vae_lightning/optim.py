@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from vae_lightning import checks
+from vae_lightning.run import checks
+from vae_lightning.run.errors import ConfigValueError
 
 
 def adam(
@@ -26,7 +27,7 @@ def adam(
     params = list(params)
     lr = checks.number("lr", lr, low=0.0, low_inclusive=False)
     if len(betas) != 2:
-        raise checks.ConfigValueError("betas", "must be two numbers in [0, 1), e.g. [0.9,0.999]", betas)
+        raise ConfigValueError("betas", "must be two numbers in [0, 1), e.g. [0.9,0.999]", betas)
     beta1 = checks.number("betas", betas[0], low=0.0, high=1.0, high_inclusive=False)
     beta2 = checks.number("betas", betas[1], low=0.0, high=1.0, high_inclusive=False)
     eps = checks.number("eps", eps, low=0.0, low_inclusive=False)

@@ -1,1 +1,2 @@
-"""Callbacks: everything visual, each one concern, writing on rank zero only."""
+"""Lightning callbacks: the diagnostics pictures (`diagnostics`, `pictures`, `plots`, `grid`) and the HPARAMS
+summary (`hparams`)."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+
+MIN_CELL = 28  # pixels: tiny images (the digits' 8x8) are enlarged to at least this, so TensorBoard shows them
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
@@ -30,9 +33,15 @@ def to_uint8_hwc(grid: torch.Tensor) -> torch.Tensor:
     return grid.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)
 
 
-def enlarge(images: torch.Tensor, min_side: int = 32) -> torch.Tensor:
+def enlarge(images: torch.Tensor, min_side: int = MIN_CELL) -> torch.Tensor:
     """Small images (N, C, H, W) repeated by an integer factor (nearest neighbour) to at least `min_side`."""
     factor = max(1, -(-min_side // images.shape[-1]))
     if factor == 1:
         return images
     return images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
+
+
+def picture(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1], tiny ones enlarged, as one (H, W, 3) uint8 picture."""
+    grid = make_grid(enlarge(images.detach().float().cpu()), nrow=nrow, padding=padding)
+    return to_uint8_hwc(grid.expand(3, *grid.shape[1:])).numpy()

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vae_lightning.checkpoint_io import atomic_torch_save
 from vae_lightning.data.images import Item, decode_crop_resize
+from vae_lightning.run.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,12 @@ def cached_preprocess(
             log.warning("%s: the cache %s is unreadable (%s); rebuilding it", name, path, unreadable)
     result = preprocess(items, size, grayscale, margin, workers, desc=f"Preprocessing {name}")
     report_skipped(result.skipped, len(items), name)
-    atomic_torch_save(
-        {
-            "images": result.images,
-            "labels": result.labels,
-            "paths": result.paths,
-            "skipped": [list(s) for s in result.skipped],
-        },
-        path,
-    )
+    stored = {
+        "images": result.images,
+        "labels": result.labels,
+        "paths": result.paths,
+        "skipped": [list(s) for s in result.skipped],
+    }
+    atomic_write(path, lambda f: torch.save(stored, f))
     log.info("%s: %d images preprocessed into %s", name, len(result.paths), path)
     return result

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 
-from vae_lightning import checks
 from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
+from vae_lightning.run import checks
 
 _MAX_GREY_LEVEL = 16.0  # the digits' pixels are counts 0..16
 
@@ -25,7 +25,10 @@ class DigitsDataModule(InMemoryDataModule):
         test_fraction: float = 0.1,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed, val_fraction)
-        self.test_fraction = checks.number("test_fraction", test_fraction, low=0.0, high=0.5, low_inclusive=False)
+        self.test_fraction = self.problems.check(
+            checks.number, "test_fraction", test_fraction, low=0.0, high=0.5, low_inclusive=False
+        )
+        self.problems.raise_if_any()
 
     def load_splits(self) -> tuple[InMemoryDataset, InMemoryDataset, InMemoryDataset]:
         digits = load_digits()

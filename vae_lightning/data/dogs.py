@@ -4,10 +4,12 @@
   nose, ear tips and bases, head top), `training.txt` / `testing.txt` (the official split).
 - Oxford-IIIT Pet: `images/*.jpg`, `annotations/xmls/<name>.xml` (PASCAL VOC head box), `annotations/list.txt`
   (`name CLASS-ID SPECIES BREED-ID`, species 2 = dog), `annotations/trainval.txt` / `test.txt`.
-- Any folder of images (centre crop); the label is the image's parent folder.
+- A plain folder of photos, e.g. already cropped dog faces (centre crop); the label is the photo's parent folder.
+  Annotation, mask and thumbnail folders are not read as photos (see `images.list_photos`).
 
 The face is the square around the keypoints (or head box) grown by `margin`, clipped to the image; an image
-without annotation falls back to the centre square, and the count is reported.
+without annotation falls back to the centre square, and the count is reported. A root that holds several
+layouts (say CU Dogs beside a folder of Oxford-IIIT Pet) is refused with the sub-folders to choose from.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from vae_lightning.data.download import DownloadError, download
-from vae_lightning.data.images import Item, list_images
-from vae_lightning.errors import DataFormatError, DataNotFoundError
+from vae_lightning.data.images import IMAGE_SUFFIXES, Item, has_photos, list_photos
+from vae_lightning.data.photos import PhotoDataModule
+from vae_lightning.run.errors import DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -89,48 +92,93 @@ def _read_split_list(path: Path) -> set[str]:
     return {line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
+CU_DOGS, OXFORD_PET, FOLDER = "CU Dogs", "Oxford-IIIT Pet", "a plain folder of photos"
+
+
+def layout_of(folder: Path) -> str | None:
+    """The annotated layout `folder` itself has, if any."""
+    if (folder / "dogImages").is_dir():
+        return CU_DOGS
+    if (folder / "images").is_dir() and (folder / "annotations").is_dir():
+        return OXFORD_PET
+    return None
+
+
+def find_layouts(root: Path) -> list[tuple[str, Path]]:
+    """(layout, folder) of every data set in `root`: the root's own annotated layout; else, when sub-folders
+    have annotated layouts, each of them and each other sub-folder of photos; else the root as a plain folder."""
+    own = layout_of(root)
+    if own is not None:
+        return [(own, root)]
+    children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    annotated = [(layout, child) for child in children if (layout := layout_of(child)) is not None]
+    if not annotated:
+        return [(FOLDER, root)] if has_photos(root) else []
+    others = [(FOLDER, child) for child in children if layout_of(child) is None and has_photos(child)]
+    if any(p.is_file() and _is_image_name(p) for p in root.iterdir()):
+        others.append((FOLDER, root))
+    return annotated + others
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 class DogsSource:
-    """Dog faces from CU Dogs, Oxford-IIIT Pet or a plain folder (see the module docstring)."""
+    """Dog faces from CU Dogs, Oxford-IIIT Pet or a plain folder of photos (see the module docstring)."""
 
     name = "dogs"
-    label_names = ("breed",)
 
     def __init__(self, root: str, download: bool = False) -> None:
         self.root = Path(root).expanduser()
         self.download = bool(download)
-        self.breeds: dict[int, str] = {}  # label -> breed name
+        self.breeds: dict[int, str] = {}  # label -> breed (or folder) name
         self.fallbacks = 0
         self._test: set[str] | None = None
 
-    def layout(self) -> str:
-        if (self.root / "dogImages").is_dir():
-            return "cu_dogs"
-        if (self.root / "images").is_dir() and (self.root / "annotations").is_dir():
-            return "oxford_pet"
-        return "folder"
+    def missing(self) -> DataNotFoundError | None:
+        if self.download:
+            return None  # prepare() fetches Oxford-IIIT Pet into the folder
+        if not self.root.is_dir():
+            return DataNotFoundError(f"The dogs folder {self.root} does not exist. {HOW_TO_GET}")
+        found = find_layouts(self.root)
+        if not found:
+            return DataNotFoundError(f"The dogs folder {self.root} holds no images. {HOW_TO_GET}")
+        if len(found) > 1:
+            choices = "; ".join(f"{folder} ({layout})" for layout, folder in found)
+            return DataNotFoundError(
+                f"The dogs folder {self.root} holds several data sets: {choices}. Point `dataset.dogs.root` (or "
+                "`dataset.root`) at one of them."
+            )
+        return None
+
+    def layout(self) -> tuple[str, Path]:
+        problem = self.missing()
+        if problem is not None:
+            raise problem
+        return find_layouts(self.root)[0]
 
     def prepare(self) -> None:
         """Download and unpack Oxford-IIIT Pet when asked to and the folder has no data yet."""
-        if self.download and not (self.root.is_dir() and list_images(self.root)):
+        if self.download and not (self.root.is_dir() and has_photos(self.root)):
             self._download_oxford_pet()
 
     def items(self) -> list[Item]:
-        if not self.root.is_dir():
-            raise DataNotFoundError(f"The dogs folder {self.root} does not exist. {HOW_TO_GET}")
-        layout = self.layout()
-        items = {"cu_dogs": self._cu_dogs, "oxford_pet": self._oxford_pet, "folder": self._folder}[layout]()
+        layout, folder = self.layout()
+        self.breeds, self.fallbacks, self._test = {}, 0, None
+        read = {CU_DOGS: self._cu_dogs, OXFORD_PET: self._oxford_pet, FOLDER: self._folder}[layout]
+        items = read(folder)
         if not items:
-            raise DataNotFoundError(f"The dogs folder {self.root} holds no dog images ({layout} layout). {HOW_TO_GET}")
-        if self.fallbacks:
-            log.warning(
-                "dogs: %d of %d images have no face annotation and are centre-cropped instead.",
-                self.fallbacks,
-                len(items),
-            )
+            raise DataNotFoundError(f"The dogs folder {folder} holds no dog images ({layout}). {HOW_TO_GET}")
+        without = f", {self.fallbacks} without a face annotation (centre-cropped)" if self.fallbacks else ""
+        log.info("dogs: %s in %s: %d images%s", layout, folder, len(items), without)
         return items
 
     def test_paths(self) -> set[str] | None:
         return self._test
+
+    def class_names(self) -> dict[int, str]:
+        return dict(self.breeds)
 
     def _breed_index(self, breed: str, number: int | None = None) -> int:
         """The breed's label: its official number minus one where the layout has one, else first-seen order."""
@@ -141,10 +189,10 @@ class DogsSource:
         self.breeds[index] = breed
         return index
 
-    def _cu_dogs(self) -> list[Item]:
-        images_dir, parts_dir = self.root / "dogImages", self.root / "dogParts"
+    def _cu_dogs(self, root: Path) -> list[Item]:
+        images_dir, parts_dir = root / "dogImages", root / "dogParts"
         items = []
-        for path in list_images(images_dir):
+        for path in list_photos(images_dir):
             relative = path.relative_to(images_dir)
             parts = (parts_dir / relative).with_suffix(".txt")
             box = None
@@ -155,15 +203,15 @@ class DogsSource:
             folder = relative.parts[0] if len(relative.parts) > 1 else "000.unknown"
             number, _, breed = folder.partition(".")
             items.append(Item(str(path), box, (self._breed_index(breed, int(number) if number.isdigit() else None),)))
-        if (self.root / "testing.txt").is_file():
-            self._test = {str(images_dir / name) for name in _read_split_list(self.root / "testing.txt")}
+        if (root / "testing.txt").is_file():
+            self._test = {str(images_dir / name) for name in _read_split_list(root / "testing.txt")}
         return items
 
-    def _oxford_pet(self) -> list[Item]:
-        annotations = self.root / "annotations"
+    def _oxford_pet(self, root: Path) -> list[Item]:
+        annotations = root / "annotations"
         listed = read_pet_list(annotations / "list.txt") if (annotations / "list.txt").is_file() else None
         items = []
-        for path in list_images(self.root / "images"):
+        for path in list_photos(root / "images"):
             xml = annotations / "xmls" / f"{path.stem}.xml"
             box, species_name = None, None
             if xml.is_file():
@@ -177,15 +225,13 @@ class DogsSource:
             class_id = listed[path.stem][0] if listed and path.stem in listed else None
             items.append(Item(str(path), box, (self._breed_index(breed, class_id),)))
         if (annotations / "test.txt").is_file():
-            self._test = {
-                str(self.root / "images" / f"{name}.jpg") for name in _read_split_list(annotations / "test.txt")
-            }
+            self._test = {str(root / "images" / f"{name}.jpg") for name in _read_split_list(annotations / "test.txt")}
         return items
 
-    def _folder(self) -> list[Item]:
+    def _folder(self, root: Path) -> list[Item]:
         items = []
-        for path in list_images(self.root):
-            breed = path.parent.name if path.parent != self.root else "dog"
+        for path in list_photos(root):
+            breed = path.parent.name if path.parent != root else "dog"
             items.append(Item(str(path), None, (self._breed_index(breed),)))
         return items
 
@@ -212,3 +258,23 @@ class DogsSource:
                 os.replace(staging / folder, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+class DogsDataModule(PhotoDataModule):
+    """Dog faces (CU Dogs, Oxford-IIIT Pet or a plain folder); the batch label is the breed (or folder)."""
+
+    def __init__(self, root: str, cache_dir: str, download: bool = False, **kwargs) -> None:
+        super().__init__(cache_dir, **kwargs)
+        self.source = DogsSource(root, download)
+        problem = self.source.missing()
+        if problem is not None:
+            self.problems.add(problem)
+        self.problems.raise_if_any()
+
+    def prepare_data(self) -> None:
+        self.source.prepare()
+
+    def load_splits(self):
+        data = self.load_source(self.source)
+        self.class_names = self.source.class_names()
+        return self.split(data, data.labels[:, 0], self.source.test_paths())

@@ -1,16 +1,15 @@
-"""Downloads verified by MD5 and written atomically (a temporary file renamed into place)."""
+"""Downloads verified by MD5 and written atomically (see `run.files.atomic_write`)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae_lightning.leftovers import remove_leftovers
+from vae_lightning.run.files import atomic_write, remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +30,22 @@ def md5_of(path: Path) -> str:
 
 
 def _fetch(url: str, target: Path, md5: str | None) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response, open(tmp, "wb") as out:
+    def stream(out) -> None:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+
+    def verify(tmp: Path) -> None:
         if md5 is not None and (got := md5_of(tmp)) != md5:
             raise DownloadError(f"MD5 mismatch for {url}: got {got}, published {md5}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(target, stream, verify)
 
 
 def download(file_name: str, mirrors: Sequence[str], folder: Path, md5: str | None) -> Path:
     """Fetch `file_name` from the first mirror that serves it with the right MD5 into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(folder, f".{file_name}.*.part")
+    remove_leftovers(folder)
     target = folder / file_name
     failures = []
     for mirror in mirrors:

@@ -6,13 +6,19 @@
 - JPEGs are decoded in draft mode (the decoder's DCT scaling) at the smallest scale that still leaves the crop
   at least `size` pixels wide, which is what makes preprocessing fast;
 - the crop box (a square in the stored image's pixels, or the centred square when None) is clipped to the
-  image, then resized with an antialiasing filter.
+  image, then resized with an antialiasing filter;
+- single-channel or palette images with a handful of values (segmentation masks, trimaps) are skipped: they
+  are label maps, not photos.
+
+`list_photos` lists the photos of a folder, leaving out the folders that data sets use for annotations, masks
+and thumbnails.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +26,11 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+# folders that hold label maps, annotations or previews next to photos (Oxford-IIIT Pet's trimaps, ...)
+NOT_PHOTO_FOLDERS = frozenset(
+    {"annotations", "trimaps", "masks", "mask", "xmls", "segmentation", "segmentations", "thumbnails", "thumbs"}
+)
+MASK_COLOURS = 16  # a single-channel image with at most this many values is a mask or label map
 Box = tuple[float, float, float, float]  # left, top, right, bottom in the stored image's pixels
 
 # EXIF orientation -> the transpose that shows the photo upright (as ImageOps.exif_transpose does)
@@ -84,6 +95,7 @@ def decode_crop_resize(item: Item, size: int, grayscale: bool, margin: float = 0
             warnings.simplefilter("ignore")  # Pillow warns about odd EXIF blocks; we only need the pixels
             with Image.open(item.path) as image:
                 width, height = image.size
+                stored_mode = image.mode  # before any draft decoding to grey
                 box = (
                     centre_square(width, height) if item.box is None else square_around(item.box, margin, width, height)
                 )
@@ -95,6 +107,8 @@ def decode_crop_resize(item: Item, size: int, grayscale: bool, margin: float = 0
                     fx, fy = image.size[0] / width, image.size[1] / height
                     box = (box[0] * fx, box[1] * fy, min(box[2] * fx, image.size[0]), min(box[3] * fy, image.size[1]))
                 image.load()
+                if stored_mode in ("1", "L", "P") and image.getcolors(MASK_COLOURS) is not None:
+                    return f"not a photo: {len(image.getcolors(MASK_COLOURS))} distinct values (a mask or label map?)"
                 image = _to_8bit(image, grayscale)
                 image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
                 if orientation in _ORIENTATION:
@@ -106,6 +120,25 @@ def decode_crop_resize(item: Item, size: int, grayscale: bool, margin: float = 0
     return np.array(array, dtype=np.uint8, order="C", copy=True)
 
 
-def list_images(root: Path) -> list[Path]:
-    """Every image file under `root`, recursively, sorted."""
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def _is_photo(path: Path, root: Path) -> bool:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    parts = path.relative_to(root).parts
+    if any(part.startswith(".") for part in parts) or NOT_PHOTO_FOLDERS & {part.lower() for part in parts[:-1]}:
+        return False
+    return not any(word in path.stem.lower() for word in ("mask", "trimap")) and path.is_file()
+
+
+def iter_photos(root: Path) -> Iterator[Path]:
+    """The photo files under `root`, recursively, in no particular order: image files, without hidden ones,
+    those under annotation, mask or thumbnail folders, and those named as masks."""
+    return (path for path in root.rglob("*") if _is_photo(path, root))
+
+
+def list_photos(root: Path) -> list[Path]:
+    """`iter_photos`, sorted."""
+    return sorted(iter_photos(root))
+
+
+def has_photos(root: Path) -> bool:
+    return any(True for _ in iter_photos(root))

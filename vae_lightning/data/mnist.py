@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae_lightning import checks
 from vae_lightning.data import idx
 from vae_lightning.data.binarize import NoBinarization
 from vae_lightning.data.download import DownloadError, download
 from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
-from vae_lightning.errors import DataFormatError, DataNotFoundError
+from vae_lightning.run import checks
+from vae_lightning.run.errors import DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,9 @@ class MNISTDataModule(InMemoryDataModule):
         super().__init__(batch_size, num_workers, split_seed, val_fraction)
         self.root = Path(root).expanduser()
         self.download = bool(download)
-        self.pixel_scale = checks.number("pixel_scale", pixel_scale, low=255.0)
+        self.pixel_scale = self.problems.check(checks.number, "pixel_scale", pixel_scale, low=255.0)
         self.binarize = binarize if binarize is not None else NoBinarization()
+        self.problems.raise_if_any()
 
     def prepare_data(self) -> None:
         missing = [(name, md5) for name, md5 in FILES.values() if find_file(self.root, name) is None]

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from vae_lightning.data.images import Item, list_images
-from vae_lightning.errors import DataFormatError, DataNotFoundError
+from vae_lightning.data.images import Item, has_photos, list_photos
+from vae_lightning.data.photos import PhotoDataModule
+from vae_lightning.run.errors import DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
-LABEL_NAMES = ("age", "gender", "race")
 UNKNOWN = (-1, -1, -1)
 _RANGES = ((0, 116), (0, 1), (0, 4))
 _DATETIME_DIGITS = 17
+GENDERS = {0: "male", 1: "female", -1: "gender unknown"}
 HOW_TO_GET = (
     "UTKFace has no stable direct download: fetch the 'Aligned&Cropped Faces' archive (UTKFace.tar.gz, or "
     "crop_part1.tar.gz) from the links on https://susanqq.github.io/UTKFace/, unpack it and point "
@@ -59,25 +60,34 @@ def read_landmarks(path: Path) -> dict[str, tuple[float, float, float, float]]:
 
 
 class UTKFaceSource:
-    """Every image under `root` (recursive) with labels from its name. With `landmarks` (a landmark_list file),
-    the in-the-wild images it lists are cropped to the box of their 68 points instead."""
+    """Every photo under `root` (recursive) with labels (age, gender, race) from its name. With `landmarks` (a
+    landmark_list file), the in-the-wild images it lists are cropped to the box of their 68 points instead."""
 
     name = "utkface"
-    label_names = LABEL_NAMES
 
     def __init__(self, root: str, landmarks: str | None = None) -> None:
         self.root = Path(root).expanduser()
         self.landmarks = Path(landmarks).expanduser() if landmarks else None
 
-    def items(self) -> list[Item]:
+    def missing(self) -> DataNotFoundError | None:
         if not self.root.is_dir():
-            raise DataNotFoundError(f"The UTKFace folder {self.root} does not exist. {HOW_TO_GET}")
-        paths = list_images(self.root)
-        if not paths:
-            raise DataNotFoundError(f"The UTKFace folder {self.root} holds no images. {HOW_TO_GET}")
+            return DataNotFoundError(f"The UTKFace folder {self.root} does not exist. {HOW_TO_GET}")
+        if not has_photos(self.root):
+            return DataNotFoundError(f"The UTKFace folder {self.root} holds no images. {HOW_TO_GET}")
+        if self.landmarks is not None and not self.landmarks.is_file():
+            return DataNotFoundError(f"The UTKFace landmark file {self.landmarks} does not exist.")
+        return None
+
+    def prepare(self) -> None:
+        """UTKFace has no stable download."""
+
+    def items(self) -> list[Item]:
+        problem = self.missing()
+        if problem is not None:
+            raise problem
         boxes = read_landmarks(self.landmarks) if self.landmarks else None
         items, malformed = [], []
-        for path in paths:
+        for path in list_photos(self.root):
             if boxes is not None and path.name not in boxes:
                 continue
             labels = parse_utkface_name(path.name)
@@ -93,7 +103,28 @@ class UTKFaceSource:
                 len(malformed),
                 ", ".join(malformed[:5]),
             )
+        log.info("utkface: %d faces in %s", len(items), self.root)
         return items
 
     def test_paths(self) -> set[str] | None:
         return None
+
+    def class_names(self) -> dict[int, str]:
+        return dict(GENDERS)
+
+
+class UTKFaceDataModule(PhotoDataModule):
+    """UTKFace faces; the batch label is gender (-1 unknown); age and race stay in `label_table`."""
+
+    def __init__(self, root: str, cache_dir: str, landmarks: str | None = None, **kwargs) -> None:
+        super().__init__(cache_dir, **kwargs)
+        self.source = UTKFaceSource(root, landmarks)
+        self.class_names = self.source.class_names()
+        problem = self.source.missing()
+        if problem is not None:
+            self.problems.add(problem)
+        self.problems.raise_if_any()
+
+    def load_splits(self):
+        data = self.load_source(self.source)
+        return self.split(data, data.labels[:, 1], test_paths=None)

@@ -1,7 +1,8 @@
-"""Errors a user can act on. `train.py` prints their message in one paragraph and exits 1."""
+"""Errors a user can act on. The entry points print their message and exit with code 1, without a traceback."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -29,6 +30,29 @@ class DataNotFoundError(VAELightningError):
 
 class DataFormatError(VAELightningError):
     """A data file exists but is not in the expected format (bad header, truncated)."""
+
+
+class ConfigErrors(VAELightningError):
+    """Several problems found together (bad values, missing data folders), reported in one message."""
+
+    def __init__(self, problems: Sequence[VAELightningError]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = str(self.problems[0])
+        else:
+            message = f"{len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+    def under(self, prefix: str) -> ConfigErrors:
+        return ConfigErrors([p.under(prefix) if isinstance(p, ConfigValueError) else p for p in self.problems])
+
+
+class CheckpointError(VAELightningError):
+    """A checkpoint file is missing, unreadable, not one of ours, or does not fit the run."""
+
+
+class CheckpointWriteError(VAELightningError):
+    """A checkpoint could not be written (disk full, no permission); the previous one is intact."""
 
 
 class DivergedError(VAELightningError):

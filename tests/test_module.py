@@ -1,0 +1,162 @@
+"""The LightningModule keeps Lightning's contracts: one batch, one training_step, one optimizer step; every
+callback hook once per batch; the logged step is global_step. A non-finite loss stops the run before any
+checkpoint is written."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from tests.conftest import train_in_process
+from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset
+from vae_lightning.metrics import RunningMeans
+from vae_lightning.module import VAEModule
+from vae_lightning.run.checkpoints import AtomicCheckpointIO
+from vae_lightning.run.errors import DivergedError
+
+NET = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [16], "latent_dim": 2}
+LOSS = {"_target_": "vae_lightning.losses.ELBO"}
+BETA = {"_target_": "vae_lightning.schedules.Constant", "_partial_": True, "value": 1.0}
+OPTIMIZER = {"_target_": "vae_lightning.optim.adam", "_partial_": True, "lr": 1e-3}
+
+
+class Blobs(InMemoryDataModule):
+    input_shape = (1, 4, 4)
+
+    def load_splits(self):
+        g = torch.Generator().manual_seed(0)
+        data = InMemoryDataset(torch.rand(96, 1, 4, 4, generator=g), torch.zeros(96, dtype=torch.long))
+        return data, data.subset(torch.arange(40)), data.subset(torch.arange(40))
+
+
+class CountsHooks(Callback):
+    def __init__(self) -> None:
+        self.calls = {"on_train_batch_start": 0, "on_train_batch_end": 0, "on_before_optimizer_step": 0}
+
+    def on_train_batch_start(self, *args) -> None:
+        self.calls["on_train_batch_start"] += 1
+
+    def on_train_batch_end(self, *args) -> None:
+        self.calls["on_train_batch_end"] += 1
+
+    def on_before_optimizer_step(self, *args) -> None:
+        self.calls["on_before_optimizer_step"] += 1
+
+
+def fit_blobs(callbacks=(), logger=False, module_kwargs=None, **trainer_kwargs) -> tuple[VAEModule, L.Trainer]:
+    """Two epochs of 5 batches on Blobs unless told otherwise."""
+    torch.manual_seed(0)
+    module = VAEModule(NET, LOSS, BETA, OPTIMIZER, input_shape=(1, 4, 4), **(module_kwargs or {}))
+    trainer = L.Trainer(
+        **{"max_epochs": 2, "limit_train_batches": 5, "log_every_n_steps": 2} | trainer_kwargs,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.fit(module, datamodule=Blobs(batch_size=16))
+    return module, trainer
+
+
+def logged_steps(logger: CSVLogger) -> dict[str, list[int]]:
+    """{metric: the steps it was logged at} from a CSV logger's metrics.csv."""
+    steps: dict[str, list[int]] = {}
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        for row in csv.DictReader(f):
+            for name, value in row.items():
+                if value and name not in ("step", "epoch"):
+                    steps.setdefault(name, []).append(int(row["step"]))
+    return steps
+
+
+def test_every_callback_hook_runs_once_per_optimizer_step_and_logged_steps_are_global_steps(tmp_path):
+    counter = CountsHooks()
+    logger = CSVLogger(tmp_path, name="csv")
+    _module, trainer = fit_blobs([counter], logger)
+    assert trainer.global_step == 10
+    assert counter.calls == dict.fromkeys(counter.calls, 10)
+    steps = logged_steps(logger)
+    # train/* every 2nd optimizer step (0-based: steps 1, 3, ...), epoch means and val/* at each epoch's last step
+    assert steps["train/loss"] == [1, 3, 5, 7, 9] == steps["train/beta"]
+    assert steps["val/loss"] == [4, 9] == steps["train/loss_epoch"]
+
+
+def test_val_and_test_metrics_are_sample_weighted_epoch_means():
+    module, trainer = fit_blobs()
+    val_loss = float(trainer.callback_metrics["val/loss"])
+    trainer.test(module, datamodule=Blobs(batch_size=16), verbose=False)
+    metrics = trainer.callback_metrics
+    # the test split is the val split here, 40 samples in batches of 16, 16 and 8
+    assert float(metrics["test/loss"]) == pytest.approx(val_loss, rel=0.05)  # fresh noise draws
+    assert {"test/elbo", "test/nll", "test/mse", "test/psnr", "test/active_units", "test/mutual_info"} <= set(metrics)
+    assert float(metrics["test/psnr"]) == pytest.approx(10 * torch.log10(1 / metrics["test/mse"]).item(), rel=1e-5)
+
+
+def test_running_means_weigh_by_samples_sum_over_processes_and_remember_the_first_bad_step():
+    means = RunningMeans(("loss", "kl"))
+    means.add(torch.tensor([1.0, 0.0]), 3, step=0)
+    means.add(torch.tensor([5.0, 2.0]), 1, step=1)
+    assert means.means() == pytest.approx({"loss": 2.0, "kl": 0.5})
+    assert means.means(lambda totals: totals * 2) == pytest.approx({"loss": 2.0, "kl": 0.5})  # two equal processes
+    assert means.first_non_finite() is None
+    means.add(torch.tensor([float("nan"), 1.0]), 1, step=2)
+    means.add(torch.tensor([float("inf"), 1.0]), 1, step=3)
+    step, values = means.first_non_finite()
+    assert step == 2 and values["kl"] == 1.0
+
+
+class Sabotage(Callback):
+    """Makes the learning rate absurd from the second epoch on, so the loss turns NaN or infinite."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1:
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = 1e20
+
+
+def test_divergence_stops_at_its_first_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    last = ModelCheckpoint(dirpath=tmp_path, filename="last", monitor=None, save_top_k=1)
+    with pytest.raises(DivergedError, match="Training diverged at optimizer step") as error:
+        fit_blobs([last, Sabotage()], max_epochs=3, log_every_n_steps=50)
+    assert 5 <= error.value.step <= 6  # the second epoch's first steps, named even though logged far later
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 0
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+
+
+def test_gradient_clipping_bounds_every_step():
+    norms = []
+
+    class Watch(Callback):
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            norms.append(float(torch.stack([p.grad.norm() for p in module.parameters()]).norm()))
+
+    fit_blobs([Watch()], module_kwargs={"gradient_clip_val": 0.5}, max_epochs=1)
+    assert len(norms) == 5 and max(norms) <= 0.5 + 1e-4
+
+
+def test_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path):
+    """Four epochs at once, or two then `resume=true` for the rest: the same weights and the same val/loss."""
+    args = ["trainer.max_epochs=4", "~callbacks.diagnostics", "logger=csv", "trainer.limit_train_batches=5"]
+    train_in_process(args, tmp_path / "straight")
+    train_in_process([*args[1:], "trainer.max_epochs=2"], tmp_path / "resumed")
+    train_in_process([*args, "resume=true"], tmp_path / "resumed")
+    final = {
+        name: torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+        for name in ("straight", "resumed")
+    }
+    assert final["resumed"]["global_step"] == final["straight"]["global_step"] == 20
+    for key, tensor in final["straight"]["state_dict"].items():
+        assert torch.equal(tensor, final["resumed"]["state_dict"][key]), key
+    expected, got = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("straight", "resumed"))
+    assert got["val/loss"] == pytest.approx(expected["val/loss"], abs=1e-6)

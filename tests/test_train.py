@@ -1,0 +1,164 @@
+"""End-to-end runs of `train(cfg)` in this process, composed as `python train.py ...` composes them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+
+import pytest
+import torch
+from lightning import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import SHARED_DATA, train_in_process, write_mnist
+from tests.photo_fixtures import write_cu_dogs, write_utkface
+from vae_lightning.module import VAEModule
+from vae_lightning.run.checkpoints import load_module
+from vae_lightning.run.signals import RunInterrupted, stop_on_signals
+
+SCALARS = [f"{stage}/{name}" for stage in ("train", "val", "test") for name in ("loss", "recon", "kl", "beta")]
+NO_PICTURES = "~callbacks.diagnostics"
+
+
+def events(run_dir):
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def completed(run_dir) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed", metrics
+    for name in ("val/loss", "val/recon", "val/kl", "test/loss", "test/recon", "test/kl", "test/beta", "test/psnr"):
+        assert isinstance(metrics[name], float), name
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    return metrics
+
+
+def test_the_default_run_leaves_everything_a_user_reads(digits_run):
+    metrics = completed(digits_run)
+    assert metrics["val/beta"] == 1.0 and metrics["test/loss"] > 0 and metrics["test/nll"] > 0
+    accumulator = events(digits_run)
+    assert set(SCALARS) <= set(accumulator.Tags()["scalars"])
+    assert "epoch" not in accumulator.Tags()["scalars"]  # Lightning's epoch counter stays out of SCALARS
+    assert [e.step for e in accumulator.Scalars("train/loss")] == list(range(10))  # every step (debug=fast)
+    assert [e.step for e in accumulator.Scalars("val/loss")] == [4, 9]
+    assert {"val/reconstructions", "val/latent_scatter"} <= set(accumulator.Tags()["images"])
+    module = load_module(digits_run / "checkpoints" / "last.ckpt")
+    assert module.net.latent_dim == 2 and module.net.input_shape == (1, 8, 8)
+    lightning_loaded = VAEModule.load_from_checkpoint(digits_run / "checkpoints" / "last.ckpt", weights_only=True)
+    for name, tensor in module.state_dict().items():
+        assert torch.equal(tensor, lightning_loaded.state_dict()[name]), name
+
+
+def test_mnist_from_generated_idx_files_with_dynamic_binarisation(tmp_path):
+    root = write_mnist(tmp_path / "mnist", n_train=300, n_test=60)
+    args = ["dataset=mnist", f"dataset.root={root}", "dataset.download=false", "debug=fast", "dataset/binarize=dynamic"]
+    train_in_process([*args, NO_PICTURES], tmp_path / "run")
+    completed(tmp_path / "run")
+
+
+def test_mnist_on_the_real_sample(shared_mnist_dir, tmp_path):
+    train_in_process(["dataset=mnist", f"dataset.root={shared_mnist_dir}", "debug=fast", NO_PICTURES], tmp_path / "run")
+    completed(tmp_path / "run")
+
+
+def test_csv_logger_keeps_each_start_in_its_own_file(tmp_path):
+    train_in_process(["debug=fast", "logger=csv", NO_PICTURES], tmp_path / "run")
+    (metrics_csv,) = (tmp_path / "run" / "csv").glob("*/metrics.csv")
+    header = metrics_csv.read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/loss", "test/loss"} <= set(header)
+
+
+@pytest.fixture
+def faces_and_dogs(tmp_path):
+    return write_utkface(tmp_path / "utkface", n=40), write_cu_dogs(tmp_path / "cu_dogs", per_breed=10)
+
+
+def test_faces_and_dogs_report_skipped_files_and_reuse_the_cache(faces_and_dogs, tmp_path, caplog):
+    faces, dogs = faces_and_dogs
+    args = [
+        "dataset=faces_dogs",
+        "beta=ramp",
+        "debug=fast",
+        f"dataset.faces.root={faces}",
+        f"dataset.dogs.root={dogs}",
+        "dataset.image_size=32",
+        "dataset.batch_size=8",
+        "model.latent_dim=8",
+        NO_PICTURES,
+    ]
+    with caplog.at_level(logging.INFO):
+        train_in_process(args, tmp_path / "first")
+    completed(tmp_path / "first")
+    assert "skipped 3 of" in caplog.text and "centre-cropped" in caplog.text and "preprocessed into" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train_in_process(args, tmp_path / "second")
+    assert "from the cache" in caplog.text
+
+
+def test_faces_and_dogs_on_the_real_samples_in_one_try(tmp_path):
+    """The README's first faces-and-dogs command on the shared samples, nothing else: it trains and tests."""
+    faces, dogs = SHARED_DATA / "utkface", SHARED_DATA / "dogs" / "oxford_iiit_pet"
+    if not faces.is_dir() or not dogs.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not present")
+    args = ["dataset=faces_dogs", "beta=ramp", f"dataset.faces.root={faces}", f"dataset.dogs.root={dogs}", "debug=fast"]
+    train_in_process(args, tmp_path / "run")
+    completed(tmp_path / "run")
+
+
+PRESETS = {
+    "haskell_mnist": {"net.encoder.0.weight": (1000, 784), "net.encoder.2.weight": (4, 1000)},
+    "haskell_mnist_ramp": {"net.decoder.0.weight": (1000, 2), "net.decoder.2.weight": (784, 1000)},
+    "mnist_nll": {"net.encoder.0.weight": (200, 784), "net.encoder.4.weight": (100, 200)},
+    "haskell_dogpeople": {"net.encoder.0.weight": (2000, 2500), "net.encoder.2.weight": (120, 2000)},
+    "faces_dogs_conv": {},
+}
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_trains_and_its_checkpoint_loads_as_weights_only(preset, faces_and_dogs, tmp_path):
+    faces, dogs = faces_and_dogs
+    data = [f"dataset.root={write_mnist(tmp_path / 'mnist', n_train=200, n_test=40)}"]
+    if "mnist" not in preset:
+        data = [f"dataset.faces.root={faces}", f"dataset.dogs.root={dogs}", "dataset.batch_size=8"]
+    args = [f"experiment={preset}", "debug=fast", NO_PICTURES, "eval.nll_samples=5", *data]
+    train_in_process(args, tmp_path / "run")
+    completed(tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    shapes = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    assert PRESETS[preset].items() <= shapes.items()
+    load_module(tmp_path / "run" / "checkpoints" / "last.ckpt")
+
+
+class SignalAt(Callback):
+    """Sends this process `signum` at optimizer step `step`, as Ctrl-C or a cluster's SIGTERM would."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_with_a_checkpoint_metrics_and_a_resume_command(signum, tmp_path, monkeypatch):
+    from tests.conftest import QUIET, compose_train
+    from train import train
+
+    run_dir = tmp_path / "run"
+    signal_at = [f"+callbacks.signal={{_target_: tests.test_train.SignalAt, step: 30, signum: {int(signum)}}}"]
+    cfg = compose_train([*QUIET, "trainer.max_epochs=3", NO_PICTURES, "logger=csv", *signal_at], run_dir)
+    with stop_on_signals() as stop, pytest.raises(RunInterrupted) as interrupted:
+        train(cfg, stop)
+    assert interrupted.value.exit_code == 128 + signum
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and "val/loss" in metrics  # the first epoch's validation
+    assert "resume=true" in metrics["resume_command"] and f"hydra.run.dir={run_dir}" in metrics["resume_command"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
+    train_in_process(["trainer.max_epochs=3", NO_PICTURES, "logger=csv", "resume=true"], run_dir)
+    assert completed(run_dir) and torch.load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3 * 23

@@ -1,0 +1,310 @@
+"""The pictures of what the VAE learned. Each class is one config option under `callbacks.diagnostics.pictures`
+(remove one with `~callbacks.diagnostics.pictures.<name>`) and turns a `View` of the fixed validation samples
+into outputs: image grids, matplotlib figures, histograms or a Projector embedding.
+
+Every picture works on small and lopsided data: one sample, fewer samples than it asks for, one class only,
+no dog among the samples of a faces and dogs set, any latent size, grey or colour, 8x8 to 128x128 images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+
+from vae_lightning.callbacks.grid import enlarge, picture
+from vae_lightning.callbacks.plots import bar_figure, histogram_figure, image_figure, scatter_figure
+from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD
+from vae_lightning.run import checks
+
+
+@dataclass
+class View:
+    """The fixed validation samples of one drawing and what the model makes of them."""
+
+    images: torch.Tensor  # (N, C, H, W) in [0, 1], on the module's device
+    labels: torch.Tensor  # (N,), on the CPU
+    names: dict[int, str]  # label -> name
+    loc: torch.Tensor  # (N, latent) posterior means
+    scale: torch.Tensor  # (N, latent) posterior standard deviations
+    losses: torch.Tensor  # (N,) each sample's validation loss, on the CPU
+    module: Any  # the VAEModule (for `decode_image`)
+    epoch: int
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.module.decode_image(z.to(self.loc.device)).float().cpu()
+
+    def name(self, label: int) -> str:
+        return str(self.names.get(int(label), int(label)))
+
+
+@dataclass
+class Histogram:
+    tag: str
+    values: np.ndarray
+
+
+@dataclass
+class Embedding:
+    tag: str
+    points: torch.Tensor  # (N, 3 or more)
+    metadata: list[list[str]]
+    header: list[str]
+    thumbnails: torch.Tensor  # (N, 3, H, W) in [0, 1]
+
+
+class Picture:
+    """Base class. `final_only`: drawn only at the end of training."""
+
+    final_only = False
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+
+class Reconstructions(Picture):
+    """`val/reconstructions`: rows of inputs, each above the decodes of their posterior means."""
+
+    def __init__(self, n_images: int = 16) -> None:
+        self.n_images = checks.positive_int("n_images", n_images)
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        x = view.images[: self.n_images]
+        recon = view.decode(view.loc[: self.n_images])
+        n_cols = min(8, len(x))
+        rows = []
+        for start in range(0, len(x), n_cols):
+            rows += [x[start : start + n_cols].float().cpu(), recon[start : start + n_cols]]
+        return [("val/reconstructions", picture(torch.cat(rows), nrow=n_cols))]
+
+
+class Samples(Picture):
+    """`val/samples`: decodes of a fixed set of z ~ N(0, I), the same in every drawing."""
+
+    def __init__(self, n_images: int = 16, seed: int = 0) -> None:
+        self.n_images = checks.positive_int("n_images", n_images)
+        self.seed = seed
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(self.n_images, view.loc.shape[1], generator=generator)
+        return [("val/samples", picture(view.decode(z), nrow=min(8, self.n_images)))]
+
+
+def two_dimensional(loc: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
+    """Points to plot and the names of their axes: z itself for 1 and 2 dimensions, else the first two
+    principal components."""
+    if loc.shape[1] == 1:
+        return np.concatenate([loc, np.zeros_like(loc)], axis=1), ("z1", "(one latent dimension)")
+    if loc.shape[1] == 2 or len(loc) < 3:
+        return loc[:, :2], ("z1", "z2")
+    pca = PCA(n_components=2).fit(loc)
+    ratio = pca.explained_variance_ratio_
+    return pca.transform(loc), (f"PC1 of z ({ratio[0]:.0%} of variance)", f"PC2 of z ({ratio[1]:.0%})")
+
+
+class LatentScatter(Picture):
+    """`val/latent_scatter`: the posterior means coloured by label; the first two principal components when the
+    latent space has more than two dimensions (the axes say so)."""
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        points, axes = two_dimensional(view.loc.float().cpu().numpy())
+        labels = view.labels.numpy()
+        title = f"Latent means of {len(points)} validation samples, epoch {view.epoch}"
+        return [("val/latent_scatter", scatter_figure(points, labels, view.names, axes, title))]
+
+
+class LatentGrid(Picture):
+    """Latent dimension 2: `val/latent_grid`, the seed's `grid_size` x `grid_size` decodes spanning the occupied
+    range (1st to 99th percentile) of the posterior means, with latent axes; dimension 1: one row along z1.
+    More dimensions: `val/latent_traversal`, one row per most active dimension (by KL), decoding a sweep of it
+    from -3 to +3 around a validation sample's mean."""
+
+    def __init__(self, grid_size: int = 15, n_dims: int = 8, steps: int = 11) -> None:
+        self.grid_size = checks.integer("grid_size", grid_size, low=2)
+        self.n_dims = checks.positive_int("n_dims", n_dims)
+        self.steps = checks.integer("steps", steps, low=2)
+
+    def _range(self, values: torch.Tensor) -> tuple[float, float]:
+        low, high = float(torch.quantile(values, 0.01)), float(torch.quantile(values, 0.99))
+        if high - low < 1e-3:  # one sample, or a collapsed dimension: a span around it
+            low, high = low - 1.0, high + 1.0
+        return low, high
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        loc = view.loc.float().cpu()
+        if loc.shape[1] <= 2:
+            return [("val/latent_grid", self._grid(view, loc))]
+        return [("val/latent_traversal", self._traversal(view, loc, view.scale.float().cpu()))]
+
+    def _grid(self, view: View, loc: torch.Tensor) -> Figure:
+        (x0, x1) = self._range(loc[:, 0])
+        if loc.shape[1] == 1:
+            z = torch.linspace(x0, x1, self.grid_size)[:, None]
+            image = picture(view.decode(z), nrow=self.grid_size, padding=1)
+            return image_figure(image, f"Decodes along z1 (epoch {view.epoch})", extent=(x0, x1, 0, 1), xlabel="z1")
+        y0, y1 = self._range(loc[:, 1])
+        z1 = torch.linspace(x0, x1, self.grid_size)
+        z2 = torch.linspace(y1, y0, self.grid_size)  # top row: the largest z2
+        grid = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1).reshape(-1, 2)
+        image = picture(view.decode(grid), nrow=self.grid_size, padding=1)
+        title = (
+            f"Decodes of a {self.grid_size}x{self.grid_size} grid over the occupied latent range (epoch {view.epoch})"
+        )
+        return image_figure(image, title, extent=(x0, x1, y0, y1), xlabel="z1", ylabel="z2")
+
+    def _traversal(self, view: View, loc: torch.Tensor, scale: torch.Tensor) -> Figure:
+        kl = (0.5 * (loc.pow(2) + scale.pow(2) - 1) - scale.log()).mean(0)
+        dims = kl.argsort(descending=True)[: min(self.n_dims, loc.shape[1])].tolist()
+        sweep = torch.linspace(-3.0, 3.0, self.steps)
+        rows = []
+        for dim in dims:
+            z = loc[:1].repeat(self.steps, 1)
+            z[:, dim] = loc[0, dim] + sweep
+            rows.append(view.decode(z))
+        cells = enlarge(rows[0][:1]).shape[-1] + 2
+        image = picture(torch.cat(rows), nrow=self.steps)
+        row_labels = [(2 + cells * (i + 0.5), f"z{d} (KL {kl[d]:.2f})") for i, d in enumerate(dims)]
+        col_labels = [(2 + cells * (j + 0.5), f"{v:+.1f}") for j, v in enumerate(sweep.tolist())]
+        title = f"Traversals of the {len(dims)} most active dimensions around a validation sample (epoch {view.epoch})"
+        return image_figure(image, title, row_labels=row_labels, col_labels=col_labels, xlabel="offset from its mean")
+
+
+def farthest_pair(loc: torch.Tensor) -> tuple[int, int]:
+    """The two samples whose posterior means are farthest apart."""
+    a, b = divmod(int(torch.cdist(loc, loc).argmax()), len(loc))
+    return a, b
+
+
+def interpolation_pairs(labels: torch.Tensor, names: dict[int, str], loc: torch.Tensor, n_pairs: int):
+    """Pairs of sample indices to interpolate, and a caption saying how they were chosen: human to dog when the
+    labels are those domains; else samples with different labels; else (no dog, no human, or one label only)
+    the two samples farthest apart in latent space; with one sample, from it to the prior's mean (index -1)."""
+    if len(labels) == 1:
+        return [(0, -1)], "only one validation sample: from it to the prior's mean z = 0"
+    farthest = "between the two samples farthest apart in latent space"
+    domain = {name: label for label, name in names.items()}
+    if {"human", "dog"} <= domain.keys():
+        humans = torch.nonzero(labels == domain["human"]).flatten().tolist()
+        dogs = torch.nonzero(labels == domain["dog"]).flatten().tolist()
+        if not humans or not dogs:
+            return [farthest_pair(loc)], f"no {'dog' if humans else 'human'} among the validation samples: {farthest}"
+        pairs = [(humans[i % len(humans)], dogs[i % len(dogs)]) for i in range(n_pairs)]
+        return list(dict.fromkeys(pairs)), "human (left) to dog (right)"
+    values = labels.tolist()
+    pairs = []
+    for a, value in enumerate(values):
+        b = next((j for j in range(a + 1, len(values)) if values[j] != value), None)
+        if b is not None and len(pairs) < n_pairs:
+            pairs.append((a, b))
+    if pairs:
+        return pairs, "pairs of validation samples with different labels"
+    return [farthest_pair(loc)], f"one label only among the validation samples: {farthest}"
+
+
+class Interpolations(Picture):
+    """`val/interpolations`: per row, an input, `steps` decodes along the straight line between the two
+    posterior means, and the other input (human to dog for faces and dogs). `steps=25` is the seed's latent
+    path. The title says how the pairs were chosen."""
+
+    def __init__(self, n_pairs: int = 4, steps: int = 10) -> None:
+        self.n_pairs = checks.positive_int("n_pairs", n_pairs)
+        self.steps = checks.integer("steps", steps, low=2)
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        loc = view.loc.float().cpu()
+        pairs, how = interpolation_pairs(view.labels, view.names, loc, self.n_pairs)
+        t = torch.linspace(0.0, 1.0, self.steps)[:, None]
+        images = view.images.float().cpu()
+        rows = []
+        for a, b in pairs:
+            end = torch.zeros_like(loc[0]) if b < 0 else loc[b]
+            path = view.decode((1 - t) * loc[a] + t * end)
+            target = path[-1:] if b < 0 else images[b : b + 1]
+            rows.append(torch.cat([images[a : a + 1], path, target]))
+        image = picture(torch.cat(rows), nrow=self.steps + 2)
+        title = f"Interpolations in latent space, {how}; first and last columns: the inputs (epoch {view.epoch})"
+        return [("val/interpolations", image_figure(image, title))]
+
+
+class BestWorst(Picture):
+    """`val/best_worst`: the `n` best and `n` worst reconstructed samples (inputs over their reconstructions),
+    each with its loss."""
+
+    def __init__(self, n: int = 8) -> None:
+        self.n = checks.positive_int("n", n)
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        n = max(1, min(self.n, len(view.losses) // 2))
+        order = view.losses.argsort()
+        chosen = torch.cat([order[:n], order.flip(0)[:n]])
+        inputs = view.images[chosen.to(view.images.device)].float().cpu()
+        recon = view.decode(view.loc[chosen.to(view.loc.device)])
+        image = picture(torch.cat([inputs[:n], recon[:n], inputs[n:], recon[n:]]), nrow=n)
+        cell = enlarge(inputs[:1]).shape[-1] + 2
+        losses = view.losses[chosen].tolist()
+        texts = [
+            (2 + cell * (i % n + 0.5), 2 + cell * (2 * (i // n) + 1) - 3, f"{v:.3g}") for i, v in enumerate(losses)
+        ]
+        title = (
+            f"Best {n} (rows 1-2) and worst {n} (rows 3-4) reconstructions: inputs above outputs, with each "
+            f"sample's loss (epoch {view.epoch})"
+        )
+        return [("val/best_worst", image_figure(image, title, cell_texts=texts))]
+
+
+class LossHistogram(Picture):
+    """The loss of each validation sample: `val/per_sample_loss` in HISTOGRAMS and `val/loss_histogram`."""
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        values = view.losses.numpy()
+        title = f"Loss of each of {len(values)} validation samples (epoch {view.epoch})"
+        return [
+            ("val/per_sample_loss", Histogram("val/per_sample_loss", values)),
+            ("val/loss_histogram", histogram_figure(values, title, "loss")),
+        ]
+
+
+class LatentHealth(Picture):
+    """The KL of each latent dimension averaged over the samples (collapsed dimensions sit at 0), and the
+    variance of each dimension's posterior mean against the active-unit threshold: `val/kl_per_dim` in
+    HISTOGRAMS and `val/latent_health`."""
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        loc, scale = view.loc.float().cpu(), view.scale.float().cpu()
+        kl = (0.5 * (loc.pow(2) + scale.pow(2) - 1) - scale.log()).mean(0)
+        variance = loc.var(0) if len(loc) > 1 else torch.zeros_like(kl)
+        active = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
+        order = kl.argsort(descending=True)
+        title = (
+            f"KL of each latent dimension (nats, averaged over {len(loc)} samples), largest first; {active} of "
+            f"{len(kl)} dimensions active (posterior-mean variance > {ACTIVE_UNIT_THRESHOLD}) (epoch {view.epoch})"
+        )
+        figure = bar_figure(kl[order].numpy(), [f"z{i}" for i in order.tolist()], title, "KL (nats)")
+        return [("val/kl_per_dim", Histogram("val/kl_per_dim", kl.numpy())), ("val/latent_health", figure)]
+
+
+class Projector(Picture):
+    """TensorBoard's PROJECTOR, at the end of training: the posterior means with their labels as metadata and
+    the images as a sprite. Means of 1 or 2 dimensions are padded with zeros to 3, which its PCA view needs
+    (the metadata says so)."""
+
+    final_only = True
+
+    def __call__(self, view: View) -> list[tuple[str, Any]]:
+        points = view.loc.float().cpu()
+        dims = points.shape[1]
+        if dims < 3:
+            points = torch.cat([points, torch.zeros(len(points), 3 - dims)], dim=1)
+        note = (
+            f"latent has {dims} dimension(s), padded with zeros to 3" if dims < 3 else f"latent has {dims} dimensions"
+        )
+        metadata = [[view.name(label), note] for label in view.labels.tolist()]
+        thumbnails = view.images.float().cpu()
+        if thumbnails.shape[1] == 1:
+            thumbnails = thumbnails.expand(-1, 3, -1, -1)
+        return [("val/latent_means", Embedding("val/latent_means", points, metadata, ["label", "note"], thumbnails))]

@@ -1,0 +1,78 @@
+"""The orders in which training batches are drawn. Each depends only on (seed, epoch), not on the global random
+state, so a resumed run sees exactly the batches the uninterrupted run would have seen: Lightning calls
+`set_epoch` on a loader's sampler and batch sampler before every epoch, also after resuming."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.data import BatchSampler, Sampler
+
+HUMAN, DOG = 0, 1
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order of range(n) for each epoch."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class BalancedBatches(BatchSampler):
+    """Batches of half humans, half dogs (by `domain`, a label per sample). An epoch covers the larger domain
+    once; the smaller one is reshuffled as often as needed.
+
+    `sampler` says which samples this process may use: all of them (a SequentialSampler), or under DDP the
+    DistributedSampler share that Lightning injects through this argument (it re-creates BatchSampler subclasses
+    made in a `*_dataloader` hook with their arguments). Every process yields the same number of batches,
+    computed from the whole set, so no process waits for another at the end of an epoch.
+    """
+
+    def __init__(self, sampler: Sampler[int], domain: torch.Tensor, batch_size: int, seed: int) -> None:
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.domain = domain
+        self.half = max(1, batch_size // 2)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        processes = getattr(self.sampler, "num_replicas", 1)
+        largest = max(int((self.domain == d).sum()) for d in (HUMAN, DOG))
+        return math.ceil(largest / processes / self.half)
+
+    @staticmethod
+    def _stream(indices: torch.Tensor, generator: torch.Generator, needed: int) -> torch.Tensor:
+        rounds = math.ceil(needed / len(indices))
+        return torch.cat([indices[torch.randperm(len(indices), generator=generator)] for _ in range(rounds)])[:needed]
+
+    def __iter__(self):
+        generator = epoch_generator(self.seed, self.epoch)
+        allowed = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        needed = len(self) * self.half
+        pools = [allowed[self.domain[allowed] == d] for d in (HUMAN, DOG)]
+        # a process whose share lacks one domain (a tiny set under DDP) fills both halves from what it has
+        humans, dogs = (self._stream(pool if len(pool) else allowed, generator, needed) for pool in pools)
+        for b in range(len(self)):
+            part = slice(b * self.half, (b + 1) * self.half)
+            yield torch.cat([humans[part], dogs[part]]).tolist()

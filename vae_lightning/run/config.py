@@ -1,0 +1,73 @@
+"""Building objects from `_target_` configs with errors that name the config key, and the config resolvers."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from vae_lightning.run.errors import ConfigErrors, ConfigValueError, VAELightningError
+
+
+def as_plain(node: Any) -> Any:
+    """A DictConfig/ListConfig as resolved plain containers (what checkpoints store); anything else as is."""
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def _placed(error: VAELightningError, key: str | None) -> VAELightningError:
+    return error.under(key) if key and isinstance(error, ConfigValueError | ConfigErrors) else error
+
+
+def build(node: Any, key: str | None, **kwargs: Any) -> Any:
+    """`instantiate(node, **kwargs)`; a bad value in it raises an error naming `key.<param>` (`key` None: the
+    object names full keys itself, e.g. a module that builds its sub-configs)."""
+    try:
+        return instantiate(node, **kwargs)
+    except (ConfigValueError, ConfigErrors) as bad:
+        raise _placed(bad, key) from None
+    except InstantiationException as failed:
+        cause = failed.__cause__
+        if isinstance(cause, VAELightningError):
+            raise _placed(cause, key) from None
+        raise VAELightningError(f"Could not build `{key or node.get('_target_')}` from the config: {failed}") from None
+
+
+def call(factory: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a `_partial_` factory from the config; a bad value raises an error naming `key.<param>`."""
+    try:
+        return factory(*args, **kwargs)
+    except (ConfigValueError, ConfigErrors) as bad:
+        raise _placed(bad, key) from None
+
+
+def sweep_run_name() -> str:
+    """`${sweep_run_name:}`: in a sweep, the job's overrides (e.g. `beta=ramp,model.latent_dim=8`), so that
+    TensorBoard names each job's run by what it changed; in a single run, empty."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # composed outside a Hydra run (tests)
+        return ""
+    return hydra_cfg.job.override_dirname if hydra_cfg.mode == RunMode.MULTIRUN else ""
+
+
+def run_id() -> str:
+    """`${run_id:}`: six random hex digits that make a run or sweep folder name unique even when two runs start
+    in the same second. Cached like Hydra's `${now:}`, so every use in one run (and its sweep jobs) agrees."""
+    return secrets.token_hex(3)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("sweep_run_name"):
+        OmegaConf.register_new_resolver("sweep_run_name", sweep_run_name)
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+
+
+register_resolvers()

@@ -1,0 +1,132 @@
+"""The Trainer of a run with its callbacks and loggers, a quiet console, and what a run says at its end."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning import Callback, Trainer
+from omegaconf import DictConfig
+
+from vae_lightning.run import checks
+from vae_lightning.run.config import build
+from vae_lightning.run.errors import ConfigErrors, VAELightningError
+
+log = logging.getLogger(__name__)
+
+
+class _DropTips(logging.Filter):
+    """Lightning's advertisements for its cloud services ("💡 Tip: ..."), which say nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_libraries() -> None:
+    """Keep the console to what concerns the run: Lightning's messages once (through the application's logging,
+    not also through Lightning's own console handler), without its cloud tips, and without a deprecation warning
+    that Lightning's own code triggers in torch. Warnings about the user's data or config are kept."""
+    lightning = logging.getLogger("lightning")
+    lightning.handlers.clear()
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in logger.filters):
+            logger.addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def set_threads(threads: Any) -> None:
+    """`threads`: intra-op CPU threads of this process (null: torch's default, one per core). Parallel
+    sweep jobs set it so that together they do not oversubscribe the cores."""
+    if threads is not None:
+        torch.set_num_threads(checks.positive_int("threads", threads))
+    log.info("Using %d CPU threads", torch.get_num_threads())
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = ()) -> Trainer:
+    """The Trainer of `cfg.trainer` with the callbacks of `cfg.callbacks` (then `extra_callbacks`) and the
+    loggers of `cfg.logger`. Bad values of all three are reported together."""
+    problems = checks.Problems()
+    for error in checks.trainer_values(cfg.trainer):
+        problems.add(error)
+    callbacks, loggers = [], []
+    for group, built in (("callbacks", callbacks), ("logger", loggers)):
+        for name, node in (cfg.get(group) or {}).items():
+            try:
+                built.append(build(node, f"{group}.{name}"))
+            except ConfigErrors as bad:
+                problems.errors.extend(bad.problems)
+            except VAELightningError as bad:
+                problems.add(bad)
+    problems.raise_if_any()
+    return build(cfg.trainer, "trainer", callbacks=[*callbacks, *extra_callbacks], logger=loggers)
+
+
+def build_run(cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = ()) -> tuple[Any, Any, Trainer]:
+    """The data module, the module and the Trainer of a run; the bad values and missing data folders of all
+    three are reported together (the module is built only once the data set is, as it needs its image shape)."""
+    problems = checks.Problems()
+
+    def attempt(make):
+        try:
+            return make()
+        except ConfigErrors as bad:
+            problems.errors.extend(bad.problems)
+        except VAELightningError as bad:
+            problems.add(bad)
+        return None
+
+    datamodule = attempt(lambda: build(cfg.dataset, "dataset"))
+    module = None
+    if datamodule is not None:
+        module = attempt(lambda: build(cfg.module, None, input_shape=datamodule.input_shape))
+    trainer = attempt(lambda: build_trainer(cfg, extra_callbacks))
+    problems.raise_if_any()
+    return datamodule, module, trainer
+
+
+def final_metrics(trainer: Trainer, prefix: str) -> dict[str, float]:
+    """The scalars under `prefix` that the trainer holds now (after fit: val; after test: test)."""
+    return {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith(prefix) and getattr(value, "numel", lambda: 1)() == 1
+    }
+
+
+def resume_command(output_dir: Path) -> str:
+    """The command that continues this run in its folder: the same overrides, `resume=true`, the folder."""
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra (tests call train() directly)
+        overrides = []
+    kept = [o for o in overrides if o.split("=")[0].lstrip("+~") not in ("resume", "hydra.run.dir", "ckpt_path")]
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0].endswith(".py") else "train.py"
+    words = ["python", script, *kept, "resume=true", f"hydra.run.dir={output_dir}"]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def summary(output_dir: Path, metrics: dict[str, float], best_checkpoint: str) -> str:
+    """What a user wants to read at the end of a run: where things are, the numbers, how to see them."""
+    shown = "\n".join(
+        f"  {name:<18} {value:.6g}" if math.isfinite(value) else f"  {name:<18} {value}"
+        for name, value in sorted(metrics.items())
+        if not name.startswith("test/kl_dim_")
+    )
+    return "\n".join(
+        [
+            f"Run finished. Outputs in {output_dir}",
+            f"  best checkpoint: {best_checkpoint or '(none)'}",
+            f"  metrics.json:    {output_dir / 'metrics.json'}",
+            "Final metrics:",
+            shown,
+            f"See the curves and images: tensorboard --logdir {output_dir}",
+        ]
+    )
