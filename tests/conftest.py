@@ -128,7 +128,10 @@ def serve(tmp_path: Path):
 def digits_run(tmp_path_factory) -> Path:
     """One finished default run (digits, two short epochs), shared by the tests that only read its outputs."""
     run_dir = tmp_path_factory.mktemp("digits") / "run"
-    train_in_process(["debug=fast", "trainer.max_epochs=2", "trainer.limit_val_batches=null"], run_dir)
+    train_in_process(
+        ["debug=fast", "trainer.max_epochs=2", "trainer.limit_val_batches=null", "diagnostics.every_n_epochs=1"],
+        run_dir,
+    )
     return run_dir
 
 

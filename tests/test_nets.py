@@ -72,3 +72,18 @@ def test_adam_is_fused_on_cpu_and_validates_lr():
     assert adam(params).defaults["fused"] is True
     with pytest.raises(ConfigValueError):
         adam(params, lr=-1.0)
+
+
+def test_a_collapsing_log_variance_keeps_the_loss_finite_with_beta_zero():
+    """The cause of the step-64 blow-up of faces_dogs_conv: with beta 0 (the ramp's first half) nothing holds the
+    log-variance back, exp(raw / 2) reached exactly 0, the KL infinity and 0 * inf made the loss NaN."""
+    from vae_lightning.distributions import DiagonalGaussian
+    from vae_lightning.nets.base import VAEOutput
+
+    raw = torch.tensor([[-500.0, 500.0]])
+    scale = ExpHalfLogVariance()(raw)
+    assert torch.isfinite(scale).all() and float(scale.min()) == pytest.approx(1e-6)
+    assert float(torch.exp(0.5 * raw).min()) == 0.0  # what it was without the floor
+    posterior = DiagonalGaussian(torch.zeros(1, 2), scale)
+    out = VAEOutput(posterior, posterior.loc, torch.zeros(1, 1, 2, 2))
+    assert torch.isfinite(ELBO()(torch.rand(1, 1, 2, 2), out, beta=0.0).loss)

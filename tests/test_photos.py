@@ -310,3 +310,15 @@ def test_oxford_pet_download_verifies_and_unpacks(tmp_path, monkeypatch):
             DogsSource(str(tmp_path / "other"), download=True).prepare()
     finally:
         server.shutdown()
+
+
+def test_preprocessing_workers_end_cleanly_under_the_runs_signal_handlers(tmp_path):
+    """The pool's workers inherit the run's SIGINT/SIGTERM handlers through fork; they must still end when the
+    pool terminates them (else the run hangs once the photos are decoded)."""
+    from vae_lightning.data.cache import preprocess
+    from vae_lightning.run.signals import stop_on_signals
+
+    items = [Item(str(save_jpeg(photo(40, 40, i), tmp_path / f"{i}.jpg"))) for i in range(4 * 32 + 1)]
+    with stop_on_signals():
+        result = preprocess(items, 8, grayscale=False, workers=2)
+    assert len(result.paths) == len(items)

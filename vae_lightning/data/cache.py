@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -58,10 +59,17 @@ def _decode_all(items: Sequence[Item], size: int, grayscale: bool, margin: float
         yield from tqdm(map(work, items), total=len(items), desc=desc, unit="img", mininterval=1.0)
         return
     # fork: the workers need nothing but this function and the items, and start in milliseconds
-    with get_context("fork").Pool(workers) as pool:
+    with get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
         yield from tqdm(
             pool.imap(work, items, chunksize=_CHUNK), total=len(items), desc=desc, unit="img", mininterval=1.0
         )
+
+
+def _worker_signals() -> None:
+    """A worker leaves Ctrl-C to the run (which stops it) and dies on SIGTERM, as the pool ends it with one; the
+    run's own handlers (see `run.signals`), inherited through fork, are not for it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _decode(item: Item, size: int, grayscale: bool, margin: float) -> np.ndarray | str:
