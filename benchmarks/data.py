@@ -2,16 +2,14 @@
 faces+dogs datamodule versus the same tensors already in memory (target >= 0.9: loading is never the
 bottleneck). Uses the real sample photos in ../shared/data (or --faces/--dogs folders), repeated to --n images.
 
-    python benchmarks/data.py
+    python -m benchmarks.data
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -21,10 +19,11 @@ import lightning as L
 import PIL
 import torch
 
+from benchmarks.common import save
 from vae_lightning.data.cache import cached_preprocess, preprocess
 from vae_lightning.data.dogs import DogsSource
+from vae_lightning.data.faces_dogs import FacesDogsDataModule
 from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset
-from vae_lightning.data.photos import FacesDogsDataModule
 from vae_lightning.data.utkface import UTKFaceSource
 from vae_lightning.module import VAEModule
 
@@ -127,40 +126,33 @@ def main() -> None:
             memory_rate.append(steps_per_second(in_memory, args.steps))
             real_rate.append(steps_per_second(real, args.steps))
 
-    print(
-        json.dumps(
-            {
-                "benchmark": "data",
-                "preprocess_images_per_s": {
-                    f"utkface {face_size[0]}x{face_size[1]} -> 64x64 rgb": round(face_rate),
-                    f"oxford pet dogs {dog_size[0]}x{dog_size[1]}, head box -> 64x64 rgb": round(dog_rate),
-                    f"cu dogs {cu_sizes}, centre crop (no parts files) -> 64x64 rgb": round(cu_rate),
-                    "targets": {"utkface": 3000, "dogs ~500x375": 1000},
-                    "workers": args.workers,
-                },
-                "cache": {
-                    "images": len(repeated),
-                    "build_s": round(build_s, 2),
-                    "load_s": round(load_s, 3),
-                    "speedup": round(build_s / load_s, 1),
-                    "target_speedup": 10,
-                },
-                "training_steps_per_s": {
-                    "model": "mlp 2500-2000-60, 50x50 grey, batch 32 (haskell_dogpeople)",
-                    "in_memory_tensors": round(max(memory_rate), 1),
-                    "faces_dogs_datamodule": round(max(real_rate), 1),
-                    "ratio": round(max(real_rate) / max(memory_rate), 3),
-                    "target_ratio": 0.9,
-                },
-                "machine": {
-                    "cpu_count": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "torch": torch.__version__,
-                    "pillow": PIL.__version__,
-                },
+    save(
+        "data",
+        {
+            "benchmark": "data",
+            "preprocess_images_per_s": {
+                f"utkface {face_size[0]}x{face_size[1]} -> 64x64 rgb": round(face_rate),
+                f"oxford pet dogs {dog_size[0]}x{dog_size[1]}, head box -> 64x64 rgb": round(dog_rate),
+                f"cu dogs {cu_sizes}, centre crop (no parts files) -> 64x64 rgb": round(cu_rate),
+                "targets": {"utkface": 3000, "dogs ~500x375": 1000},
+                "workers": args.workers,
             },
-            indent=2,
-        )
+            "cache": {
+                "images": len(repeated),
+                "build_s": round(build_s, 2),
+                "load_s": round(load_s, 3),
+                "speedup": round(build_s / load_s, 1),
+                "target_speedup": 10,
+            },
+            "training_steps_per_s": {
+                "model": "mlp 2500-2000-60, 50x50 grey, batch 32 (haskell_dogpeople)",
+                "in_memory_tensors": round(max(memory_rate), 1),
+                "faces_dogs_datamodule": round(max(real_rate), 1),
+                "ratio": round(max(real_rate) / max(memory_rate), 3),
+                "target_ratio": 0.9,
+            },
+            "pillow": PIL.__version__,
+        },
     )
 
 

@@ -2,13 +2,12 @@
 data preparation (3,500 faces and 3,500 dog photos preprocessed into the cache) and then training from the
 cache. Target: under 2 GB. The photos are the real samples in ../shared/data copied under new names. Prints JSON.
 
-    python benchmarks/memory.py [--epochs 2]
+    python -m benchmarks.memory [--epochs 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -16,6 +15,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import save
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -80,7 +81,7 @@ def main() -> None:
         prepare = [
             sys.executable,
             "-c",
-            "import sys; from hydra import compose, initialize_config_dir; from vae_lightning.config import build;"
+            "import sys; from hydra import compose, initialize_config_dir; from vae_lightning.run.config import build;"
             f"initialize_config_dir(config_dir='{ROOT / 'conf'}', version_base='1.3');"
             f"cfg = compose('train', overrides=['experiment=haskell_dogpeople', 'dataset.faces.root={faces}',"
             f" 'dataset.dogs.root={dogs}', 'paths.output_dir={tmp}/o']);"
@@ -98,27 +99,24 @@ def main() -> None:
         ]
         train_peak, train_s, train_rc = peak_rss(train, env)
     gb = 1024**3
-    print(
-        json.dumps(
-            {
-                "benchmark": "memory",
-                "experiment": "haskell_dogpeople (7,000 photos -> 50x50 grey, 2500-2000-60 MLP)",
-                "data_preparation": {
-                    "peak_rss_gb": round(prep_peak / gb, 3),
-                    "seconds": round(prep_s, 1),
-                    "exit": prep_rc,
-                },
-                "training_from_cache": {
-                    "peak_rss_gb": round(train_peak / gb, 3),
-                    "seconds": round(train_s, 1),
-                    "epochs": args.epochs,
-                    "exit": train_rc,
-                },
-                "target_gb": 2.0,
-                "cpu_count": os.cpu_count(),
+    save(
+        "memory",
+        {
+            "benchmark": "memory",
+            "experiment": "haskell_dogpeople (7,000 photos -> 50x50 grey, 2500-2000-60 MLP)",
+            "data_preparation": {
+                "peak_rss_gb": round(prep_peak / gb, 3),
+                "seconds": round(prep_s, 1),
+                "exit": prep_rc,
             },
-            indent=2,
-        )
+            "training_from_cache": {
+                "peak_rss_gb": round(train_peak / gb, 3),
+                "seconds": round(train_s, 1),
+                "epochs": args.epochs,
+                "exit": train_rc,
+            },
+            "target_gb": 2.0,
+        },
     )
 
 

@@ -2,17 +2,16 @@
 fused vs default Adam (optimizer step alone and whole training step), and torch.compile on vs off (whole
 training step; compilation time reported apart). Prints JSON.
 
-    python benchmarks/optimizer_compile.py
+    python -m benchmarks.optimizer_compile
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 
 import torch
 
+from benchmarks.common import save
 from vae_lightning.losses import SeedLoss
 from vae_lightning.nets.mlp import MLPVAE
 
@@ -89,12 +88,7 @@ def main() -> None:
         "speedup": round(compiled_rate / eager_rate, 2),
         "compile_s": round(compile_s, 1),
     }
-    result["machine"] = {
-        "platform": platform.platform(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-    print(json.dumps(result, indent=2))
+    save("optimizer_compile", result)
 
 
 if __name__ == "__main__":

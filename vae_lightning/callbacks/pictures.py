@@ -231,6 +231,9 @@ class Interpolations(Picture):
         return [("val/interpolations", image_figure(image, title))]
 
 
+LABEL_GAP = 18  # pixels between the rows of a grid that carries a line of text above each cell
+
+
 class BestWorst(Picture):
     """`val/best_worst`: the `n` best and `n` worst reconstructed samples (inputs over their reconstructions),
     each with its loss."""
@@ -244,11 +247,13 @@ class BestWorst(Picture):
         chosen = torch.cat([order[:n], order.flip(0)[:n]])
         inputs = view.images[chosen.to(view.images.device)].float().cpu()
         recon = view.decode(view.loc[chosen.to(view.loc.device)])
-        image = picture(torch.cat([inputs[:n], recon[:n], inputs[n:], recon[n:]]), nrow=n)
-        cell = enlarge(inputs[:1]).shape[-1] + 2
+        gap = LABEL_GAP  # the rows are this far apart, and each input's loss is written in the gap above it
+        image = picture(torch.cat([inputs[:n], recon[:n], inputs[n:], recon[n:]]), nrow=n, padding=gap)
+        cell = enlarge(inputs[:1]).shape[-1] + gap
         losses = view.losses[chosen].tolist()
         texts = [
-            (2 + cell * (i % n + 0.5), 2 + cell * (2 * (i // n) + 1) - 3, f"{v:.3g}") for i, v in enumerate(losses)
+            (gap + cell * (i % n) + (cell - gap) / 2, gap / 2 + cell * 2 * (i // n), f"{v:.3g}")
+            for i, v in enumerate(losses)
         ]
         title = (
             f"Best {n} (rows 1-2) and worst {n} (rows 3-4) reconstructions: inputs above outputs, with each "

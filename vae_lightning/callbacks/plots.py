@@ -36,7 +36,7 @@ def image_figure(
 ) -> Figure:
     """An (H, W, 3) uint8 picture at 1:1 scale with a title above it. `extent` gives it data axes with ticks
     (e.g. latent coordinates); `row_labels`/`col_labels` are (pixel position, text) ticks on the left/bottom;
-    `cell_texts` are (x, y, text) in pixels, drawn over the picture."""
+    `cell_texts` are (x, y, text) in pixels: each text is centred there."""
     height, width = image.shape[:2]
     has_axes = extent is not None or row_labels or col_labels
     left = 70 if has_axes or ylabel else 10

@@ -78,5 +78,7 @@ class FacesDogsDataModule(PhotoDataModule):
     def train_dataloader(self) -> DataLoader:
         """Balanced batches; under DDP, Lightning hands each process its share through the batch sampler."""
         train = self._set_up(self.train_set)
-        sampler = BalancedBatches(SequentialSampler(train), train.labels, self.batch_size, self.data_seed())
+        sampler = BalancedBatches(
+            SequentialSampler(train), train.labels, self.batch_size, self.data_seed(), self.min_batches_per_epoch
+        )
         return self._loader(train, batch_sampler=sampler)

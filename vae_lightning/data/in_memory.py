@@ -93,6 +93,7 @@ class InMemoryDataModule(LightningDataModule):
             checks.number, "val_fraction", val_fraction, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
         )
         self.problems = problems  # subclasses add theirs, then call `self.problems.raise_if_any()`
+        self.min_batches_per_epoch = 0  # see PhotoDataModule
         self.train_set: InMemoryDataset | None = None
         self.val_set: InMemoryDataset | None = None
         self.test_set: InMemoryDataset | None = None
@@ -146,7 +147,8 @@ class InMemoryDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         train = self._set_up(self.train_set)
-        return self._loader(train, EpochShuffle(len(train), self.data_seed()))
+        length = self.min_batches_per_epoch * self.batch_size
+        return self._loader(train, EpochShuffle(len(train), self.data_seed(), length))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

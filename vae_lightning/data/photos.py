@@ -57,6 +57,9 @@ class PhotoDataModule(InMemoryDataModule):
 
     `preprocess_workers`: processes that decode and crop the photos once, into the cache (0: one per core);
     `num_workers`: DataLoader workers that feed the training batches (0: in the training process).
+    `min_batches_per_epoch`: an epoch of a small training split draws at least this many batches, reshuffling the
+    split as often as needed, so that a folder of a few dozen of one's own photos trains for a few hundred steps
+    in the default number of epochs (a convolutional VAE needs about that many before its decoder uses z).
     """
 
     def __init__(
@@ -71,9 +74,13 @@ class PhotoDataModule(InMemoryDataModule):
         split_seed: int = 0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
+        min_batches_per_epoch: int = 10,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed, val_fraction)
         problems = self.problems
+        self.min_batches_per_epoch = problems.check(
+            checks.non_negative_int, "min_batches_per_epoch", min_batches_per_epoch
+        )
         self.cache_dir = cache_dir
         self.image_size = problems.check(checks.integer, "image_size", image_size, low=MIN_IMAGE_SIZE)
         self.grayscale = bool(grayscale)

@@ -17,26 +17,29 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class EpochShuffle(Sampler[int]):
-    """A random order of range(n) for each epoch."""
+    """A random order of range(n) for each epoch; with `length` > n, as many reshuffled passes as it takes."""
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, length: int | None = None) -> None:
         self.n = n
         self.seed = seed
+        self.length = max(n, length or 0)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        return iter(torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch)).tolist())
+        generator = epoch_generator(self.seed, self.epoch)
+        passes = [torch.randperm(self.n, generator=generator) for _ in range(-(-self.length // self.n))]
+        return iter(torch.cat(passes)[: self.length].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.length
 
 
 class BalancedBatches(BatchSampler):
     """Batches of half humans, half dogs (by `domain`, a label per sample). An epoch covers the larger domain
-    once; the smaller one is reshuffled as often as needed.
+    once (or draws `min_batches` batches, if that is more); the smaller one is reshuffled as often as needed.
 
     `sampler` says which samples this process may use: all of them (a SequentialSampler), or under DDP the
     DistributedSampler share that Lightning injects through this argument (it re-creates BatchSampler subclasses
@@ -44,11 +47,14 @@ class BalancedBatches(BatchSampler):
     computed from the whole set, so no process waits for another at the end of an epoch.
     """
 
-    def __init__(self, sampler: Sampler[int], domain: torch.Tensor, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, sampler: Sampler[int], domain: torch.Tensor, batch_size: int, seed: int, min_batches: int = 0
+    ) -> None:
         super().__init__(sampler, batch_size, drop_last=False)
         self.domain = domain
         self.half = max(1, batch_size // 2)
         self.seed = seed
+        self.min_batches = min_batches
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -59,7 +65,7 @@ class BalancedBatches(BatchSampler):
     def __len__(self) -> int:
         processes = getattr(self.sampler, "num_replicas", 1)
         largest = max(int((self.domain == d).sum()) for d in (HUMAN, DOG))
-        return math.ceil(largest / processes / self.half)
+        return max(math.ceil(largest / processes / self.half), self.min_batches)
 
     @staticmethod
     def _stream(indices: torch.Tensor, generator: torch.Generator, needed: int) -> torch.Tensor:

@@ -1,0 +1,175 @@
+"""Write the README's Performance table and `benchmarks/README.md` from the figures the benchmarks saved in
+`benchmarks/results/` (run them first: `python -m benchmarks.<name>`).
+
+    python -m benchmarks.summary
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- performance:start -->", "<!-- performance:end -->"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def rows() -> list[tuple[str, str, str, str]]:
+    """(what, figure, target, command) for each saved result."""
+    table = []
+    for name, label in (
+        ("train_step_haskell_mnist", "784-1000-2 MLP, batch 32"),
+        ("train_step_faces_dogs_conv", "conv VAE, 64x64x3, batch 64"),
+    ):
+        result = load(name)
+        if result:
+            rates = result["steps_per_s"]
+            command = "train_step" + ("" if "haskell" in name else " --experiment faces_dogs_conv")
+            table.append(
+                (
+                    f"training steps/s, {label}: plain loop / bare LightningModule / framework",
+                    f"{rates['plain']} / {rates['bare']} / {rates['framework']}",
+                    "",
+                    command,
+                )
+            )
+            table.append(
+                (
+                    f"framework / bare LightningModule ({label})",
+                    f"{result['framework_over_bare']:.2f}",
+                    ">= 0.97",
+                    command,
+                )
+            )
+            target = ">= 0.85" if "haskell" in name else ">= 0.95"
+            table.append(
+                (f"framework / plain loop ({label})", f"{result['framework_over_plain']:.2f}", target, command)
+            )
+    overhead = load("run_overhead")
+    if overhead:
+        for preset in overhead["presets"]:
+            table.append(
+                (
+                    f"a `{preset['preset']}` run beyond its training steps (validation, checkpoints, pictures, end)",
+                    percent(preset["overhead_of_whole_run"]),
+                    "<= 10%",
+                    "run_overhead",
+                )
+            )
+    diagnostics = load("diagnostics")
+    if diagnostics:
+        for preset in diagnostics["presets"]:
+            table.append(
+                (
+                    f"pictures of a `{preset['preset']}` run: one drawing / the end of the run / share of the run",
+                    f"{preset['seconds_per_drawing']:.2f} s / {preset['end_of_run_seconds']:.2f} s / "
+                    f"{percent(preset['share_of_run'])}",
+                    "< 10% (haskell_*)" if preset["preset"].startswith("haskell") else "",
+                    "diagnostics",
+                )
+            )
+    evaluation = load("evaluation")
+    if evaluation:
+        for run in evaluation["runs"]:
+            table.append(
+                (
+                    f"`evaluate` on {run['test_images']:,} test images (mnist_nll, k = {run['nll_samples']}), mutual "
+                    f"information {'on' if run['mutual_info'] else 'off'}: peak memory / time",
+                    f"{run['peak_rss_gb']:.2f} GB / {run['seconds']:.0f} s",
+                    "< 1.5 GB at 10,000" if run["mutual_info"] else "",
+                    "evaluation",
+                )
+            )
+        if "mutual_info_spread" in evaluation:
+            spread = evaluation["mutual_info_spread"]
+            table.append(
+                (
+                    "`test/mutual_info` over draws of its 2,000-posterior subsample: mean ± standard deviation",
+                    f"{spread['mean']:.3f} ± {spread['std']:.3f} nats",
+                    "",
+                    "evaluation",
+                )
+            )
+    data = load("data")
+    if data:
+        rates = data["preprocess_images_per_s"]
+        faces = next(v for k, v in rates.items() if k.startswith("utkface"))
+        table.append(("photo preprocessing, UTKFace 200x200 -> 64x64 RGB", f"{faces:,} images/s", ">= 3,000", "data"))
+        table.append(
+            (
+                "preprocessed cache: build / load",
+                f"{data['cache']['build_s']} s / {data['cache']['load_s']} s",
+                ">= 10x",
+                "data",
+            )
+        )
+    memory = load("memory")
+    if memory:
+        table.append(
+            (
+                "peak memory of `haskell_dogpeople` (7,000 photos): preparing / training",
+                f"{memory['data_preparation']['peak_rss_gb']:.2f} / "
+                f"{memory['training_from_cache']['peak_rss_gb']:.2f} GB",
+                "< 2 GB",
+                "memory",
+            )
+        )
+    optim = load("optimizer_compile")
+    if optim:
+        fused = optim.get("training_steps_per_s_by_adam", {})
+        if fused:
+            table.append(("fused Adam: whole training step speed-up", f"{fused['speedup']}x", "", "optimizer_compile"))
+        compiled = optim["training_steps_per_s_by_compile"]
+        table.append(
+            ("torch.compile of the 784-1000-2 MLP on the CPU", f"{compiled['speedup']}x", "", "optimizer_compile")
+        )
+    return table
+
+
+def main() -> None:
+    table = rows()
+    lines = ["| what | measured | target | `python -m benchmarks.` |", "| --- | --- | --- | --- |"]
+    lines += [f"| {what} | {figure} | {target} | `{command}` |" for what, figure, target, command in table]
+    text = "\n".join(lines)
+    readme = (ROOT / "README.md").read_text()
+    head, rest = readme.split(START)
+    (ROOT / "README.md").write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+    details = [
+        "# Benchmarks",
+        "",
+        "Each script prints JSON and saves it in `results/<name>.json`; "
+        "`python -m benchmarks.summary` turns those into the README's Performance table.",
+        "",
+    ]
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text())
+        machine = result.get("machine", {})
+        details += [
+            f"## `{path.stem}`",
+            "",
+            f"Measured on {machine.get('date', '?')}: {machine.get('cpu_threads', '?')} CPU threads, "
+            f"{machine.get('platform', '?')}, Python {machine.get('python', '?')}, torch {machine.get('torch', '?')}, "
+            f"Lightning {machine.get('lightning', '?')}.",
+            "",
+            "```json",
+            json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2),
+            "```",
+            "",
+        ]
+    doc = (ROOT / "benchmarks" / "README.md").read_text() if (ROOT / "benchmarks" / "README.md").is_file() else ""
+    intro = doc.split("## `")[0] if "## `" in doc and doc.startswith("# Benchmarks") else ""
+    (ROOT / "benchmarks" / "README.md").write_text((intro or "\n".join(details[:5]) + "\n") + "\n".join(details[5:]))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
