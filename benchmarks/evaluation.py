@@ -62,6 +62,37 @@ def peak_and_seconds(command: list[str]) -> tuple[float, float]:
     return int(result.stdout.split()[-1]) / 1024**2, time.perf_counter() - start
 
 
+def mutual_info_spread(checkpoint: Path, folder: Path, draws: int = 10) -> dict:
+    """`test/mutual_info` on `draws` seeded subsamples of 2,000 posteriors of the test set, and on all of them."""
+    import statistics
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from vae_lightning.metrics import LatentStats
+    from vae_lightning.run.checkpoints import load_module
+    from vae_lightning.run.tools import checkpoint_datamodule
+
+    module = load_module(checkpoint)
+    datamodule = checkpoint_datamodule(module, OmegaConf.create({"root": str(folder)}))
+    test = datamodule.test_set
+    stats = [LatentStats(keep=2000, seed=seed) for seed in range(draws)] + [LatentStats(keep=len(test), seed=0)]
+    with torch.no_grad():
+        for start in range(0, len(test), 500):
+            posterior = module.net.encode(test.__getitems__(range(start, min(start + 500, len(test))))[0])
+            for stat in stats:
+                stat.add(posterior)
+    values = [stat.results()["mutual_info"] for stat in stats[:-1]]
+    return {
+        "subsample": 2000,
+        "draws": draws,
+        "mean": round(statistics.mean(values), 4),
+        "std": round(statistics.stdev(values), 4),
+        "all_posteriors": round(stats[-1].results()["mutual_info"], 4),
+        "test_images": len(test),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist", type=Path, default=ROOT / "data" / "mnist_5k", help="MNIST IDX folder")
@@ -112,10 +143,12 @@ def main() -> None:
                     }
                 )
                 print(rows[-1], file=sys.stderr)
+        spread = mutual_info_spread(checkpoint, Path(tmp) / "mnist_10000")
     save(
         "evaluation",
         {
             "benchmark": "evaluation",
+            "mutual_info_spread": spread,
             "model": "experiment=mnist_nll (784-200-200-50, Bernoulli, binarised)",
             "runs": rows,
             "test_images_bytes_per_10k": 10_000 * 784 * 4,

@@ -8,7 +8,7 @@ Data:
   first 500 official test images given by `--mnist-test`. This is not the 60,000/10,000 benchmark.
 - Faces and dogs: `<corpus>/utkface` (UTKFace faces) and `<corpus>/dogs/faces` (tightly cropped dog faces).
 
-Each preset is trained by `train.py` as shipped (the face presets for `--epochs` epochs, the budget), each in
+Each preset is trained by `train.py` as shipped (`dataset=faces_dogs beta=ramp` for `--epochs` epochs), each in
 `<out>/<preset>/`. The script then morphs a validation human into a validation dog with every face model, and a
 friend's photo that is not pre-cropped into a dog (`mode=attribute`). It writes `docs/results.md` (the table)
 and `docs/images/`, and the same table into README.md between its `results` markers. Every number in the
@@ -63,7 +63,6 @@ PRESETS = {
             "experiment=faces_dogs_conv",
             "dataset.faces.root={faces}",
             "dataset.dogs.root={dogs}",
-            "trainer.max_epochs={epochs}",
         ],
         "data": "corpus faces + dog faces, 64x64 colour",
     },
@@ -230,7 +229,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "data" / "corpus")
     parser.add_argument("--mnist-test", type=Path, default=ROOT.parent / "shared" / "data" / "mnist_t10k_first500")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "results")
-    parser.add_argument("--epochs", type=int, default=100, help="epochs of the 64x64 face presets (the budget)")
+    parser.add_argument("--epochs", type=int, default=100, help="epochs of `dataset=faces_dogs beta=ramp` (the budget)")
     parser.add_argument("--presets", nargs="*", default=list(PRESETS))
     parser.add_argument(
         "--friend",

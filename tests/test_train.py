@@ -175,3 +175,25 @@ def test_a_signal_stops_the_run_with_a_checkpoint_metrics_and_a_resume_command(s
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
     train_in_process(["trainer.max_epochs=3", NO_PICTURES, "logger=csv", "resume=true"], run_dir)
     assert completed(run_dir) and torch.load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3 * 23
+
+
+def test_seven_dog_photos_of_seven_breeds_train_with_every_picture(tmp_path):
+    """A user's CU Dogs folder with 7 photos (one per breed) and batches of 4: the splits are not empty (the
+    breeds are spread, not each split in three), and every picture is drawn on the one validation image."""
+    from tests.photo_fixtures import photo, save_jpeg
+
+    for i in range(7):
+        save_jpeg(photo(300, 240, i), tmp_path / "cu" / "dogImages" / f"{i + 1:03d}.Breed{i}" / f"Breed{i}_{i:05d}.jpg")
+    args = [
+        "dataset=dogs",
+        f"dataset.root={tmp_path / 'cu'}",
+        "dataset.batch_size=4",
+        "dataset.image_size=16",
+        "model.channels=[16,32]",
+        "model.latent_dim=4",
+        "trainer.max_epochs=1",
+        "diagnostics.every_n_epochs=1",
+    ]
+    train_in_process(args, tmp_path / "run")  # strict pictures: any failing one fails the test
+    assert completed(tmp_path / "run")["val/loss"] != 0
+    assert len(list((tmp_path / "run" / "images").glob("*.png"))) >= 8

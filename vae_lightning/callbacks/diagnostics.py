@@ -134,7 +134,6 @@ def write(trainer: Trainer, outputs: list[tuple[str, Any]], png_folder: Path | N
                     label_img=output.thumbnails,
                     global_step=step,
                     tag=output.tag,
-                    metadata_header=output.header,
                 )
         if png is not None and isinstance(output, np.ndarray):
             Image.fromarray(output).save(png)

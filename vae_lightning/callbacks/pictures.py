@@ -52,8 +52,7 @@ class Histogram:
 class Embedding:
     tag: str
     points: torch.Tensor  # (N, 3 or more)
-    metadata: list[list[str]]
-    header: list[str]
+    metadata: list[str]  # each sample's label
     thumbnails: torch.Tensor  # (N, 3, H, W) in [0, 1]
 
 
@@ -295,21 +294,20 @@ class LatentHealth(Picture):
 
 class Projector(Picture):
     """TensorBoard's PROJECTOR, at the end of training: the posterior means with their labels as metadata and
-    the images as a sprite. Means of 1 or 2 dimensions are padded with zeros to 3, which its PCA view needs
-    (the metadata says so)."""
+    the images as a sprite. Means of 1 or 2 dimensions are padded with zeros to 3, which its PCA view needs,
+    and the tensor is then named `val/latent_means_padded_to_3d`, so the Projector's list says so."""
 
     final_only = True
 
     def __call__(self, view: View) -> list[tuple[str, Any]]:
         points = view.loc.float().cpu()
         dims = points.shape[1]
+        tag = "val/latent_means"
         if dims < 3:
             points = torch.cat([points, torch.zeros(len(points), 3 - dims)], dim=1)
-        note = (
-            f"latent has {dims} dimension(s), padded with zeros to 3" if dims < 3 else f"latent has {dims} dimensions"
-        )
-        metadata = [[view.name(label), note] for label in view.labels.tolist()]
+            tag += "_padded_to_3d"
+        metadata = [view.name(label) for label in view.labels.tolist()]
         thumbnails = view.images.float().cpu()
         if thumbnails.shape[1] == 1:
             thumbnails = thumbnails.expand(-1, 3, -1, -1)
-        return [("val/latent_means", Embedding("val/latent_means", points, metadata, ["label", "note"], thumbnails))]
+        return [(tag, Embedding(tag, points, metadata, thumbnails))]

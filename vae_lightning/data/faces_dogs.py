@@ -65,7 +65,7 @@ class FacesDogsDataModule(PhotoDataModule):
         merged = Preprocessed(torch.cat([faces.images, dogs.images]), source_labels, faces.paths + dogs.paths, [])
         # stratified by domain; within a domain spread over gender (faces) or breed (dogs)
         spread = torch.where(domain == HUMAN, source_labels[:, min(1, width - 1)], source_labels[:, 0])
-        return self.split(merged, domain, test_paths=None, spread=spread)
+        return self.split(merged, domain, test_paths=None, groups=domain, spread=spread)
 
     def diagnostic_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Humans and dogs alternately from the start of the validation split (as many of each as there are)."""

@@ -100,19 +100,22 @@ class PhotoDataModule(InMemoryDataModule):
         data: Preprocessed,
         labels: torch.Tensor,
         test_paths: set[str] | None,
+        groups: torch.Tensor | None = None,
         spread: torch.Tensor | None = None,
     ) -> tuple[InMemoryDataset, InMemoryDataset, InMemoryDataset]:
-        """The three splits of `data` with batch label `labels`, stratified by it, and within each label spread
-        over `spread` (e.g. the breeds of the dogs)."""
+        """The three splits of `data` with batch label `labels`: each of `groups` (e.g. the domains human and
+        dog; default: one group) split in proportion, and within a group spread over `spread` (default: the
+        labels; the breeds of the dogs, the genders of the faces), so that every split holds them in proportion."""
         everything = InMemoryDataset(data.images, labels, label_table=data.labels)
+        groups = torch.zeros_like(labels) if groups is None else groups
         spread = labels if spread is None else spread
         if test_paths:
             is_test = torch.tensor([p in test_paths for p in data.paths], dtype=torch.bool)
             pool = torch.nonzero(~is_test).flatten()
-            train, val, _ = stratified_split(labels[pool], spread[pool], self.val_fraction, 0.0, self.split_seed)
+            train, val, _ = stratified_split(groups[pool], spread[pool], self.val_fraction, 0.0, self.split_seed)
             train, val, test = pool[train], pool[val], torch.nonzero(is_test).flatten()
         else:
-            train, val, test = stratified_split(labels, spread, self.val_fraction, self.test_fraction, self.split_seed)
+            train, val, test = stratified_split(groups, spread, self.val_fraction, self.test_fraction, self.split_seed)
         if len(train) == 0 or len(val) == 0 or len(test) == 0:
             raise ConfigValueError(
                 "dataset.val_fraction",
