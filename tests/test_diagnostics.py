@@ -172,19 +172,25 @@ def test_the_projector_has_points_in_three_dimensions_with_labels(digits_run):
     assert set((folder / "metadata.tsv").read_text().split()) == {str(d) for d in range(10)}  # one label each
 
 
-def test_hparams_show_the_choices_and_the_swept_keys_not_every_path():
-    choices = {"beta": "ramp", "model": "mlp", "hydra/launcher": "basic", "paths": "default", "experiment": None}
-    values, domains = experiment_hparams(
-        choices, ["beta=ramp", "model.latent_dim=8", "debug=fast", "hydra.run.dir=x", "optimizer.fused=false"]
-    )
-    assert values == {
+def test_hparams_show_the_data_set_model_and_what_differs_from_the_defaults():
+    choices = {
         "beta": "ramp",
-        "experiment": "none",
         "model": "mlp",
-        "model.latent_dim": 8,
-        "optimizer.fused": "false",
+        "hydra/launcher": "basic",
+        "paths": "default",
+        "experiment": None,
+        "optimizer": "adam",
+        "trainer": "ddp",
+        "dataset": "digits",
+        "loss": "elbo",
     }
-    assert domains["beta"] == ["constant", "cyclical", "ramp", "sigmoid", "zero"]
+    overrides = ["beta=ramp", "model.latent_dim=8", "debug=fast", "hydra.run.dir=x", "trainer=ddp", "~callbacks.x"]
+    values, domains = experiment_hparams(choices, overrides)
+    # at most five: TensorBoard shows five until one picks more, so a sweep's keys are on screen
+    assert values == {"dataset": "digits", "model": "mlp", "beta": "ramp", "model.latent_dim": 8, "trainer": "ddp"}
+    assert domains["beta"] == ["constant", "cyclical", "ramp", "sigmoid", "zero"] and "model.latent_dim" not in domains
+    experiment = {"experiment": "haskell_mnist", "dataset": "mnist", "model": "mlp", "loss": "seed", "beta": "zero"}
+    assert set(experiment_hparams(experiment, ["experiment=haskell_mnist"])[0]) == set(experiment)
 
 
 def test_a_run_writes_its_hparams_session_with_its_own_metric_tags(digits_run):

@@ -16,14 +16,18 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
 from vae_lightning import CONF_DIR
 
-# groups that say where things go or how the run is watched, not what is trained
-NOT_CHOICES = ("hydra", "paths", "logger", "callbacks", "debug", "hparams_search")
-NOT_OVERRIDES = ("hydra.", "paths.", "callbacks.", "logger.", "resume", "ckpt_path", "threads", "~", "+callbacks")
+# TensorBoard shows the first five hyperparameters (by name) until one picks more: every run shows its data set
+# and model, then only what differs from the defaults: other group choices, and the keys given on the command
+# line (in a sweep, the swept ones)
+ALWAYS = ("dataset", "model")
+CHOICES = ("loss", "beta", "experiment")
+NOT_OVERRIDES = ("hydra", "paths", "callbacks", "logger", "debug", "hparams_search", "resume", "ckpt_path", "threads")
 
 
 def plain_value(text: str) -> Any:
@@ -37,22 +41,26 @@ def plain_value(text: str) -> Any:
 
 
 def experiment_hparams(choices: dict[str, Any], overrides: Sequence[str]) -> tuple[dict, dict]:
-    """({name: value}, {group: its options}) for the HPARAMS tab."""
+    """({name: value}, {group: its options}) for the HPARAMS tab: the data set and the model, the group choices
+    that differ from `conf/train.yaml`'s defaults, and the keys and groups given on the command line."""
+    defaults = {}
+    for entry in OmegaConf.load(CONF_DIR / "train.yaml").defaults:
+        if isinstance(entry, DictConfig):
+            defaults |= {str(group): option for group, option in entry.items()}
     values: dict[str, Any] = {}
-    domains: dict[str, list[str]] = {}
-    for group, option in sorted(choices.items()):
-        if group.split("/")[0] in NOT_CHOICES:
-            continue
-        values[group] = "none" if option is None else str(option)
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        if values[group] in options:
-            domains[group] = options
+    for group in (*ALWAYS, *CHOICES):
+        if group in choices and (group in ALWAYS or choices[group] != defaults.get(group)):
+            values[group] = "none" if choices[group] is None else str(choices[group])
     for override in overrides:
         key, _, value = override.partition("=")
         name = key.lstrip("+")
-        if key.startswith(NOT_OVERRIDES) or name in values or name.split("/")[0] in NOT_CHOICES:
-            continue
-        values[name] = plain_value(value)
+        if not key.startswith("~") and name.split(".")[0].split("/")[0] not in NOT_OVERRIDES:
+            values[name] = str(choices[name]) if name in choices else plain_value(value)
+    domains = {}
+    for name, value in values.items():
+        options = sorted(p.stem for p in (CONF_DIR / name).glob("*.yaml")) if name in choices else []
+        if value in options:
+            domains[name] = options
     return values, domains
 
 
