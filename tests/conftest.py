@@ -147,6 +147,22 @@ def run_command(args: list[str], cwd: Path = ROOT, env: dict | None = None, time
     )
 
 
+def run_commands(commands: list[list[str]], timeout: int = 300) -> list[subprocess.CompletedProcess]:
+    """Several commands of the project at once (each pays a few seconds of imports), their results in order."""
+    env = os.environ | {"PYTHONWARNINGS": "ignore"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, *c], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for c in commands
+    ]
+    results = []
+    for command, process in zip(commands, processes, strict=True):
+        out, err = process.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(command, process.returncode, out, err))
+    return results
+
+
 def run_train(args: list[str], run_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python train.py ARGS hydra.run.dir=RUN_DIR`, data and cache kept beside the run folder."""
     env = {"VAE_DATA_DIR": str(run_dir.parent / "data")}

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.checkpoint_payloads import hostile_checkpoints
-from tests.conftest import ROOT, one_line_error, run_command, run_train
+from tests.conftest import ROOT, one_line_error, run_command, run_commands, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +48,16 @@ def test_train_py_bad_input_is_one_message_and_exit_code_1(overrides, message, t
 def test_the_tools_are_hydra_apps(good_run, tmp_path):
     checkpoint = good_run / "checkpoints" / "last.ckpt"
     for tool in ("evaluate", "morph"):
-        shown = run_command(["-m", f"vae_lightning.{tool}", "--cfg", "job", f"ckpt_path={checkpoint}"])
-        assert shown.returncode == 0 and f"ckpt_path: {checkpoint}" in shown.stdout, shown.stderr
-        assert "ckpt_path is required" in one_line_error(run_command(["-m", f"vae_lightning.{tool}"]))
-        assert "Could not override 'bogus'" in one_line_error(
-            run_command(["-m", f"vae_lightning.{tool}", f"ckpt_path={checkpoint}", "bogus=1"])
+        shown, missing, bogus = run_commands(
+            [
+                ["-m", f"vae_lightning.{tool}", "--cfg", "job", f"ckpt_path={checkpoint}"],
+                ["-m", f"vae_lightning.{tool}"],
+                ["-m", f"vae_lightning.{tool}", f"ckpt_path={checkpoint}", "bogus=1"],
+            ]
         )
+        assert shown.returncode == 0 and f"ckpt_path: {checkpoint}" in shown.stdout, shown.stderr
+        assert "ckpt_path is required" in one_line_error(missing)
+        assert "Could not override 'bogus'" in one_line_error(bogus)
     result = run_command(
         [
             "-m",
@@ -72,13 +76,14 @@ def test_the_tools_are_hydra_apps(good_run, tmp_path):
 def test_no_command_runs_a_hostile_checkpoint(good_run, tmp_path):
     """A pickled `os.system` and a `loss` setting that opens a file, each given to every command."""
     marker = tmp_path / "marker"
+    commands = []
     for hostile in hostile_checkpoints(good_run / "checkpoints" / "last.ckpt", tmp_path, marker):
-        commands = [
+        commands += [
             ["-m", "vae_lightning.evaluate", f"ckpt_path={hostile}"],
             ["-m", "vae_lightning.morph", f"ckpt_path={hostile}", f"output={tmp_path / 'm.gif'}"],
             [str(ROOT / "train.py"), f"ckpt_path={hostile}", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}"],
         ]
-        for command in commands:
-            output = one_line_error(run_command(command))
-            assert "was refused" in output or "refused unread" in output, output[-2000:]
+    for result in run_commands(commands):
+        output = one_line_error(result)
+        assert "was refused" in output or "refused unread" in output, output[-2000:]
     assert not marker.exists() and not (tmp_path / "run").exists() and not (tmp_path / "m.gif").exists()
