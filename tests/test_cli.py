@@ -18,6 +18,9 @@ def good_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli") / "run"
     result = run_train(["debug=fast", "logger=csv"], run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr  # a normal run is quiet: no third-party tips or deprecation noise
+    for noise in ("Tip:", "litlogger", "transfer_batch_to_device", "LeafSpec", "Total FLOPs: 0", "Warning"):
+        assert noise not in output, noise
     assert (
         "Run finished. Outputs in" in result.stdout + result.stderr and (run_dir / ".hydra" / "config.yaml").is_file()
     )

@@ -158,6 +158,19 @@ class SignalAt(Callback):
             os.kill(os.getpid(), self.signum)
 
 
+def test_a_second_signal_while_stopping_is_ignored_and_one_outside_training_stops_at_once():
+    from vae_lightning.run.signals import StopRequest
+
+    request = StopRequest()
+    request.graceful = True  # training: recorded, the run stops at the end of the batch
+    request.handle(signal.SIGINT, None)
+    request.handle(signal.SIGINT, None)  # a second Ctrl-C during the checkpoint save: ignored, nothing raised
+    assert request.signum == signal.SIGINT
+    with pytest.raises(RunInterrupted) as interrupted:
+        StopRequest().handle(signal.SIGTERM, None)  # preparing data or testing: stops at once
+    assert interrupted.value.exit_code == 143
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_with_a_checkpoint_metrics_and_a_resume_command(signum, tmp_path, monkeypatch):
     from tests.conftest import QUIET, compose_train
