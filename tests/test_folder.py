@@ -54,3 +54,31 @@ def test_a_refused_resume_leaves_the_folder_as_it_was(digits_run, tmp_path):
         with pytest.raises(SystemExit):
             RunFolderGuard().on_run_start(cfg)
     assert snapshot(folder) == before and not marker.exists()
+
+
+def test_a_new_run_is_refused_the_folder_of_an_earlier_one_and_a_resume_is_not(tmp_path, capsys):
+    folder = tmp_path / "old_run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "best-epoch001.ckpt").write_bytes(b"an earlier run's weights")
+    before = snapshot(folder)
+    with pytest.raises(SystemExit):
+        RunFolderGuard().on_run_start(compose_train([f"hydra.run.dir={folder}"], tmp_path / "unused"))
+    assert f"{folder} holds the checkpoints of an earlier run. Continue that run with resume=true" in (
+        capsys.readouterr().err
+    )
+    assert snapshot(folder) == before
+    guard = RunFolderGuard()
+    guard.on_run_start(compose_train([f"hydra.run.dir={folder}", "resume=true"], tmp_path / "unused"))
+    guard.on_run_end(None)
+
+
+def test_a_new_sweep_is_refused_a_sweep_folder_whose_jobs_left_checkpoints(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    guard = RunFolderGuard()
+    guard.on_multirun_start(compose_train([f"hydra.sweep.dir={sweep}"], tmp_path / "unused"))
+    guard.on_multirun_end(None)
+    (sweep / "0" / "checkpoints").mkdir(parents=True)
+    (sweep / "0" / "checkpoints" / "last.ckpt").write_bytes(b"job 0's weights")
+    with pytest.raises(SystemExit):
+        RunFolderGuard().on_multirun_start(compose_train([f"hydra.sweep.dir={sweep}"], tmp_path / "unused"))
+    assert "holds the checkpoints of an earlier run" in capsys.readouterr().err

@@ -5,7 +5,9 @@ sweep) takes an exclusive `flock` on `<folder>/.run.lock` for as long as its pro
 process id there; a second run given the same folder while the first is alive stops with one line naming the
 folder and that process id, having changed nothing in it. The kernel drops the lock when a process dies, even
 by `kill -9`, so the folder of a killed run is free for `resume=true`. A resume or `ckpt_path` is checked here
-too (see `checkpoints.check_resume`), so that a refused one leaves the folder as it was.
+too (see `checkpoints.check_resume`), so that a refused one leaves the folder as it was. A new run (not a
+resume) is refused a folder that holds the checkpoints of an earlier run, which it would otherwise mix with its
+own; so is a new sweep a sweep folder whose jobs left checkpoints.
 """
 
 from __future__ import annotations
@@ -91,6 +93,17 @@ def hold(folder: Path, key: str) -> int | None:
     return descriptor
 
 
+def refuse_earlier_run(folder: Path, config: DictConfig, key: str, pattern: str) -> None:
+    """Raise VAELightningError when a new run (neither `resume` nor `ckpt_path`) would write into a folder that
+    already holds checkpoints (`pattern`, relative to `folder`) of an earlier run."""
+    if config.get("resume") or config.get("ckpt_path") or not any(folder.glob(pattern)):
+        return
+    raise VAELightningError(
+        f"The folder {folder} holds the checkpoints of an earlier run. Continue that run with resume=true, choose "
+        f"another {key}=<folder>, or delete {folder} to start afresh there."
+    )
+
+
 def _refuse(error: VAELightningError) -> None:
     print(f"Error: {error}", file=sys.stderr)
     sys.exit(1)
@@ -108,6 +121,7 @@ class RunFolderGuard(Callback):
         folder = Path(config.hydra.run.dir).expanduser()
         try:
             refuse_if_busy(folder, "hydra.run.dir")
+            refuse_earlier_run(folder, config, "hydra.run.dir", "checkpoints/*.ckpt")
             check_resume_before_start(config)
             self.lock = hold(folder, "hydra.run.dir")
         except VAELightningError as error:
@@ -116,8 +130,11 @@ class RunFolderGuard(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_global_rank_zero():
             return
+        folder = Path(config.hydra.sweep.dir).expanduser()
         try:
-            self.lock = hold(Path(config.hydra.sweep.dir).expanduser(), "hydra.sweep.dir")
+            refuse_if_busy(folder, "hydra.sweep.dir")
+            refuse_earlier_run(folder, config, "hydra.sweep.dir", "**/checkpoints/*.ckpt")
+            self.lock = hold(folder, "hydra.sweep.dir")
         except VAELightningError as error:
             _refuse(error)
 

@@ -32,7 +32,8 @@ class _DropTips(logging.Filter):
 def quiet_libraries() -> None:
     """Keep the console to what concerns the run: Lightning's messages once (through the application's logging,
     not also through Lightning's own console handler), without its cloud tips, and without a deprecation warning
-    that Lightning's own code triggers in torch. Warnings about the user's data or config are kept."""
+    that Lightning's own code triggers in torch, nor its warning that the checkpoint folder is not empty (only a
+    resume may reuse one, see `run.folder`). Warnings about the user's data or config are kept."""
     lightning = logging.getLogger("lightning")
     lightning.handlers.clear()
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
@@ -40,6 +41,7 @@ def quiet_libraries() -> None:
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def set_threads(threads: Any) -> None:
