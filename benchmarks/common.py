@@ -89,6 +89,23 @@ class StepClock(L.Callback):
         self.last = (now, trainer.global_step)
 
 
+def training_only_trainer(max_steps: int, callbacks: list[L.Callback], root: Path | None = None) -> L.Trainer:
+    """A CPU Trainer that only trains: no validation, logger, checkpoints, progress bar or model summary, so that
+    a benchmark times the training steps and nothing else."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=root,
+    )
+
+
 def machine() -> dict:
     return {
         "date": time.strftime("%Y-%m-%d"),

@@ -15,11 +15,10 @@ import time
 import warnings
 from pathlib import Path
 
-import lightning as L
 import PIL
 import torch
 
-from benchmarks.common import save
+from benchmarks.common import StepClock, save, training_only_trainer
 from vae_lightning.data.cache import cached_preprocess, preprocess
 from vae_lightning.data.dogs import DogsSource
 from vae_lightning.data.faces_dogs import FacesDogsDataModule
@@ -57,26 +56,9 @@ class Tensors(InMemoryDataModule):
 def steps_per_second(datamodule, steps, warmup=30):
     torch.manual_seed(0)
     module = VAEModule(NET, LOSS, BETA, OPTIMIZER, input_shape=datamodule.input_shape)
-    times = []
-
-    class Clock(L.Callback):
-        def on_train_batch_start(self, trainer, *args):
-            if trainer.global_step in (warmup, warmup + steps):
-                times.append(time.perf_counter())
-
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=warmup + steps + 1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Clock()],
-    )
-    trainer.fit(module, datamodule=datamodule)
-    return steps / (times[1] - times[0])
+    step_clock = StepClock(warmup)
+    training_only_trainer(warmup + steps + 1, [step_clock]).fit(module, datamodule=datamodule)
+    return step_clock.steps / step_clock.seconds
 
 
 def main() -> None:

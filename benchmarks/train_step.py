@@ -34,7 +34,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from benchmarks.common import RandomImages, clock, compose_run, data_shape, save
+from benchmarks.common import RandomImages, clock, compose_run, data_shape, save, training_only_trainer
 from vae_lightning.run.config import build, call
 from vae_lightning.run.trainer import build_trainer
 
@@ -147,18 +147,7 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path) -> dict[st
 
     net = build(cfg.model, "model", input_shape=shape)
     bare = BareModule(net, build(cfg.loss, "loss"), build(cfg.optimizer, "optimizer"))
-    bare_trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[BareTurns(turns, columns["bare"])],
-        default_root_dir=tmp / "bare",
-    )
+    bare_trainer = training_only_trainer(max_steps, [BareTurns(turns, columns["bare"])], tmp / "bare")
     thread = threading.Thread(target=bare_trainer.fit, args=(bare,), kwargs={"datamodule": datamodule})
 
     torch.manual_seed(1)
