@@ -47,9 +47,8 @@ def status(run_dir):
 
 def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path):
     args = ["trainer.max_epochs=12", "logger=csv", "~callbacks.diagnostics"]
-    straight = tmp_path / "straight"
-    assert run_train(args, straight).returncode == 0
-    killed = tmp_path / "killed"
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    uninterrupted = start_train(args, straight, tmp_path / "data")  # side by side, to share the imports' wait
     process = start_train(args, killed, tmp_path / "data")
     wait_for(killed / "checkpoints" / "last.ckpt", process)
     time.sleep(0.5)
@@ -58,6 +57,8 @@ def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path)
     saved_epoch = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
     assert saved_epoch < 11, "the run finished before it was killed; the test needs a slower run"
     assert not (killed / "metrics.json").exists()
+    output = uninterrupted.communicate(timeout=300)[0]
+    assert uninterrupted.returncode == 0, output[-3000:]
 
     result = run_train([*args, "resume=true"], killed)
     assert result.returncode == 0 and "Resuming from" in result.stdout + result.stderr, result.stderr[-3000:]
@@ -83,6 +84,8 @@ def test_a_signal_is_a_clean_stop_that_resumes_to_completion(signum, code, tmp_p
     assert 0 < step < 300 * 23
     (command,) = [line.split("Resume with: ")[1] for line in output.splitlines() if "Resume with: " in line]
     assert command == metrics["resume_command"]
+    if signum == signal.SIGTERM:
+        return  # what follows does not depend on the signal: checked once, after Ctrl-C
     # the printed command, with a shorter run: refused in one line, before Lightning could refuse it
     too_short = shlex.split(command.replace("trainer.max_epochs=300", "trainer.max_epochs=1"))[1:]
     assert "`trainer.max_epochs=1` asks for fewer" in one_line_error(
