@@ -64,7 +64,7 @@ class DivergedError(VAELightningError):
         shown = ", ".join(f"{name}={value:.6g}" for name, value in terms.items())
         super().__init__(
             f"Training diverged at optimizer step {step}: the loss is not finite ({shown}). "
-            "The run stops here and its last good checkpoint is kept. "
+            "The run stops here; the checkpoints saved before this step are kept (none after it). "
             "Try a lower `optimizer.lr` or gradient clipping with `module.gradient_clip_val=1.0`."
         )
 
