@@ -26,10 +26,10 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from vae_lightning.callbacks.stop import StopOnSignal
     from vae_lightning.run.checkpoints import check_resume, check_weights_fit
     from vae_lightning.run.files import remove_leftovers
     from vae_lightning.run.folder import resume_path
-    from vae_lightning.run.signals import StopOnSignal
     from vae_lightning.run.trainer import (
         build_run,
         final_metrics,

@@ -1,11 +1,11 @@
 """Ctrl-C (SIGINT) and SIGTERM (a cluster's pre-emption) as a normal way to stop a run.
 
 `train.py` installs `StopRequest.handle` for both signals for the whole run. While the model trains, a signal
-is only recorded: `StopOnSignal` ends the run at the end of the current batch, saves `checkpoints/last.ckpt`
-at the step reached and raises `RunInterrupted`, which `train.py` turns into `metrics.json` with
-`status: interrupted`, the command that resumes the run, and exit code 128 + the signal (130, 143). Outside
-training (preparing data, testing) the signal raises `RunInterrupted` at once. A further signal while the
-run stops is ignored, so it cannot interrupt the checkpoint save (which is atomic anyway).
+is only recorded: `callbacks.stop.StopOnSignal` ends the run at the end of the current batch, saves
+`checkpoints/last.ckpt` at the step reached and raises `RunInterrupted`, which `train.py` turns into
+`metrics.json` with `status: interrupted`, the command that resumes the run, and exit code 128 + the signal
+(130, 143). Outside training (preparing data, testing) the signal raises `RunInterrupted` at once. A further
+signal while the run stops is ignored, so it cannot interrupt the checkpoint save (which is atomic anyway).
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -67,41 +63,3 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-class StopOnSignal(Callback):
-    """Stops training at the end of the batch during which a signal arrived and saves `checkpoint` there.
-
-    Under DDP the processes agree first (the signal may reach them at different batches), at every training
-    batch's end; a single process also stops during validation."""
-
-    def __init__(self, request: StopRequest, checkpoint: str | Path) -> None:
-        self.request = request
-        self.checkpoint = Path(checkpoint)
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.request.graceful = True
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.request.graceful = False
-
-    def _stop_if_asked(self, trainer: Trainer) -> None:
-        asked = self.request.signum is not None
-        if trainer.world_size > 1:
-            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
-        if asked:
-            raise RunInterrupted(self.request.signum or signal.SIGTERM)
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        self._stop_if_asked(trainer)
-
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        if self.request.graceful and trainer.world_size == 1:
-            self._stop_if_asked(trainer)
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        stopped_training = self.request.graceful and isinstance(exception, RunInterrupted | SIGTERMException)
-        self.request.graceful = False
-        if stopped_training and trainer.global_step > 0:
-            trainer.save_checkpoint(self.checkpoint)
-            log.info("Saved %s at optimizer step %d.", self.checkpoint, trainer.global_step)
