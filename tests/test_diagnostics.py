@@ -172,6 +172,30 @@ def test_the_projector_has_points_in_three_dimensions_with_labels(digits_run):
     assert set((folder / "metadata.tsv").read_text().split()) == {str(d) for d in range(10)}  # one label each
 
 
+def test_the_projector_thumbnails_show_each_label_in_the_latent_scatters_colour():
+    """The Projector opens on "No color map", so the sprite's thumbnails carry the labels' colours."""
+    from vae_lightning.callbacks.plots import label_colours
+
+    blue, orange = (torch.tensor(c[:3], dtype=torch.float32) for c in label_colours(2))
+    grey = pictures.in_label_colours(torch.ones(3, 1, 8, 8), torch.tensor([7, 2, 7]))
+    assert grey.shape == (3, 3, 8, 8) and torch.equal(grey[0], grey[2])  # one colour per label
+    assert torch.allclose(grey[1, :, 0, 0], blue / blue.max()) and torch.allclose(
+        grey[0, :, 0, 0], orange / orange.max()
+    )
+    photos = torch.rand(2, 3, 32, 32)
+    framed = pictures.in_label_colours(photos, torch.tensor([0, 1]))
+    assert torch.equal(framed[:, :, 4:-4, 4:-4], photos[:, :, 4:-4, 4:-4])  # the photo, in a frame 4 px wide
+    assert torch.allclose(framed[1, :, 0, 0], orange / orange.max()) and torch.allclose(
+        framed[1, :, -4, 3], framed[1, :, 0, 0]
+    )
+
+
+def test_the_default_runs_sprite_is_coloured(digits_run):
+    (sprite,) = (digits_run / "tensorboard").rglob("sprite.png")
+    pixels = np.asarray(Image.open(sprite).convert("RGB")).astype(int)
+    assert np.abs(pixels - pixels.mean(axis=2, keepdims=True)).max() > 100  # not grey
+
+
 def test_hparams_show_the_data_set_model_and_what_differs_from_the_defaults():
     choices = {
         "beta": "ramp",

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
 from vae_lightning.callbacks.grid import enlarge, picture
-from vae_lightning.callbacks.plots import bar_figure, histogram_figure, image_figure, scatter_figure
+from vae_lightning.callbacks.plots import bar_figure, histogram_figure, image_figure, label_colours, scatter_figure
 from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD
 from vae_lightning.run import checks
 
@@ -294,8 +294,9 @@ class LatentHealth(Picture):
 
 class Projector(Picture):
     """TensorBoard's PROJECTOR, at the end of training: the posterior means with their labels as metadata and
-    the images as a sprite. Means of 1 or 2 dimensions are padded with zeros to 3, which its PCA view needs,
-    and the tensor is then named `val/latent_means_padded_to_3d`, so the Projector's list says so."""
+    the images as a sprite, coloured by label (`in_label_colours`). Means of 1 or 2 dimensions are padded with
+    zeros to 3, which its PCA view needs, and the tensor is then named `val/latent_means_padded_to_3d`, so the
+    Projector's list says so."""
 
     final_only = True
 
@@ -307,7 +308,22 @@ class Projector(Picture):
             points = torch.cat([points, torch.zeros(len(points), 3 - dims)], dim=1)
             tag += "_padded_to_3d"
         metadata = [view.name(label) for label in view.labels.tolist()]
-        thumbnails = view.images.float().cpu()
-        if thumbnails.shape[1] == 1:
-            thumbnails = thumbnails.expand(-1, 3, -1, -1)
+        thumbnails = in_label_colours(view.images.float().cpu(), view.labels)
         return [(tag, Embedding(tag, points, metadata, thumbnails))]
+
+
+def in_label_colours(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) thumbnails in the colours the latent scatter gives each label: grey images are drawn in
+    their label's colour, colour images get a frame of it. The Projector shows the sprite's thumbnails as its
+    points and opens on "No color map" (neither its config nor its bookmarks can choose one), so this is what
+    shows the labels when it opens; "Color by: label" colours them as well."""
+    classes = sorted(set(labels.tolist()))
+    palette = torch.tensor([colour[:3] for colour in label_colours(len(classes))], dtype=images.dtype)
+    palette = palette / palette.amax(dim=1, keepdim=True)  # as bright as the colour allows, for dark backgrounds
+    colours = palette[[classes.index(label) for label in labels.tolist()]][:, :, None, None]  # (N, 3, 1, 1)
+    if images.shape[1] == 1:
+        return images * colours
+    framed = colours.expand_as(images).clone()
+    width = max(1, images.shape[-1] // 8)
+    framed[..., width:-width, width:-width] = images[..., width:-width, width:-width]
+    return framed
