@@ -174,9 +174,9 @@ def test_the_projector_has_points_in_three_dimensions_with_labels(digits_run):
 
 def test_the_projector_thumbnails_show_each_label_in_the_latent_scatters_colour():
     """The Projector opens on "No color map", so the sprite's thumbnails carry the labels' colours."""
-    from vae_lightning.callbacks.plots import label_colours
+    from vae_lightning.callbacks.plots import colours_by_label
 
-    blue, orange = (torch.tensor(c[:3], dtype=torch.float32) for c in label_colours(2))
+    blue, orange = (torch.tensor(c[:3], dtype=torch.float32) for c in colours_by_label([0, 1]).values())
     grey = pictures.in_label_colours(torch.ones(3, 1, 8, 8), torch.tensor([7, 2, 7]))
     assert grey.shape == (3, 3, 8, 8) and torch.equal(grey[0], grey[2])  # one colour per label
     assert torch.allclose(grey[1, :, 0, 0], blue / blue.max()) and torch.allclose(

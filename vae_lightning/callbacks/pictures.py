@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
 from vae_lightning.callbacks.grid import enlarge, picture
-from vae_lightning.callbacks.plots import bar_figure, histogram_figure, image_figure, label_colours, scatter_figure
+from vae_lightning.callbacks.plots import bar_figure, colours_by_label, histogram_figure, image_figure, scatter_figure
 from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD
 from vae_lightning.run import checks
 
@@ -317,10 +317,10 @@ def in_label_colours(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     their label's colour, colour images get a frame of it. The Projector shows the sprite's thumbnails as its
     points and opens on "No color map" (neither its config nor its bookmarks can choose one), so this is what
     shows the labels when it opens; "Color by: label" colours them as well."""
-    classes = sorted(set(labels.tolist()))
-    palette = torch.tensor([colour[:3] for colour in label_colours(len(classes))], dtype=images.dtype)
-    palette = palette / palette.amax(dim=1, keepdim=True)  # as bright as the colour allows, for dark backgrounds
-    colours = palette[[classes.index(label) for label in labels.tolist()]][:, :, None, None]  # (N, 3, 1, 1)
+    colour_of = colours_by_label(labels.tolist())
+    colours = torch.tensor([colour_of[label][:3] for label in labels.tolist()], dtype=images.dtype)
+    colours = colours / colours.amax(dim=1, keepdim=True)  # as bright as the colour allows, for dark backgrounds
+    colours = colours[:, :, None, None]  # (N, 3, 1, 1)
     if images.shape[1] == 1:
         return images * colours
     framed = colours.expand_as(images).clone()

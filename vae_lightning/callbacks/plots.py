@@ -72,9 +72,11 @@ def image_figure(
     return fig
 
 
-def label_colours(n: int) -> list:
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+def colours_by_label(labels: list[int]) -> dict[int, tuple]:
+    """{label: RGBA} for the distinct labels in sorted order; the latent scatter and the Projector share it."""
+    classes = sorted(set(labels))
+    cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(classes)}
 
 
 def scatter_figure(
@@ -83,9 +85,8 @@ def scatter_figure(
     """2-D points coloured by label, with axes, ticks and a legend (at most 20 classes named)."""
     fig = Figure(figsize=(6.4, 5.2), dpi=DPI)
     ax = fig.add_axes((0.11, 0.1, 0.6, 0.78))
-    classes = sorted(set(labels.tolist()))
     size = float(np.clip(3000 / max(len(points), 1), 4, 40))
-    for label, colour in zip(classes, label_colours(len(classes)), strict=True):
+    for label, colour in colours_by_label(labels.tolist()).items():
         chosen = labels == label
         name = str(names.get(label, label))
         ax.scatter(points[chosen, 0], points[chosen, 1], s=size, color=colour, alpha=0.7, linewidths=0, label=name)
