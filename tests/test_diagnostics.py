@@ -76,9 +76,13 @@ def rendered(output) -> np.ndarray | None:
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("name", list(PICTURES))
-def test_every_picture_works_on_small_and_lopsided_data(name, case):
+def test_every_picture_works_on_small_and_lopsided_data(name, case, caplog):
     view = make_view(*CASES[case])
-    outputs = PICTURES[name](view)
+    with caplog.at_level(logging.INFO):
+        outputs = PICTURES[name](view)
+    if name == "projector" and len(view.labels) == 1:  # TensorBoard's Projector lists no tensor of one point
+        assert outputs == [] and "Projector: not written" in caplog.text
+        return
     assert outputs
     for tag, output in outputs:
         assert tag.startswith("val/")

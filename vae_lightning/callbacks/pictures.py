@@ -8,6 +8,7 @@ no dog among the samples of a faces and dogs set, any latent size, grey or colou
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from vae_lightning.callbacks.grid import enlarge, picture
 from vae_lightning.callbacks.plots import bar_figure, colours_by_label, histogram_figure, image_figure, scatter_figure
 from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD
 from vae_lightning.run import checks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -296,11 +299,15 @@ class Projector(Picture):
     """TensorBoard's PROJECTOR, at the end of training: the posterior means with their labels as metadata and
     the images as a sprite, coloured by label (`in_label_colours`). Means of 1 or 2 dimensions are padded with
     zeros to 3, which its PCA view needs, and the tensor is then named `val/latent_means_padded_to_3d`, so the
-    Projector's list says so."""
+    Projector's list says so. The Projector lists no tensor of a single point, so one sample writes nothing and
+    says why in the log."""
 
     final_only = True
 
     def __call__(self, view: View) -> list[tuple[str, Any]]:
+        if len(view.loc) < 2:
+            log.info("Projector: not written, as TensorBoard's Projector shows no embedding of a single sample.")
+            return []
         points = view.loc.float().cpu()
         dims = points.shape[1]
         tag = "val/latent_means"
