@@ -21,14 +21,16 @@ log = logging.getLogger("train")
 
 
 def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
-    """Seed, build everything from the config, fit, test the best checkpoint, write metrics.json; returns the
-    metric a sweeper optimises. A signal (see `run.signals`) ends the run as `interrupted`, resumable."""
+    """Seed, build everything from the config, fit, save the final weights, test the best checkpoint, write
+    metrics.json (naming the tested checkpoint); returns the metric a sweeper optimises. A signal (see
+    `run.signals`) ends the run as `interrupted`, resumable."""
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from vae_lightning.callbacks.stop import StopOnSignal
     from vae_lightning.run.checkpoints import check_resume, check_weights_fit
     from vae_lightning.run.files import remove_leftovers
+    from vae_lightning.run.final import save_final_weights, tested_weights
     from vae_lightning.run.folder import resume_path
     from vae_lightning.run.trainer import (
         build_run,
@@ -45,19 +47,24 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
         remove_leftovers(folder)  # the temporary files of writes that a killed run left behind
     set_threads(cfg.get("threads"))
     L.seed_everything(cfg.seed, workers=True)
-    stop_callback = StopOnSignal(stop or StopRequest(), output_dir / "checkpoints" / "last.ckpt")
-    datamodule, model, trainer = build_run(cfg, extra_callbacks=(stop_callback,))
+    last = output_dir / "checkpoints" / "last.ckpt"
+    stop_callback = StopOnSignal(stop or StopRequest(), last)
     ckpt_path = resume_path(cfg, output_dir)
+    resumed = None
     if ckpt_path is not None:
-        module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
-        check_weights_fit(check_resume(ckpt_path, module_cfg, cfg.trainer), model, ckpt_path)
-        log.info("Resuming from %s", ckpt_path)
+        resumed = check_resume(ckpt_path, OmegaConf.to_container(cfg.module, resolve=True), cfg.trainer)
+    resume_step = None if resumed is None else int(resumed["global_step"])
+    datamodule, model, trainer = build_run(cfg, extra_callbacks=(stop_callback,), resume_step=resume_step)
+    if resumed is not None:
+        check_weights_fit(resumed, model, ckpt_path)
+        log.info("Resuming from %s (optimizer step %d)", ckpt_path, resume_step)
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        save_final_weights(trainer, model, datamodule, last)
         val_metrics = final_metrics(trainer, "val/")
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        tested = tested_weights(trainer, model, last)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested.path)
     except (RunInterrupted, SIGTERMException) as stopped:
         interrupted = stopped if isinstance(stopped, RunInterrupted) else RunInterrupted(signal.SIGTERM)
         command = resume_command(output_dir)
@@ -67,8 +74,8 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     metrics = val_metrics | final_metrics(trainer, "test/")
 
     if trainer.is_global_zero:
-        write_metrics(output_dir, metrics, "completed")
-        log.info(summary(output_dir, metrics, best))
+        write_metrics(output_dir, metrics, "completed", **tested.as_metrics(output_dir))
+        log.info(summary(output_dir, metrics, tested, last))
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)
 

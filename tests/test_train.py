@@ -43,8 +43,8 @@ def test_the_default_run_leaves_everything_a_user_reads(digits_run):
     accumulator = events(digits_run)
     assert set(SCALARS) <= set(accumulator.Tags()["scalars"])
     assert "epoch" not in accumulator.Tags()["scalars"]  # Lightning's epoch counter stays out of SCALARS
-    assert [e.step for e in accumulator.Scalars("train/loss")] == list(range(10))  # every step (debug=fast)
-    assert [e.step for e in accumulator.Scalars("val/loss")] == [4, 9]
+    assert [e.step for e in accumulator.Scalars("train/loss")] == list(range(1, 11))  # every step (debug=fast)
+    assert [e.step for e in accumulator.Scalars("val/loss")] == [5, 10]
     assert {"val/reconstructions", "val/latent_scatter"} <= set(accumulator.Tags()["images"])
     module = load_module(digits_run / "checkpoints" / "last.ckpt")
     assert module.net.latent_dim == 2 and module.net.input_shape == (1, 8, 8)
@@ -128,19 +128,38 @@ PRESETS = {
     "haskell_mnist_ramp": {"net.decoder.0.weight": (1000, 2), "net.decoder.2.weight": (784, 1000)},
     "mnist_nll": {"net.encoder.0.weight": (200, 784), "net.encoder.4.weight": (100, 200)},
     "haskell_dogpeople": {"net.encoder.0.weight": (2000, 2500), "net.encoder.2.weight": (120, 2000)},
-    "faces_dogs_conv": {},
+    "faces_dogs_conv": {
+        "net.encoder_convs.0.weight": (32, 3, 4, 4),
+        "net.encoder_head.weight": (256, 4096),
+        "net.decoder_head.weight": (4096, 128),
+    },
+}
+# a length that is not a multiple of the preset's validation interval: 2 epochs where it validates every 5th;
+# where it validates every epoch, `trainer.max_steps` ending in the middle of one
+ODD_LENGTH = {
+    "haskell_mnist": ["trainer.max_epochs=2"],
+    "haskell_mnist_ramp": ["trainer.max_epochs=2"],
+    "haskell_dogpeople": ["trainer.max_epochs=2"],
+    "mnist_nll": ["trainer.max_steps=5"],
+    "faces_dogs_conv": ["trainer.max_steps=5"],
 }
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_every_preset_trains_and_its_checkpoint_loads_as_weights_only(preset, faces_and_dogs, tmp_path):
+def test_every_preset_at_an_odd_length_keeps_its_final_weights_and_names_the_tested_ones(
+    preset, faces_and_dogs, tmp_path
+):
+    from tests.test_final_weights import agreeing
+
     faces, dogs = faces_and_dogs
     data = [f"dataset.root={write_mnist(tmp_path / 'mnist', n_train=200, n_test=40)}"]
     if "mnist" not in preset:
         data = [f"dataset.faces.root={faces}", f"dataset.dogs.root={dogs}", "dataset.batch_size=8"]
-    args = [f"experiment={preset}", "debug=fast", NO_PICTURES, "eval.nll_samples=5", *data]
+    short = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+    args = [f"experiment={preset}", *short, *ODD_LENGTH[preset], NO_PICTURES, "eval.nll_samples=5", *data]
     train_in_process(args, tmp_path / "run")
     completed(tmp_path / "run")
+    agreeing(tmp_path / "run", final_step=6 if "max_epochs" in ODD_LENGTH[preset][0] else 5)
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     shapes = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
     assert PRESETS[preset].items() <= shapes.items()

@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 from lightning import LightningModule
-from lightning.pytorch.trainer.states import TrainerFn
 
 from vae_lightning.losses import LossTerms
 from vae_lightning.metrics import LatentStats, RunningMeans, importance_sampled_log_likelihood
@@ -15,21 +14,9 @@ from vae_lightning.nets.base import VAEOutput
 from vae_lightning.run import checks
 from vae_lightning.run.config import as_plain, build, call
 from vae_lightning.run.errors import ConfigValueError, DivergedError
+from vae_lightning.training_state import random_state, set_random_state, trained_to
 
 TERMS = ("loss", "recon", "kl")
-
-
-def random_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_random_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class VAEModule(LightningModule):
@@ -84,6 +71,9 @@ class VAEModule(LightningModule):
         self.eval_means = RunningMeans(TERMS)
         self.latent_stats = LatentStats()
         self.restored_random_state: dict[str, Any] | None = None
+        self.trained_epoch = 0  # the epoch (from 0) of the last optimizer step
+        self.validated_step: int | None = None  # the steps behind the weights last validated, and loaded
+        self.loaded_step: int | None = None
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> VAEModule:
@@ -118,18 +108,25 @@ class VAEModule(LightningModule):
         self.stop_if_diverged()  # never save weights that a non-finite loss has touched
         checkpoint["beta_total_steps"] = self.total_steps
         checkpoint["random_state"] = random_state()
+        checkpoint["trained_to"] = {"step": self.global_step, "epoch": self.trained_epoch}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.total_steps = int(checkpoint.get("beta_total_steps", 1)) or 1
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=self.total_steps)
         self.restored_random_state = checkpoint.get("random_state")
+        self.loaded_step, self.trained_epoch = trained_to(checkpoint)
 
     def on_train_start(self) -> None:
         """A resumed run continues with the random state it was saved with (sampling noise), so it reproduces the
         uninterrupted run; restored here, after Lightning's sanity check has drawn from it."""
+        self.loaded_step = None  # from now on the weights are this run's own
+        self.validated_step = None
         if self.restored_random_state is not None:
             set_random_state(self.restored_random_state)
             self.restored_random_state = None
+
+    def on_train_epoch_start(self) -> None:
+        self.trained_epoch = self.current_epoch
 
     # -- the model ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> VAEOutput:
@@ -158,15 +155,15 @@ class VAEModule(LightningModule):
         if self.global_step % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes to the loggers
             self.stop_if_diverged()
             values = {"loss": terms.loss, "recon": terms.recon, "kl": terms.kl, "beta": terms.beta}
-            logged = {f"train/{name}": value for name, value in values.items()} | self._x_axis()
+            logged = {f"train/{name}": value for name, value in values.items()} | self._x_axis("train")
             self.log_dict(logged, on_step=True, on_epoch=False)
 
-    def _x_axis(self) -> dict[str, float]:
-        """The loggers' step for the values logged with it: the optimizer step just taken (training, validation)
-        or the steps trained (test). Logged as `step`, which Lightning uses as the x-axis instead of adding its
-        own `epoch` scalar to every write."""
-        fitting = self.trainer.state.fn == TrainerFn.FITTING
-        return {"step": float(self.global_step - 1 if fitting else self.global_step)}
+    def _x_axis(self, stage: str) -> dict[str, float]:
+        """The loggers' x-axis (logged as `step`, so Lightning adds no `epoch` scalar): the optimizer steps taken
+        when the values were logged (the test: the steps behind the tested checkpoint, its `tested_step`)."""
+        if stage == "test" and self.loaded_step is not None:
+            return {"step": float(self.loaded_step)}
+        return {"step": float(self.global_step)}
 
     def stop_if_diverged(self) -> None:
         bad = self.train_means.first_non_finite()
@@ -178,7 +175,7 @@ class VAEModule(LightningModule):
         self.stop_if_diverged()
         means = self.train_means.means()
         self.train_means.reset()
-        epoch_means = {f"train/{name}_epoch": value for name, value in means.items()} | self._x_axis()
+        epoch_means = {f"train/{name}_epoch": value for name, value in means.items()} | self._x_axis("train")
         self.log_dict(epoch_means, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
 
     def on_validation_epoch_start(self) -> None:
@@ -195,12 +192,14 @@ class VAEModule(LightningModule):
 
         means = self.eval_means.means(summed) | {"beta": self.beta_at(stage)} | (extra or {})
         per_dim = {f"{stage}/{name}": means.pop(name) for name in list(means) if name.startswith("kl_dim_")}
-        self.log_dict({f"{stage}/{name}": value for name, value in means.items()} | self._x_axis(), batch_size=1)
+        self.log_dict({f"{stage}/{name}": value for name, value in means.items()} | self._x_axis(stage), batch_size=1)
         # one value per latent dimension: metrics.json, not a wall of single-point charts in TensorBoard
         self.log_dict(per_dim, batch_size=1, logger=False)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval_means("val")
+        if not self.trainer.sanity_checking:
+            self.validated_step = self.global_step
 
     def on_test_epoch_start(self) -> None:
         self.eval_means.reset()

@@ -49,5 +49,5 @@ class StopOnSignal(Callback):
         stopped_training = self.request.graceful and isinstance(exception, RunInterrupted | SIGTERMException)
         self.request.graceful = False
         if stopped_training and trainer.global_step > 0:
-            trainer.save_checkpoint(self.checkpoint)
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)
             log.info("Saved %s at optimizer step %d.", self.checkpoint, trainer.global_step)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from vae_lightning.run import checks
@@ -52,9 +53,13 @@ def set_threads(threads: Any) -> None:
     log.info("Using %d CPU threads", torch.get_num_threads())
 
 
-def build_trainer(cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = ()) -> Trainer:
+def build_trainer(
+    cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = (), resume_step: int | None = None
+) -> Trainer:
     """The Trainer of `cfg.trainer` with the callbacks of `cfg.callbacks` (then `extra_callbacks`) and the
-    loggers of `cfg.logger`. Bad values of all three are reported together."""
+    loggers of `cfg.logger`. Bad values of all three are reported together. A run resumed from a checkpoint of
+    `resume_step` optimizer steps has TensorBoard hide what a crashed earlier start logged after that step (its
+    `purge_step`), so each step's values appear once."""
     problems = checks.Problems()
     for error in checks.trainer_values(cfg.trainer):
         problems.add(error)
@@ -62,7 +67,10 @@ def build_trainer(cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = ()) -
     for group, built in (("callbacks", callbacks), ("logger", loggers)):
         for name, node in (cfg.get(group) or {}).items():
             try:
-                built.append(build(node, f"{group}.{name}"))
+                made = build(node, f"{group}.{name}")
+                if resume_step is not None and isinstance(made, TensorBoardLogger):
+                    made = build(node, f"{group}.{name}", purge_step=resume_step + 1)
+                built.append(made)
             except ConfigErrors as bad:
                 problems.errors.extend(bad.problems)
             except VAELightningError as bad:
@@ -71,7 +79,9 @@ def build_trainer(cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = ()) -
     return build(cfg.trainer, "trainer", callbacks=[*callbacks, *extra_callbacks], logger=loggers)
 
 
-def build_run(cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = ()) -> tuple[Any, Any, Trainer]:
+def build_run(
+    cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = (), resume_step: int | None = None
+) -> tuple[Any, Any, Trainer]:
     """The data module, the module and the Trainer of a run; the bad values and missing data folders of all
     three are reported together (the module is built only once the data set is, as it needs its image shape)."""
     problems = checks.Problems()
@@ -89,7 +99,7 @@ def build_run(cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = ()) -> tu
     module = None
     if datamodule is not None:
         module = attempt(lambda: build(cfg.module, None, input_shape=datamodule.input_shape))
-    trainer = attempt(lambda: build_trainer(cfg, extra_callbacks))
+    trainer = attempt(lambda: build_trainer(cfg, extra_callbacks, resume_step))
     problems.raise_if_any()
     return datamodule, module, trainer
 
@@ -115,8 +125,9 @@ def resume_command(output_dir: Path) -> str:
     return " ".join(shlex.quote(word) for word in words)
 
 
-def summary(output_dir: Path, metrics: dict[str, float], best_checkpoint: str) -> str:
-    """What a user wants to read at the end of a run: where things are, the numbers, how to see them."""
+def summary(output_dir: Path, metrics: dict[str, float], tested: Any, last: Path) -> str:
+    """What a user wants to read at the end of a run: where things are, which weights were tested (a
+    `final.TrainedWeights`), the numbers, how to see them."""
     shown = "\n".join(
         f"  {name:<18} {value:.6g}" if math.isfinite(value) else f"  {name:<18} {value}"
         for name, value in sorted(metrics.items())
@@ -125,7 +136,9 @@ def summary(output_dir: Path, metrics: dict[str, float], best_checkpoint: str) -
     return "\n".join(
         [
             f"Run finished. Outputs in {output_dir}",
-            f"  best checkpoint: {best_checkpoint or '(none)'}",
+            f"  tested weights:  {tested.path or '(the final weights; no checkpoint kept)'}"
+            f" (optimizer step {tested.step}, epoch {tested.epoch})",
+            f"  last checkpoint: {last if last.is_file() else '(none)'}",
             f"  metrics.json:    {output_dir / 'metrics.json'}",
             "Final metrics:",
             shown,
