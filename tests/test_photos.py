@@ -16,7 +16,7 @@ from vae_lightning.data.dogs import DogsDataModule, DogsSource, parse_parts_file
 from vae_lightning.data.faces_dogs import FacesDogsDataModule
 from vae_lightning.data.images import Item, decode_crop_resize, list_photos, square_around
 from vae_lightning.data.photos import stratified_split
-from vae_lightning.data.samplers import BalancedBatches
+from vae_lightning.data.samplers import DOG, HUMAN, BalancedBatches
 from vae_lightning.data.utkface import UTKFaceDataModule, UTKFaceSource, parse_utkface_name, read_landmarks
 from vae_lightning.run.errors import ConfigErrors, DataNotFoundError
 
@@ -169,6 +169,19 @@ def test_utkface_datamodule_skips_and_counts_bad_files(tmp_path, caplog):
     assert images.dtype == torch.float32 and images.shape == (2, 3, 32, 32) and 0 <= images.min() <= images.max() <= 1
 
 
+def test_seven_bad_photos_are_counted_and_the_first_five_named_in_one_warning(tmp_path, caplog):
+    root = write_utkface(tmp_path / "faces", n=12, bad=False)
+    bad = [root / f"{40 + i}_0_0_2017010100000{i:04d}.jpg.chip.jpg" for i in range(7)]
+    for path in bad:
+        path.write_text("not a photo\n")
+    dm = UTKFaceDataModule(str(root), str(tmp_path / "cache"), image_size=16, batch_size=4)
+    dm.setup("fit")
+    (warning,) = [r.getMessage() for r in caplog.records if "could not be read" in r.getMessage()]
+    assert "skipped 7 of 21 files" in warning and warning.endswith(" and 2 more")
+    assert sum(str(path) in warning for path in bad) == 5
+    assert len(dm.train_set) + len(dm.val_set) + len(dm.test_set) == 14  # the good faces and the malformed names
+
+
 def test_dogs_datamodule_uses_the_official_split(tmp_path):
     root = write_cu_dogs(tmp_path / "cu", per_breed=8)
     dm = DogsDataModule(str(root), str(tmp_path / "cache"), image_size=16, batch_size=2, grayscale=True)
@@ -261,8 +274,12 @@ def test_faces_and_dogs_splits_and_pictures_hold_both_domains_on_the_real_sample
     for split in (dm.train_set, dm.val_set, dm.test_set):
         assert set(split.labels.tolist()) == {0, 1}
     assert dm.batch_size == len(dm.train_set)  # 64 asked, fewer training images: the split's size
+    n_humans, n_dogs = (int((dm.val_set.labels == domain).sum()) for domain in (HUMAN, DOG))
+    pairs = min(n_humans, n_dogs, 2)
     _, labels = dm.diagnostic_samples(4)
-    assert labels.tolist() == [0, 1, 0, 1] or set(labels.tolist()) == {0, 1}
+    # a human first, then a dog, alternately while both last; then the rest of the larger domain
+    rest = [HUMAN if n_humans > n_dogs else DOG] * (min(4, n_humans + n_dogs) - 2 * pairs)
+    assert labels.tolist() == [HUMAN, DOG] * pairs + rest
 
 
 def test_bad_values_and_missing_roots_are_reported_in_one_message(tmp_path):

@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import ROOT, one_line_error, run_train
@@ -46,7 +47,8 @@ def status(run_dir):
 
 
 def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path):
-    args = ["trainer.max_epochs=12", "logger=csv", "~callbacks.diagnostics"]
+    """With the delayed ramp, so that the schedule's position and length are restored too."""
+    args = ["trainer.max_epochs=12", "beta=ramp", "logger=csv", "~callbacks.diagnostics"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     uninterrupted = start_train(args, straight, tmp_path / "data")  # side by side, to share the imports' wait
     process = start_train(args, killed, tmp_path / "data")
@@ -59,6 +61,8 @@ def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path)
     assert not (killed / "metrics.json").exists()
     output = uninterrupted.communicate(timeout=300)[0]
     assert uninterrupted.returncode == 0, output[-3000:]
+    assert yaml.safe_load((straight / ".hydra" / "overrides.yaml").read_text()) == args  # what was typed
+    assert yaml.safe_load((straight / ".hydra" / "config.yaml").read_text())["beta"]["_target_"].endswith("Ramp")
 
     result = run_train([*args, "resume=true"], killed)
     assert result.returncode == 0 and "Resuming from" in result.stdout + result.stderr, result.stderr[-3000:]

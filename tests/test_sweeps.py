@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,20 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
     assert result.returncode == 1
     assert "model.latent_dim=0" in result.stdout + result.stderr
     assert status(sweep / "0") == "failed" and status(sweep / "1") == "completed"
+
+
+def test_a_diverging_job_is_recorded_with_its_first_bad_step_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_sweep(["optimizer.lr=1e20,1e-3", "debug=fast", "~callbacks.diagnostics"], sweep)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert re.search(
+        r"Training diverged at optimizer step \d+: the loss is not finite \(loss=\S+, recon=\S+, kl=\S+, "
+        r"beta=1\)",
+        output,
+    ), output[-3000:]
+    assert status(sweep / "0") == "diverged" and status(sweep / "1") == "completed"
+    assert not list((sweep / "0" / "checkpoints").glob("*.ckpt"))  # nothing saved from the diverged weights
 
 
 def test_joblib_runs_jobs_in_parallel_with_one_thread_share_each(tmp_path):

@@ -40,6 +40,9 @@ def completed(run_dir) -> dict:
 def test_the_default_run_leaves_everything_a_user_reads(digits_run):
     metrics = completed(digits_run)
     assert metrics["val/beta"] == 1.0 and metrics["test/loss"] > 0 and metrics["test/nll"] > 0
+    per_dim = sorted(name for name in metrics if name.startswith("test/kl_dim_"))
+    assert per_dim == ["test/kl_dim_000", "test/kl_dim_001"]  # one per latent dimension, summing to the KL
+    assert sum(metrics[name] for name in per_dim) == pytest.approx(metrics["test/kl"], rel=1e-4)
     accumulator = events(digits_run)
     assert set(SCALARS) <= set(accumulator.Tags()["scalars"])
     assert "epoch" not in accumulator.Tags()["scalars"]  # Lightning's epoch counter stays out of SCALARS
