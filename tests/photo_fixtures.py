@@ -127,3 +127,18 @@ def write_oxford_pet(folder: Path, dogs: int = 12, cats: int = 3) -> Path:
     (folder / "annotations" / "list.txt").write_text("\n".join(lines) + "\n")
     (folder / "annotations" / "test.txt").write_text("\n".join(test) + "\n")
     return folder
+
+
+def write_celeba(root, n: int = 12, partition=True, rows_for=None):
+    """CelebA's layout: 178x218 JPEGs, the attribute file (CRLF), the partition (here 0, 1, 2 in turn)."""
+    names = [f"Attr_{k}" for k in range(38)] + ["Male", "Smiling"]
+    lines = [str(n), " ".join(names)]
+    for i in range(1, n + 1):
+        save_jpeg(photo(178, 218, i, box=(40, 60, 140, 170)), root / "img_align_celeba" / f"{i:06d}.jpg")
+        if rows_for is None or i <= rows_for:
+            values = ["1" if (i + k) % 2 else "-1" for k in range(40)]
+            lines.append(f"{i:06d}.jpg " + "  ".join(values))
+    (root / "list_attr_celeba.txt").write_bytes("\r\n".join(lines).encode() + b"\r\n")
+    if partition:
+        (root / "list_eval_partition.txt").write_text("".join(f"{i:06d}.jpg {i % 3}\n" for i in range(1, n + 1)))
+    return root

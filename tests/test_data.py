@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from tests.conftest import write_mnist
-from vae_lightning.data import mnist
 from vae_lightning.data.binarize import DynamicBinarization, StaticBinarization
 from vae_lightning.data.digits import DigitsDataModule
-from vae_lightning.data.mnist import MNISTDataModule
+from vae_lightning.data.mnist import FashionMNISTDataModule, MNISTDataModule
 from vae_lightning.run.errors import ConfigErrors, DataFormatError, DataNotFoundError
 
 
@@ -102,27 +101,27 @@ def mirror(tmp_path, serve):
     return served, serve(served)
 
 
-def test_download_verifies_md5_and_falls_back_to_the_second_mirror(tmp_path, monkeypatch, mirror):
+@pytest.mark.parametrize("kind", [MNISTDataModule, FashionMNISTDataModule])
+def test_download_verifies_md5_and_falls_back_to_the_second_mirror(kind, tmp_path, monkeypatch, mirror):
     served, url = mirror
-    md5s = {
-        key: (name, hashlib.md5((served / name).read_bytes()).hexdigest()) for key, (name, _) in mnist.FILES.items()
-    }
-    monkeypatch.setattr(mnist, "FILES", md5s)
-    monkeypatch.setattr(mnist, "MIRRORS", ("http://127.0.0.1:9/", url))  # the first refuses connections
+    md5s = {key: (name, hashlib.md5((served / name).read_bytes()).hexdigest()) for key, (name, _) in kind.files.items()}
+    monkeypatch.setattr(kind, "files", md5s)
+    monkeypatch.setattr(kind, "mirrors", ("http://127.0.0.1:9/", url))  # the first refuses connections
     target = tmp_path / "downloaded"
-    dm = MNISTDataModule(root=str(target), download=True)
+    dm = kind(root=str(target), download=True)
     dm.prepare_data()
     assert sorted(p.name for p in target.iterdir()) == sorted(name for name, _ in md5s.values())
     dm.setup("fit")
     assert len(dm.test_set) == 40
 
 
-def test_download_with_wrong_md5_keeps_no_file(tmp_path, monkeypatch, mirror):
+@pytest.mark.parametrize("kind", [MNISTDataModule, FashionMNISTDataModule])
+def test_download_with_wrong_md5_keeps_no_file(kind, tmp_path, monkeypatch, mirror):
     _, url = mirror
-    monkeypatch.setattr(mnist, "MIRRORS", (url,))  # serves files whose MD5 differs from the published ones
+    monkeypatch.setattr(kind, "mirrors", (url,))  # serves files whose MD5 differs from the published ones
     target = tmp_path / "downloaded"
     with pytest.raises(DataNotFoundError, match="MD5 mismatch"):
-        MNISTDataModule(root=str(target), download=True).prepare_data()
+        kind(root=str(target), download=True).prepare_data()
     assert list(target.iterdir()) == []
 
 

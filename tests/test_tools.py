@@ -155,7 +155,7 @@ def test_morph_finds_the_face_in_an_ordinary_photo_and_adds_the_dog_direction(fa
     ]
     gif, strip = morph(compose_tool("morph", args))
     assert len(set(frames_of(gif))) == 5 and strip.is_file()
-    assert faces_dogs_run.with_name("last.ckpt.domain_means.pt").is_file()  # cached beside the checkpoint
+    assert faces_dogs_run.with_name("last.ckpt.attribute_dog.pt").is_file()  # cached beside the checkpoint
 
 
 @pytest.mark.parametrize(
@@ -182,7 +182,7 @@ def test_morph_on_digits_uses_two_validation_samples_with_different_labels(digit
         )
     )
     assert len(set(frames_of(gif))) == 4
-    with pytest.raises(VAELightningError, match="mode=attribute needs a checkpoint trained on faces and dogs"):
+    with pytest.raises(VAELightningError, match=r"`attribute=None`: must be one of the attributes of the checkpoint's"):
         morph(
             compose_tool(
                 "morph",

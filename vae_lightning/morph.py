@@ -2,11 +2,15 @@
 
     python -m vae_lightning.morph ckpt_path=<file.ckpt> [source=friend.jpg] [target=dog.jpg] [output=morph.gif]
     python -m vae_lightning.morph ckpt_path=<file.ckpt> source=friend.jpg mode=attribute output=friend_dog.gif
+    python -m vae_lightning.morph ckpt_path=<celeba.ckpt> source=friend.jpg mode=attribute attribute=Smiling
 
 `mode=interpolate` (the default, the seed's morph) decodes the straight line from the source's latent code to
-the target's. `mode=attribute` adds s * (mean code of the dogs - mean code of the humans) to the source's code,
-s from 0 to `scale`, so the friend's own pose and colouring carry into the dog; the two means are computed from
-the checkpoint's training data once and cached beside the checkpoint (`<checkpoint>.domain_means.pt`).
+the target's. `mode=attribute` moves the source's code along the direction of an attribute of the checkpoint's
+data set (`attribute`, `dog` by default for faces and dogs): s * (mean code of the samples with it - mean code
+of those without), or for a quantity such as UTKFace's age, s standard deviations along the regression of the
+codes on it ("older"), s from 0 to `scale`, so the friend's own pose and colouring carry over. The direction is
+computed from the checkpoint's training data once and cached beside the checkpoint
+(`<checkpoint>.attribute_<name>.pt`). Which attributes a data set has is its data module's `attributes()`.
 
 A source photo of a person is cropped to the face as the training faces were (OpenCV's bundled face detector,
 `pip install -e ".[faces]"`; without it, or when no face is found, the centre square, with a warning); a
@@ -26,6 +30,7 @@ from omegaconf import DictConfig
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vae_lightning.callbacks.grid import enlarge, make_grid, to_uint8_hwc
+from vae_lightning.data.in_memory import Attribute
 from vae_lightning.run import checks
 from vae_lightning.run.errors import ConfigValueError, DataNotFoundError, VAELightningError
 from vae_lightning.run.tools import run_tool
@@ -116,37 +121,66 @@ def validation_pair(module, datamodule) -> tuple[torch.Tensor, torch.Tensor, str
     return images[:1], images[1:], describe
 
 
-def domain_direction(module, datamodule, ckpt_path: Path) -> torch.Tensor:
-    """Mean latent code of the dogs minus that of the humans in the training split; cached beside the
-    checkpoint (recomputed when the checkpoint file changes)."""
-    cache = ckpt_path.with_name(ckpt_path.name + ".domain_means.pt")
+def train_codes(module, datamodule) -> torch.Tensor:
+    """The posterior means of the checkpoint's training split, in batches."""
+    train = datamodule.train_set
+    codes = []
+    with torch.no_grad():
+        for start in range(0, len(train), 256):
+            x = train.__getitems__(range(start, min(start + 256, len(train))))[0].to(module.device)
+            codes.append(module.net.encode(x).loc.cpu())
+    return torch.cat(codes)
+
+
+def attribute_direction(codes: torch.Tensor, attribute: Attribute, name: str) -> tuple[torch.Tensor, str]:
+    """The direction in latent space along which `attribute` grows, and what one unit of it is. Present or not:
+    the mean code of the samples with it minus that of those without. A quantity (age): the least-squares slope
+    of the codes on it, times its standard deviation, so that one unit is one standard deviation ("older")."""
+    known = ~torch.isnan(attribute.values)
+    values, codes = attribute.values[known], codes[known]
+    if attribute.numeric:
+        if len(values) < 2 or values.std() == 0:
+            raise DataNotFoundError(f"attribute={name}: the training split has too few distinct values of it.")
+        centred = values - values.mean()
+        slope = (centred[:, None] * (codes - codes.mean(0))).sum(0) / centred.pow(2).sum()
+        std = float(values.std())
+        return slope * std, f"s * (one standard deviation, {std:.3g}, more {name})"
+    with_it, without = codes[values == 1], codes[values == 0]
+    if len(with_it) == 0 or len(without) == 0:
+        missing = "with" if len(with_it) == 0 else "without"
+        raise DataNotFoundError(f"attribute={name}: the checkpoint's training split has no image {missing} it.")
+    return with_it.mean(0) - without.mean(0), f"s * (mean code with {name} - without)"
+
+
+def cached_direction(module, datamodule, ckpt_path: Path, name: str | None) -> tuple[torch.Tensor, str]:
+    """The direction of attribute `name` (None: `dog` where the data set has it), computed from the checkpoint's
+    training split once and cached beside the checkpoint (`<checkpoint>.attribute_<name>.pt`, recomputed when the
+    checkpoint file changes)."""
+    attributes = datamodule.attributes(datamodule.train_set)
+    if name is None and "dog" in attributes:
+        name = "dog"
+    if name not in attributes:
+        offered = ", ".join(attributes) or "none (it has no labels)"
+        raise ConfigValueError(
+            "attribute", f"must be one of the attributes of the checkpoint's data set: {offered}", name
+        )
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    cache = ckpt_path.with_name(f"{ckpt_path.name}.attribute_{safe}.pt")
     stamp = [ckpt_path.stat().st_size, ckpt_path.stat().st_mtime_ns]
     if cache.is_file():
         stored = torch.load(cache, weights_only=True)
-        if stored.get("stamp") == stamp:
-            return stored["dog"] - stored["human"]
-    names = {name: label for label, name in (getattr(datamodule, "class_names", {}) or {}).items()}
-    if not {"human", "dog"} <= names.keys():
-        raise VAELightningError("mode=attribute needs a checkpoint trained on faces and dogs (dataset=faces_dogs).")
-    train = datamodule.train_set
-    means = {}
-    with torch.no_grad():
-        for name in ("human", "dog"):
-            index = torch.nonzero(train.labels == names[name]).flatten()
-            if len(index) == 0:
-                raise DataNotFoundError(f"The checkpoint's training split has no {name} image.")
-            total = 0
-            for start in range(0, len(index), 256):
-                x = train.__getitems__(index[start : start + 256])[0].to(module.device)
-                total = total + module.net.encode(x).loc.sum(0).cpu()
-            means[name] = total / len(index)
+        if stored.get("stamp") == stamp and stored.get("name") == name:
+            return stored["direction"], stored["what"]
+    direction, what = attribute_direction(train_codes(module, datamodule), attributes[name], name)
     from vae_lightning.run.files import atomic_write
 
     try:
-        atomic_write(cache, lambda f: torch.save(means | {"stamp": stamp}, f))
+        atomic_write(
+            cache, lambda f: torch.save({"direction": direction, "what": what, "name": name, "stamp": stamp}, f)
+        )
     except OSError as bad:
-        log.warning("Could not cache the domain means in %s (%s).", cache, bad)
-    return means["dog"] - means["human"]
+        log.warning("Could not cache the direction of %s in %s (%s).", name, cache, bad)
+    return direction, what
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -181,7 +215,10 @@ def morph(cfg: DictConfig) -> tuple[Path, Path]:
     datamodule = checkpoint_datamodule(module, cfg.dataset) if needs_data else None
     source = read_photo(cfg.source, shape, bool(cfg.detect_face)) if cfg.source is not None else None
     target = read_photo(cfg.target, shape, find_face=False) if cfg.target is not None else None
-    what = f"{cfg.source} -> {cfg.target}"
+    what = f"{cfg.source} -> {cfg.target}" if cfg.mode == "interpolate" else str(cfg.source)
+    if source is None and cfg.mode == "attribute":  # the first validation sample (faces and dogs: a human)
+        source, _ = datamodule.diagnostic_samples(1)
+        what = "validation sample 0"
     if source is None or (cfg.mode == "interpolate" and target is None):
         val_source, val_target, what = validation_pair(module, datamodule)
         source = val_source if source is None else source
@@ -189,10 +226,10 @@ def morph(cfg: DictConfig) -> tuple[Path, Path]:
     with torch.no_grad():
         z = module.net.encode(source.to(module.device)).loc[0]
         if cfg.mode == "attribute":
-            direction = domain_direction(module, datamodule, Path(cfg.ckpt_path).expanduser()).to(z.device)
-            path = z + torch.linspace(0.0, scale, steps, device=z.device)[:, None] * direction
+            direction, how = cached_direction(module, datamodule, Path(cfg.ckpt_path).expanduser(), cfg.attribute)
+            path = z + torch.linspace(0.0, scale, steps, device=z.device)[:, None] * direction.to(z.device)
             ends = [source]
-            what += f" plus s * (dogs - humans), s from 0 to {scale:g}"
+            what += f" plus {how}, s from 0 to {scale:g}"
         else:
             end = module.net.encode(target.to(module.device)).loc[0]
             t = torch.linspace(0.0, 1.0, steps, device=z.device)[:, None]

@@ -4,8 +4,10 @@
   nose, ear tips and bases, head top), `training.txt` / `testing.txt` (the official split).
 - Oxford-IIIT Pet: `images/*.jpg`, `annotations/xmls/<name>.xml` (PASCAL VOC head box), `annotations/list.txt`
   (`name CLASS-ID SPECIES BREED-ID`, species 2 = dog), `annotations/trainval.txt` / `test.txt`.
-- A plain folder of photos, e.g. already cropped dog faces (centre crop); the label is the photo's parent folder.
-  Annotation, mask and thumbnail folders are not read as photos (see `images.list_photos`).
+- A plain folder of dog photos, e.g. already cropped dog faces (centre crop), read as `dataset=images` reads any
+  folder (`data/folder.py`): the label is the first sub-folder (a breed), `dog` for photos directly in root.
+  Annotation, mask and thumbnail folders are not read as photos (see `images.list_photos`). A folder of other
+  photos (cats, microscope images) is `dataset=images`.
 
 The face is the square around the keypoints (or head box) grown by `margin`, clipped to the image; an image
 without annotation falls back to the centre square, and the count is reported. A root that holds several
@@ -22,6 +24,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from vae_lightning.data.download import DownloadError, download
+from vae_lightning.data.folder import ROOT_LABEL, ImageFolderSource
 from vae_lightning.data.images import IMAGE_SUFFIXES, Item, has_photos, list_photos
 from vae_lightning.data.photos import PhotoDataModule
 from vae_lightning.run.errors import DataFormatError, DataNotFoundError
@@ -48,7 +51,8 @@ HOW_TO_GET = (
     "For CU Dogs (no stable direct download), fetch the Columbia dogs-with-parts archive (CU_Dogs) linked from "
     "https://people.eecs.berkeley.edu/~kanazawa/ and unpack it so that the folder holds dogImages/, dogParts/, "
     "training.txt and testing.txt. Or use Oxford-IIIT Pet: `dataset.download=true` fetches it (images/ and "
-    "annotations/). Any folder of dog photos also works (centre-cropped)."
+    "annotations/). Any folder of dog photos also works (centre-cropped); for photos of anything else use "
+    "`dataset=images dataset.root=<folder>`."
 )
 
 
@@ -229,11 +233,11 @@ class DogsSource:
         return items
 
     def _folder(self, root: Path) -> list[Item]:
-        items = []
-        for path in list_photos(root):
-            breed = path.parent.name if path.parent != root else "dog"
-            items.append(Item(str(path), None, (self._breed_index(breed),)))
-        return items
+        """A plain folder of dog photos is read as `dataset=images` reads any folder; its classes are breeds."""
+        folder = ImageFolderSource(str(root), name="dogs")
+        items = folder.items()
+        names = {label: "dog" if name == ROOT_LABEL else name for label, name in folder.class_names().items()}
+        return [Item(item.path, None, (self._breed_index(names[item.labels[0]]),)) for item in items]
 
     def _download_oxford_pet(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

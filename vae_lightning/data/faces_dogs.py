@@ -9,9 +9,10 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from vae_lightning.data.cache import Preprocessed
 from vae_lightning.data.dogs import DogsSource
+from vae_lightning.data.in_memory import Attribute, InMemoryDataset, one_vs_rest
 from vae_lightning.data.photos import PhotoDataModule
 from vae_lightning.data.samplers import DOG, HUMAN, BalancedBatches
-from vae_lightning.data.utkface import UTKFaceSource
+from vae_lightning.data.utkface import UTKFaceSource, utkface_attributes
 from vae_lightning.run import checks
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,16 @@ class FacesDogsDataModule(PhotoDataModule):
         # stratified by domain; within a domain spread over gender (faces) or breed (dogs)
         spread = torch.where(domain == HUMAN, source_labels[:, min(1, width - 1)], source_labels[:, 0])
         return self.split(merged, domain, test_paths=None, groups=domain, spread=spread)
+
+    def attributes(self, split: InMemoryDataset) -> dict[str, Attribute]:
+        """`dog` (the seed's "friend into dog"; the default of `morph mode=attribute`), `human`, and among the
+        humans UTKFace's `age`, `female`, `male` and races (unknown for the dogs)."""
+        domains = one_vs_rest(split.labels, {DOG: "dog", HUMAN: "human"})
+        faces = utkface_attributes(split.label_table[:, :3])
+        dogs = split.labels == DOG
+        for attribute in faces.values():
+            attribute.values[dogs] = float("nan")
+        return domains | faces
 
     def diagnostic_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Humans and dogs alternately from the start of the validation split (as many of each as there are)."""

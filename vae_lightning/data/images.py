@@ -6,7 +6,8 @@
 - JPEGs are decoded in draft mode (the decoder's DCT scaling) at the smallest scale that still leaves the crop
   at least `size` pixels wide, which is what makes preprocessing fast;
 - the crop box (a square in the stored image's pixels, or the centred square when None) is clipped to the
-  image, then resized with an antialiasing filter;
+  image, then resized with an antialiasing filter; or (`Item.pad`) the whole image is resized into the square
+  and padded with black;
 - single-channel or palette images with a handful of values (segmentation masks, trimaps) are skipped: they
   are label maps, not photos.
 
@@ -17,13 +18,14 @@ and thumbnails.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 # folders that hold label maps, annotations or previews next to photos (Oxford-IIIT Pet's trimaps, ...)
@@ -54,6 +56,7 @@ class Item:
     path: str
     box: Box | None = None
     labels: tuple[int, ...] = ()
+    pad: bool = False  # resize the whole image into the square, padded with black, instead of cropping it
 
 
 def square_around(box: Box, margin: float, width: int, height: int) -> Box:
@@ -99,7 +102,9 @@ def decode_crop_resize(item: Item, size: int, grayscale: bool, margin: float = 0
                 box = (
                     centre_square(width, height) if item.box is None else square_around(item.box, margin, width, height)
                 )
-                side = min(box[2] - box[0], box[3] - box[1])
+                if item.pad:
+                    box = (0.0, 0.0, float(width), float(height))
+                side = min(box[2] - box[0], box[3] - box[1]) if not item.pad else max(width, height)
                 orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
                 if image.format == "JPEG" and side > size:
                     scale = size / side  # the decoder may shrink by up to this much
@@ -110,9 +115,14 @@ def decode_crop_resize(item: Item, size: int, grayscale: bool, margin: float = 0
                 if stored_mode in ("1", "L", "P") and image.getcolors(MASK_COLOURS) is not None:
                     return f"not a photo: {len(image.getcolors(MASK_COLOURS))} distinct values (a mask or label map?)"
                 image = _to_8bit(image, grayscale)
-                image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
-                if orientation in _ORIENTATION:
-                    image = image.transpose(_ORIENTATION[orientation])
+                if item.pad:  # upright first: the padding goes along the shown image's short side
+                    if orientation in _ORIENTATION:
+                        image = image.transpose(_ORIENTATION[orientation])
+                    image = ImageOps.pad(image, (size, size), Image.Resampling.BILINEAR, color=0)
+                else:
+                    image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
+                    if orientation in _ORIENTATION:
+                        image = image.transpose(_ORIENTATION[orientation])
                 array = np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as bad:
         return f"{type(bad).__name__}: {bad}"
@@ -130,9 +140,21 @@ def _is_photo(path: Path, root: Path) -> bool:
 
 
 def iter_photos(root: Path) -> Iterator[Path]:
-    """The photo files under `root`, recursively, in no particular order: image files, without hidden ones,
-    those under annotation, mask or thumbnail folders, and those named as masks."""
-    return (path for path in root.rglob("*") if _is_photo(path, root))
+    """The photo files under `root`, recursively (through symbolic links to folders, each real folder once, so a
+    link loop ends), in no particular order: image files, without hidden ones, those under annotation, mask or
+    thumbnail folders, and those named as masks."""
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d.lower() not in NOT_PHOTO_FOLDERS]
+        for name in files:
+            path = Path(folder) / name
+            if _is_photo(path, root):
+                yield path
 
 
 def list_photos(root: Path) -> list[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from lightning import LightningDataModule
@@ -71,6 +72,23 @@ def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.T
     return list(torch.split(order, [n - sum(sizes), *sizes]))
 
 
+@dataclass(frozen=True)
+class Attribute:
+    """A property of each sample of a split, for the attribute morph (`morph mode=attribute attribute=NAME`):
+    1 or 0 for has it or not (its direction: the mean code of those with it minus that of those without), or a
+    quantity such as age (`numeric`: the regression direction of the codes on it). NaN: unknown."""
+
+    values: torch.Tensor  # (N,) float
+    numeric: bool = False
+
+
+def one_vs_rest(labels: torch.Tensor, names: dict[int, str]) -> dict[str, Attribute]:
+    """One attribute per named label: 1 for the samples with that label, 0 for the others (NaN: label < 0)."""
+    known = labels >= 0
+    unknown = torch.full(labels.shape, float("nan"))
+    return {name: Attribute(torch.where(known, (labels == label).float(), unknown)) for label, name in names.items()}
+
+
 class InMemoryDataModule(LightningDataModule):
     """Base class: subclasses load the splits in `load_splits` and declare `input_shape` (C, H, W).
 
@@ -114,6 +132,11 @@ class InMemoryDataModule(LightningDataModule):
                 len(self.train_set),
             )
             self.batch_size = len(self.train_set)
+
+    def attributes(self, split: InMemoryDataset) -> dict[str, Attribute]:
+        """The attributes each sample of `split` has (name -> `Attribute`), for the attribute morph; by default
+        one per named class (`class_names`). Data sets with richer labels (ages, CelebA's 40) say more."""
+        return one_vs_rest(split.labels, dict(self.class_names))
 
     def diagnostic_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` validation samples (images, labels): the same ones in every epoch and process, so that

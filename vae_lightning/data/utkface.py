@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from vae_lightning.data.images import Item, has_photos, list_photos
+from vae_lightning.data.in_memory import Attribute, InMemoryDataset, one_vs_rest
 from vae_lightning.data.photos import PhotoDataModule
 from vae_lightning.run.errors import DataFormatError, DataNotFoundError
 
@@ -113,6 +116,20 @@ class UTKFaceSource:
         return dict(GENDERS)
 
 
+RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
+
+
+def utkface_attributes(table: torch.Tensor) -> dict[str, Attribute]:
+    """From the (age, gender, race) columns: `age` (a quantity: "older"), `female` and `male`, and one per race."""
+    age = table[:, 0].float()
+    age[table[:, 0] < 0] = float("nan")
+    return (
+        {"age": Attribute(age, numeric=True)}
+        | one_vs_rest(table[:, 1], {1: "female", 0: "male"})
+        | one_vs_rest(table[:, 2], RACES)
+    )
+
+
 class UTKFaceDataModule(PhotoDataModule):
     """UTKFace faces; the batch label is gender (-1 unknown); age and race stay in `label_table`."""
 
@@ -128,3 +145,6 @@ class UTKFaceDataModule(PhotoDataModule):
     def load_splits(self):
         data = self.load_source(self.source)
         return self.split(data, data.labels[:, 1], test_paths=None)
+
+    def attributes(self, split: InMemoryDataset) -> dict[str, Attribute]:
+        return utkface_attributes(split.label_table)
