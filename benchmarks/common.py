@@ -16,8 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class
 from omegaconf import DictConfig, open_dict, read_write
 
-import vae_lightning.run.config  # noqa: F401  (registers the config resolvers)
-from vae_lightning import CONF_DIR
+import vae_lightning.core.config  # noqa: F401  (registers the config resolvers)
+from vae_lightning.core.config import CONF_DIR
 from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset
 
 RESULTS = Path(__file__).resolve().parent / "results"

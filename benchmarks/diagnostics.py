@@ -22,7 +22,7 @@ import torch
 from benchmarks.common import RandomImages, StepClock, clock, compose_run, data_shape, save
 from benchmarks.run_overhead import SIZES, epoch_steps
 from vae_lightning.callbacks.diagnostics import Diagnostics
-from vae_lightning.run.config import build
+from vae_lightning.core.config import build
 from vae_lightning.run.trainer import build_trainer
 
 

@@ -81,7 +81,7 @@ def main() -> None:
         prepare = [
             sys.executable,
             "-c",
-            "import sys; from hydra import compose, initialize_config_dir; from vae_lightning.run.config import build;"
+            "import sys; from hydra import compose, initialize_config_dir; from vae_lightning.core.config import build;"
             f"initialize_config_dir(config_dir='{ROOT / 'conf'}', version_base='1.3');"
             f"cfg = compose('train', overrides=['experiment=haskell_dogpeople', 'dataset.faces.root={faces}',"
             f" 'dataset.dogs.root={dogs}', 'paths.output_dir={tmp}/o']);"

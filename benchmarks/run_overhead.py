@@ -27,7 +27,7 @@ import lightning as L
 import torch
 
 from benchmarks.common import RandomImages, clock, compose_run, data_shape, save
-from vae_lightning.run.config import build
+from vae_lightning.core.config import build
 from vae_lightning.run.trainer import build_trainer
 
 # preset -> (train, val, test) sizes of the data it is meant for

@@ -35,7 +35,7 @@ import lightning as L
 import torch
 
 from benchmarks.common import RandomImages, clock, compose_run, data_shape, save, training_only_trainer
-from vae_lightning.run.config import build, call
+from vae_lightning.core.config import build, call
 from vae_lightning.run.trainer import build_trainer
 
 TARGETS = {"framework/bare": 0.97, "framework/plain (MLP, batch 32)": 0.85, "framework/plain (conv)": 0.95}

@@ -19,8 +19,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
-import vae_lightning.run.config  # noqa: F401  (registers the config resolvers)
-from vae_lightning import CONF_DIR
+import vae_lightning.core.config  # noqa: F401  (registers the config resolvers)
+from vae_lightning.core.config import CONF_DIR
 from vae_lightning.data import idx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def compose_tool(name: str, overrides: list[str]) -> DictConfig:
 
 def train_in_process(overrides: list[str], output_dir: Path, stop=None) -> float | None:
     """`train(cfg)` as `python train.py OVERRIDES hydra.run.dir=OUTPUT_DIR` would call it, in this process."""
-    from train import train
+    from vae_lightning.train import train
 
     return train(compose_train([*QUIET, *overrides], output_dir), stop)
 

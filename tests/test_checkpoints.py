@@ -10,16 +10,11 @@ import pytest
 import torch
 
 from tests.checkpoint_payloads import hostile_checkpoints
-from vae_lightning.run import checkpoints as checkpoints_module
-from vae_lightning.run.checkpoints import (
-    AtomicCheckpointIO,
-    check_resume,
-    check_weights_fit,
-    load_module,
-    read_checkpoint,
-)
-from vae_lightning.run.errors import CheckpointError, CheckpointWriteError
-from vae_lightning.run.files import remove_leftovers, write_metrics
+from vae_lightning.core import checkpoint_io as checkpoints_module
+from vae_lightning.core.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from vae_lightning.run.checkpoints import check_resume, check_weights_fit, load_module
+from vae_lightning.core.errors import CheckpointError, CheckpointWriteError
+from vae_lightning.core.files import remove_leftovers, write_metrics
 
 
 @pytest.fixture

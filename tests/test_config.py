@@ -9,11 +9,11 @@ from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
 from tests.photo_fixtures import write_celeba, write_oxford_pet, write_utkface
-from vae_lightning import CONF_DIR
+from vae_lightning.core.config import CONF_DIR
 from vae_lightning.losses import SeedLoss
-from vae_lightning.run.checks import trainer_values
-from vae_lightning.run.config import build
-from vae_lightning.run.errors import ConfigErrors, ConfigValueError
+from vae_lightning.core.checks import trainer_values
+from vae_lightning.core.config import build
+from vae_lightning.core.errors import ConfigErrors, ConfigValueError
 from vae_lightning.run.trainer import build_run
 from vae_lightning.schedules import Constant, DelayedRamp
 
@@ -143,7 +143,7 @@ def test_bad_values_name_the_key(override, key, tmp_path):
 
 @pytest.mark.parametrize("threads", ["0", "-2", "abc"])
 def test_a_bad_thread_count_names_its_key_before_anything_is_built(threads, tmp_path):
-    from train import train
+    from vae_lightning.train import train
 
     with pytest.raises(ConfigValueError) as error:
         train(compose_train([f"threads={threads}"], tmp_path / "run"))

@@ -17,7 +17,7 @@ from vae_lightning.data.celeba import CelebADataModule, read_attributes
 from vae_lightning.data.folder import ROOT_LABEL, ImageFolderDataModule
 from vae_lightning.data.in_memory import Attribute
 from vae_lightning.morph import attribute_direction, morph
-from vae_lightning.run.errors import ConfigErrors, ConfigValueError, DataNotFoundError, VAELightningError
+from vae_lightning.core.errors import ConfigErrors, ConfigValueError, DataNotFoundError, VAELightningError
 
 TINY = ["dataset.image_size=16", "model.channels=[16,32]", "model.latent_dim=4", "dataset.batch_size=8"]
 QUICK = ["trainer.max_epochs=1", "dataset.min_batches_per_epoch=2", "~callbacks.diagnostics", "eval.nll_samples=2"]

@@ -188,7 +188,7 @@ def test_a_completed_run_continued_with_more_epochs_ends_exactly_as_the_longer_r
 
 
 def test_a_completed_run_resumed_to_the_same_length_is_refused_in_one_line(tmp_path):
-    from vae_lightning.run.errors import CheckpointError
+    from vae_lightning.core.errors import CheckpointError
 
     args = [*SHORT, "trainer.check_val_every_n_epoch=3", "trainer.max_epochs=4", NO_PICTURES]
     train_in_process(args, tmp_path / "run")
@@ -215,7 +215,7 @@ def test_a_crashed_ramp_run_resumes_to_the_same_weights_beta_and_tensorboard_cur
     """The delayed ramp (beta depends on the step and the saved length) with TensorBoard: a run crashed in its
     third epoch and resumed from the last epoch end equals the uninterrupted run: weights, beta at every step,
     the loss curve (each step once, none lost), the final metrics."""
-    from train import train
+    from vae_lightning.train import train
 
     args = [
         *QUIET,
@@ -258,7 +258,7 @@ def test_a_new_run_removes_the_temporary_files_of_killed_writers_and_keeps_live_
         folder.mkdir(parents=True)
         (folder / dead).write_bytes(b"half a checkpoint")
         (folder / live).write_bytes(b"being written")
-    from train import train
+    from vae_lightning.train import train
 
     train(cfg)
     for folder in (run_dir / "checkpoints", tmp_path / "cache"):

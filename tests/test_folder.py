@@ -8,7 +8,7 @@ import pytest
 
 from tests.checkpoint_payloads import hostile_checkpoints
 from tests.conftest import compose_train
-from vae_lightning.run.errors import VAELightningError
+from vae_lightning.core.errors import VAELightningError
 from vae_lightning.run.folder import LOCK_NAME, FolderBusyError, RunFolderGuard, hold, refuse_if_busy
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import SHARED_DATA
 from vae_lightning.data import idx
-from vae_lightning.run.errors import DataFormatError
+from vae_lightning.core.errors import DataFormatError
 
 
 def test_round_trip_of_images_and_labels(tmp_path):

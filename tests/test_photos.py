@@ -18,7 +18,7 @@ from vae_lightning.data.images import Item, decode_crop_resize, list_photos, squ
 from vae_lightning.data.photos import stratified_split
 from vae_lightning.data.samplers import DOG, HUMAN, BalancedBatches
 from vae_lightning.data.utkface import UTKFaceDataModule, UTKFaceSource, parse_utkface_name, read_landmarks
-from vae_lightning.run.errors import ConfigErrors, DataNotFoundError
+from vae_lightning.core.errors import ConfigErrors, DataNotFoundError
 
 
 @pytest.mark.parametrize(
@@ -333,7 +333,7 @@ def test_preprocessing_workers_end_cleanly_under_the_runs_signal_handlers(tmp_pa
     """The pool's workers inherit the run's SIGINT/SIGTERM handlers through fork; they must still end when the
     pool terminates them (else the run hangs once the photos are decoded)."""
     from vae_lightning.data.cache import preprocess
-    from vae_lightning.run.signals import stop_on_signals
+    from vae_lightning.core.signals import stop_on_signals
 
     items = [Item(str(save_jpeg(photo(40, 40, i), tmp_path / f"{i}.jpg"))) for i in range(4 * 32 + 1)]
     with stop_on_signals():

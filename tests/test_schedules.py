@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from vae_lightning.run.errors import ConfigValueError
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.schedules import Constant, Cyclical, DelayedRamp, Sigmoid
 
 

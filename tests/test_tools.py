@@ -14,7 +14,7 @@ from tests.conftest import SHARED_DATA, compose_tool, train_in_process, write_mn
 from tests.photo_fixtures import photo, save_jpeg, write_oxford_pet, write_utkface
 from vae_lightning.evaluate import evaluate
 from vae_lightning.morph import FACE_FRACTION, morph, read_photo
-from vae_lightning.run.errors import CheckpointError, DataNotFoundError, VAELightningError
+from vae_lightning.core.errors import CheckpointError, DataNotFoundError, VAELightningError
 from vae_lightning.run.tools import run_tool
 
 

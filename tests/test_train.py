@@ -16,7 +16,7 @@ from tests.conftest import SHARED_DATA, train_in_process, write_mnist
 from tests.photo_fixtures import write_cu_dogs, write_utkface
 from vae_lightning.module import VAEModule
 from vae_lightning.run.checkpoints import load_module
-from vae_lightning.run.signals import RunInterrupted, stop_on_signals
+from vae_lightning.core.signals import RunInterrupted, stop_on_signals
 
 SCALARS = [f"{stage}/{name}" for stage in ("train", "val", "test") for name in ("loss", "recon", "kl", "beta")]
 NO_PICTURES = "~callbacks.diagnostics"
@@ -181,7 +181,7 @@ class SignalAt(Callback):
 
 
 def test_a_second_signal_while_stopping_is_ignored_and_one_outside_training_stops_at_once():
-    from vae_lightning.run.signals import StopRequest
+    from vae_lightning.core.signals import StopRequest
 
     request = StopRequest()
     request.graceful = True  # training: recorded, the run stops at the end of the batch
@@ -196,7 +196,7 @@ def test_a_second_signal_while_stopping_is_ignored_and_one_outside_training_stop
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_run_with_a_checkpoint_metrics_and_a_resume_command(signum, tmp_path, monkeypatch):
     from tests.conftest import QUIET, compose_train
-    from train import train
+    from vae_lightning.train import train
 
     run_dir = tmp_path / "run"
     signal_at = [f"+callbacks.signal={{_target_: tests.test_train.SignalAt, step: 30, signum: {int(signum)}}}"]

@@ -1,8 +1,7 @@
-"""vae_lightning: variational autoencoder experiments on PyTorch Lightning and Hydra."""
+"""vae_lightning: variational autoencoder experiments on PyTorch Lightning and Hydra.
 
-from pathlib import Path
+Train with `vae-train` (or `python train.py` in a clone), evaluate with `vae-evaluate`, morph with `vae-morph`;
+use a trained model from Python with `vae_lightning.api.TrainedVAE`.
+"""
 
 __version__ = "0.1.0"
-
-# The Hydra configs of `train.py`, `evaluate` and `morph` (the project is installed with `pip install -e .`).
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

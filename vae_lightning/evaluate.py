@@ -19,8 +19,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vae_lightning.run import checks
-from vae_lightning.run.errors import VAELightningError
+from vae_lightning.core import checks
+from vae_lightning.core.errors import VAELightningError
 from vae_lightning.run.tools import run_tool
 
 log = logging.getLogger("evaluate")
@@ -30,7 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from vae_lightning.run.checkpoints import load_module
-    from vae_lightning.run.files import write_metrics
+    from vae_lightning.core.files import write_metrics
     from vae_lightning.run.tools import checkpoint_datamodule
     from vae_lightning.run.trainer import final_metrics, quiet_libraries
 
@@ -69,7 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     run_tool(evaluate, cfg)
 

@@ -11,7 +11,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from vae_lightning.run import checks
+from vae_lightning.core import checks
 
 
 class Bernoulli:

@@ -11,10 +11,11 @@ from lightning import LightningModule
 from vae_lightning.losses import LossTerms
 from vae_lightning.metrics import LatentStats, RunningMeans, importance_sampled_log_likelihood
 from vae_lightning.nets.base import VAEOutput
-from vae_lightning.run import checks
-from vae_lightning.run.config import as_plain, build, call
-from vae_lightning.run.errors import ConfigValueError, DivergedError
-from vae_lightning.training_state import random_state, set_random_state, trained_to
+from vae_lightning.core import checks
+from vae_lightning.core.checkpoint_io import read_checkpoint
+from vae_lightning.core.config import as_plain, build, call
+from vae_lightning.core.errors import ConfigValueError, DivergedError
+from vae_lightning.core.training_state import random_state, set_random_state, trained_to
 
 TERMS = ("loss", "recon", "kl")
 
@@ -77,10 +78,8 @@ class VAEModule(LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> VAEModule:
-        """Lightning's loader, after the checks of `run.checkpoints.read_checkpoint` (nothing from the file is
-        run; only the project's own classes are built) and with `weights_only=True`."""
-        from vae_lightning.run.checkpoints import read_checkpoint
-
+        """Lightning's loader, after the checks of `core.checkpoint_io.read_checkpoint` (nothing from the file is
+        run; only the classes the packaged configs offer are built) and with `weights_only=True`."""
         read_checkpoint(checkpoint_path)
         kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, map_location, **kwargs)

@@ -31,8 +31,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vae_lightning.callbacks.grid import enlarge, make_grid, to_uint8_hwc
 from vae_lightning.data.in_memory import Attribute
-from vae_lightning.run import checks
-from vae_lightning.run.errors import ConfigValueError, DataNotFoundError, VAELightningError
+from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError, DataNotFoundError, VAELightningError
 from vae_lightning.run.tools import run_tool
 
 log = logging.getLogger("morph")
@@ -172,7 +172,7 @@ def cached_direction(module, datamodule, ckpt_path: Path, name: str | None) -> t
         if stored.get("stamp") == stamp and stored.get("name") == name:
             return stored["direction"], stored["what"]
     direction, what = attribute_direction(train_codes(module, datamodule), attributes[name], name)
-    from vae_lightning.run.files import atomic_write
+    from vae_lightning.core.files import atomic_write
 
     try:
         atomic_write(
@@ -250,7 +250,7 @@ def morph(cfg: DictConfig) -> tuple[Path, Path]:
     return gif, strip
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="morph")
+@hydra.main(version_base="1.3", config_path="conf", config_name="morph")
 def main(cfg: DictConfig) -> None:
     run_tool(morph, cfg)
 

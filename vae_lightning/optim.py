@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from vae_lightning.run import checks
-from vae_lightning.run.errors import ConfigValueError
+from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError
 
 
 def adam(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from vae_lightning.run import checks
+from vae_lightning.core import checks
 
 
 def _progress(step: int, total_steps: int) -> float:

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from vae_lightning.callbacks.pictures import Embedding, Histogram, Picture, View
-from vae_lightning.run import checks
+from vae_lightning.core import checks
 
 log = logging.getLogger(__name__)
 ENCODE_BATCH = 256

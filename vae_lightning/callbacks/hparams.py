@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
-from vae_lightning import CONF_DIR
+from vae_lightning.core.config import CONF_DIR
 
 # TensorBoard shows the first five hyperparameters (by name) until one picks more: every run shows its data set
 # and model, then only what differs from the defaults: other group choices, and the keys given on the command

@@ -20,7 +20,7 @@ from sklearn.decomposition import PCA
 from vae_lightning.callbacks.grid import enlarge, picture
 from vae_lightning.callbacks.plots import bar_figure, colours_by_label, histogram_figure, image_figure, scatter_figure
 from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD
-from vae_lightning.run import checks
+from vae_lightning.core import checks
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from vae_lightning.run.signals import RunInterrupted, StopRequest
+from vae_lightning.core.signals import RunInterrupted, StopRequest
 
 log = logging.getLogger(__name__)
 

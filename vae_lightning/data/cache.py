@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from vae_lightning.data.images import Item, decode_crop_resize
-from vae_lightning.run.files import atomic_write
+from vae_lightning.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 

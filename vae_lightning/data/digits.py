@@ -6,7 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
-from vae_lightning.run import checks
+from vae_lightning.core import checks
 
 _MAX_GREY_LEVEL = 16.0  # the digits' pixels are counts 0..16
 

@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from vae_lightning.run.files import atomic_write, remove_leftovers
+from vae_lightning.core.files import atomic_write, remove_leftovers
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from vae_lightning.data.in_memory import Attribute, InMemoryDataset, one_vs_rest
 from vae_lightning.data.photos import PhotoDataModule
 from vae_lightning.data.samplers import DOG, HUMAN, BalancedBatches
 from vae_lightning.data.utkface import UTKFaceSource, utkface_attributes
-from vae_lightning.run import checks
+from vae_lightning.core import checks
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ class FacesDogsDataModule(PhotoDataModule):
     test hold both; each training batch is half humans, half dogs."""
 
     class_names = DOMAIN_NAMES
+    default_attribute = "dog"  # the seed's morph: a friend into a dog
 
     def __init__(
         self, faces: UTKFaceSource, dogs: DogsSource, cache_dir: str, n_per_domain: int = 3500, **kwargs

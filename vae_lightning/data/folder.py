@@ -16,7 +16,7 @@ from pathlib import Path
 from vae_lightning.data.cache import Preprocessed, cached_preprocess
 from vae_lightning.data.images import Item, has_photos, list_photos
 from vae_lightning.data.photos import PhotoDataModule
-from vae_lightning.run.errors import ConfigValueError, DataNotFoundError
+from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 

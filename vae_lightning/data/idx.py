@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_lightning.run.errors import DataFormatError
+from vae_lightning.core.errors import DataFormatError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049

@@ -77,7 +77,7 @@ def centre_square(width: int, height: int) -> Box:
     return (x0, y0, x0 + side, y0 + side)
 
 
-def _to_8bit(image: Image.Image, grayscale: bool) -> Image.Image:
+def to_8bit(image: Image.Image, grayscale: bool) -> Image.Image:
     """Any Pillow mode -> "L" or "RGB"; 16- and 32-bit images are scaled, not clipped."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
@@ -114,7 +114,7 @@ def decode_crop_resize(item: Item, size: int, grayscale: bool, margin: float = 0
                 image.load()
                 if stored_mode in ("1", "L", "P") and image.getcolors(MASK_COLOURS) is not None:
                     return f"not a photo: {len(image.getcolors(MASK_COLOURS))} distinct values (a mask or label map?)"
-                image = _to_8bit(image, grayscale)
+                image = to_8bit(image, grayscale)
                 if item.pad:  # upright first: the padding goes along the shown image's short side
                     if orientation in _ORIENTATION:
                         image = image.transpose(_ORIENTATION[orientation])

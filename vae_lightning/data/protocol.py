@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from vae_lightning.data.images import Item
-from vae_lightning.run.errors import DataNotFoundError
+from vae_lightning.core.errors import DataNotFoundError
 
 
 class PhotoSource(Protocol):

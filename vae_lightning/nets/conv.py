@@ -12,8 +12,8 @@ from torch import nn
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.nets.base import VAENet
 from vae_lightning.nets.posterior import ExpHalfLogVariance
-from vae_lightning.run import checks
-from vae_lightning.run.errors import ConfigValueError
+from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError
 
 
 class ConvVAE(VAENet):

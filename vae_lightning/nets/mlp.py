@@ -12,7 +12,7 @@ from torch import nn
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.nets.base import VAENet
 from vae_lightning.nets.posterior import SoftplusScale
-from vae_lightning.run import checks
+from vae_lightning.core import checks
 
 
 def _stack(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequential:

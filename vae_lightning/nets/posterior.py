@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from vae_lightning.run import checks
+from vae_lightning.core import checks
 
 
 class SoftplusScale:

@@ -1,11 +1,8 @@
-"""Everything around a training run that is not the model itself.
+"""The orchestration of a run, above the model, the data and the callbacks.
 
-- `errors`: the errors a user can act on (one clear message each);
-- `checks`: validation of config values, naming the key;
-- `config`: building objects from `_target_` configs, the config resolvers;
-- `files`: atomic writes, `metrics.json`, leftovers of killed writes;
-- `checkpoints`: writing and safely reading checkpoints, and the checks before a resume;
+- `checkpoints`: rebuilding a model from a checked checkpoint, and the checks before a resume;
 - `folder`: the run folder (writable, held by one live run at a time);
-- `signals`: Ctrl-C and SIGTERM as a clean stop;
-- `trainer`: the Trainer, its callbacks and loggers, and the end-of-run summary.
+- `final`: the final weights' validation and save after `fit`;
+- `trainer`: the Trainer, its callbacks and loggers, and the end-of-run summary;
+- `tools`: what `evaluate` and `morph` share (the checkpoint's data module, one clear error per failure).
 """

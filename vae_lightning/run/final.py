@@ -24,7 +24,7 @@ import torch
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from vae_lightning.training_state import trained_to
+from vae_lightning.core.training_state import trained_to
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lightning.run.errors import VAELightningError
-from vae_lightning.run.files import is_global_rank_zero
+from vae_lightning.core.errors import VAELightningError
+from vae_lightning.core.files import is_global_rank_zero
+from vae_lightning.run.checkpoints import check_resume
 
 try:
     import fcntl
@@ -158,11 +159,10 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
 
 def check_resume_before_start(config: DictConfig) -> None:
     """The checks of `checkpoints.check_resume` for a run that will resume, before its folder is touched."""
-    from vae_lightning.run.checkpoints import check_resume
-
     path = resume_path(config, Path(config.hydra.run.dir).expanduser())
     if path is None:
         return
     module = {name: OmegaConf.to_container(config.module[name], resolve=True) for name in ("net", "loss")}
     trainer = {name: config.trainer.get(name) for name in ("max_epochs", "max_steps")}
-    check_resume(path, module, trainer)
+    config_dirs = [source.path for source in config.hydra.runtime.config_sources if source.schema == "file"]
+    check_resume(path, module, trainer, config_dirs)

@@ -9,8 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vae_lightning.run.config import build
-from vae_lightning.run.errors import DataNotFoundError, VAELightningError
+from vae_lightning.core.config import build
+from vae_lightning.core.errors import DataNotFoundError, VAELightningError
 
 
 def run_tool(function: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:

@@ -16,9 +16,9 @@ from lightning import Callback, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
-from vae_lightning.run import checks
-from vae_lightning.run.config import build
-from vae_lightning.run.errors import ConfigErrors, VAELightningError
+from vae_lightning.core import checks
+from vae_lightning.core.config import build
+from vae_lightning.core.errors import ConfigErrors, VAELightningError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""Building objects from `_target_` configs with errors that name the config key, and the config resolvers."""
+"""Where the packaged configs live, building objects from `_target_` configs with errors that name the config key,
+and the config resolvers."""
 
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -11,7 +13,20 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from vae_lightning.run.errors import ConfigErrors, ConfigValueError, VAELightningError
+from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
+
+
+# The Hydra configs of `train`, `evaluate` and `morph`, shipped inside the package (`pkg://vae_lightning/conf`).
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def user_config_dirs() -> list[str]:
+    """The config folders a user added to the running Hydra app's search path (`--config-dir`,
+    `hydra.searchpath=[file://...]`): their options' `_target_`s are trusted in checkpoints as the packaged ones.
+    Empty outside a Hydra app."""
+    if not HydraConfig.initialized():
+        return []
+    return [source.path for source in HydraConfig.get().runtime.config_sources if source.schema == "file"]
 
 
 def as_plain(node: Any) -> Any:
@@ -66,6 +81,8 @@ def run_id() -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("sweep_run_name"):
         OmegaConf.register_new_resolver("sweep_run_name", sweep_run_name)
+    if not OmegaConf.has_resolver("user_config_dirs"):
+        OmegaConf.register_new_resolver("user_config_dirs", user_config_dirs)
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
 

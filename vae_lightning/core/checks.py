@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vae_lightning.run.errors import ConfigErrors, ConfigValueError, VAELightningError
+from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 
 
 def integer(key: str, value: Any, low: int | None = None) -> int:

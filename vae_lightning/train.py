@@ -1,0 +1,107 @@
+"""Train a VAE: `vae-train [group=option ...] [key=value ...]` (in a clone also `python train.py ...`). See README.md."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from vae_lightning.core.config import user_config_dirs  # importing it registers the config resolvers
+from vae_lightning.core.errors import DivergedError, JobFailed, VAELightningError
+from vae_lightning.core.files import write_metrics
+from vae_lightning.core.signals import RunInterrupted, StopRequest, stop_on_signals
+
+log = logging.getLogger("train")
+
+
+def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
+    """Seed, build everything from the config, fit, save the final weights, test the best checkpoint, write
+    metrics.json (naming the tested checkpoint); returns the metric a sweeper optimises. A signal (see
+    `run.signals`) ends the run as `interrupted`, resumable."""
+    # Deferred for start-up time: `--help` and `--cfg job` answer without importing Lightning and torch.
+    import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from vae_lightning.callbacks.stop import StopOnSignal
+    from vae_lightning.run.checkpoints import check_resume, check_weights_fit
+    from vae_lightning.core.files import remove_leftovers
+    from vae_lightning.run.final import save_final_weights, tested_weights
+    from vae_lightning.run.folder import resume_path
+    from vae_lightning.run.trainer import (
+        build_run,
+        final_metrics,
+        quiet_libraries,
+        resume_command,
+        set_threads,
+        summary,
+    )
+
+    quiet_libraries()
+    output_dir = Path(cfg.paths.output_dir)
+    for folder in (output_dir / "checkpoints", Path(cfg.paths.cache_dir)):
+        remove_leftovers(folder)  # the temporary files of writes that a killed run left behind
+    set_threads(cfg.get("threads"))
+    L.seed_everything(cfg.seed, workers=True)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    stop_callback = StopOnSignal(stop or StopRequest(), last)
+    ckpt_path = resume_path(cfg, output_dir)
+    resumed = None
+    if ckpt_path is not None:
+        module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
+        resumed = check_resume(ckpt_path, module_cfg, cfg.trainer, user_config_dirs())
+    resume_step = None if resumed is None else int(resumed["global_step"])
+    datamodule, model, trainer = build_run(cfg, extra_callbacks=(stop_callback,), resume_step=resume_step)
+    if resumed is not None:
+        check_weights_fit(resumed, model, ckpt_path)
+        log.info("Resuming from %s (optimizer step %d)", ckpt_path, resume_step)
+
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        save_final_weights(trainer, model, datamodule, last)
+        val_metrics = final_metrics(trainer, "val/")
+        tested = tested_weights(trainer, model, last)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested.path)
+    except (RunInterrupted, SIGTERMException) as stopped:
+        interrupted = stopped if isinstance(stopped, RunInterrupted) else RunInterrupted(signal.SIGTERM)
+        command = resume_command(output_dir)
+        write_metrics(output_dir, final_metrics(trainer, "val/"), "interrupted", resume_command=command)
+        log.warning("Interrupted at optimizer step %d (%s). Resume with: %s", trainer.global_step, interrupted, command)
+        raise interrupted from None
+    metrics = val_metrics | final_metrics(trainer, "test/")
+
+    if trainer.is_global_zero:
+        write_metrics(output_dir, metrics, "completed", **tested.as_metrics(output_dir))
+        log.info(summary(output_dir, metrics, tested, last))
+    value = metrics.get(cfg.optimized_metric)
+    return None if value is None else float(value)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """The `vae-train` command (and `python train.py` in a clone)."""
+    hydra_cfg = HydraConfig.get()
+    with stop_on_signals() as stop:
+        try:
+            return train(cfg, stop)
+        except RunInterrupted as interrupted:
+            sys.exit(interrupted.exit_code)  # not an Exception: in a sweep it ends the sweep too
+        except VAELightningError as error:
+            status = "diverged" if isinstance(error, DivergedError) else "failed"
+            write_metrics(hydra_cfg.runtime.output_dir, {}, status)
+            log.error(str(error))
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                raise JobFailed(str(error)) from None  # this job fails, the sweep goes on with the others
+        except Exception:
+            write_metrics(hydra_cfg.runtime.output_dir, {}, "failed")
+            raise
+    raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
