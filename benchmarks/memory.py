@@ -81,8 +81,9 @@ def main() -> None:
         prepare = [
             sys.executable,
             "-c",
-            "import sys; from hydra import compose, initialize_config_dir; from vae_lightning.core.config import build;"
-            f"initialize_config_dir(config_dir='{ROOT / 'conf'}', version_base='1.3');"
+            "import sys; from hydra import compose, initialize_config_dir;"
+            "from vae_lightning.core.config import CONF_DIR, build;"
+            "initialize_config_dir(config_dir=str(CONF_DIR), version_base='1.3');"
             f"cfg = compose('train', overrides=['experiment=haskell_dogpeople', 'dataset.faces.root={faces}',"
             f" 'dataset.dogs.root={dogs}', 'paths.output_dir={tmp}/o']);"
             "dm = build(cfg.dataset, 'dataset'); dm.prepare_data(); dm.setup('fit')",

@@ -12,9 +12,9 @@ import torch
 from tests.checkpoint_payloads import hostile_checkpoints
 from vae_lightning.core import checkpoint_io as checkpoints_module
 from vae_lightning.core.checkpoint_io import AtomicCheckpointIO, read_checkpoint
-from vae_lightning.run.checkpoints import check_resume, check_weights_fit, load_module
 from vae_lightning.core.errors import CheckpointError, CheckpointWriteError
 from vae_lightning.core.files import remove_leftovers, write_metrics
+from vae_lightning.run.checkpoints import check_resume, check_weights_fit, load_module
 
 
 @pytest.fixture

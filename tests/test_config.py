@@ -9,11 +9,10 @@ from omegaconf import OmegaConf
 
 from tests.conftest import compose_train
 from tests.photo_fixtures import write_celeba, write_oxford_pet, write_utkface
-from vae_lightning.core.config import CONF_DIR
-from vae_lightning.losses import SeedLoss
 from vae_lightning.core.checks import trainer_values
-from vae_lightning.core.config import build
+from vae_lightning.core.config import CONF_DIR, build
 from vae_lightning.core.errors import ConfigErrors, ConfigValueError
+from vae_lightning.losses import SeedLoss
 from vae_lightning.run.trainer import build_run
 from vae_lightning.schedules import Constant, DelayedRamp
 

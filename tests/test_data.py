@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from tests.conftest import write_mnist
+from vae_lightning.core.errors import ConfigErrors, DataFormatError, DataNotFoundError
 from vae_lightning.data.binarize import DynamicBinarization, StaticBinarization
 from vae_lightning.data.digits import DigitsDataModule
 from vae_lightning.data.mnist import FashionMNISTDataModule, MNISTDataModule
-from vae_lightning.core.errors import ConfigErrors, DataFormatError, DataNotFoundError
 
 
 def test_digits_splits_are_seeded_and_disjoint():

@@ -13,11 +13,12 @@ from PIL import Image
 
 from tests.conftest import SHARED_DATA, compose_tool, train_in_process
 from tests.photo_fixtures import photo, save_jpeg, write_bad_files, write_celeba, write_utkface
+from vae_lightning.api import attribute_direction
+from vae_lightning.core.errors import ConfigErrors, ConfigValueError, DataNotFoundError, VAELightningError
 from vae_lightning.data.celeba import CelebADataModule, read_attributes
 from vae_lightning.data.folder import ROOT_LABEL, ImageFolderDataModule
 from vae_lightning.data.in_memory import Attribute
-from vae_lightning.morph import attribute_direction, morph
-from vae_lightning.core.errors import ConfigErrors, ConfigValueError, DataNotFoundError, VAELightningError
+from vae_lightning.morph import morph
 
 TINY = ["dataset.image_size=16", "model.channels=[16,32]", "model.latent_dim=4", "dataset.batch_size=8"]
 QUICK = ["trainer.max_epochs=1", "dataset.min_batches_per_epoch=2", "~callbacks.diagnostics", "eval.nll_samples=2"]

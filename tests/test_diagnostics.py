@@ -58,7 +58,10 @@ def make_view(n, latent, channels, side, labels, names) -> View:
     with torch.no_grad():
         out = module.net(images)
         losses = module.loss_fn(images, out, 1.0).per_sample
-    return View(images, torch.tensor(labels), names, out.posterior.loc, out.posterior.scale, losses, module, epoch=3)
+    ends = (0, 1) if names == DOMAINS else None
+    return View(
+        images, torch.tensor(labels), names, ends, out.posterior.loc, out.posterior.scale, losses, module, epoch=3
+    )
 
 
 def rendered(output) -> np.ndarray | None:
@@ -119,12 +122,18 @@ def test_image_grids_keep_tiny_images_legible():
 
 def test_interpolation_pairs_say_how_they_were_chosen():
     loc = torch.tensor([[0.0], [1.0], [5.0], [2.0]])
-    assert interpolation_pairs(torch.tensor([1, 0, 0, 1]), DOMAINS, loc, 3) == (
+    assert interpolation_pairs(torch.tensor([1, 0, 0, 1]), DOMAINS, loc, 3, ends=(0, 1)) == (
         [(1, 0), (2, 3)],
         "human (left) to dog (right)",
     )
-    pairs, how = interpolation_pairs(torch.tensor([0, 0, 0, 0]), DOMAINS, loc, 2)
+    pairs, how = interpolation_pairs(torch.tensor([0, 0, 0, 0]), DOMAINS, loc, 2, ends=(0, 1))
     assert pairs == [(0, 2)] and how.startswith("no dog among the validation samples")
+    # the ends are the data module's to name: any two labels, in either direction
+    pairs, how = interpolation_pairs(torch.tensor([4, 9, 9, 4]), {9: "nine"}, loc, 2, ends=(9, 4))
+    assert pairs == [(1, 0), (2, 3)] and how == "nine (left) to 4 (right)"
+    # without ends, two domains are only two labels
+    pairs, how = interpolation_pairs(torch.tensor([1, 0, 0, 1]), DOMAINS, loc, 3)
+    assert how == "pairs of validation samples with different labels"
     pairs, how = interpolation_pairs(torch.tensor([7, 7, 7, 7]), {}, loc, 2)
     assert pairs == [(0, 2)] and how.startswith("one label only")
     assert interpolation_pairs(torch.tensor([3]), {}, loc[:1], 2)[0] == [(0, -1)]

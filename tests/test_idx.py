@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import SHARED_DATA
-from vae_lightning.data import idx
 from vae_lightning.core.errors import DataFormatError
+from vae_lightning.data import idx
 
 
 def test_round_trip_of_images_and_labels(tmp_path):

@@ -16,11 +16,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from tests.conftest import train_in_process
+from vae_lightning.core.checkpoint_io import AtomicCheckpointIO
+from vae_lightning.core.errors import DivergedError
 from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset
 from vae_lightning.metrics import RunningMeans
 from vae_lightning.module import VAEModule
-from vae_lightning.core.checkpoint_io import AtomicCheckpointIO
-from vae_lightning.core.errors import DivergedError
 
 NET = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [16], "latent_dim": 2}
 LOSS = {"_target_": "vae_lightning.losses.ELBO"}

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.losses import ELBO
 from vae_lightning.nets.mlp import MLPVAE
 from vae_lightning.nets.posterior import ExpHalfLogVariance, SoftplusScale
 from vae_lightning.optim import adam
-from vae_lightning.core.errors import ConfigValueError
 
 
 def test_seed_mnist_shapes():

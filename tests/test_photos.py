@@ -10,15 +10,15 @@ from PIL import Image
 
 from tests.conftest import SHARED_DATA
 from tests.photo_fixtures import photo, save_jpeg, write_bad_files, write_cu_dogs, write_oxford_pet, write_utkface
+from vae_lightning.core.errors import ConfigErrors, DataNotFoundError
 from vae_lightning.data import cache as cache_module
 from vae_lightning.data.cache import cached_preprocess
 from vae_lightning.data.dogs import DogsDataModule, DogsSource, parse_parts_file, parse_voc_head_box, read_pet_list
-from vae_lightning.data.faces_dogs import FacesDogsDataModule
+from vae_lightning.data.faces_dogs import DOG, HUMAN, FacesDogsDataModule
 from vae_lightning.data.images import Item, decode_crop_resize, list_photos, square_around
 from vae_lightning.data.photos import stratified_split
-from vae_lightning.data.samplers import DOG, HUMAN, BalancedBatches
+from vae_lightning.data.samplers import BalancedBatches
 from vae_lightning.data.utkface import UTKFaceDataModule, UTKFaceSource, parse_utkface_name, read_landmarks
-from vae_lightning.core.errors import ConfigErrors, DataNotFoundError
 
 
 @pytest.mark.parametrize(
@@ -332,8 +332,8 @@ def test_oxford_pet_download_verifies_and_unpacks(tmp_path, monkeypatch):
 def test_preprocessing_workers_end_cleanly_under_the_runs_signal_handlers(tmp_path):
     """The pool's workers inherit the run's SIGINT/SIGTERM handlers through fork; they must still end when the
     pool terminates them (else the run hangs once the photos are decoded)."""
-    from vae_lightning.data.cache import preprocess
     from vae_lightning.core.signals import stop_on_signals
+    from vae_lightning.data.cache import preprocess
 
     items = [Item(str(save_jpeg(photo(40, 40, i), tmp_path / f"{i}.jpg"))) for i in range(4 * 32 + 1)]
     with stop_on_signals():

@@ -12,9 +12,10 @@ from PIL import Image, ImageSequence
 from tests.checkpoint_payloads import hostile_checkpoints
 from tests.conftest import SHARED_DATA, compose_tool, train_in_process, write_mnist
 from tests.photo_fixtures import photo, save_jpeg, write_oxford_pet, write_utkface
-from vae_lightning.evaluate import evaluate
-from vae_lightning.morph import FACE_FRACTION, morph, read_photo
 from vae_lightning.core.errors import CheckpointError, DataNotFoundError, VAELightningError
+from vae_lightning.data.faces import FACE_FRACTION, read_photo
+from vae_lightning.evaluate import evaluate
+from vae_lightning.morph import morph
 from vae_lightning.run.tools import run_tool
 
 
@@ -132,8 +133,8 @@ def test_morph_finds_the_face_in_an_ordinary_photo_and_adds_the_dog_direction(fa
     if not (SHARED_DATA / "utkface").is_dir():
         pytest.skip(f"{SHARED_DATA} is not present")
     friend = uncropped_portrait(tmp_path / "friend.jpg")
-    cropped = read_photo(str(friend), (3, 64, 64), find_face=True)[0].permute(1, 2, 0).numpy()
-    centre = read_photo(str(friend), (3, 64, 64), find_face=False)[0].permute(1, 2, 0).numpy()
+    cropped = read_photo(str(friend), (3, 64, 64), find_face=True).permute(1, 2, 0).numpy()
+    centre = read_photo(str(friend), (3, 64, 64), find_face=False).permute(1, 2, 0).numpy()
     face = (
         np.asarray(
             Image.open(sorted((SHARED_DATA / "utkface" / "crop_part1").glob("*.jpg"))[0])

@@ -14,9 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import SHARED_DATA, train_in_process, write_mnist
 from tests.photo_fixtures import write_cu_dogs, write_utkface
+from vae_lightning.core.signals import RunInterrupted, stop_on_signals
 from vae_lightning.module import VAEModule
 from vae_lightning.run.checkpoints import load_module
-from vae_lightning.core.signals import RunInterrupted, stop_on_signals
 
 SCALARS = [f"{stage}/{name}" for stage in ("train", "val", "test") for name in ("loss", "recon", "kl", "beta")]
 NO_PICTURES = "~callbacks.diagnostics"

@@ -23,12 +23,13 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from vae_lightning.callbacks.pictures import interpolation_pairs
 from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
 from vae_lightning.core.files import atomic_write
 from vae_lightning.data.faces import photo_tensor, read_photo
@@ -39,8 +40,8 @@ from vae_lightning.run.tools import checkpoint_datamodule
 
 log = logging.getLogger(__name__)
 
-ImageLike = Union[str, os.PathLike, Image.Image, torch.Tensor]
-Images = Union[ImageLike, Sequence[ImageLike]]
+ImageLike = str | os.PathLike | Image.Image | torch.Tensor
+Images = ImageLike | Sequence[ImageLike]
 
 
 class TrainedVAE:
@@ -133,7 +134,30 @@ class TrainedVAE:
     def datamodule(self, changes: Mapping[str, Any] | None = None) -> Any:
         """The data module the checkpoint was trained on, set up, with `changes` (e.g. {"root": "/data/mnist"})
         to the keys it has."""
-        return checkpoint_datamodule(self.module, OmegaConf.create(dict(changes or {})))
+        changes = changes if OmegaConf.is_config(changes) else OmegaConf.create(dict(changes or {}))
+        return checkpoint_datamodule(self.module, changes)
+
+    @torch.no_grad()
+    def validation_pair(self, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Two images (1, C, H, W) of the validation split of `datamodule` to interpolate between, chosen as the
+        `val/interpolations` picture chooses its first pair (from the data set's `interpolation_ends` when it names
+        them, faces and dogs: a human and a dog), and a phrase saying which they are."""
+        val = datamodule.val_set
+        names = dict(getattr(datamodule, "class_names", {}) or {})
+        ends = getattr(datamodule, "interpolation_ends", None)
+        present = set(val.labels.tolist())
+        if ends is not None and not set(ends) <= present:
+            missing = [str(names.get(label, label)) for label in ends if label not in present]
+            raise DataNotFoundError(
+                f"The checkpoint's validation split has no {' and no '.join(missing)} image: give both images "
+                "(source=<photo> and target=<photo>)."
+            )
+        codes = self._codes(val)
+        ((a, b),), how = interpolation_pairs(val.labels, names, codes, 1, ends)
+        if b < 0:
+            raise DataNotFoundError("The checkpoint's validation split has one image only: give both images.")
+        images = val.__getitems__([a, b])[0].to(self.device)
+        return images[:1], images[1:], f"validation samples {a} and {b} ({how})"
 
     def attributes(self, datamodule: Any) -> dict[str, Attribute]:
         """The attributes of the training split of `datamodule` (name -> values per sample)."""
@@ -162,7 +186,7 @@ class TrainedVAE:
                 stored = torch.load(cache_file, weights_only=True)
                 if stored.get("stamp") == stamp and stored.get("name") == name:
                     return stored["direction"].to(self.device), stored["what"]
-        direction, what = attribute_direction(self._train_codes(datamodule), attributes[name], name)
+        direction, what = attribute_direction(self._codes(datamodule.train_set), attributes[name], name)
         if cache_file is not None:
             record = {"direction": direction.cpu(), "what": what, "name": name, "stamp": stamp}
             try:
@@ -197,15 +221,10 @@ class TrainedVAE:
         return self.checkpoint.with_name(f"{self.checkpoint.name}.attribute_{safe}.pt")
 
     @torch.no_grad()
-    def _train_codes(self, datamodule: Any) -> torch.Tensor:
-        train = datamodule.train_set
-        codes = [
-            self.module.net.encode(train.__getitems__(range(start, min(start + 256, len(train))))[0].to(self.device))
-            .loc.float()
-            .cpu()
-            for start in range(0, len(train), 256)
-        ]
-        return torch.cat(codes)
+    def _codes(self, split: Any) -> torch.Tensor:
+        """The posterior means of every sample of a data module's split, in batches of 256, on the CPU."""
+        batches = (split.__getitems__(range(i, min(i + 256, len(split))))[0] for i in range(0, len(split), 256))
+        return torch.cat([self.module.net.encode(x.to(self.device)).loc.float().cpu() for x in batches])
 
 
 def attribute_direction(codes: torch.Tensor, attribute: Attribute, name: str) -> tuple[torch.Tensor, str]:

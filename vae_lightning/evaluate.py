@@ -20,22 +20,24 @@ import hydra
 from omegaconf import DictConfig
 
 from vae_lightning.core import checks
+from vae_lightning.core.config import user_config_dirs
 from vae_lightning.core.errors import VAELightningError
+from vae_lightning.core.files import write_metrics
 from vae_lightning.run.tools import run_tool
 
 log = logging.getLogger("evaluate")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    # Deferred for start-up time: Lightning takes seconds to import; `--help` and a missing ckpt_path need none.
     import lightning as L
 
     from vae_lightning.run.checkpoints import load_module
-    from vae_lightning.core.files import write_metrics
     from vae_lightning.run.tools import checkpoint_datamodule
     from vae_lightning.run.trainer import final_metrics, quiet_libraries
 
     quiet_libraries()
-    module = load_module(cfg.ckpt_path)
+    module = load_module(cfg.ckpt_path, config_dirs=user_config_dirs())
     if cfg.eval.nll_samples is not None:
         module.nll_samples = checks.non_negative_int("eval.nll_samples", cfg.eval.nll_samples)
     if cfg.eval.mi_samples is not None:

@@ -8,14 +8,14 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
-from vae_lightning.losses import LossTerms
-from vae_lightning.metrics import LatentStats, RunningMeans, importance_sampled_log_likelihood
-from vae_lightning.nets.base import VAEOutput
 from vae_lightning.core import checks
 from vae_lightning.core.checkpoint_io import read_checkpoint
 from vae_lightning.core.config import as_plain, build, call
 from vae_lightning.core.errors import ConfigValueError, DivergedError
 from vae_lightning.core.training_state import random_state, set_random_state, trained_to
+from vae_lightning.losses import LossTerms
+from vae_lightning.metrics import LatentStats, RunningMeans, importance_sampled_log_likelihood
+from vae_lightning.nets.base import VAEOutput
 
 TERMS = ("loss", "recon", "kl")
 

@@ -1,4 +1,5 @@
-"""Train a VAE: `vae-train [group=option ...] [key=value ...]` (in a clone also `python train.py ...`). See README.md."""
+"""Train a VAE: `vae-train [group=option ...] [key=value ...]` (in a clone also `python train.py ...`).
+See README.md."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.core.config import user_config_dirs  # importing it registers the config resolvers
 from vae_lightning.core.errors import DivergedError, JobFailed, VAELightningError
-from vae_lightning.core.files import write_metrics
+from vae_lightning.core.files import remove_leftovers, write_metrics
 from vae_lightning.core.signals import RunInterrupted, StopRequest, stop_on_signals
 
 log = logging.getLogger("train")
@@ -30,7 +31,6 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
 
     from vae_lightning.callbacks.stop import StopOnSignal
     from vae_lightning.run.checkpoints import check_resume, check_weights_fit
-    from vae_lightning.core.files import remove_leftovers
     from vae_lightning.run.final import save_final_weights, tested_weights
     from vae_lightning.run.folder import resume_path
     from vae_lightning.run.trainer import (

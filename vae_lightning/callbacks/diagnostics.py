@@ -103,8 +103,9 @@ class Diagnostics(Callback):
         finally:
             module.train(was_training)
         names = dict(getattr(trainer.datamodule, "class_names", None) or {})
+        ends = getattr(trainer.datamodule, "interpolation_ends", None)
         loc, scale, loss = torch.cat(locs), torch.cat(scales), torch.cat(losses)
-        return View(images, labels.cpu(), names, loc, scale, loss, module, trainer.current_epoch)
+        return View(images, labels.cpu(), names, ends, loc, scale, loss, module, trainer.current_epoch)
 
 
 def tensorboard_writers(trainer: Trainer) -> list:

@@ -1,11 +1,13 @@
-"""Tile a batch of images into one picture (no torchvision dependency)."""
+"""Tile a batch of images into one picture (no torchvision dependency), and write pictures as PNG and GIF files."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
+from PIL import Image
 
 MIN_CELL = 28  # pixels: tiny images (the digits' 8x8) are enlarged to at least this, so TensorBoard shows them
 
@@ -45,3 +47,25 @@ def picture(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
     """Images (N, C, H, W) in [0, 1], tiny ones enlarged, as one (H, W, 3) uint8 picture."""
     grid = make_grid(enlarge(images.detach().float().cpu()), nrow=nrow, padding=padding)
     return to_uint8_hwc(grid.expand(3, *grid.shape[1:])).numpy()
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A (C, H, W) image in [0, 1] as a PIL image (grey for one channel, RGB for three)."""
+    array = to_uint8_hwc(image.detach().float().cpu()).numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+def strip(images: torch.Tensor, min_side: int = MIN_CELL) -> Image.Image:
+    """Images (N, C, H, W) in [0, 1] side by side in one row, enlarged to at least `min_side`."""
+    return to_pil(make_grid(enlarge(images.detach().float().cpu(), min_side), nrow=len(images)))
+
+
+def write_gif(frames: torch.Tensor, path: str | os.PathLike, frame_ms: int = 80, pause_ms: int = 800) -> None:
+    """Frames (N, C, H, W) in [0, 1] as an endless GIF that goes there and back (0..N-1, then N-2..1), resting
+    `pause_ms` on the first and the last frame."""
+    pictures = [to_pil(f) for f in frames]
+    n = len(pictures)
+    order = list(range(n)) + list(range(n - 2, 0, -1))
+    durations = [pause_ms if i in (0, n - 1) else frame_ms for i in order]
+    first, *rest = (pictures[i] for i in order)
+    first.save(path, save_all=True, append_images=rest, duration=durations, loop=0, disposal=1)

@@ -19,8 +19,8 @@ from sklearn.decomposition import PCA
 
 from vae_lightning.callbacks.grid import enlarge, picture
 from vae_lightning.callbacks.plots import bar_figure, colours_by_label, histogram_figure, image_figure, scatter_figure
-from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD
 from vae_lightning.core import checks
+from vae_lightning.metrics import ACTIVE_UNIT_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class View:
     images: torch.Tensor  # (N, C, H, W) in [0, 1], on the module's device
     labels: torch.Tensor  # (N,), on the CPU
     names: dict[int, str]  # label -> name
+    ends: tuple[int, int] | None  # the labels interpolations join (the data module's `interpolation_ends`)
     loc: torch.Tensor  # (N, latent) posterior means
     scale: torch.Tensor  # (N, latent) posterior standard deviations
     losses: torch.Tensor  # (N,) each sample's validation loss, on the CPU
@@ -182,21 +183,23 @@ def farthest_pair(loc: torch.Tensor) -> tuple[int, int]:
     return a, b
 
 
-def interpolation_pairs(labels: torch.Tensor, names: dict[int, str], loc: torch.Tensor, n_pairs: int):
-    """Pairs of sample indices to interpolate, and a caption saying how they were chosen: human to dog when the
-    labels are those domains; else samples with different labels; else (no dog, no human, or one label only)
-    the two samples farthest apart in latent space; with one sample, from it to the prior's mean (index -1)."""
+def interpolation_pairs(
+    labels: torch.Tensor, names: dict[int, str], loc: torch.Tensor, n_pairs: int, ends: tuple[int, int] | None = None
+):
+    """Pairs of sample indices to interpolate, and a caption saying how they were chosen: from label `ends[0]` to
+    label `ends[1]` when the data set names two ends (faces and dogs: human to dog); else samples with different
+    labels; else (an end missing, or one label only) the two samples farthest apart in latent space; with one
+    sample, from it to the prior's mean (index -1)."""
     if len(labels) == 1:
         return [(0, -1)], "only one validation sample: from it to the prior's mean z = 0"
     farthest = "between the two samples farthest apart in latent space"
-    domain = {name: label for label, name in names.items()}
-    if {"human", "dog"} <= domain.keys():
-        humans = torch.nonzero(labels == domain["human"]).flatten().tolist()
-        dogs = torch.nonzero(labels == domain["dog"]).flatten().tolist()
-        if not humans or not dogs:
-            return [farthest_pair(loc)], f"no {'dog' if humans else 'human'} among the validation samples: {farthest}"
-        pairs = [(humans[i % len(humans)], dogs[i % len(dogs)]) for i in range(n_pairs)]
-        return list(dict.fromkeys(pairs)), "human (left) to dog (right)"
+    if ends is not None:
+        start, end = (str(names.get(label, label)) for label in ends)
+        froms, tos = (torch.nonzero(labels == label).flatten().tolist() for label in ends)
+        if not froms or not tos:
+            return [farthest_pair(loc)], f"no {end if froms else start} among the validation samples: {farthest}"
+        pairs = [(froms[i % len(froms)], tos[i % len(tos)]) for i in range(n_pairs)]
+        return list(dict.fromkeys(pairs)), f"{start} (left) to {end} (right)"
     values = labels.tolist()
     pairs = []
     for a, value in enumerate(values):
@@ -219,7 +222,7 @@ class Interpolations(Picture):
 
     def __call__(self, view: View) -> list[tuple[str, Any]]:
         loc = view.loc.float().cpu()
-        pairs, how = interpolation_pairs(view.labels, view.names, loc, self.n_pairs)
+        pairs, how = interpolation_pairs(view.labels, view.names, loc, self.n_pairs, view.ends)
         t = torch.linspace(0.0, 1.0, self.steps)[:, None]
         images = view.images.float().cpu()
         rows = []

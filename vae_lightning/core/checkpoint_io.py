@@ -137,8 +137,7 @@ def read_checkpoint(
         raise CheckpointError(
             f"ckpt_path={path} was refused: its setting `{key}` names `{target}`, which is not one of "
             "the classes that the configs offer for it. Nothing from the file was run. A class of your own is "
-            "trusted when the config folder that names it is given (--config-dir <folder>)."
+            f"trusted when an option file of the `{key.split('.')[0].split('[')[0]}` group in a config folder you "
+            "give names it (--config-dir <folder>)."
         )
     return checkpoint
-
-

@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 
 from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 
-
 # The Hydra configs of `train`, `evaluate` and `morph`, shipped inside the package (`pkg://vae_lightning/conf`).
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

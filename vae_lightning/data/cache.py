@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vae_lightning.data.images import Item, decode_crop_resize
 from vae_lightning.core.files import atomic_write
+from vae_lightning.data.images import Item, decode_crop_resize
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError, DataFormatError, DataNotFoundError
 from vae_lightning.data.images import Item, list_photos
 from vae_lightning.data.in_memory import Attribute, InMemoryDataset
 from vae_lightning.data.photos import PhotoDataModule
-from vae_lightning.core import checks
-from vae_lightning.core.errors import ConfigValueError, DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 

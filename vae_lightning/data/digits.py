@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 
-from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
 from vae_lightning.core import checks
+from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
 
 _MAX_GREY_LEVEL = 16.0  # the digits' pixels are counts 0..16
 

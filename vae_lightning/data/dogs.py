@@ -23,11 +23,11 @@ import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from vae_lightning.core.errors import DataFormatError, DataNotFoundError
 from vae_lightning.data.download import DownloadError, download
 from vae_lightning.data.folder import ROOT_LABEL, ImageFolderSource
 from vae_lightning.data.images import IMAGE_SUFFIXES, Item, has_photos, list_photos
 from vae_lightning.data.photos import PhotoDataModule
-from vae_lightning.core.errors import DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -51,7 +51,9 @@ def face_square(face: tuple[int, int, int, int], width: int, height: int) -> Box
     return left, top, left + side, top + side
 
 
-def photo_tensor(image: Image.Image, input_shape: tuple[int, ...], find_face: bool, name: str = "photo") -> torch.Tensor:
+def photo_tensor(
+    image: Image.Image, input_shape: tuple[int, ...], find_face: bool, name: str = "photo"
+) -> torch.Tensor:
     """A PIL image as the model's input (C, H, W) in [0, 1]: upright (EXIF), the face square (`find_face`) or the
     centre square, resized with antialiasing to the model's size, grey or colour as `input_shape` says."""
     image = to_8bit(ImageOps.exif_transpose(image), grayscale=False)

@@ -7,16 +7,17 @@ import logging
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
+from vae_lightning.core import checks
 from vae_lightning.data.cache import Preprocessed
 from vae_lightning.data.dogs import DogsSource
 from vae_lightning.data.in_memory import Attribute, InMemoryDataset, one_vs_rest
 from vae_lightning.data.photos import PhotoDataModule
-from vae_lightning.data.samplers import DOG, HUMAN, BalancedBatches
+from vae_lightning.data.samplers import BalancedBatches
 from vae_lightning.data.utkface import UTKFaceSource, utkface_attributes
-from vae_lightning.core import checks
 
 log = logging.getLogger(__name__)
 
+HUMAN, DOG = 0, 1
 DOMAIN_NAMES = {HUMAN: "human", DOG: "dog"}
 
 
@@ -27,6 +28,7 @@ class FacesDogsDataModule(PhotoDataModule):
 
     class_names = DOMAIN_NAMES
     default_attribute = "dog"  # the seed's morph: a friend into a dog
+    interpolation_ends = (HUMAN, DOG)  # interpolations go from a human (left) to a dog (right)
 
     def __init__(
         self, faces: UTKFaceSource, dogs: DogsSource, cache_dir: str, n_per_domain: int = 3500, **kwargs

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
 from vae_lightning.data.cache import Preprocessed, cached_preprocess
 from vae_lightning.data.images import Item, has_photos, list_photos
 from vae_lightning.data.photos import PhotoDataModule
-from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 

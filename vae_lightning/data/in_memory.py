@@ -10,8 +10,8 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vae_lightning.data.samplers import EpochShuffle
 from vae_lightning.core import checks
+from vae_lightning.data.samplers import EpochShuffle
 
 log = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -99,6 +99,8 @@ class InMemoryDataModule(LightningDataModule):
     input_shape: tuple[int, int, int]
     class_names: dict[int, str] = {}  # label -> name, for legends (labels without a name show as numbers)
     default_attribute: str | None = None  # the attribute a morph moves along when none is named
+    # the labels (from, to) that interpolations join when the data set has two domains; None: any two labels
+    interpolation_ends: tuple[int, int] | None = None
 
     def __init__(
         self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0, val_fraction: float = 0.1

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vae_lightning.core import checks
+from vae_lightning.core.errors import DataFormatError, DataNotFoundError
 from vae_lightning.data import idx
 from vae_lightning.data.binarize import NoBinarization
 from vae_lightning.data.download import DownloadError, download
 from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset, split_indices
-from vae_lightning.core import checks
-from vae_lightning.core.errors import DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
+from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.data.cache import Preprocessed, cached_preprocess
 from vae_lightning.data.in_memory import InMemoryDataModule, InMemoryDataset
 from vae_lightning.data.protocol import PhotoSource
-from vae_lightning.core import checks
-from vae_lightning.core.errors import ConfigValueError
 
 MIN_IMAGE_SIZE = 8
 

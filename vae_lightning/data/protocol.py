@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vae_lightning.data.images import Item
 from vae_lightning.core.errors import DataNotFoundError
+from vae_lightning.data.images import Item
 
 
 class PhotoSource(Protocol):

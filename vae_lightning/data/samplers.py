@@ -9,8 +9,6 @@ import math
 import torch
 from torch.utils.data import BatchSampler, Sampler
 
-HUMAN, DOG = 0, 1
-
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -38,8 +36,9 @@ class EpochShuffle(Sampler[int]):
 
 
 class BalancedBatches(BatchSampler):
-    """Batches of half humans, half dogs (by `domain`, a label per sample). An epoch covers the larger domain
-    once (or draws `min_batches` batches, if that is more); the smaller one is reshuffled as often as needed.
+    """Batches with an equal share of each group (`domain`, a group label per sample; faces and dogs: half
+    humans, half dogs), the groups in ascending label order within a batch. An epoch covers the largest group
+    once (or draws `min_batches` batches, if that is more); smaller ones are reshuffled as often as needed.
 
     `sampler` says which samples this process may use: all of them (a SequentialSampler), or under DDP the
     DistributedSampler share that Lightning injects through this argument (it re-creates BatchSampler subclasses
@@ -52,7 +51,8 @@ class BalancedBatches(BatchSampler):
     ) -> None:
         super().__init__(sampler, batch_size, drop_last=False)
         self.domain = domain
-        self.half = max(1, batch_size // 2)
+        self.groups = domain.unique().tolist()
+        self.share = max(1, batch_size // max(1, len(self.groups)))
         self.seed = seed
         self.min_batches = min_batches
         self.epoch = 0
@@ -64,8 +64,8 @@ class BalancedBatches(BatchSampler):
 
     def __len__(self) -> int:
         processes = getattr(self.sampler, "num_replicas", 1)
-        largest = max(int((self.domain == d).sum()) for d in (HUMAN, DOG))
-        return max(math.ceil(largest / processes / self.half), self.min_batches)
+        largest = max((int((self.domain == g).sum()) for g in self.groups), default=0)
+        return max(math.ceil(largest / processes / self.share), self.min_batches)
 
     @staticmethod
     def _stream(indices: torch.Tensor, generator: torch.Generator, needed: int) -> torch.Tensor:
@@ -75,10 +75,10 @@ class BalancedBatches(BatchSampler):
     def __iter__(self):
         generator = epoch_generator(self.seed, self.epoch)
         allowed = torch.as_tensor(list(self.sampler), dtype=torch.long)
-        needed = len(self) * self.half
-        pools = [allowed[self.domain[allowed] == d] for d in (HUMAN, DOG)]
-        # a process whose share lacks one domain (a tiny set under DDP) fills both halves from what it has
-        humans, dogs = (self._stream(pool if len(pool) else allowed, generator, needed) for pool in pools)
+        needed = len(self) * self.share
+        pools = [allowed[self.domain[allowed] == g] for g in self.groups]
+        # a process whose share lacks a group (a tiny set under DDP) fills that group's part from what it has
+        streams = [self._stream(pool if len(pool) else allowed, generator, needed) for pool in pools]
         for b in range(len(self)):
-            part = slice(b * self.half, (b + 1) * self.half)
-            yield torch.cat([humans[part], dogs[part]]).tolist()
+            part = slice(b * self.share, (b + 1) * self.share)
+            yield torch.cat([stream[part] for stream in streams]).tolist()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
+from vae_lightning.core.errors import DataFormatError, DataNotFoundError
 from vae_lightning.data.images import Item, has_photos, list_photos
 from vae_lightning.data.in_memory import Attribute, InMemoryDataset, one_vs_rest
 from vae_lightning.data.photos import PhotoDataModule
-from vae_lightning.core.errors import DataFormatError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 

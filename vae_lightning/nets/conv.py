@@ -9,11 +9,11 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.nets.base import VAENet
 from vae_lightning.nets.posterior import ExpHalfLogVariance
-from vae_lightning.core import checks
-from vae_lightning.core.errors import ConfigValueError
 
 
 class ConvVAE(VAENet):

@@ -9,10 +9,10 @@ from math import prod
 import torch
 from torch import nn
 
+from vae_lightning.core import checks
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.nets.base import VAENet
 from vae_lightning.nets.posterior import SoftplusScale
-from vae_lightning.core import checks
 
 
 def _stack(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequential:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +11,7 @@ import torch
 from vae_lightning.core.checkpoint_io import CONFIG_KEYS, read_checkpoint
 from vae_lightning.core.errors import CheckpointError, VAELightningError
 from vae_lightning.module import VAEModule
+
 
 def load_module(
     path: str | os.PathLike, map_location: Any = "cpu", config_dirs: Sequence[str | os.PathLike] = ()
