@@ -135,6 +135,26 @@ def digits_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def faces_dogs_run(tmp_path_factory) -> Path:
+    """The last checkpoint of a short faces-and-dogs run on generated photos (30 faces, 20 dogs, 32x32)."""
+    from tests.photo_fixtures import write_oxford_pet, write_utkface
+
+    tmp = tmp_path_factory.mktemp("faces_dogs")
+    faces, dogs = write_utkface(tmp / "faces", n=30, bad=False), write_oxford_pet(tmp / "dogs", dogs=20, cats=0)
+    args = [
+        "dataset=faces_dogs",
+        f"dataset.faces.root={faces}",
+        f"dataset.dogs.root={dogs}",
+        "dataset.image_size=32",
+        "model.latent_dim=4",
+        "debug=fast",
+        "~callbacks.diagnostics",
+    ]
+    train_in_process(args, tmp / "run")
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
 def run_command(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
     """A command of the project (`train.py ...`, `-m vae_lightning.evaluate ...`) in a real process."""
     return subprocess.run(

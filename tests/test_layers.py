@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vae_lightning"
 # lower layers may be imported by higher ones, never the other way round
 LAYERS = {
     "core": 0,
+    "conf": 0,  # the packaged configs: no code
     "distributions": 1,
     "schedules": 1,
     "optim": 1,

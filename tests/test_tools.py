@@ -11,7 +11,7 @@ from PIL import Image, ImageSequence
 
 from tests.checkpoint_payloads import hostile_checkpoints
 from tests.conftest import SHARED_DATA, compose_tool, train_in_process, write_mnist
-from tests.photo_fixtures import photo, save_jpeg, write_oxford_pet, write_utkface
+from tests.photo_fixtures import photo, save_jpeg
 from vae_lightning.core.errors import CheckpointError, DataNotFoundError, VAELightningError
 from vae_lightning.data.faces import FACE_FRACTION, read_photo
 from vae_lightning.evaluate import evaluate
@@ -86,23 +86,6 @@ def test_a_missing_checkpoint_argument_is_one_line(capsys):
     assert exit_.value.code == 1 and capsys.readouterr().err.strip() == (
         "Error: ckpt_path is required: give the checkpoint file as ckpt_path=<file.ckpt>."
     )
-
-
-@pytest.fixture(scope="module")
-def faces_dogs_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faces_dogs")
-    faces, dogs = write_utkface(tmp / "faces", n=30, bad=False), write_oxford_pet(tmp / "dogs", dogs=20, cats=0)
-    args = [
-        "dataset=faces_dogs",
-        f"dataset.faces.root={faces}",
-        f"dataset.dogs.root={dogs}",
-        "dataset.image_size=32",
-        "model.latent_dim=4",
-        "debug=fast",
-        "~callbacks.diagnostics",
-    ]
-    train_in_process(args, tmp / "run")
-    return tmp / "run" / "checkpoints" / "last.ckpt"
 
 
 def frames_of(gif):

@@ -29,6 +29,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from vae_lightning.callbacks.grid import strip
 from vae_lightning.callbacks.pictures import interpolation_pairs
 from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
 from vae_lightning.core.files import atomic_write
@@ -213,6 +214,12 @@ class TrainedVAE:
         """Decodes of z + s * direction, s from 0 to `scale` in `steps` steps."""
         s = torch.linspace(0.0, scale, steps, device=self.device)[:, None]
         return self.decode(z.to(self.device) + s * direction.to(self.device))
+
+    @staticmethod
+    def picture(images: torch.Tensor, min_side: int = 64) -> Image.Image:
+        """Images (N, C, H, W) in [0, 1] side by side as one PIL image (small ones enlarged to `min_side`), to
+        show in a notebook or `.save("row.png")`."""
+        return strip(images, min_side)
 
     def _cache_file(self, name: str) -> Path | None:
         if self.checkpoint is None or not self.checkpoint.is_file():

@@ -15,6 +15,7 @@ class DigitsDataModule(InMemoryDataModule):
     """8x8 grey digits scaled to [0, 1], labels 0-9; seeded train/val/test split (the set has no official one)."""
 
     input_shape = (1, 8, 8)
+    class_names = {digit: str(digit) for digit in range(10)}  # also the attributes a morph can move along
 
     def __init__(
         self,

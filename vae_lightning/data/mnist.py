@@ -61,6 +61,7 @@ class MNISTDataModule(InMemoryDataModule):
     """
 
     input_shape = (1, 28, 28)
+    class_names = {digit: str(digit) for digit in range(10)}  # also the attributes a morph can move along
     title = "MNIST"
     files = FILES
     mirrors = MIRRORS

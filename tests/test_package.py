@@ -1,0 +1,134 @@
+"""The package as users install it, in real processes: a wheel installed outside the clone, its console commands
+started from an empty folder, and a user's own config folder (`examples/my_project`) that adds an experiment and
+a network class, trains it, and has its checkpoint evaluated, morphed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, one_line_error, run_command
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = ROOT / "examples" / "my_project"
+FAST = ["debug=fast", "trainer.max_epochs=2"]
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=os.environ | {"PYTHONWARNINGS": "ignore"} | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def wheel_env(tmp_path_factory) -> Path:
+    """A new virtual environment holding the built wheel of this checkout (and nothing of the clone); its
+    dependencies are this environment's, seen through a path file, so that no download is needed."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"
+    listed = ok(run(["git", "ls-files", "-co", "--exclude-standard"], ROOT)).stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp), "."]
+    ok(run(build, source))
+    (wheel,) = tmp.glob("vae_lightning-*.whl")
+    venv = tmp / "venv"
+    ok(run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp))
+    python = venv / "bin" / "python"
+    site = ok(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp)).stdout
+    (Path(site.strip()) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    ok(run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)], tmp))
+    return venv
+
+
+def test_the_wheel_trains_evaluates_and_morphs_from_an_empty_folder(wheel_env, tmp_path):
+    bin_ = wheel_env / "bin"
+    env = {"VAE_DATA_DIR": str(tmp_path / "data")}
+    where = ok(run([str(bin_ / "python"), "-c", "import vae_lightning; print(vae_lightning.__file__)"], tmp_path))
+    assert where.stdout.strip().startswith(str(wheel_env)), "the wheel's copy is imported, not the clone's"
+
+    ok(run([str(bin_ / "vae-train"), *FAST, "hydra.run.dir=run"], tmp_path, env))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
+    ckpt = "run/checkpoints/last.ckpt"
+    evaluated = ok(run([str(bin_ / "vae-evaluate"), f"ckpt_path={ckpt}", "output=eval.json"], tmp_path, env))
+    assert "test/nll" in json.loads(evaluated.stdout)
+    ok(run([str(bin_ / "vae-morph"), f"ckpt_path={ckpt}", "output=morph.gif", "steps=4"], tmp_path, env))
+    assert (tmp_path / "morph.gif").is_file() and (tmp_path / "morph.png").is_file()
+    script = ROOT / "examples" / "use_a_trained_model.py"
+    api = ok(run([str(bin_ / "python"), str(script), ckpt, "."], tmp_path, env))
+    assert "codes (8, 2)" in api.stdout and (tmp_path / "samples.png").is_file()
+    pictures = {f"{name}.png" for name in ("inputs", "reconstructions", "samples", "interpolation")}
+    written = {p.name for p in tmp_path.iterdir()}
+    assert written == {"run", "eval.json", "morph.gif", "morph.png", *pictures}  # all of it where it was started
+
+
+def test_every_packaged_preset_composes_from_the_wheel(wheel_env, tmp_path):
+    presets = sorted(p.stem for p in (ROOT / "vae_lightning" / "conf" / "experiment").glob("*.yaml"))
+    code = (
+        "import sys; from hydra import compose, initialize_config_module\n"
+        "with initialize_config_module('vae_lightning.conf', version_base='1.3'):\n"
+        "    for name in sys.argv[1:]:\n"
+        "        cfg = compose('train', overrides=[f'experiment={name}'])\n"
+        "        print(name, cfg.module.net._target_, cfg.dataset._target_)\n"
+    )
+    composed = ok(run([str(wheel_env / "bin" / "python"), "-c", code, *presets], tmp_path)).stdout.splitlines()
+    assert [line.split()[0] for line in composed] == presets
+    help_ = ok(run([str(wheel_env / "bin" / "vae-train"), "--help"], tmp_path)).stdout
+    assert "experiment: " + ", ".join(presets) in help_
+
+
+def test_a_user_config_folder_works_with_the_console_commands_of_the_wheel(wheel_env, tmp_path):
+    project = tmp_path / "my_project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", "outputs"))
+    bin_ = wheel_env / "bin"
+    env = {"PYTHONPATH": str(project), "VAE_DATA_DIR": str(tmp_path / "data")}
+    conf = ["--config-dir", "conf"]
+    ok(run([str(bin_ / "vae-train"), *conf, "experiment=residual_digits", *FAST, "hydra.run.dir=out"], project, env))
+    config = (project / "out" / ".hydra" / "config.yaml").read_text()
+    assert "_target_: my_nets.ResidualMLPVAE" in config
+    ckpt = "ckpt_path=out/checkpoints/last.ckpt"
+    ok(run([str(bin_ / "vae-evaluate"), *conf, ckpt], project, env))
+    refused = one_line_error(run([str(bin_ / "vae-evaluate"), ckpt], project, env))
+    assert "names `my_nets.ResidualMLPVAE`" in refused and "--config-dir" in refused
+
+
+def test_the_worked_example_trains_evaluates_morphs_and_resumes_as_the_readme_says(tmp_path):
+    project = tmp_path / "my_project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", "outputs"))
+    env = {"VAE_DATA_DIR": str(tmp_path / "data")}
+    conf = ["--config-dir", "conf"]
+    train = ["-m", "vae_lightning.train", *conf, "experiment=residual_digits", "hydra.run.dir=outputs/residual"]
+    ckpt = "ckpt_path=outputs/residual/checkpoints/last.ckpt"
+    ok(run_command([*train, "debug=fast", "trainer.max_epochs=2"], cwd=project, env=env))
+    first = json.loads((project / "outputs" / "residual" / "metrics.json").read_text())
+    evaluated = json.loads(ok(run_command(["-m", "vae_lightning.evaluate", *conf, ckpt], cwd=project, env=env)).stdout)
+    assert evaluated["test/active_units"] >= 1
+    morph = ["-m", "vae_lightning.morph", *conf, ckpt, "output=residual.gif", "steps=4"]
+    ok(run_command(morph, cwd=project, env=env))
+    assert (project / "residual.gif").is_file()
+    resumed = ok(run_command([*train, "debug=fast", "trainer.max_epochs=3", "resume=true"], cwd=project, env=env))
+    assert "Resuming from" in resumed.stderr + resumed.stdout
+    after = json.loads((project / "outputs" / "residual" / "metrics.json").read_text())
+    assert after["status"] == "completed" and after["tested_step"] >= first["tested_step"]
+    refused = one_line_error(run_command(["-m", "vae_lightning.morph", ckpt], cwd=project, env=env))
+    assert "was refused" in refused
