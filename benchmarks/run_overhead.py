@@ -1,7 +1,7 @@
 """What a run spends beyond its training steps: validation, checkpoints, pictures and Lightning's epoch ends.
 
-Each preset is composed from `conf/` as shipped and built as `train.py` builds it (every callback, the TensorBoard
-logger), on random images of its data set's shape and size (the seed's MNIST: 54,000 training and 6,000
+Each preset is composed from the packaged configs as shipped and built as `train.py` builds it (every callback,
+the TensorBoard logger), on random images of its data set's shape and size (the seed's MNIST: 54,000 training and 6,000
 validation images; faces and dogs: 3,500 of each), so no download is needed. A step clock records when each
 training batch starts. Over a steady window of whole epochs (one full period of its validation, checkpoint and
 picture schedules), the overhead is the window's wall time over the time of its training steps, minus one;

@@ -4,8 +4,8 @@
   index a shuffled in-memory tensor, forward, loss, backward, step;
 - bare Lightning: a LightningModule with manual optimization and nothing else (no logging, no callbacks, no
   logger, no progress bar), fed by the same data module as the framework;
-- framework: the experiment composed from `conf/` and built as `train.py` builds it (VAEModule, every callback
-  of the config, the TensorBoard logger), with only the data replaced by random images of its shape.
+- framework: the experiment composed from the packaged configs and built as `train.py` builds it (VAEModule, every
+  callback of the config, the TensorBoard logger), with only the data replaced by random images of its shape.
 
 The three take turns step by step, so that they meet the same machine state (this VM's speed drifts by tens of
 percent within seconds): after each framework step a callback runs one plain step, then hands the turn to the

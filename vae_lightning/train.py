@@ -24,7 +24,7 @@ log = logging.getLogger("train")
 def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     """Seed, build everything from the config, fit, save the final weights, test the best checkpoint, write
     metrics.json (naming the tested checkpoint); returns the metric a sweeper optimises. A signal (see
-    `run.signals`) ends the run as `interrupted`, resumable."""
+    `core.signals`) ends the run as `interrupted`, resumable."""
     # Deferred for start-up time: `--help` and `--cfg job` answer without importing Lightning and torch.
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException

@@ -1,4 +1,4 @@
-"""The callback that ends training at a batch's end when Ctrl-C or SIGTERM arrived (see `run.signals`)."""
+"""The callback that ends training at a batch's end when Ctrl-C or SIGTERM arrived (see `core.signals`)."""
 
 from __future__ import annotations
 

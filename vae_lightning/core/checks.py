@@ -1,6 +1,6 @@
 """Validation of config values, so that a bad value fails early and names its key.
 
-Constructors call these on their arguments; `run.config.build` places the key under the config node it came
+Constructors call these on their arguments; `core.config.build` places the key under the config node it came
 from (`latent_dim` -> `model.latent_dim`). `Problems` collects several failures of one constructor, so that
 they are reported together.
 """

@@ -67,7 +67,7 @@ def _decode_all(items: Sequence[Item], size: int, grayscale: bool, margin: float
 
 def _worker_signals() -> None:
     """A worker leaves Ctrl-C to the run (which stops it) and dies on SIGTERM, as the pool ends it with one; the
-    run's own handlers (see `run.signals`), inherited through fork, are not for it."""
+    run's own handlers (see `core.signals`), inherited through fork, are not for it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

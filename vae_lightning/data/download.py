@@ -1,4 +1,4 @@
-"""Downloads verified by MD5 and written atomically (see `run.files.atomic_write`)."""
+"""Downloads verified by MD5 and written atomically (see `core.files.atomic_write`)."""
 
 from __future__ import annotations
 
