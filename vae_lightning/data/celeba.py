@@ -21,6 +21,7 @@ from vae_lightning.core.errors import ConfigValueError, DataFormatError, DataNot
 from vae_lightning.data.images import Item, list_photos
 from vae_lightning.data.in_memory import Attribute, InMemoryDataset
 from vae_lightning.data.photos import PhotoDataModule
+from vae_lightning.data.protocol import require_present
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,7 @@ class CelebASource:
         """CelebA has no stable download."""
 
     def items(self) -> list[Item]:
-        problem = self.missing()
-        if problem is not None:
-            raise problem
+        require_present(self)
         self.attribute_names, rows = read_attributes(_text_file(self.root, "list_attr_celeba.txt"))
         partition = _text_file(self.root, "list_eval_partition.txt")
         identities = _text_file(self.root, "identity_CelebA.txt")

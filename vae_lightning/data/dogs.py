@@ -28,6 +28,7 @@ from vae_lightning.data.download import DownloadError, download
 from vae_lightning.data.folder import ROOT_LABEL, ImageFolderSource
 from vae_lightning.data.images import IMAGE_SUFFIXES, Item, has_photos, list_photos
 from vae_lightning.data.photos import PhotoDataModule
+from vae_lightning.data.protocol import require_present
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,7 @@ class DogsSource:
         return None
 
     def layout(self) -> tuple[str, Path]:
-        problem = self.missing()
-        if problem is not None:
-            raise problem
+        require_present(self)
         return find_layouts(self.root)[0]
 
     def prepare(self) -> None:

@@ -17,6 +17,7 @@ from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
 from vae_lightning.data.cache import Preprocessed, cached_preprocess
 from vae_lightning.data.images import Item, has_photos, list_photos
 from vae_lightning.data.photos import PhotoDataModule
+from vae_lightning.data.protocol import require_present
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,7 @@ class ImageFolderSource:
         """Nothing to download: the folder is the user's."""
 
     def items(self) -> list[Item]:
-        problem = self.missing()
-        if problem is not None:
-            raise problem
+        require_present(self)
         paths = list_photos(self.root)
         classes = sorted({self.class_of(path) for path in paths})
         index = {name: label for label, name in enumerate(classes)}

@@ -28,3 +28,10 @@ class PhotoSource(Protocol):
 
     def class_names(self) -> dict[int, str]:
         """The names of the labels of `items()` (the first label of each item is its batch label)."""
+
+
+def require_present(source: PhotoSource) -> None:
+    """Raise the source's `missing()` error, if it has one: what `items()` does before it reads anything."""
+    problem = source.missing()
+    if problem is not None:
+        raise problem

@@ -15,6 +15,7 @@ from vae_lightning.core.errors import DataFormatError, DataNotFoundError
 from vae_lightning.data.images import Item, has_photos, list_photos
 from vae_lightning.data.in_memory import Attribute, InMemoryDataset, one_vs_rest
 from vae_lightning.data.photos import PhotoDataModule
+from vae_lightning.data.protocol import require_present
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,7 @@ class UTKFaceSource:
         """UTKFace has no stable download."""
 
     def items(self) -> list[Item]:
-        problem = self.missing()
-        if problem is not None:
-            raise problem
+        require_present(self)
         boxes = read_landmarks(self.landmarks) if self.landmarks else None
         items, malformed = [], []
         for path in list_photos(self.root):
