@@ -33,6 +33,26 @@ def run(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300)
     )
 
 
+def run_together(commands: list[tuple[list[str], Path, dict | None]], timeout: int = 300):
+    """Several independent commands at once (each spends most of its time importing), results in order."""
+    started = [
+        subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=os.environ | {"PYTHONWARNINGS": "ignore"} | (env or {}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args, cwd, env in commands
+    ]
+    results = []
+    for (args, _, _), process in zip(commands, started, strict=True):
+        out, err = process.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(args, process.returncode, out, err))
+    return results
+
+
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return result
@@ -70,13 +90,17 @@ def test_the_wheel_trains_evaluates_and_morphs_from_an_empty_folder(wheel_env, t
     ok(run([str(bin_ / "vae-train"), *FAST, "hydra.run.dir=run"], tmp_path, env))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
     ckpt = "run/checkpoints/last.ckpt"
-    evaluated = ok(run([str(bin_ / "vae-evaluate"), f"ckpt_path={ckpt}", "output=eval.json"], tmp_path, env))
-    assert "test/nll" in json.loads(evaluated.stdout)
-    ok(run([str(bin_ / "vae-morph"), f"ckpt_path={ckpt}", "output=morph.gif", "steps=4"], tmp_path, env))
-    assert (tmp_path / "morph.gif").is_file() and (tmp_path / "morph.png").is_file()
     script = ROOT / "examples" / "use_a_trained_model.py"
-    api = ok(run([str(bin_ / "python"), str(script), ckpt, "."], tmp_path, env))
-    assert "codes (8, 2)" in api.stdout and (tmp_path / "samples.png").is_file()
+    evaluated, morphed, api = run_together(
+        [
+            ([str(bin_ / "vae-evaluate"), f"ckpt_path={ckpt}", "output=eval.json"], tmp_path, env),
+            ([str(bin_ / "vae-morph"), f"ckpt_path={ckpt}", "output=morph.gif", "steps=4"], tmp_path, env),
+            ([str(bin_ / "python"), str(script), ckpt, "."], tmp_path, env),
+        ]
+    )
+    assert "test/nll" in json.loads(ok(evaluated).stdout)
+    assert ok(morphed) and (tmp_path / "morph.gif").is_file() and (tmp_path / "morph.png").is_file()
+    assert "codes (8, 2)" in ok(api).stdout and (tmp_path / "samples.png").is_file()
     pictures = {f"{name}.png" for name in ("inputs", "reconstructions", "samples", "interpolation")}
     written = {p.name for p in tmp_path.iterdir()}
     assert written == {"run", "eval.json", "morph.gif", "morph.png", *pictures}  # all of it where it was started
@@ -111,18 +135,22 @@ def test_the_worked_user_config_folder_trains_evaluates_morphs_and_resumes(wheel
     assert "_target_: my_nets.ResidualMLPVAE" in (project / "outputs/residual/.hydra/config.yaml").read_text()
     first = json.loads((project / "outputs" / "residual" / "metrics.json").read_text())
     ckpt = "ckpt_path=outputs/residual/checkpoints/last.ckpt"
-    evaluated = json.loads(ok(run([str(bin_ / "vae-evaluate"), *conf, ckpt, "output=eval.json"], project, env)).stdout)
-    assert evaluated["test/active_units"] >= 1
-    refused = one_line_error(run([str(bin_ / "vae-evaluate"), ckpt], project, env))
-    assert "names `my_nets.ResidualMLPVAE`" in refused and "--config-dir" in refused
-
-    # this checkout's commands, as `python -m` (the current folder on the path, no PYTHONPATH needed)
-    env = {"VAE_DATA_DIR": str(tmp_path / "data")}
-    morph = ["-m", "vae_lightning.morph", *conf, ckpt, "output=residual.gif", "steps=4"]
-    ok(run_command(morph, cwd=project, env=env))
-    assert (project / "residual.gif").is_file()
+    # and this checkout's commands, as `python -m` (the current folder on the path, no PYTHONPATH needed)
+    clone_env = {"VAE_DATA_DIR": str(tmp_path / "data")}
+    morph = [sys.executable, "-m", "vae_lightning.morph", *conf, ckpt, "output=residual.gif", "steps=4"]
+    evaluated, refused, morphed = run_together(
+        [
+            ([str(bin_ / "vae-evaluate"), *conf, ckpt, "output=eval.json"], project, env),
+            ([str(bin_ / "vae-evaluate"), ckpt], project, env),
+            (morph, project, clone_env),
+        ]
+    )
+    assert json.loads(ok(evaluated).stdout)["test/active_units"] >= 1
+    message = one_line_error(refused)
+    assert "names `my_nets.ResidualMLPVAE`" in message and "--config-dir" in message
+    assert ok(morphed) and (project / "residual.gif").is_file()
     train = ["-m", "vae_lightning.train", *conf, "experiment=residual_digits", *FAST, run_dir]
-    resumed = ok(run_command([*train, "trainer.max_epochs=3", "resume=true"], cwd=project, env=env))
+    resumed = ok(run_command([*train, "trainer.max_epochs=3", "resume=true"], cwd=project, env=clone_env))
     assert "Resuming from" in resumed.stderr + resumed.stdout
     after = json.loads((project / "outputs" / "residual" / "metrics.json").read_text())
     assert after["status"] == "completed" and after["tested_step"] >= first["tested_step"]

@@ -104,7 +104,7 @@ def test_joblib_runs_jobs_in_parallel_with_one_thread_share_each(tmp_path):
     pids = set()
     for job in ("0", "1"):
         assert status(sweep / job) == "completed"
-        assert f"Using {threads} CPU threads" in (sweep / job / "train.log").read_text()
+        assert f"Using {threads} CPU thread" in (sweep / job / "train.log").read_text()
         pids |= {p.name.split(".")[5] for p in (sweep / job / "tensorboard").rglob("events.out.tfevents.*")}
     assert len(pids) == 2  # two worker processes
 

@@ -13,10 +13,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from vae_lightning.core import checks
 from vae_lightning.core.config import user_config_dirs  # importing it registers the config resolvers
 from vae_lightning.core.errors import DivergedError, JobFailed, VAELightningError
 from vae_lightning.core.files import remove_leftovers, write_metrics
 from vae_lightning.core.signals import RunInterrupted, StopRequest, stop_on_signals
+from vae_lightning.core.threads import passive_waiting
 
 log = logging.getLogger("train")
 
@@ -46,7 +48,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     for folder in (output_dir / "checkpoints", Path(cfg.paths.cache_dir)):
         remove_leftovers(folder)  # the temporary files of writes that a killed run left behind
-    set_threads(cfg.get("threads"))
+    threads = None if cfg.get("threads") is None else checks.positive_int("threads", cfg.threads)  # before building
     L.seed_everything(cfg.seed, workers=True)
     last = output_dir / "checkpoints" / "last.ckpt"
     stop_callback = StopOnSignal(stop or StopRequest(), last)
@@ -57,6 +59,8 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
         resumed = check_resume(ckpt_path, module_cfg, cfg.trainer, user_config_dirs())
     resume_step = None if resumed is None else int(resumed["global_step"])
     datamodule, model, trainer = build_run(cfg, extra_callbacks=(stop_callback,), resume_step=resume_step)
+    processes = trainer.num_devices if trainer.strategy.root_device.type == "cpu" else 1  # DDP on CPU: its processes
+    set_threads(threads, model, getattr(datamodule, "batch_size", None), processes)
     if resumed is not None:
         check_weights_fit(resumed, model, ckpt_path)
         log.info("Resuming from %s (optimizer step %d)", ckpt_path, resume_step)
@@ -83,8 +87,9 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """The `vae-train` command (and `python train.py` in a clone)."""
+def hydra_app(cfg: DictConfig) -> float | None:
+    """`train(cfg)` as a Hydra app: Ctrl-C and SIGTERM stop it cleanly, an error of ours is one line and a
+    `metrics.json` with the run's status, and a failed job of a sweep lets the other jobs run."""
     hydra_cfg = HydraConfig.get()
     with stop_on_signals() as stop:
         try:
@@ -101,6 +106,12 @@ def main(cfg: DictConfig) -> float | None:
             write_metrics(hydra_cfg.runtime.output_dir, {}, "failed")
             raise
     raise SystemExit(1)
+
+
+def main() -> None:
+    """The `vae-train` command (and `python train.py` in a clone)."""
+    passive_waiting()  # before anything imports torch: OpenMP reads its wait policy once, when it loads
+    hydra_app()
 
 
 if __name__ == "__main__":

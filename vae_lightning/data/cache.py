@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from vae_lightning.core.files import atomic_write
+from vae_lightning.core.threads import free_cores
 from vae_lightning.data.images import Item, decode_crop_resize
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def preprocess(
     desc: str = "Preprocessing",
 ) -> Preprocessed:
     """Decode, crop and resize every item; failures are skipped and listed, never fatal."""
-    workers = workers or os.cpu_count() or 1
+    workers = workers or free_cores()  # 0: one per core that other work leaves free
     channels = 1 if grayscale else 3
     images = np.empty((len(items), channels, size, size), dtype=np.uint8)
     kept: list[int] = []

@@ -1,0 +1,120 @@
+"""Training speed beside other work: a run's steps/s next to one and two busy processes, as a ratio of its speed
+on the idle machine, with torch's default threads and with the framework's choice.
+
+Each case trains the preset as `train.py` builds it (its VAEModule, Trainer, callbacks and logger; no validation)
+on random images of its data set's shape in a fresh process (OpenMP's wait policy is fixed when torch loads),
+for `--seconds`; steps/s leave out the first steps and epoch ends:
+
+- torch default: one intra-op thread per core, OpenMP's default wait policy (what a plain PyTorch script gets);
+- framework: the thread count `core.threads.choose_threads` picks for the network at the moment the run starts,
+  and OpenMP threads that sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`, set by `vae-train`).
+
+A busy process is a Python loop that keeps one core fully busy, started before the run and kept running. All
+cases run one after another in one invocation, so they meet the same machine; run it on an otherwise quiet one.
+
+    python -m benchmarks.threads                      # the default preset (digits MLP) and faces_dogs_conv
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from benchmarks.common import save
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = {"default (digits MLP)": [], "faces_dogs_conv (64x64 conv)": ["experiment=faces_dogs_conv"]}
+BUSY = "while True: pass"
+
+
+def child(overrides: list[str], mode: str, seconds: float) -> None:
+    """One case, in this process: the preset built as `train.py` builds it (the VAEModule, the Trainer with its
+    callbacks and logger), on random images of its data set's shape, trained for `seconds`; prints JSON."""
+    import lightning as L
+    import torch
+
+    from benchmarks.common import RandomImages, StepClock, compose_run, data_shape
+    from vae_lightning.core.config import build
+    from vae_lightning.run.trainer import build_trainer, set_threads
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory() as tmp:
+        limits = ["trainer.max_epochs=1000", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0"]
+        limits.append(f"+trainer.max_time=00:00:00:{round(seconds):02d}")
+        cfg = compose_run([*overrides, "~callbacks.diagnostics", *limits], Path(tmp))
+        shape, uint8 = data_shape(cfg.dataset)
+        batch = int(cfg.dataset.batch_size)
+        datamodule = RandomImages(shape, 200 * batch, batch, batch, uint8, batch)
+        L.seed_everything(0)
+        module = build(cfg.module, None, input_shape=shape)
+        if mode == "framework":
+            set_threads(None, module, batch)  # as train.py does
+        clock = StepClock(warmup=3)
+        trainer = build_trainer(cfg, extra_callbacks=(clock,))
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.fit(module, datamodule=datamodule)
+    print(json.dumps({"steps_per_s": clock.steps / clock.seconds, "threads": torch.get_num_threads()}))
+
+
+def run_case(overrides: list[str], mode: str, seconds: float, busy: int) -> dict:
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    if mode == "framework":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    else:
+        env.pop("OMP_WAIT_POLICY", None)
+    spinners = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(busy)]
+    try:
+        time.sleep(1.0 if busy else 0.0)  # the spinners are running before the run chooses its threads
+        command = [sys.executable, "-m", "benchmarks.threads", "--child", mode, "--seconds", str(seconds), "--"]
+        out = subprocess.run([*command, *overrides], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--child", choices=["default", "framework"])
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if args.child:
+        child(args.overrides, args.child, args.seconds)
+        return
+    results = {}
+    for name, overrides in PRESETS.items():
+        speeds = {
+            (mode, busy): run_case(overrides, mode, args.seconds, busy)
+            for busy in (0, 1, 2)
+            for mode in ("default", "framework")
+        }
+        idle = speeds["default", 0]["steps_per_s"]  # the ratios' common base: torch's default on the idle machine
+        results[name] = {
+            f"{label}, {busy} busy": {
+                "steps_per_s": round(speeds[mode, busy]["steps_per_s"], 2),
+                "threads": speeds[mode, busy]["threads"],
+                "ratio_to_idle_default": round(speeds[mode, busy]["steps_per_s"] / idle, 2),
+                "ratio_to_own_idle": round(speeds[mode, busy]["steps_per_s"] / speeds[mode, 0]["steps_per_s"], 2),
+            }
+            for mode, label in (("default", "torch default"), ("framework", "framework"))
+            for busy in (0, 1, 2)
+        }
+        print(json.dumps({name: results[name]}, indent=1), flush=True)
+    save("threads", {"seconds_per_case": args.seconds, "cores": os.cpu_count(), "results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The CPU thread count a run chooses: from the cores other processes keep busy (a real busy process is seen) and
+from timed steps of its network (fixed times here), `threads=N`, a sweep worker's share and DDP winning."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import train_in_process
+from vae_lightning.core import threads
+from vae_lightning.core.threads import busy_cores, choose_threads
+from vae_lightning.module import VAEModule
+from vae_lightning.run.trainer import step_timer
+
+
+def mlp_module(hidden: list[int], latent: int, shape=(1, 8, 8)) -> VAEModule:
+    net = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": hidden, "latent_dim": latent}
+    return VAEModule(
+        net,
+        {"_target_": "vae_lightning.losses.ELBO"},
+        {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
+        {"_target_": "vae_lightning.optim.adam", "_partial_": True},
+        input_shape=shape,
+    )
+
+
+def test_timing_steps_leaves_the_module_and_the_random_state_as_they_were():
+    module = mlp_module([16], 2).train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    state = torch.random.get_rng_state()
+    time_step = step_timer(module, 8)
+    assert time_step(1) > 0 and time_step(2) > 0
+    assert torch.equal(torch.random.get_rng_state(), state) and module.training
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert all(p.grad is None for p in module.parameters())
+
+
+@pytest.fixture
+def four_cores(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+
+def fixed_steps(one: float, many: float):
+    """A `time_step` whose steps take `one` seconds on one thread and `many` on more; it records its calls."""
+    calls = []
+
+    def time_step(threads: int) -> float:
+        calls.append(threads)
+        return one if threads == 1 else many
+
+    time_step.calls = calls
+    return time_step
+
+
+@pytest.mark.parametrize(
+    "busy, expected",
+    [(0.0, 4), (0.3, 4), (0.6, 3), (1.0, 3), (2.2, 2), (3.9, 1), (7.5, 1)],
+)
+def test_a_network_that_gains_from_threads_takes_the_cores_others_leave_free(four_cores, monkeypatch, busy, expected):
+    monkeypatch.setattr(threads, "busy_cores", lambda: busy)
+    choice = choose_threads(None, fixed_steps(0.010, 0.004))
+    assert choice.threads == expected
+    assert f"{expected} of 4 cores free (others keep {busy:.1f} busy)" in choice.why
+
+
+def test_a_network_that_gains_little_from_threads_takes_one(four_cores, monkeypatch):
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)
+    time_step = fixed_steps(0.010, 0.009)  # 11% faster on four threads: not worth them
+    choice = choose_threads(None, time_step)
+    assert choice == threads.ThreadChoice(
+        1, "a training step takes 10.0 ms on one thread, 9.0 ms on 4; 4 of 4 cores free (others keep 0.0 busy)"
+    )
+    assert time_step.calls == [1, 4] * (threads.TIMED_STEPS + 1)  # alternating, a warm-up of each first
+    assert choose_threads(None, fixed_steps(0.010, 0.0085)).threads == 4  # 18% faster: worth them
+
+
+def test_the_medians_of_the_timed_steps_are_compared():
+    times = iter([9.0, 9.0, 1.0, 5.0, 1.0, 5.0, 100.0, 5.0])  # warm-ups, then one slow outlier on one thread
+    assert threads.step_times(lambda n: next(times), 2) == (1.0, 5.0)
+
+
+def test_no_timing_when_only_one_core_is_free(four_cores, monkeypatch):
+    monkeypatch.setattr(threads, "busy_cores", lambda: 3.0)
+    choice = choose_threads(None, lambda n: pytest.fail("no need to time steps"))
+    assert choice == threads.ThreadChoice(1, "1 of 4 cores free (others keep 3.0 busy)")
+
+
+def test_threads_as_set_a_sweep_workers_share_and_ddp_processes_win(four_cores, monkeypatch):
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)
+    assert choose_threads(3, fixed_steps(0.01, 0.01)).threads == 3  # threads=3 even where one would do
+    assert choose_threads(None, None, processes=2) == threads.ThreadChoice(
+        2, "one of 2 training processes: its share of 4 cores"
+    )
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # e.g. set by joblib's workers for their share
+    assert choose_threads(None, fixed_steps(0.01, 0.001)).threads == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert choose_threads(None, fixed_steps(0.01, 0.001)) == threads.ThreadChoice(
+        1, "OMP_NUM_THREADS=1 (this process's share, e.g. of a parallel sweep)"
+    )
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)  # taskset, a container's one CPU
+    assert choose_threads(None, fixed_steps(0.01, 0.001)) == threads.ThreadChoice(1, "one core for this process")
+
+
+def test_a_busy_process_is_seen_as_a_busy_core():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert busy_cores(0.5) >= 0.7
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+@pytest.fixture
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_default_run_says_how_many_threads_it_uses_and_why(tmp_path, caplog, keep_threads):
+    caplog.set_level(logging.INFO)
+    train_in_process(["debug=fast", "~callbacks.diagnostics"], tmp_path / "run")
+    line = next(line for line in caplog.messages if line.startswith("Using "))
+    assert re.fullmatch(r"Using (1 CPU thread|2 CPU threads): .*cores free \(others keep \d+\.\d busy\)", line), line
+    assert int(line.split()[1]) == torch.get_num_threads()
+    train_in_process(["debug=fast", "~callbacks.diagnostics", "threads=2"], tmp_path / "two")
+    assert "Using 2 CPU threads: threads=2 as set" in caplog.text and torch.get_num_threads() == 2

@@ -1,0 +1,131 @@
+"""How many CPU threads a run's torch operations use, chosen from the machine as it is and from the network.
+
+torch's default is one intra-op thread per core. Two things go wrong with it on a small machine: on a machine
+where other work holds a core (a second experiment, a notebook), the OpenMP threads of every operation wait for
+the one that is not running, so a run crawls at a fraction of its speed; and a small network's operations may be
+too short for a second thread to pay for its start and join. So `choose_threads` counts the cores that other
+processes leave free, and when more than one is, times a few training steps of the network on one thread and on
+all free ones and keeps one thread unless more are clearly faster. `passive_waiting` makes OpenMP threads sleep
+instead of spin while they wait, so that a run whose cores get busy later holds up far less (OpenMP reads this
+once, when torch loads). `threads=N` overrides the choice; an inherited `OMP_NUM_THREADS` (a sweep worker's share)
+caps it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# More threads are kept only when they make a training step at least this much faster than one thread: one
+# thread is the choice that a core getting busy later slows least.
+FASTER = 1.15
+# Timed steps per thread count (after one untimed warm-up of each), alternating, medians compared.
+TIMED_STEPS = 3
+# A core counts as busy with other work when the others keep it this busy, as a fraction of its time.
+BUSY_CORE = 0.5
+
+
+def passive_waiting() -> None:
+    """OpenMP threads that wait for work sleep instead of spinning, unless the user chose otherwise
+    (`OMP_WAIT_POLICY`). Effective only before torch is imported: call it first in an entry point."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and `taskset` narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def busy_cores(seconds: float = 0.25) -> float:
+    """How many cores other processes keep busy, from the kernel's CPU counters (`/proc/stat`) over `seconds`,
+    less this process's own use; 0.0 where the counters cannot be read (not Linux)."""
+
+    def sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as stat:
+                fields = [float(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle and iowait
+        own = os.times()
+        return sum(fields[:8]), idle, own.user + own.system
+
+    before = sample()
+    if before is None:
+        return 0.0
+    start = time.monotonic()
+    time.sleep(seconds)
+    after = sample()
+    if after is None:
+        return 0.0
+    total, idle = after[0] - before[0], after[1] - before[1]
+    if total <= 0:
+        return 0.0
+    cores = os.cpu_count() or 1
+    elapsed = max(time.monotonic() - start, 1e-6)
+    own = (after[2] - before[2]) / elapsed
+    return max(0.0, (total - idle) / total * cores - own)
+
+
+def free_cores(limit: int | None = None, busy: float | None = None) -> int:
+    """The cores of this process (at most `limit`) that other work does not keep busy, at least one: a core is
+    taken when the others keep it at least `BUSY_CORE` busy."""
+    limit = usable_cores() if limit is None else limit
+    busy = busy_cores() if busy is None else busy
+    taken = math.floor(busy + (1 - BUSY_CORE))
+    return max(1, min(limit, limit - taken))
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    threads: int
+    why: str
+
+
+def choose_threads(
+    requested: int | None, time_step: Callable[[int], float] | None = None, processes: int = 1
+) -> ThreadChoice:
+    """The intra-op thread count of a run, and why. `requested` (the `threads` key) wins when given. One of
+    `processes` training processes on this machine (DDP on CPU) takes its share of the cores, as Lightning gives
+    it. Else the cores other work leaves free, and where that is more than one and `time_step(n)` (the seconds of
+    one training step on n threads) is given, one thread unless the free ones are `FASTER`."""
+    if requested is not None:
+        return ThreadChoice(requested, f"threads={requested} as set")
+    limit = usable_cores()
+    if processes > 1:
+        share = max(1, limit // processes)
+        return ThreadChoice(share, f"one of {processes} training processes: its share of {limit} cores")
+    inherited = os.environ.get("OMP_NUM_THREADS", "")
+    if inherited.isdigit() and 0 < int(inherited) < limit:
+        limit = int(inherited)
+        if limit == 1:
+            return ThreadChoice(1, "OMP_NUM_THREADS=1 (this process's share, e.g. of a parallel sweep)")
+    if limit == 1:
+        return ThreadChoice(1, "one core for this process")
+    busy = busy_cores()
+    free = free_cores(limit, busy)
+    cores = f"{free} of {limit} cores free (others keep {busy:.1f} busy)"
+    if free == 1 or time_step is None:
+        return ThreadChoice(free, cores)
+    one, many = step_times(time_step, free)
+    timing = f"a training step takes {one * 1e3:.1f} ms on one thread, {many * 1e3:.1f} ms on {free}"
+    if one < many * FASTER:
+        return ThreadChoice(1, f"{timing}; {cores}")
+    return ThreadChoice(free, f"{timing}; {cores}")
+
+
+def step_times(time_step: Callable[[int], float], threads: int) -> tuple[float, float]:
+    """The median seconds of a step on one thread and on `threads`, timed alternately after a warm-up of each."""
+    times: dict[int, list[float]] = {1: [], threads: []}
+    for repeat in range(TIMED_STEPS + 1):
+        for n in (1, threads):
+            seconds = time_step(n)
+            if repeat:
+                times[n].append(seconds)
+    return statistics.median(times[1]), statistics.median(times[threads])
