@@ -124,6 +124,23 @@ def rows() -> list[tuple[str, str, str, str]]:
                 "memory",
             )
         )
+    threads = load("threads")
+    if threads:
+        for preset, cases in threads["results"].items():
+            for label in ("torch default", "framework"):
+                ratios = " / ".join(
+                    f"{cases[f'{label}, {busy} busy']['ratio_to_idle_default']:.2f}"
+                    for busy in ("0", "1", "2", "1 later")
+                )
+                table.append(
+                    (
+                        f"{preset}, {label} threads: speed idle / next to 1 busy process / 2 / 1 started later, "
+                        "over torch's default on the idle machine",
+                        ratios,
+                        "",
+                        "threads",
+                    )
+                )
     optim = load("optimizer_compile")
     if optim:
         fused = optim.get("training_steps_per_s_by_adam", {})

@@ -9,7 +9,8 @@ for `--seconds`; steps/s leave out the first steps and epoch ends:
 - framework: the thread count `core.threads.choose_threads` picks for the network at the moment the run starts,
   and OpenMP threads that sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`, set by `vae-train`).
 
-A busy process is a Python loop that keeps one core fully busy, started before the run and kept running. All
+A busy process is a Python loop that keeps one core fully busy, started before the run and kept running ("1
+later": started once the run has chosen its threads, as when a second experiment starts during the first). All
 cases run one after another in one invocation, so they meet the same machine; run it on an otherwise quiet one.
 
     python -m benchmarks.threads                      # the default preset (digits MLP) and faces_dogs_conv
@@ -36,7 +37,7 @@ PRESETS = {"default (digits MLP)": [], "faces_dogs_conv (64x64 conv)": ["experim
 BUSY = "while True: pass"
 
 
-def child(overrides: list[str], mode: str, seconds: float) -> None:
+def child(overrides: list[str], mode: str, seconds: float, late: bool) -> None:
     """One case, in this process: the preset built as `train.py` builds it (the VAEModule, the Trainer with its
     callbacks and logger), on random images of its data set's shape, trained for `seconds`; prints JSON."""
     import lightning as L
@@ -61,22 +62,30 @@ def child(overrides: list[str], mode: str, seconds: float) -> None:
             set_threads(None, module, batch)  # as train.py does
         clock = StepClock(warmup=3)
         trainer = build_trainer(cfg, extra_callbacks=(clock,))
-        with contextlib.redirect_stdout(sys.stderr):
-            trainer.fit(module, datamodule=datamodule)
+        # `late`: the busy process starts after the run chose its threads (a second experiment started later)
+        spinner = subprocess.Popen([sys.executable, "-c", BUSY]) if late else None
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                trainer.fit(module, datamodule=datamodule)
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
     print(json.dumps({"steps_per_s": clock.steps / clock.seconds, "threads": torch.get_num_threads()}))
 
 
-def run_case(overrides: list[str], mode: str, seconds: float, busy: int) -> dict:
+def run_case(overrides: list[str], mode: str, seconds: float, busy: int, late: bool = False) -> dict:
     env = dict(os.environ)
     env.pop("OMP_NUM_THREADS", None)
     if mode == "framework":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     else:
         env.pop("OMP_WAIT_POLICY", None)
-    spinners = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(busy)]
+    spinners = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(0 if late else busy)]
     try:
-        time.sleep(1.0 if busy else 0.0)  # the spinners are running before the run chooses its threads
-        command = [sys.executable, "-m", "benchmarks.threads", "--child", mode, "--seconds", str(seconds), "--"]
+        time.sleep(1.0 if spinners else 0.0)  # the spinners are running before the run chooses its threads
+        command = [sys.executable, "-m", "benchmarks.threads", "--child", mode, "--seconds", str(seconds)]
+        command += ["--late", "--"] if late else ["--"]
         out = subprocess.run([*command, *overrides], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     finally:
         for spinner in spinners:
@@ -89,28 +98,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--child", choices=["default", "framework"])
+    parser.add_argument("--late", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.child:
-        child(args.overrides, args.child, args.seconds)
+        child(args.overrides, args.child, args.seconds, args.late)
         return
     results = {}
     for name, overrides in PRESETS.items():
         speeds = {
-            (mode, busy): run_case(overrides, mode, args.seconds, busy)
-            for busy in (0, 1, 2)
+            (mode, busy): run_case(overrides, mode, args.seconds, int(busy[0]), busy == "1 later")
+            for busy in ("0", "1", "2", "1 later")
             for mode in ("default", "framework")
         }
-        idle = speeds["default", 0]["steps_per_s"]  # the ratios' common base: torch's default on the idle machine
+        idle = speeds["default", "0"]["steps_per_s"]  # the ratios' common base: torch's default on the idle machine
         results[name] = {
             f"{label}, {busy} busy": {
                 "steps_per_s": round(speeds[mode, busy]["steps_per_s"], 2),
                 "threads": speeds[mode, busy]["threads"],
                 "ratio_to_idle_default": round(speeds[mode, busy]["steps_per_s"] / idle, 2),
-                "ratio_to_own_idle": round(speeds[mode, busy]["steps_per_s"] / speeds[mode, 0]["steps_per_s"], 2),
+                "ratio_to_own_idle": round(speeds[mode, busy]["steps_per_s"] / speeds[mode, "0"]["steps_per_s"], 2),
             }
             for mode, label in (("default", "torch default"), ("framework", "framework"))
-            for busy in (0, 1, 2)
+            for busy in ("0", "1", "2", "1 later")
         }
         print(json.dumps({name: results[name]}, indent=1), flush=True)
     save("threads", {"seconds_per_case": args.seconds, "cores": os.cpu_count(), "results": results})
