@@ -76,8 +76,18 @@ def test_a_network_that_gains_little_from_threads_takes_one(four_cores, monkeypa
     assert choice == threads.ThreadChoice(
         1, "a training step takes 10.0 ms on one thread, 9.0 ms on 4; 4 of 4 cores free (others keep 0.0 busy)"
     )
-    assert time_step.calls == [1, 4] * (threads.TIMED_STEPS + 1)  # alternating, a warm-up of each first
+    assert time_step.calls == [4] + [1, 4] * (threads.TIMED_STEPS + 1)  # alternating, a warm-up of each first
     assert choose_threads(None, fixed_steps(0.010, 0.0085)).threads == 4  # 18% faster: worth them
+
+
+def test_a_long_step_keeps_the_free_threads_without_timing_one(four_cores, monkeypatch):
+    monkeypatch.setattr(threads, "busy_cores", lambda: 1.0)
+    time_step = fixed_steps(0.9, 0.3)
+    choice = choose_threads(None, time_step)
+    assert choice == threads.ThreadChoice(
+        3, "a training step takes 300 ms on 3 threads; 3 of 4 cores free (others keep 1.0 busy)"
+    )
+    assert time_step.calls == [3]
 
 
 def test_the_medians_of_the_timed_steps_are_compared():

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 FASTER = 1.15
 # Timed steps per thread count (after one untimed warm-up of each), alternating, medians compared.
 TIMED_STEPS = 3
+# A step that takes longer than this on all free threads is made of operations long enough to share: the
+# threads are kept without timing one thread too.
+LONG_STEP = 0.1
 # A core counts as busy with other work when the others keep it this busy, as a fraction of its time.
 BUSY_CORE = 0.5
 
@@ -94,7 +97,8 @@ def choose_threads(
     """The intra-op thread count of a run, and why. `requested` (the `threads` key) wins when given. One of
     `processes` training processes on this machine (DDP on CPU) takes its share of the cores, as Lightning gives
     it. Else the cores other work leaves free, and where that is more than one and `time_step(n)` (the seconds of
-    one training step on n threads) is given, one thread unless the free ones are `FASTER`."""
+    one training step on n threads) is given: all of them for a step longer than `LONG_STEP`, else one thread
+    unless the free ones are `FASTER`."""
     if requested is not None:
         return ThreadChoice(requested, f"threads={requested} as set")
     limit = usable_cores()
@@ -113,6 +117,9 @@ def choose_threads(
     cores = f"{free} of {limit} cores free (others keep {busy:.1f} busy)"
     if free == 1 or time_step is None:
         return ThreadChoice(free, cores)
+    first = time_step(free)
+    if first > LONG_STEP:
+        return ThreadChoice(free, f"a training step takes {first * 1e3:.0f} ms on {free} threads; {cores}")
     one, many = step_times(time_step, free)
     timing = f"a training step takes {one * 1e3:.1f} ms on one thread, {many * 1e3:.1f} ms on {free}"
     if one < many * FASTER:
