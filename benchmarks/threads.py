@@ -7,11 +7,13 @@ for `--seconds`; steps/s leave out the first steps and epoch ends:
 
 - torch default: one intra-op thread per core, OpenMP's default wait policy (what a plain PyTorch script gets);
 - framework: the thread count `core.threads.choose_threads` picks for the network at the moment the run starts,
-  and OpenMP threads that sleep while they wait (`OMP_WAIT_POLICY=PASSIVE`, set by `vae-train`).
+  and the wait policy `core.threads.passive_waiting` picks before torch loads (OpenMP threads that sleep while
+  they wait where other work is already running), as `vae-train` does.
 
 A busy process is a Python loop that keeps one core fully busy, started before the run and kept running ("1
 later": started once the run has chosen its threads, as when a second experiment starts during the first). All
-cases run one after another in one invocation, so they meet the same machine; run it on an otherwise quiet one.
+cases run one after another in `--repeats` rounds (medians reported), so that they meet the machine and its drift
+alike; run it on an otherwise quiet one.
 
     python -m benchmarks.threads                      # the default preset (digits MLP) and faces_dogs_conv
 """
@@ -23,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,16 +33,22 @@ import time
 import warnings
 from pathlib import Path
 
-from benchmarks.common import save
-
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = {"default (digits MLP)": [], "faces_dogs_conv (64x64 conv)": ["experiment=faces_dogs_conv"]}
+# preset -> (overrides, seconds per case: a conv step beside two busy processes takes over a second)
+PRESETS = {
+    "default (digits MLP)": ([], 6.0),
+    "faces_dogs_conv (64x64 conv)": (["experiment=faces_dogs_conv"], 12.0),
+}
 BUSY = "while True: pass"
 
 
 def child(overrides: list[str], mode: str, seconds: float, late: bool) -> None:
     """One case, in this process: the preset built as `train.py` builds it (the VAEModule, the Trainer with its
     callbacks and logger), on random images of its data set's shape, trained for `seconds`; prints JSON."""
+    from vae_lightning.core.threads import passive_waiting
+
+    if mode == "framework":
+        passive_waiting()  # as vae-train does, before torch loads
     import lightning as L
     import torch
 
@@ -60,7 +69,7 @@ def child(overrides: list[str], mode: str, seconds: float, late: bool) -> None:
         module = build(cfg.module, None, input_shape=shape)
         if mode == "framework":
             set_threads(None, module, batch)  # as train.py does
-        clock = StepClock(warmup=3)
+        clock = StepClock(warmup=2)
         trainer = build_trainer(cfg, extra_callbacks=(clock,))
         # `late`: the busy process starts after the run chose its threads (a second experiment started later)
         spinner = subprocess.Popen([sys.executable, "-c", BUSY]) if late else None
@@ -71,16 +80,16 @@ def child(overrides: list[str], mode: str, seconds: float, late: bool) -> None:
             if spinner is not None:
                 spinner.kill()
                 spinner.wait()
-    print(json.dumps({"steps_per_s": clock.steps / clock.seconds, "threads": torch.get_num_threads()}))
+    policy = os.environ.get("OMP_WAIT_POLICY", "default")
+    print(
+        json.dumps({"steps_per_s": clock.steps / clock.seconds, "threads": torch.get_num_threads(), "policy": policy})
+    )
 
 
 def run_case(overrides: list[str], mode: str, seconds: float, busy: int, late: bool = False) -> dict:
     env = dict(os.environ)
     env.pop("OMP_NUM_THREADS", None)
-    if mode == "framework":
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-    else:
-        env.pop("OMP_WAIT_POLICY", None)
+    env.pop("OMP_WAIT_POLICY", None)
     spinners = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(0 if late else busy)]
     try:
         time.sleep(1.0 if spinners else 0.0)  # the spinners are running before the run chooses its threads
@@ -96,7 +105,8 @@ def run_case(overrides: list[str], mode: str, seconds: float, busy: int, late: b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=None, help="per case (default: the preset's)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all cases; medians are reported")
     parser.add_argument("--child", choices=["default", "framework"])
     parser.add_argument("--late", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*")
@@ -105,17 +115,28 @@ def main() -> None:
         child(args.overrides, args.child, args.seconds, args.late)
         return
     results = {}
-    for name, overrides in PRESETS.items():
+    for name, (overrides, seconds) in PRESETS.items():
+        seconds = args.seconds or seconds
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for _ in range(args.repeats):  # rounds over every case, so that the machine's drift meets each alike
+            for busy in ("0", "1", "2", "1 later"):
+                for mode in ("default", "framework"):
+                    case = run_case(overrides, mode, seconds, int(busy[0]), busy == "1 later")
+                    runs.setdefault((mode, busy), []).append(case)
         speeds = {
-            (mode, busy): run_case(overrides, mode, args.seconds, int(busy[0]), busy == "1 later")
-            for busy in ("0", "1", "2", "1 later")
-            for mode in ("default", "framework")
+            key: {
+                "steps_per_s": statistics.median(r["steps_per_s"] for r in cases),
+                "threads": "/".join(sorted({str(r["threads"]) for r in cases})),
+                "policy": "/".join(sorted({r["policy"] for r in cases})),
+            }
+            for key, cases in runs.items()
         }
         idle = speeds["default", "0"]["steps_per_s"]  # the ratios' common base: torch's default on the idle machine
         results[name] = {
             f"{label}, {busy} busy": {
                 "steps_per_s": round(speeds[mode, busy]["steps_per_s"], 2),
                 "threads": speeds[mode, busy]["threads"],
+                "wait_policy": speeds[mode, busy]["policy"],
                 "ratio_to_idle_default": round(speeds[mode, busy]["steps_per_s"] / idle, 2),
                 "ratio_to_own_idle": round(speeds[mode, busy]["steps_per_s"] / speeds[mode, "0"]["steps_per_s"], 2),
             }
@@ -123,7 +144,17 @@ def main() -> None:
             for busy in ("0", "1", "2", "1 later")
         }
         print(json.dumps({name: results[name]}, indent=1), flush=True)
-    save("threads", {"seconds_per_case": args.seconds, "cores": os.cpu_count(), "results": results})
+    from benchmarks.common import save
+
+    save(
+        "threads",
+        {
+            "seconds_per_case": {name: args.seconds or seconds for name, (_, seconds) in PRESETS.items()},
+            "repeats": args.repeats,
+            "cores": os.cpu_count(),
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

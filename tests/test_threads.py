@@ -4,6 +4,7 @@ from timed steps of its network (fixed times here), `threads=N`, a sweep worker'
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -118,6 +119,17 @@ def test_threads_as_set_a_sweep_workers_share_and_ddp_processes_win(four_cores, 
     assert choose_threads(None, fixed_steps(0.01, 0.001)) == threads.ThreadChoice(1, "one core for this process")
 
 
+@pytest.mark.parametrize("busy, chosen", [(0.2, None), (0.6, "PASSIVE"), (1.9, "PASSIVE")])
+def test_waiting_threads_sleep_where_others_are_busy_at_the_start(monkeypatch, busy, chosen):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(threads, "busy_cores", lambda: busy)
+    threads.passive_waiting()
+    assert os.environ.get("OMP_WAIT_POLICY") == chosen
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own choice stays
+    threads.passive_waiting()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 def test_a_busy_process_is_seen_as_a_busy_core():
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
@@ -138,7 +150,8 @@ def test_the_default_run_says_how_many_threads_it_uses_and_why(tmp_path, caplog,
     caplog.set_level(logging.INFO)
     train_in_process(["debug=fast", "~callbacks.diagnostics"], tmp_path / "run")
     line = next(line for line in caplog.messages if line.startswith("Using "))
-    assert re.fullmatch(r"Using (1 CPU thread|2 CPU threads): .*cores free \(others keep \d+\.\d busy\)", line), line
+    pattern = r"Using (1 CPU thread|2 CPU threads): .*cores free \(others keep \d+\.\d busy\); wait policy .+"
+    assert re.fullmatch(pattern, line), line
     assert int(line.split()[1]) == torch.get_num_threads()
     train_in_process(["debug=fast", "~callbacks.diagnostics", "threads=2"], tmp_path / "two")
     assert "Using 2 CPU threads: threads=2 as set" in caplog.text and torch.get_num_threads() == 2

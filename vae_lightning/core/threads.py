@@ -4,11 +4,11 @@ torch's default is one intra-op thread per core. Two things go wrong with it on 
 where other work holds a core (a second experiment, a notebook), the OpenMP threads of every operation wait for
 the one that is not running, so a run crawls at a fraction of its speed; and a small network's operations may be
 too short for a second thread to pay for its start and join. So `choose_threads` counts the cores that other
-processes leave free, and when more than one is, times a few training steps of the network on one thread and on
-all free ones and keeps one thread unless more are clearly faster. `passive_waiting` makes OpenMP threads sleep
-instead of spin while they wait, so that a run whose cores get busy later holds up far less (OpenMP reads this
-once, when torch loads). `threads=N` overrides the choice; an inherited `OMP_NUM_THREADS` (a sweep worker's share)
-caps it.
+processes leave free, and when more than one is, times training steps of the network on one thread and on all
+free ones and keeps one thread unless more are clearly faster. `passive_waiting` makes OpenMP threads sleep
+instead of spin while they wait where other work is already running when the run starts (OpenMP reads this once,
+when torch loads); on an idle machine OpenMP's default spinning is kept, as it is fastest there. `threads=N`
+overrides the choice; an inherited `OMP_NUM_THREADS` (a sweep worker's share) caps it.
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ BUSY_CORE = 0.5
 
 
 def passive_waiting() -> None:
-    """OpenMP threads that wait for work sleep instead of spinning, unless the user chose otherwise
-    (`OMP_WAIT_POLICY`). Effective only before torch is imported: call it first in an entry point."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Where other work already keeps a core busy, OpenMP threads that wait for work sleep instead of spinning
+    (`OMP_WAIT_POLICY=PASSIVE`), unless the user chose a policy. On an idle machine OpenMP's default is kept:
+    its spinning makes a small network's short operations fastest. Effective only before torch is imported: call
+    it first in an entry point."""
+    if "OMP_WAIT_POLICY" not in os.environ and busy_cores() >= BUSY_CORE:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def usable_cores() -> int:

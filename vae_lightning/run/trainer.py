@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import shlex
 import sys
 import time
@@ -73,7 +74,14 @@ def set_threads(requested: Any, module: Any = None, batch_size: int | None = Non
     timer = step_timer(module, batch_size) if requested is None and module is not None and batch_size else None
     choice = choose_threads(requested, timer if processes == 1 else None, processes)
     torch.set_num_threads(choice.threads)
-    log.info("Using %d CPU thread%s: %s", choice.threads, "" if choice.threads == 1 else "s", choice.why)
+    policy = os.environ.get("OMP_WAIT_POLICY", "OpenMP's default")
+    log.info(
+        "Using %d CPU thread%s: %s; wait policy %s",
+        choice.threads,
+        "" if choice.threads == 1 else "s",
+        choice.why,
+        policy,
+    )
 
 
 def build_trainer(
