@@ -194,7 +194,7 @@ class TrainedVAE:
                 atomic_write(cache_file, lambda f: torch.save(record, f))
             except OSError as bad:
                 log.warning("Could not cache the direction of %s in %s (%s).", name, cache_file, bad)
-        return direction, what
+        return direction.to(self.device), what
 
     def morph_attribute(
         self,
