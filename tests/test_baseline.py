@@ -11,18 +11,33 @@ import pytest
 from tests.conftest import train_in_process
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SHORT = ["trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2",
-         "trainer.limit_test_batches=3", "threads=1", "eval.nll_samples=20", "eval.mi_samples=200",
-         "~callbacks.diagnostics"]
+SHORT = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=6",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=3",
+    "threads=1",
+    "eval.nll_samples=20",
+    "eval.mi_samples=200",
+    "~callbacks.diagnostics",
+]
 CASES = {
     "elbo_bernoulli": [*SHORT, "model.latent_dim=4"],
     "elbo_gaussian": [*SHORT, "loss=elbo_gaussian", "beta=ramp"],
     "seed": [*SHORT, "loss=seed", "beta.value=1e-4"],
     "conv": [*SHORT, "model=conv", "model.channels=[8,16]", "model.latent_dim=6", "loss=elbo_gaussian"],
 }
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "threads=1", "model.hidden_dims=[6]", "eval.nll_samples=4",
-        "eval.mi_samples=20", "~callbacks.diagnostics"]
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "threads=1",
+    "model.hidden_dims=[6]",
+    "eval.nll_samples=4",
+    "eval.mi_samples=20",
+    "~callbacks.diagnostics",
+]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

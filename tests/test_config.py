@@ -77,7 +77,7 @@ def test_every_option_composes_and_builds(overrides, photo_roots, tmp_path):
     cfg = compose_train([*overrides, *roots_for(overrides, photo_roots), *on_this_machine], tmp_path / "run")
     datamodule, module, trainer = build_run(cfg)
     x = torch.rand(4, *datamodule.input_shape)
-    assert module.net(x).logits.shape == x.shape
+    assert module.loss_fn.mean(module.net(x).params).shape == x.shape
     module.configure_optimizers()
     assert trainer.max_epochs == cfg.trainer.max_epochs
 

@@ -56,11 +56,12 @@ def make_view(n, latent, channels, side, labels, names) -> View:
     ).eval()
     images = torch.rand(n, channels, side, side)
     with torch.no_grad():
-        out = module.net(images)
-        losses = module.loss_fn(images, out, 1.0).per_sample
+        terms = module.objective(images, 1.0)
+        posterior = terms.sample.posterior
+        kl = module.prior.kl_per_dim(posterior).mean(0)
     ends = (0, 1) if names == DOMAINS else None
     return View(
-        images, torch.tensor(labels), names, ends, out.posterior.loc, out.posterior.scale, losses, module, epoch=3
+        images, torch.tensor(labels), names, ends, posterior.loc, posterior.scale, terms.per_sample, kl, module, epoch=3
     )
 
 

@@ -19,6 +19,7 @@ LAYERS = {
     "metrics": 1,
     "nets": 2,
     "likelihoods": 2,
+    "priors": 2,
     "losses": 3,
     "data": 3,
     "module": 4,

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from vae_lightning.distributions import DiagonalGaussian
-from vae_lightning.metrics import LatentStats, active_units, importance_sampled_log_likelihood, mutual_information
+from vae_lightning.metrics import (
+    LatentStats,
+    active_units,
+    aggregate_posterior_information,
+    importance_sampled_log_likelihood,
+)
+from vae_lightning.priors import StandardNormal
 
 D_X, D_Z, SIGMA = 5, 2, 0.5
 
@@ -14,6 +20,8 @@ D_X, D_Z, SIGMA = 5, 2, 0.5
 class LinearGaussian:
     """p(z) = N(0, I), p(x|z) = N(W z + b, SIGMA^2 I): log p(x) = log N(x; b, W W^T + SIGMA^2 I) exactly.
     The encoder is the exact posterior deliberately distorted (shifted mean, inflated diagonal scale)."""
+
+    latent_dim = D_Z
 
     def __init__(self, seed=0):
         g = torch.Generator().manual_seed(seed)
@@ -53,7 +61,9 @@ def test_importance_sampling_approaches_the_exact_log_likelihood():
     g = torch.Generator().manual_seed(0)
     errors = {}
     for k in (1, 10, 100, 1000):
-        estimate = importance_sampled_log_likelihood(model, IdentityMeanGaussian(), x, k, chunk=128, generator=g)
+        estimate = importance_sampled_log_likelihood(
+            model, StandardNormal(model), IdentityMeanGaussian(), x, k, chunk=128, generator=g
+        )
         errors[k] = float((exact - estimate).abs().mean())
         assert float((estimate - exact).mean()) < 0.05, k  # a lower bound in expectation: never above, but noise
     assert errors[1] > errors[10] > errors[100] > errors[1000]
@@ -64,7 +74,7 @@ def test_a_posterior_equal_to_the_prior_has_no_active_units_no_kl_and_no_informa
     n, d = 2000, 4
     posterior = DiagonalGaussian(torch.zeros(n, d), torch.ones(n, d))
     stats = LatentStats(keep=2000)
-    stats.add(posterior)
+    stats.add(posterior, posterior.kl_to_standard_normal_per_dim())
     results = stats.results()
     assert results["active_units"] == 0 and all(results[f"kl_dim_{i:03d}"] == 0.0 for i in range(d))
     # exactly 0 in expectation; the Monte Carlo estimate of the entropy term has a std of about 0.03 here
@@ -76,7 +86,7 @@ def test_an_identity_like_encoder_has_every_unit_active_and_high_information():
     x = torch.randn(1000, 3, generator=g)
     posterior = DiagonalGaussian(x, torch.full_like(x, 0.05))  # z ~ N(x, 0.05^2): nearly the identity
     assert active_units(x.var(0)) == 3
-    mi = mutual_information(posterior, generator=g)
+    mi = aggregate_posterior_information(posterior, generator=g)["mutual_info"]
     assert mi > 0.9 * math.log(1000)  # close to its ceiling for 1000 samples, log N
     assert mi <= math.log(1000) + 1e-4
 
@@ -95,7 +105,9 @@ def test_the_blocked_mutual_information_equals_the_direct_computation():
     g = torch.Generator().manual_seed(0)
     loc = torch.randn(300, 5, generator=g, dtype=torch.float64)
     posterior = DiagonalGaussian(loc, 0.3 + torch.rand(300, 5, generator=g, dtype=torch.float64))
-    blocked = mutual_information(posterior, torch.Generator().manual_seed(1), sample_block=7, component_block=64)
+    blocked = aggregate_posterior_information(
+        posterior, torch.Generator().manual_seed(1), sample_block=7, component_block=64
+    )["mutual_info"]
     assert blocked == pytest.approx(direct_mutual_information(posterior, torch.Generator().manual_seed(1)), abs=1e-9)
 
 
@@ -105,7 +117,8 @@ def test_streamed_latent_statistics_equal_the_whole_set_at_once():
     scale = 0.2 + torch.rand(1000, 4, generator=g)
     streamed = LatentStats(keep=0)
     for start in range(0, 1000, 64):
-        streamed.add(DiagonalGaussian(loc[start : start + 64], scale[start : start + 64]))
+        posterior = DiagonalGaussian(loc[start : start + 64], scale[start : start + 64])
+        streamed.add(posterior, posterior.kl_to_standard_normal_per_dim())
     results = streamed.results()
     assert results["active_units"] == active_units(loc.var(0)) == 2
     kl = DiagonalGaussian(loc, scale).kl_to_standard_normal_per_dim().mean(0)
@@ -134,6 +147,12 @@ def test_small_chunks_give_the_same_accuracy():
     model = LinearGaussian()
     x = model.sample_x(20)
     estimate = importance_sampled_log_likelihood(
-        model, IdentityMeanGaussian(), x, 1000, chunk=7, generator=torch.Generator().manual_seed(3)
+        model,
+        StandardNormal(model),
+        IdentityMeanGaussian(),
+        x,
+        1000,
+        chunk=7,
+        generator=torch.Generator().manual_seed(3),
     )
     assert float((model.exact_log_px(x) - estimate).abs().mean()) < 0.1

@@ -1,11 +1,13 @@
 import pytest
 import torch
 
+from tests.test_losses import FixedNet
 from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.losses import ELBO
 from vae_lightning.nets.mlp import MLPVAE
 from vae_lightning.nets.posterior import ExpHalfLogVariance, SoftplusScale
 from vae_lightning.optim import adam
+from vae_lightning.priors import StandardNormal
 
 
 def test_seed_mnist_shapes():
@@ -17,7 +19,7 @@ def test_seed_mnist_shapes():
     assert [(m.in_features, m.out_features) for m in linears] == [(2, 1000), (1000, 784)]
     assert sum(isinstance(m, torch.nn.Tanh) for m in net.encoder) == 1
     out = net(torch.rand(3, 1, 28, 28))
-    assert out.logits.shape == (3, 1, 28, 28)
+    assert out.params.shape == (3, 1, 1, 28, 28)  # one output per pixel for the Bernoulli
     assert out.z.shape == out.posterior.loc.shape == out.posterior.scale.shape == (3, 2)
 
 
@@ -42,10 +44,10 @@ def test_a_tiny_batch_is_overfit():
     net = MLPVAE(input_shape=(1, 8, 8), hidden_dims=[64], latent_dim=2)
     x = (torch.rand(8, 1, 8, 8) > 0.5).float()
     optimizer = adam(net.parameters(), lr=1e-2)
-    loss_fn = ELBO()
-    first = float(loss_fn(x, net(x), 1.0).loss.detach())
+    loss_fn, prior = ELBO(), StandardNormal(net)
+    first = float(loss_fn(net, prior, x, 1.0).loss.detach())
     for _ in range(200):
-        terms = loss_fn(x, net(x), 1.0)
+        terms = loss_fn(net, prior, x, 1.0)
         optimizer.zero_grad()
         terms.loss.backward()
         optimizer.step()
@@ -85,5 +87,6 @@ def test_a_collapsing_log_variance_keeps_the_loss_finite_with_beta_zero():
     assert torch.isfinite(scale).all() and float(scale.min()) == pytest.approx(1e-6)
     assert float(torch.exp(0.5 * raw).min()) == 0.0  # what it was without the floor
     posterior = DiagonalGaussian(torch.zeros(1, 2), scale)
-    out = VAEOutput(posterior, posterior.loc, torch.zeros(1, 1, 2, 2))
-    assert torch.isfinite(ELBO()(torch.rand(1, 1, 2, 2), out, beta=0.0).loss)
+    out = VAEOutput(posterior, posterior.loc, torch.zeros(1, 1, 1, 2, 2))
+    net = FixedNet(out)
+    assert torch.isfinite(ELBO()(net, StandardNormal(net), torch.rand(1, 1, 2, 2), beta=0.0).loss)

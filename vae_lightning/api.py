@@ -115,9 +115,9 @@ class TrainedVAE:
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`n` images decoded from codes drawn from the prior (the standard normal), (n, C, H, W) in [0, 1]."""
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return self.decode(z)
+        """`n` images decoded from codes drawn from the model's prior, (n, C, H, W) in [0, 1]; `generator` (on the
+        CPU or the model's device) makes them reproducible."""
+        return self.decode(self.module.prior.sample(n, generator))
 
     def reconstruct(self, images: Images, find_face: bool = False) -> torch.Tensor:
         """The decodes of the posterior means of `images`, (N, C, H, W) in [0, 1]."""

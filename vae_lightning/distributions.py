@@ -1,4 +1,10 @@
-"""The diagonal Gaussian posterior q(z|x) and its closed-form KL to the standard normal prior."""
+"""The diagonal Gaussian posterior q(z|x): reparameterised samples (one or k per row) and its density.
+
+The density and the closed-form KL to the standard normal are written out here rather than taken from
+`torch.distributions.Normal`: they are the seed's formulas, so today's presets keep their numbers to the last
+bit, and they are the only densities on the training step of the default model. `as_distribution()` gives the
+same posterior as a `torch.distributions` object for everything else (mixture priors, KL by `kl_divergence`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.distributions import Independent, Normal
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -17,18 +24,27 @@ class DiagonalGaussian:
     loc: torch.Tensor
     scale: torch.Tensor
 
-    def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One reparameterised sample per row: z = loc + scale * eps, eps ~ N(0, I)."""
-        if generator is None:
+    def rsample(self, generator: torch.Generator | None = None, k: int | None = None) -> torch.Tensor:
+        """Reparameterised samples z = loc + scale * eps, eps ~ N(0, I): one per row, shaped like `loc`, or with
+        `k`, k per row in one batch, shape (k, *loc.shape)."""
+        shape = self.loc.shape if k is None else (k, *self.loc.shape)
+        if generator is None and k is None:
             eps = torch.randn_like(self.loc)  # also traceable by torch.compile with dynamic batch sizes
+        elif generator is None:
+            eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         else:
-            eps = torch.randn(self.loc.shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
+            eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
         return self.loc + self.scale * eps
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z) summed over the latent dimensions; one value per row (nats)."""
+        """log q(z) summed over the latent dimensions; one value per row of `z` (nats). `z` may carry leading
+        sample dimensions, (k, batch, latent)."""
+        return self.log_prob_per_dim(z).sum(-1)
+
+    def log_prob_per_dim(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z_d) of each latent dimension (nats), shaped like `z`."""
         standardised = (z - self.loc) / self.scale
-        return (-0.5 * standardised.pow(2) - self.scale.log() - 0.5 * LOG_2PI).sum(-1)
+        return -0.5 * standardised.pow(2) - self.scale.log() - 0.5 * LOG_2PI
 
     def kl_to_standard_normal_per_dim(self) -> torch.Tensor:
         """KL(q || N(0, I)) for each latent dimension, shape like `loc` (nats).
@@ -38,7 +54,9 @@ class DiagonalGaussian:
         """
         return 0.5 * (self.loc.pow(2) + self.scale.pow(2) - 1.0) - self.scale.log()
 
+    def as_distribution(self) -> Independent:
+        """The same posterior as a `torch.distributions` object with event shape (latent,)."""
+        return Independent(Normal(self.loc, self.scale, validate_args=False), 1, validate_args=False)
 
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) summed over the last dimension (nats)."""
-    return (-0.5 * z.pow(2) - 0.5 * LOG_2PI).sum(-1)
+    def detach(self) -> DiagonalGaussian:
+        return DiagonalGaussian(self.loc.detach(), self.scale.detach())

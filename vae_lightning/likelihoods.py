@@ -1,45 +1,167 @@
-"""Decoder likelihoods p(x|z). Each returns log p(x|z) summed over all pixels: one value per sample, in nats.
+"""Decoder likelihoods p(x|z). Each is an `nn.Module` (it may hold trained parameters, which are then saved
+and resumed with the network's), one class per config option (`conf/loss/likelihood/*.yaml`).
 
-The decoder outputs logits; `mean(logits)` is the image the likelihood is centred on.
-One class per config option (`conf/loss/likelihood/*.yaml`).
+The network's decoder returns `outputs_per_pixel` values per pixel, shape (N, outputs_per_pixel, *image_shape);
+`log_prob(x, params)` is log p(x|z) summed over all pixels, one value per sample (nats), and `mean(params)` the
+image (N, *image_shape) in [0, 1] the likelihood is centred on (what the pictures and tools show).
+
+Densities come from `torch.distributions` (Bernoulli, ContinuousBernoulli, with `validate_args=False`), except
+two written out here: the Gaussian, whose terms are summed in the order today's presets were trained with
+(`Normal.log_prob` rounds differently in the last bit, and Adam's first steps, which divide by the gradients'
+own size, turn such differences into different runs), and the discretised logistic, which torch does not offer.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
+from torch import nn
+from torch.distributions import Bernoulli as TorchBernoulli
+from torch.distributions import ContinuousBernoulli as TorchContinuousBernoulli
 from torch.nn import functional as F
 
 from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError
+from vae_lightning.distributions import LOG_2PI
 
 
-class Bernoulli:
+class Likelihood(nn.Module):
+    """Base class. `input_shape`: the images' (C, H, W), given by the model; needed by likelihoods with
+    parameters per channel or pixel, optional for the others."""
+
+    outputs_per_pixel = 1
+
+    def __init__(self, input_shape: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.input_shape = None if input_shape is None else tuple(checks.positive_int_list("input_shape", input_shape))
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def per_sample(log_prob: torch.Tensor) -> torch.Tensor:
+    return log_prob.flatten(1).sum(-1)
+
+
+class Bernoulli(Likelihood):
     """Independent Bernoulli pixels with p = sigmoid(logits).
 
     For binarised data this is a proper likelihood. For grey levels in [0, 1] it is the usual cross-entropy
-    objective (not a normalised density over [0, 1]); its values are then not comparable with the literature.
+    objective (not a normalised density over [0, 1]); its values are then not comparable with the literature
+    (`ContinuousBernoulli` is the normalised density).
     """
 
-    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        per_pixel = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-        return per_pixel.flatten(1).sum(-1)
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return per_sample(TorchBernoulli(logits=params[:, 0], validate_args=False).log_prob(x))
 
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits)
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params[:, 0])
 
 
-class Gaussian:
+class ContinuousBernoulli(Likelihood):
+    """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): the Bernoulli cross-entropy with its
+    normalising constant, a proper density for grey levels in [0, 1]. Its mean (shown in pictures) is not
+    sigmoid(logits) but the distribution's mean, which is pulled towards 0.5."""
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return per_sample(TorchContinuousBernoulli(logits=params[:, 0], validate_args=False).log_prob(x))
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return TorchContinuousBernoulli(logits=params[:, 0], validate_args=False).mean
+
+
+class Gaussian(Likelihood):
     """Independent Gaussian pixels with mean sigmoid(logits) and a fixed standard deviation `sigma`."""
 
-    def __init__(self, sigma: float = 0.1) -> None:
+    def __init__(self, input_shape: Sequence[int] | None = None, sigma: float = 0.1) -> None:
+        super().__init__(input_shape)
         self.sigma = checks.number("sigma", sigma, low=0.0, low_inclusive=False)
-        self._log_norm = math.log(self.sigma) + 0.5 * math.log(2.0 * math.pi)
 
-    def log_prob(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        standardised = (x - torch.sigmoid(logits)) / self.sigma
-        per_pixel = -0.5 * standardised.pow(2) - self._log_norm
-        return per_pixel.flatten(1).sum(-1)
+    def scale(self) -> torch.Tensor | float:
+        return self.sigma
 
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits)
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        sigma = self.scale()
+        standardised = (x - torch.sigmoid(params[:, 0])) / sigma
+        log_sigma = sigma.log() if isinstance(sigma, torch.Tensor) else math.log(sigma)
+        return per_sample(-0.5 * standardised.pow(2) - log_sigma - 0.5 * LOG_2PI)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params[:, 0])
+
+
+class LearnedSigmaGaussian(Gaussian):
+    """Base class: a Gaussian whose standard deviation is trained with the model (from `sigma`, floored at
+    `min_sigma`: a density on continuous values grows without bound as sigma goes to 0 on pixels that are
+    reconstructed exactly, such as a constant background)."""
+
+    def __init__(self, input_shape: Sequence[int], sigma: float = 0.1, min_sigma: float = 1e-3) -> None:
+        super().__init__(input_shape, sigma)
+        self.min_sigma = checks.number("min_sigma", min_sigma, low=0.0, low_inclusive=False)
+        if self.input_shape is None:
+            raise ConfigValueError("input_shape", "is needed for a learned sigma (the model gives it)", input_shape)
+        if self.min_sigma >= self.sigma:
+            raise ConfigValueError("min_sigma", f"must be below sigma ({self.sigma})", min_sigma)
+        self.log_sigma = nn.Parameter(torch.full(self.sigma_shape(), math.log(self.sigma - self.min_sigma)))
+
+    def sigma_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def scale(self) -> torch.Tensor:
+        return self.log_sigma.exp() + self.min_sigma
+
+
+class GaussianChannelSigma(LearnedSigmaGaussian):
+    """A Gaussian with one learned standard deviation per image channel (the sigma-VAE's shared variance)."""
+
+    def sigma_shape(self) -> tuple[int, ...]:
+        return (self.input_shape[0], *([1] * (len(self.input_shape) - 1)))
+
+
+class GaussianPixelSigma(LearnedSigmaGaussian):
+    """A Gaussian with one learned standard deviation per pixel (and channel)."""
+
+    def sigma_shape(self) -> tuple[int, ...]:
+        return self.input_shape
+
+
+class DiscretisedLogistic(Likelihood):
+    """A discretised logistic for 8-bit images (Salimans et al. 2017, one component): pixel value v in
+    {0, ..., bins-1}, seen as x = v / (bins - 1), has the logistic's mass on [x - h, x + h] with
+    h = 1 / (2 (bins - 1)), and the edge bins take the tails, so the probabilities of all values sum to 1. A
+    true likelihood of the pixel values: bits per dimension need no correction for the quantisation. Two outputs
+    per pixel: the mean (through a sigmoid) and the log scale (floored at `min_log_scale`). Written out here, as
+    `torch.distributions` has no discretised logistic."""
+
+    outputs_per_pixel = 2
+
+    def __init__(self, input_shape: Sequence[int] | None = None, bins: int = 256, min_log_scale: float = -7.0) -> None:
+        super().__init__(input_shape)
+        self.bins = checks.integer("bins", bins, low=2)
+        self.min_log_scale = checks.number("min_log_scale", min_log_scale)
+
+    def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        mean, log_scale = torch.sigmoid(params[:, 0]), params[:, 1].clamp(min=self.min_log_scale)
+        half_bin = 0.5 / (self.bins - 1)
+        value = torch.round(x * (self.bins - 1)) / (self.bins - 1)  # the bin's centre
+        inv_scale = torch.exp(-log_scale)
+        upper, lower = inv_scale * (value - mean + half_bin), inv_scale * (value - mean - half_bin)
+        log_cdf_upper = F.logsigmoid(upper)  # the lowest bin: all the mass below its upper edge
+        log_survival_lower = -F.softplus(lower)  # the highest bin: all the mass above its lower edge
+        mass = torch.sigmoid(upper) - torch.sigmoid(lower)
+        # where the bin's mass underflows, its midpoint density times its width
+        centre = inv_scale * (value - mean)
+        log_density_mid = centre - log_scale - 2.0 * F.softplus(centre) + math.log(2 * half_bin)
+        inner = torch.where(mass > 1e-5, mass.clamp(min=1e-12).log(), log_density_mid)
+        log_p = torch.where(
+            value < half_bin, log_cdf_upper, torch.where(value > 1 - half_bin, log_survival_lower, inner)
+        )
+        return per_sample(log_p)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params[:, 0])

@@ -1,8 +1,21 @@
-"""Training objectives. Each states its reduction; `beta` weights the KL term.
+"""Training objectives. Each is an `nn.Module` that receives the network, the prior and the batch, draws what it
+needs (one code per row, or k), and returns the batch's loss with its own named terms. Each states its
+reduction; `beta` is the schedule's weight of the KL (or of its parts). One class per `conf/loss/*.yaml`.
 
 - `ELBO`   (default): per-sample negative ELBO in nats. recon = -log p(x|z) summed over pixels,
-  kl = KL(q(z|x) || N(0, I)) summed over latent dims, both averaged over the batch;
-  loss = recon + beta * kl. With beta = 1 the loss is the negative ELBO per sample.
+  kl = KL(q(z|x) || p(z)) summed over latent dims (closed form or single-sample, as the prior offers), both
+  averaged over the batch; loss = recon + beta * kl. With beta = 1 the loss is the negative ELBO per sample.
+- `IWAE`: the importance-weighted bound (Burda et al. 2016) with k samples per row, drawn and decoded as one
+  batch: loss = -mean_x [logsumexp_k (log p(x|z_k) + beta (log p(z_k) - log q(z_k|x))) - log k], nats per
+  sample; k = 1 is the ELBO.
+- `BetaTCVAE`: Chen et al. 2018. The KL split into index-code mutual information, total correlation (TC) and
+  dimension-wise KL, with log q(z) estimated by minibatch-weighted sampling over the batch, which needs the
+  training set's size N (the model gives it when training starts); loss = recon + beta * (mi + tc_weight * tc +
+  dw_kl), per sample, averaged over the batch.
+- `InfoVAE`: Zhao et al. 2019. loss = recon + beta * kl_weight * kl + mmd_weight * MMD^2(q(z), p(z)), where
+  MMD^2 is the unbiased estimate between the batch's codes and as many prior samples (Gaussian kernel of
+  bandwidth^2 = latent dims); kl_weight 0 is the MMD-VAE. The MMD is one number for the batch, added to each
+  sample's loss.
 - `SeedLoss`: exactly the seed's reduction. recon = squared error averaged over the batch AND the pixels
   (of the sigmoid image), kl = KL summed over the batch AND the latent dims; loss = recon + beta * kl.
   The per-sample ELBO's beta equals the seed's beta times n_pixels times batch_size.
@@ -10,50 +23,204 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
-from vae_lightning.likelihoods import Bernoulli
-from vae_lightning.nets.base import VAEOutput
+from vae_lightning.core import checks
+from vae_lightning.core.config import build
+from vae_lightning.core.errors import ConfigValueError
+from vae_lightning.distributions import DiagonalGaussian
+from vae_lightning.likelihoods import Bernoulli, Likelihood
+from vae_lightning.nets.base import VAENet, VAEOutput
+from vae_lightning.priors import Prior
 
 
 @dataclass(frozen=True)
 class LossTerms:
     loss: torch.Tensor
-    recon: torch.Tensor
-    kl: torch.Tensor
+    terms: dict[str, torch.Tensor]  # batch means in the objective's units; always "recon" and "kl"
     beta: float
-    per_sample: torch.Tensor  # the loss of each sample in the batch, in this objective's units
+    per_sample: torch.Tensor  # the loss of each sample in the batch, in this objective's units (detached)
+    sample: VAEOutput  # the posterior, and one code per row with its decoder outputs
+
+    @property
+    def recon(self) -> torch.Tensor:
+        return self.terms["recon"]
+
+    @property
+    def kl(self) -> torch.Tensor:
+        return self.terms["kl"]
 
 
-class ELBO:
+class Objective(nn.Module):
+    """Base class. `likelihood`: the decoder's p(x|z) (None for an objective without one, like the seed's MSE).
+    `term_names`: the terms it logs besides the loss, as `train/<name>`, `val/<name>`, `test/<name>`."""
+
+    term_names: tuple[str, ...] = ("recon", "kl")
+
+    def __init__(self, likelihood: Likelihood | None) -> None:
+        super().__init__()
+        self.likelihood = likelihood
+
+    @property
+    def outputs_per_pixel(self) -> int:
+        return 1 if self.likelihood is None else self.likelihood.outputs_per_pixel
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The decoded image in [0, 1]: the likelihood's mean."""
+        return self.likelihood.mean(params) if self.likelihood is not None else torch.sigmoid(params[:, 0])
+
+    def fit_to_data(self, n_train: int) -> None:
+        """Told the training set's size when training starts (for estimators that need it)."""
+
+    def forward(
+        self, net: VAENet, prior: Prior, x: torch.Tensor, beta: float, generator: torch.Generator | None = None
+    ) -> LossTerms:
+        raise NotImplementedError
+
+
+def build_objective(config: dict[str, Any], input_shape: tuple[int, ...]) -> Objective:
+    """The objective of `config` (the `loss` group) around its likelihood, which is built first, for images of
+    `input_shape`."""
+    config = dict(config)
+    if config.get("likelihood") is not None:
+        config["likelihood"] = build(config["likelihood"], "loss.likelihood", input_shape=input_shape)
+    return build(config, "loss")
+
+
+class WithLikelihood(Objective):
+    """Base class of the objectives built on a likelihood (Bernoulli pixels when none is given)."""
+
+    def __init__(self, likelihood: Likelihood | None = None) -> None:
+        super().__init__(likelihood if likelihood is not None else Bernoulli())
+
+
+class ELBO(WithLikelihood):
     """Negative ELBO per sample (nats), averaged over the batch."""
 
-    def __init__(self, likelihood: Bernoulli | None = None) -> None:
-        self.likelihood = likelihood if likelihood is not None else Bernoulli()
-
-    def __call__(self, x: torch.Tensor, out: VAEOutput, beta: float) -> LossTerms:
-        recon_per_sample = -self.likelihood.log_prob(x, out.logits)
-        kl_per_sample = out.posterior.kl_to_standard_normal_per_dim().sum(-1)
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        out = net(x, generator)
+        recon_per_sample = -self.likelihood.log_prob(x, out.params)
+        kl_per_sample = prior.kl(out.posterior, out.z)
         per_sample = recon_per_sample + beta * kl_per_sample
-        return LossTerms(per_sample.mean(), recon_per_sample.mean(), kl_per_sample.mean(), beta, per_sample.detach())
-
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(logits)
+        terms = {"recon": recon_per_sample.mean(), "kl": kl_per_sample.mean()}
+        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
 
 
-class SeedLoss:
+class IWAE(WithLikelihood):
+    """The importance-weighted bound with `k` samples per row, decoded in one batch of k * N codes. The logged
+    recon and kl are the averages of -log p(x|z_k) and log q(z_k|x) - log p(z_k) over the k samples."""
+
+    def __init__(self, likelihood: Likelihood | None = None, k: int = 5) -> None:
+        super().__init__(likelihood)
+        self.k = checks.positive_int("k", k)
+
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        posterior = net.encode(x)
+        z = posterior.rsample(generator, self.k)  # (k, N, latent)
+        params = net.decode(z.flatten(0, 1))
+        repeated = x.expand(self.k, *x.shape).flatten(0, 1)
+        log_px_z = self.likelihood.log_prob(repeated, params).view(self.k, len(x))
+        log_ratio = posterior.log_prob(z) - prior.log_prob(z)  # log q(z|x) - log p(z), (k, N)
+        bound = torch.logsumexp(log_px_z - beta * log_ratio, dim=0) - math.log(self.k)
+        per_sample = -bound
+        terms = {"recon": -log_px_z.mean(), "kl": log_ratio.mean()}
+        sample = VAEOutput(posterior, z[0], params[: len(x)])
+        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), sample)
+
+
+class BetaTCVAE(WithLikelihood):
+    """beta-TCVAE with minibatch-weighted sampling. Logs recon, kl (log q(z|x) - log p(z) at the drawn code,
+    which the three parts sum to), mi, tc and dw_kl."""
+
+    term_names = ("recon", "kl", "mi", "tc", "dw_kl")
+
+    def __init__(self, likelihood: Likelihood | None = None, tc_weight: float = 6.0) -> None:
+        super().__init__(likelihood)
+        self.tc_weight = checks.number("tc_weight", tc_weight, low=0.0)
+        self.register_buffer("dataset_size", torch.tensor(0))  # saved, so that a loaded model can still be scored
+
+    def fit_to_data(self, n_train: int) -> None:
+        self.dataset_size.fill_(int(n_train))
+
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        n_data = int(self.dataset_size)
+        if n_data < len(x):
+            raise ConfigValueError(
+                "loss", "BetaTCVAE needs the training set's size, given when training starts", n_data
+            )
+        out = net(x, generator)
+        posterior, z = out.posterior, out.z
+        recon = -self.likelihood.log_prob(x, out.params)
+        # log q(z_i | x_j) of every code i under every posterior j of the batch, per dimension: (N, N, latent)
+        pairwise = DiagonalGaussian(posterior.loc[None], posterior.scale[None]).log_prob_per_dim(z[:, None])
+        log_norm = math.log(n_data * len(x))
+        log_qz = torch.logsumexp(pairwise.sum(-1), dim=1) - log_norm
+        log_prod_qz = (torch.logsumexp(pairwise, dim=1) - log_norm).sum(-1)
+        log_qz_x, log_pz = posterior.log_prob(z), prior.log_prob(z)
+        mi, tc, dw_kl = log_qz_x - log_qz, log_qz - log_prod_qz, log_prod_qz - log_pz
+        per_sample = recon + beta * (mi + self.tc_weight * tc + dw_kl)
+        terms = {"recon": recon.mean(), "kl": (log_qz_x - log_pz).mean(), "mi": mi.mean(), "tc": tc.mean()}
+        terms["dw_kl"] = dw_kl.mean()
+        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
+
+
+def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, bandwidth_sq: float) -> torch.Tensor:
+    """exp(-||a_i - b_j||^2 / (2 bandwidth^2)), (len(a), len(b))."""
+    return torch.exp(-torch.cdist(a, b).pow(2) / (2.0 * bandwidth_sq))
+
+
+def mmd_squared(a: torch.Tensor, b: torch.Tensor, bandwidth_sq: float) -> torch.Tensor:
+    """The unbiased estimate of MMD^2 between the samples `a` and `b` (each at least 2 rows) under the Gaussian
+    kernel (Gretton et al. 2012): the within-sample means leave out the diagonal."""
+    n, m = len(a), len(b)
+    k_aa, k_bb = gaussian_kernel(a, a, bandwidth_sq), gaussian_kernel(b, b, bandwidth_sq)
+    within_a = (k_aa.sum() - k_aa.diagonal().sum()) / (n * (n - 1))
+    within_b = (k_bb.sum() - k_bb.diagonal().sum()) / (m * (m - 1))
+    return within_a + within_b - 2.0 * gaussian_kernel(a, b, bandwidth_sq).mean()
+
+
+class InfoVAE(WithLikelihood):
+    """InfoVAE / MMD-VAE. Logs recon, kl and mmd (the batch's MMD^2). Needs batches of at least 2 samples."""
+
+    term_names = ("recon", "kl", "mmd")
+
+    def __init__(
+        self, likelihood: Likelihood | None = None, mmd_weight: float = 1000.0, kl_weight: float = 0.0
+    ) -> None:
+        super().__init__(likelihood)
+        self.mmd_weight = checks.number("mmd_weight", mmd_weight, low=0.0)
+        self.kl_weight = checks.number("kl_weight", kl_weight, low=0.0)
+
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        out = net(x, generator)
+        recon = -self.likelihood.log_prob(x, out.params)
+        kl = prior.kl(out.posterior, out.z)
+        if len(x) > 1:
+            mmd = mmd_squared(out.z, prior.sample(len(x), generator).to(out.z.dtype), float(out.z.shape[-1]))
+        else:
+            mmd = out.z.new_zeros(())
+        per_sample = recon + beta * self.kl_weight * kl + self.mmd_weight * mmd
+        terms = {"recon": recon.mean(), "kl": kl.mean(), "mmd": mmd}
+        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
+
+
+class SeedLoss(Objective):
     """The seed's objective: MSE averaged over batch and pixels + beta * KL summed over batch and dims."""
 
-    def __call__(self, x: torch.Tensor, out: VAEOutput, beta: float) -> LossTerms:
-        image = torch.sigmoid(out.logits)
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        out = net(x, generator)
+        image = torch.sigmoid(out.params[:, 0])
         squared_error_per_sample = (image - x).pow(2).flatten(1).mean(-1)
-        kl_per_sample = out.posterior.kl_to_standard_normal_per_dim().sum(-1)
+        kl_per_sample = prior.kl(out.posterior, out.z)
         recon = squared_error_per_sample.mean()
         kl = kl_per_sample.sum()
         per_sample = squared_error_per_sample + beta * kl_per_sample
-        return LossTerms(recon + beta * kl, recon, kl, beta, per_sample.detach())
-
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits)
+        return LossTerms(recon + beta * kl, {"recon": recon, "kl": kl}, beta, per_sample.detach(), out)

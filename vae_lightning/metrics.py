@@ -3,13 +3,17 @@
 - `RunningMeans`: sample-weighted means of a few scalars over an epoch, summed on the device (no host
   synchronisation per batch), which also remembers the first step whose values were not finite.
 - `importance_sampled_log_likelihood` (Burda et al. 2016): log p(x) ~ logsumexp_k [log p(x|z_k) + log p(z_k)
-  - log q(z_k|x)] - log K with z_k ~ q(z|x); a stochastic lower bound that tightens as K grows. Per sample, nats.
+  - log q(z_k|x)] - log K with z_k ~ q(z|x) and the model's prior p(z); a stochastic lower bound that tightens as
+  K grows. Per sample, nats.
 - `LatentStats`: over a whole test split, streamed batch by batch: active units (Burda et al. 2016: dimensions u
-  with Cov_x(E_q[z_u]) > 0.01), the KL of each latent dimension averaged over the samples, and a seeded uniform
-  subsample of the posteriors for
-- `mutual_information`: the usual estimate of I(x; z) under q (Hoffman & Johnson 2016, as computed by He et al.
-  2019): E_x[-H(q(z|x))] - E_{z ~ q(z)}[log q(z)], the aggregate posterior q(z) taken as the mixture of the
-  given posteriors; computed in blocks of samples and of mixture components, so memory is independent of N.
+  with Cov_x(E_q[z_u]) > 0.01), the KL of each latent dimension averaged over the samples (where the prior
+  factorises), and a seeded uniform subsample of the posteriors (with their labels) for
+- `aggregate_posterior_information`: with the aggregate posterior q(z) taken as the mixture of the given N
+  posteriors and one z drawn from each, the usual estimate of I(x; z) under q (Hoffman & Johnson 2016, as
+  computed by He et al. 2019), E_x[-H(q(z|x))] - E_z[log q(z)], and the total correlation of q(z) (Chen et al.
+  2018), E_z[log q(z) - sum_d log q(z_d)]; in blocks of samples and of components, so memory is independent of N;
+- `mutual_information_gap` (MIG, Chen et al. 2018): of a labelled factor, the gap between the two latent
+  dimensions that carry the most information about it, over its entropy; 1 when one dimension alone encodes it.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
+from sklearn.metrics import mutual_info_score
 
-from vae_lightning.distributions import LOG_2PI, DiagonalGaussian, standard_normal_log_prob
+from vae_lightning.distributions import LOG_2PI, DiagonalGaussian
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -68,7 +74,7 @@ class RunningMeans:
 
 
 def importance_sampled_log_likelihood(
-    net, likelihood, x: torch.Tensor, k: int, chunk: int = 100, generator: torch.Generator | None = None
+    net, prior, likelihood, x: torch.Tensor, k: int, chunk: int = 100, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """log p(x) estimated with `k` importance samples from q(z|x), `chunk` samples at a time; shape (batch,)."""
     posterior = net.encode(x)
@@ -77,10 +83,10 @@ def importance_sampled_log_likelihood(
         n = min(chunk, k - start)
         eps = torch.randn((n, *posterior.loc.shape), generator=generator, dtype=posterior.loc.dtype).to(x.device)
         z = posterior.loc + posterior.scale * eps  # (n, batch, latent)
-        logits = net.decode(z.reshape(-1, z.shape[-1]))
+        params = net.decode(z.reshape(-1, z.shape[-1]))
         repeated_x = x.unsqueeze(0).expand(n, *x.shape).reshape(-1, *x.shape[1:])
-        log_px_z = likelihood.log_prob(repeated_x, logits).view(n, -1)
-        log_weights.append(log_px_z + standard_normal_log_prob(z) - posterior.log_prob(z))
+        log_px_z = likelihood.log_prob(repeated_x, params).view(n, -1)
+        log_weights.append(log_px_z + prior.log_prob(z) - posterior.log_prob(z))
     return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)
 
 
@@ -89,28 +95,55 @@ def active_units(variance: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOL
     return int((variance > threshold).sum())
 
 
-def mutual_information(
+def aggregate_posterior_information(
     posterior: DiagonalGaussian,
     generator: torch.Generator | None = None,
     sample_block: int = 256,
     component_block: int = 1024,
-) -> float:
-    """I(x; z) under q for the N samples whose posteriors are given, in nats: O(N^2) time, memory of one
-    (sample_block, component_block, latent) block."""
+) -> dict[str, float]:
+    """{"mutual_info": I(x; z), "total_correlation": TC(q(z))} for the N samples whose posteriors are given, in
+    nats: O(N^2) time, memory of one (sample_block, component_block, latent) block."""
     loc, scale = posterior.loc, posterior.scale
     n, d = loc.shape
     negative_entropy = (-0.5 * d * (1 + LOG_2PI) - scale.log().sum(-1)).mean()
     z = loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype).to(loc.device)
-    log_q_sum = 0.0
+    log_q_sum, log_marginals_sum = 0.0, 0.0
     for start in range(0, n, sample_block):
         zb = z[start : start + sample_block, None, :]  # (b, 1, d) against components (1, c, d)
         log_q = torch.full((len(zb),), -math.inf, dtype=loc.dtype, device=loc.device)
+        log_marginals = torch.full((len(zb), d), -math.inf, dtype=loc.dtype, device=loc.device)
         for first in range(0, n, component_block):
             m, s = loc[None, first : first + component_block], scale[None, first : first + component_block]
-            log_density = (-0.5 * ((zb - m) / s).pow(2) - s.log() - 0.5 * LOG_2PI).sum(-1)
-            log_q = torch.logaddexp(log_q, torch.logsumexp(log_density, dim=1))
+            per_dim = -0.5 * ((zb - m) / s).pow(2) - s.log() - 0.5 * LOG_2PI
+            log_q = torch.logaddexp(log_q, torch.logsumexp(per_dim.sum(-1), dim=1))
+            log_marginals = torch.logaddexp(log_marginals, torch.logsumexp(per_dim, dim=1))
         log_q_sum += float((log_q - math.log(n)).sum())
-    return float(negative_entropy) - log_q_sum / n
+        log_marginals_sum += float((log_marginals - math.log(n)).sum())
+    return {
+        "mutual_info": float(negative_entropy) - log_q_sum / n,
+        "total_correlation": (log_q_sum - log_marginals_sum) / n,
+    }
+
+
+MIG_BINS = 20  # equal-width bins of each latent dimension's posterior means (Locatello et al. 2019)
+
+
+def mutual_information_gap(codes: torch.Tensor, labels: torch.Tensor, bins: int = MIG_BINS) -> float | None:
+    """MIG of the factor `labels` (N,) in the codes (N, latent): the two largest I(z_j; factor) over the latent
+    dimensions, each dimension cut into `bins` equal-width bins, their gap divided by H(factor). None when
+    the factor takes one value only."""
+    factor = labels.cpu().numpy()
+    _, counts = np.unique(factor, return_counts=True)
+    if len(counts) < 2:
+        return None
+    p = counts / counts.sum()
+    entropy = float(-(p * np.log(p)).sum())
+    informations = []
+    for column in codes.float().cpu().numpy().T:
+        edges = np.histogram_bin_edges(column, bins=bins)
+        informations.append(mutual_info_score(factor, np.digitize(column, edges[1:-1])))
+    top = [*sorted(informations, reverse=True), 0.0]
+    return (top[0] - top[1]) / entropy
 
 
 class LatentStats:
@@ -121,35 +154,50 @@ class LatentStats:
         self.keep = keep
         self.generator = torch.Generator().manual_seed(seed)
         self.count = 0
-        self.sums: torch.Tensor | None = None  # (3, latent): sum of loc, sum of loc^2, sum of KL, in float64
-        self.kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # keys, loc, scale
+        # (3 or 2, latent): sum of loc, sum of loc^2 and, where the prior factorises, sum of KL; in float64
+        self.sums: torch.Tensor | None = None
+        self.kept: tuple[torch.Tensor, ...] | None = None  # keys, loc, scale, labels
 
-    def add(self, posterior: DiagonalGaussian) -> None:
+    def add(
+        self, posterior: DiagonalGaussian, kl_per_dim: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> None:
+        """A batch's posteriors, the KL of each of their dimensions (None where the prior does not factorise)
+        and their labels (for MIG)."""
         loc, scale = posterior.loc.detach(), posterior.scale.detach()
-        batch = torch.stack([loc, loc.pow(2), posterior.kl_to_standard_normal_per_dim().detach()]).double().sum(1)
+        rows = [loc, loc.pow(2)] + ([kl_per_dim.detach()] if kl_per_dim is not None else [])
+        batch = torch.stack(rows).double().sum(1)
         self.sums = batch if self.sums is None else self.sums + batch
         self.count += len(loc)
         if self.keep:
             keys = torch.rand(len(loc), generator=self.generator).to(loc.device)
+            labels = torch.full((len(loc),), -1, device=loc.device) if labels is None else labels.to(loc.device)
+            kept = (keys, loc, scale, labels)
             if self.kept is not None:
-                keys, loc, scale = (torch.cat(pair) for pair in zip(self.kept, (keys, loc, scale), strict=True))
-            order = keys.argsort()[: self.keep]
-            self.kept = (keys[order], loc[order], scale[order])
+                kept = tuple(torch.cat(pair) for pair in zip(self.kept, kept, strict=True))
+            order = kept[0].argsort()[: self.keep]
+            self.kept = tuple(part[order] for part in kept)
 
     def results(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, mutual_info: bool = True):
-        """{"active_units", "mutual_info" (on this process's subsample), "kl_dim_NNN"}; `reduce` sums the
-        streamed sums over processes."""
+        """{"active_units", "mutual_info" and "total_correlation" (on this process's subsample), "mig" (of the
+        labels, where they take two values or more), "kl_dim_NNN" (where the prior factorises)}; `reduce` sums
+        the streamed sums over processes."""
         if self.sums is None:
             return {}
+        rows = len(self.sums)
         totals = torch.cat([self.sums.flatten(), self.sums.new_tensor([self.count])])
         if reduce is not None:
             totals = reduce(totals)
         count = float(totals[-1])
-        mean, mean_square, kl = (totals[:-1].view(3, -1) / count).unbind()
+        mean, mean_square, *kl = (totals[:-1].view(rows, -1) / count).unbind()
         variance = (mean_square - mean.pow(2)) * count / max(count - 1, 1)
         values = {"active_units": float(active_units(variance)) if count > 1 else 0.0}
         if mutual_info and self.kept is not None:
             generator = torch.Generator().manual_seed(int(self.generator.initial_seed()))
-            values["mutual_info"] = mutual_information(DiagonalGaussian(*self.kept[1:]), generator)
-        values |= {f"kl_dim_{i:03d}": value for i, value in enumerate(kl.tolist())}
+            values |= aggregate_posterior_information(DiagonalGaussian(*self.kept[1:3]), generator)
+        if self.kept is not None and len(self.kept[1]) > 1:
+            mig = mutual_information_gap(self.kept[1], self.kept[3])
+            if mig is not None:
+                values["mig"] = mig
+        if kl:
+            values |= {f"kl_dim_{i:03d}": value for i, value in enumerate(kl[0].tolist())}
         return values

@@ -1,4 +1,5 @@
-"""The LightningModule: a VAE network, its loss, the KL weight schedule and the optimizer."""
+"""The LightningModule: a VAE composed of a network, a prior and an objective (with its likelihood), the KL
+weight schedule and the optimizer."""
 
 from __future__ import annotations
 
@@ -13,26 +14,30 @@ from vae_lightning.core.checkpoint_io import read_checkpoint
 from vae_lightning.core.config import as_plain, build, call
 from vae_lightning.core.errors import ConfigValueError, DivergedError
 from vae_lightning.core.training_state import random_state, set_random_state, trained_to
-from vae_lightning.losses import LossTerms
+from vae_lightning.losses import LossTerms, build_objective
 from vae_lightning.metrics import LatentStats, RunningMeans, importance_sampled_log_likelihood
 from vae_lightning.nets.base import VAEOutput
 
-TERMS = ("loss", "recon", "kl")
+# the prior of checkpoints written before priors were a config group, and the default one
+STANDARD_NORMAL = {"_target_": "vae_lightning.priors.StandardNormal"}
 
 
 class VAEModule(LightningModule):
     """A VAE trained on `loss` with KL weight `beta(step)`, one optimizer step per batch.
 
-    The sub-configs (`net`, `loss`, `beta`, `optimizer`, and `data`, the data set it was trained on) are stored as
-    hyperparameters and built here, so `vae_lightning.run.checkpoints.load_module(path)` rebuilds the model from a
-    checkpoint alone.
+    The sub-configs (`net`, `prior`, `loss` with its `likelihood`, `beta`, `optimizer`, and `data`, the data set
+    it was trained on) are stored as hyperparameters and built here, so `vae_lightning.run.checkpoints.load_module
+    (path)` rebuilds the model from a checkpoint alone. The likelihood is built first (it knows the image shape
+    and how many decoder outputs per pixel it needs), then the objective around it, the network, and the prior
+    of that network; their parameters are all the model's (trained, saved, resumed).
 
-    Logged: `train/loss`, `train/recon`, `train/kl`, `train/beta` at the steps where Lightning writes to the
-    loggers (every `trainer.log_every_n_steps`; `self.log` is costly next to a step of a small MLP, so it is called
-    on those steps only), `train/*_epoch` means, and `val/*` and `test/*` sample-weighted means over each epoch
-    (over all processes). `val/` and `test/` use the schedule's final beta, so `val/loss` compares across the
-    epochs of a ramp. The test adds `test/elbo`, `test/nll`, `test/mse`, `test/psnr` and latent health (see
-    `metrics.LatentStats`). A non-finite training loss stops the run (`DivergedError`) before the next checkpoint.
+    Logged: `train/loss`, `train/<term>` for each of the objective's terms (`recon`, `kl`, ...), `train/beta` at
+    the steps where Lightning writes to the loggers (every `trainer.log_every_n_steps`; `self.log` is costly next
+    to a step of a small MLP, so it is called on those steps only), `train/*_epoch` means, and `val/*` and
+    `test/*` sample-weighted means over each epoch (over all processes). `val/` and `test/` use the schedule's
+    final beta, so `val/loss` compares across the epochs of a ramp. The test adds `test/elbo`, `test/nll`,
+    `test/mse`, `test/psnr`, latent health, `test/total_correlation` and `test/mig` (`metrics.LatentStats`).
+    A non-finite training loss stops the run (`DivergedError`) before the next checkpoint.
     """
 
     def __init__(
@@ -48,13 +53,17 @@ class VAEModule(LightningModule):
         nll_samples: int = 100,
         mutual_info: bool = True,
         mi_samples: int = 2000,
+        prior: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         net, loss, beta, optimizer, data = (as_plain(node) for node in (net, loss, beta, optimizer, data))
+        prior = as_plain(prior) if prior is not None else STANDARD_NORMAL
         input_shape = tuple(as_plain(input_shape))
         self.save_hyperparameters(logger=False)  # HPARAMS shows the experiment's choices, not these dicts
-        self.net = build(net, "model", input_shape=input_shape)
-        self.loss_fn = build(loss, "loss")
+        self.loss_fn = build_objective(loss, input_shape)
+        self.net = build(net, "model", input_shape=input_shape, outputs_per_pixel=self.loss_fn.outputs_per_pixel)
+        self.prior = build(prior, "prior", net=self.net)
+        self.terms = ("loss", *self.loss_fn.term_names)
         self.beta_factory = build(beta, "beta")
         self.optimizer_factory = build(optimizer, "optimizer")
         call(self.optimizer_factory, "optimizer", [torch.nn.Parameter(torch.zeros(1))])  # bad values fail now
@@ -68,8 +77,8 @@ class VAEModule(LightningModule):
         self.example_input_array = torch.zeros(2, *input_shape)  # the model summary's sizes and FLOPs
         self.total_steps = 0
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=1)
-        self.train_means = RunningMeans(TERMS)
-        self.eval_means = RunningMeans(TERMS)
+        self.train_means = RunningMeans(self.terms)
+        self.eval_means = RunningMeans(self.terms)
         self.latent_stats = LatentStats()
         self.restored_random_state: dict[str, Any] | None = None
         self.trained_epoch = 0  # the epoch (from 0) of the last optimizer step
@@ -86,7 +95,8 @@ class VAEModule(LightningModule):
 
     # -- set-up -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """The beta schedule needs the training length: `trainer.max_steps`, or the epochs' batches."""
+        """The beta schedule needs the training length (`trainer.max_steps`, or the epochs' batches), and the
+        objective the training set's size."""
         if stage != "fit":
             return
         total = self.trainer.estimated_stepping_batches
@@ -94,6 +104,7 @@ class VAEModule(LightningModule):
             reason = "must be set (or trainer.max_steps) so that the beta schedule knows the training length"
             raise ConfigValueError("trainer.max_epochs", reason, self.trainer.max_epochs)
         self.total_steps = max(int(total), 1)
+        self.loss_fn.fit_to_data(len(self.trainer.train_dataloader.dataset))  # loaded to count the steps
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=self.total_steps)
 
     def beta_at(self, stage: str) -> float:
@@ -135,16 +146,18 @@ class VAEModule(LightningModule):
         """Decoded images in [0, 1] for the likelihood in use (its mean)."""
         return self.loss_fn.mean(self.net.decode(z))
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[LossTerms, VAEOutput]:
+    def objective(self, x: torch.Tensor, beta: float, generator: torch.Generator | None = None) -> LossTerms:
+        return self.loss_fn(self.net, self.prior, x, beta, generator)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> LossTerms:
         x, _ = batch
-        out = self.net(x)
-        terms = self.loss_fn(x, out, self.beta_at(stage))
+        terms = self.objective(x, self.beta_at(stage))
         means = self.train_means if stage == "train" else self.eval_means
-        means.add(torch.stack([terms.loss, terms.recon, terms.kl]), len(x), self.global_step)
-        return terms, out
+        means.add(torch.stack([terms.loss, *terms.terms.values()]), len(x), self.global_step)
+        return terms
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        terms, _ = self._shared_step(batch, "train")
+        terms = self._shared_step(batch, "train")
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(terms.loss)
@@ -153,7 +166,7 @@ class VAEModule(LightningModule):
         optimizer.step()
         if self.global_step % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes to the loggers
             self.stop_if_diverged()
-            values = {"loss": terms.loss, "recon": terms.recon, "kl": terms.kl, "beta": terms.beta}
+            values = {"loss": terms.loss, **terms.terms, "beta": terms.beta}
             logged = {f"train/{name}": value for name, value in values.items()} | self._x_axis("train")
             self.log_dict(logged, on_step=True, on_epoch=False)
 
@@ -202,28 +215,29 @@ class VAEModule(LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.eval_means.reset()
-        has_likelihood = hasattr(self.loss_fn, "likelihood")
+        has_likelihood = self.loss_fn.likelihood is not None
         self.test_means = RunningMeans(
             ("mse", "elbo", "nll")[: 1 + has_likelihood + (has_likelihood and self.nll_samples > 0)]
         )
         self.latent_stats = LatentStats(keep=self.mi_samples, seed=0)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """The loss terms, and measures of the model itself: `elbo` (the ELBO with beta 1, nats per sample),
-        `nll` (importance-sampled -log p(x), `nll_samples` samples) where the loss has a likelihood (the seed's
-        MSE objective has none), and `mse` of the reconstruction from the posterior mean."""
-        x, _ = batch
-        _, out = self._shared_step(batch, "test")
+        """The loss terms, and measures of the model itself: `elbo` (the ELBO with beta 1, nats per sample, with
+        the prior's KL), `nll` (importance-sampled -log p(x) with the prior's log p(z), `nll_samples` samples)
+        where the loss has a likelihood (the seed's MSE objective has none), `mse` of the reconstruction from the
+        posterior mean, and the latent statistics of `metrics.LatentStats`."""
+        x, labels = batch
+        terms = self._shared_step(batch, "test")
+        out = terms.sample
         posterior = out.posterior
-        self.latent_stats.add(posterior)
+        self.latent_stats.add(posterior, self.prior.kl_per_dim(posterior), labels)
         values = [(self.decode_image(posterior.loc) - x).pow(2).mean()]
-        likelihood = getattr(self.loss_fn, "likelihood", None)
+        likelihood = self.loss_fn.likelihood
         if likelihood is not None:
-            values.append(
-                (likelihood.log_prob(x, out.logits) - posterior.kl_to_standard_normal_per_dim().sum(-1)).mean()
-            )
+            values.append((likelihood.log_prob(x, out.params) - self.prior.kl(posterior, out.z)).mean())
             if self.nll_samples:
-                values.append(-importance_sampled_log_likelihood(self.net, likelihood, x, self.nll_samples).mean())
+                log_px = importance_sampled_log_likelihood(self.net, self.prior, likelihood, x, self.nll_samples)
+                values.append(-log_px.mean())
         self.test_means.add(torch.stack(values), len(x))
 
     def on_test_epoch_end(self) -> None:

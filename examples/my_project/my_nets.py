@@ -29,18 +29,29 @@ class Residual(nn.Module):
 
 class ResidualMLPVAE(VAENet):
     """Encoder: pixels -> width -> `depth` residual blocks -> (mean, scale) of the posterior; the decoder mirrors it
-    and returns logits shaped like the images (the likelihood in the loss turns them into pixel means)."""
+    and returns the likelihood's parameters, `outputs_per_pixel` per pixel (the model passes how many its
+    likelihood needs), shaped (N, outputs_per_pixel, *image shape)."""
 
-    def __init__(self, input_shape: Sequence[int], width: int = 128, depth: int = 2, latent_dim: int = 8) -> None:
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        width: int = 128,
+        depth: int = 2,
+        latent_dim: int = 8,
+        outputs_per_pixel: int = 1,
+    ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
+        self.outputs_per_pixel = outputs_per_pixel
         n_pixels = prod(self.input_shape)
         self.encoder = nn.Sequential(
             nn.Linear(n_pixels, width), *(Residual(width) for _ in range(depth)), nn.Linear(width, 2 * latent_dim)
         )
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, width), *(Residual(width) for _ in range(depth)), nn.Linear(width, n_pixels)
+            nn.Linear(latent_dim, width),
+            *(Residual(width) for _ in range(depth)),
+            nn.Linear(width, outputs_per_pixel * n_pixels),
         )
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
@@ -48,4 +59,4 @@ class ResidualMLPVAE(VAENet):
         return DiagonalGaussian(loc, nn.functional.softplus(raw_scale) + 1e-4)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(z.shape[0], *self.input_shape)
+        return self.decoder(z).view(z.shape[0], self.outputs_per_pixel, *self.input_shape)

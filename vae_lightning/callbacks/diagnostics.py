@@ -93,19 +93,23 @@ class Diagnostics(Callback):
                 images = images.to(module.device)
                 generator = torch.Generator(module.device).manual_seed(0)
                 beta = module.beta_at("val")
-                locs, scales, losses = [], [], []
+                locs, scales, losses, kls = [], [], [], []
                 for start in range(0, len(images), ENCODE_BATCH):
                     x = images[start : start + ENCODE_BATCH]
-                    out = module.net(x, generator)
-                    locs.append(out.posterior.loc)
-                    scales.append(out.posterior.scale)
-                    losses.append(module.loss_fn(x, out, beta).per_sample.float().cpu())
+                    terms = module.objective(x, beta, generator)
+                    posterior = terms.sample.posterior
+                    locs.append(posterior.loc)
+                    scales.append(posterior.scale)
+                    losses.append(terms.per_sample.float().cpu())
+                    kl = module.prior.kl_per_dim(posterior)
+                    kls.append(None if kl is None else kl.float().cpu())
         finally:
             module.train(was_training)
         names = dict(getattr(trainer.datamodule, "class_names", None) or {})
         ends = getattr(trainer.datamodule, "interpolation_ends", None)
         loc, scale, loss = torch.cat(locs), torch.cat(scales), torch.cat(losses)
-        return View(images, labels.cpu(), names, ends, loc, scale, loss, module, trainer.current_epoch)
+        kl_per_dim = None if kls[0] is None else torch.cat(kls).mean(0)
+        return View(images, labels.cpu(), names, ends, loc, scale, loss, kl_per_dim, module, trainer.current_epoch)
 
 
 def tensorboard_writers(trainer: Trainer) -> list:

@@ -26,7 +26,7 @@ from vae_lightning.core.config import CONF_DIR
 # and model, then only what differs from the defaults: other group choices, and the keys given on the command
 # line (in a sweep, the swept ones)
 ALWAYS = ("dataset", "model")
-CHOICES = ("loss", "beta", "experiment")
+CHOICES = ("prior", "loss", "loss/likelihood", "beta", "experiment")
 NOT_OVERRIDES = ("hydra", "paths", "callbacks", "logger", "debug", "hparams_search", "resume", "ckpt_path", "threads")
 
 

@@ -36,11 +36,29 @@ class View:
     loc: torch.Tensor  # (N, latent) posterior means
     scale: torch.Tensor  # (N, latent) posterior standard deviations
     losses: torch.Tensor  # (N,) each sample's validation loss, on the CPU
-    module: Any  # the VAEModule (for `decode_image`)
+    kl_per_dim: torch.Tensor | None  # (latent,) the mean KL of each dimension, where the prior factorises
+    module: Any  # the VAEModule (for `decode_image` and its prior)
     epoch: int
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.module.decode_image(z.to(self.loc.device)).float().cpu()
+
+    def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.module.prior.sample(n, generator).float().cpu()
+
+    def prior_mean(self) -> torch.Tensor:
+        return self.module.prior.mean().detach().float().cpu()
+
+    def prior_stddev(self) -> torch.Tensor:
+        return self.module.prior.stddev().detach().float().cpu()
+
+    def activity(self) -> tuple[torch.Tensor, str]:
+        """Each dimension's activity and its name: the KL where the prior factorises, else the variance of the
+        posterior means across the samples."""
+        if self.kl_per_dim is not None:
+            return self.kl_per_dim, "KL"
+        loc = self.loc.float().cpu()
+        return (loc.var(0) if len(loc) > 1 else torch.zeros(loc.shape[1])), "var"
 
     def name(self, label: int) -> str:
         return str(self.names.get(int(label), int(label)))
@@ -86,7 +104,8 @@ class Reconstructions(Picture):
 
 
 class Samples(Picture):
-    """`val/samples`: decodes of a fixed set of z ~ N(0, I), the same in every drawing."""
+    """`val/samples`: decodes of codes drawn from the model's prior with a fixed seed (for the standard normal
+    the same codes in every drawing; a learned prior moves as it trains)."""
 
     def __init__(self, n_images: int = 16, seed: int = 0) -> None:
         self.n_images = checks.positive_int("n_images", n_images)
@@ -94,7 +113,7 @@ class Samples(Picture):
 
     def __call__(self, view: View) -> list[tuple[str, Any]]:
         generator = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.n_images, view.loc.shape[1], generator=generator)
+        z = view.prior_sample(self.n_images, generator)
         return [("val/samples", picture(view.decode(z), nrow=min(8, self.n_images)))]
 
 
@@ -124,8 +143,9 @@ class LatentScatter(Picture):
 class LatentGrid(Picture):
     """Latent dimension 2: `val/latent_grid`, the seed's `grid_size` x `grid_size` decodes spanning the occupied
     range (1st to 99th percentile) of the posterior means, with latent axes; dimension 1: one row along z1.
-    More dimensions: `val/latent_traversal`, one row per most active dimension (by KL), decoding a sweep of it
-    from -3 to +3 around a validation sample's mean."""
+    More dimensions: `val/latent_traversal`, one row per most active dimension (by KL where the prior factorises,
+    else by the variance of the posterior means), decoding a sweep of it from -3 to +3 of the prior's standard
+    deviation around a validation sample's mean."""
 
     def __init__(self, grid_size: int = 15, n_dims: int = 8, steps: int = 11) -> None:
         self.grid_size = checks.integer("grid_size", grid_size, low=2)
@@ -161,20 +181,22 @@ class LatentGrid(Picture):
         return image_figure(image, title, extent=(x0, x1, y0, y1), xlabel="z1", ylabel="z2")
 
     def _traversal(self, view: View, loc: torch.Tensor, scale: torch.Tensor) -> Figure:
-        kl = (0.5 * (loc.pow(2) + scale.pow(2) - 1) - scale.log()).mean(0)
-        dims = kl.argsort(descending=True)[: min(self.n_dims, loc.shape[1])].tolist()
+        activity, measure = view.activity()
+        dims = activity.argsort(descending=True)[: min(self.n_dims, loc.shape[1])].tolist()
         sweep = torch.linspace(-3.0, 3.0, self.steps)
+        spread = view.prior_stddev()
         rows = []
         for dim in dims:
             z = loc[:1].repeat(self.steps, 1)
-            z[:, dim] = loc[0, dim] + sweep
+            z[:, dim] = loc[0, dim] + sweep * spread[dim]
             rows.append(view.decode(z))
         cells = enlarge(rows[0][:1]).shape[-1] + 2
         image = picture(torch.cat(rows), nrow=self.steps)
-        row_labels = [(2 + cells * (i + 0.5), f"z{d} (KL {kl[d]:.2f})") for i, d in enumerate(dims)]
+        row_labels = [(2 + cells * (i + 0.5), f"z{d} ({measure} {activity[d]:.2f})") for i, d in enumerate(dims)]
         col_labels = [(2 + cells * (j + 0.5), f"{v:+.1f}") for j, v in enumerate(sweep.tolist())]
         title = f"Traversals of the {len(dims)} most active dimensions around a validation sample (epoch {view.epoch})"
-        return image_figure(image, title, row_labels=row_labels, col_labels=col_labels, xlabel="offset from its mean")
+        xlabel = "offset from its mean, in prior standard deviations"
+        return image_figure(image, title, row_labels=row_labels, col_labels=col_labels, xlabel=xlabel)
 
 
 def farthest_pair(loc: torch.Tensor) -> tuple[int, int]:
@@ -191,7 +213,7 @@ def interpolation_pairs(
     labels; else (an end missing, or one label only) the two samples farthest apart in latent space; with one
     sample, from it to the prior's mean (index -1)."""
     if len(labels) == 1:
-        return [(0, -1)], "only one validation sample: from it to the prior's mean z = 0"
+        return [(0, -1)], "only one validation sample: from it to the prior's mean"
     farthest = "between the two samples farthest apart in latent space"
     if ends is not None:
         start, end = (str(names.get(label, label)) for label in ends)
@@ -227,7 +249,7 @@ class Interpolations(Picture):
         images = view.images.float().cpu()
         rows = []
         for a, b in pairs:
-            end = torch.zeros_like(loc[0]) if b < 0 else loc[b]
+            end = view.prior_mean() if b < 0 else loc[b]
             path = view.decode((1 - t) * loc[a] + t * end)
             target = path[-1:] if b < 0 else images[b : b + 1]
             rows.append(torch.cat([images[a : a + 1], path, target]))
@@ -280,22 +302,32 @@ class LossHistogram(Picture):
 
 
 class LatentHealth(Picture):
-    """The KL of each latent dimension averaged over the samples (collapsed dimensions sit at 0), and the
-    variance of each dimension's posterior mean against the active-unit threshold: `val/kl_per_dim` in
-    HISTOGRAMS and `val/latent_health`."""
+    """The KL of each latent dimension averaged over the samples (collapsed dimensions sit at 0), where the prior
+    factorises over the dimensions (a mixture prior does not: the bars then show the variance of each dimension's
+    posterior mean, and the title says so), against the active-unit threshold: `val/kl_per_dim` in HISTOGRAMS
+    (where the prior factorises) and `val/latent_health`."""
 
     def __call__(self, view: View) -> list[tuple[str, Any]]:
-        loc, scale = view.loc.float().cpu(), view.scale.float().cpu()
-        kl = (0.5 * (loc.pow(2) + scale.pow(2) - 1) - scale.log()).mean(0)
-        variance = loc.var(0) if len(loc) > 1 else torch.zeros_like(kl)
+        loc = view.loc.float().cpu()
+        variance = loc.var(0) if len(loc) > 1 else torch.zeros(loc.shape[1])
         active = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
-        order = kl.argsort(descending=True)
-        title = (
-            f"KL of each latent dimension (nats, averaged over {len(loc)} samples), largest first; {active} of "
-            f"{len(kl)} dimensions active (posterior-mean variance > {ACTIVE_UNIT_THRESHOLD}) (epoch {view.epoch})"
-        )
-        figure = bar_figure(kl[order].numpy(), [f"z{i}" for i in order.tolist()], title, "KL (nats)")
-        return [("val/kl_per_dim", Histogram("val/kl_per_dim", kl.numpy())), ("val/latent_health", figure)]
+        activity, measure = view.activity()
+        order = activity.argsort(descending=True)
+        health = f"{active} of {len(variance)} dimensions active (posterior-mean variance > {ACTIVE_UNIT_THRESHOLD})"
+        if measure == "KL":
+            what, axis = f"KL of each latent dimension (nats, averaged over {len(loc)} samples)", "KL (nats)"
+        else:
+            what = (
+                f"Variance of each latent dimension's posterior mean over {len(loc)} samples (the prior does not "
+                "factorise, so the KL does not split by dimension)"
+            )
+            axis = "variance of the mean"
+        title = f"{what}, largest first; {health} (epoch {view.epoch})"
+        figure = bar_figure(activity[order].numpy(), [f"z{i}" for i in order.tolist()], title, axis)
+        outputs: list[tuple[str, Any]] = [("val/latent_health", figure)]
+        if measure == "KL":
+            outputs.insert(0, ("val/kl_per_dim", Histogram("val/kl_per_dim", activity.numpy())))
+        return outputs
 
 
 class Projector(Picture):

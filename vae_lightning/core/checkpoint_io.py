@@ -2,8 +2,8 @@
 
 Reading never runs code from the file. `torch.load(weights_only=True)` unpickles tensors and plain containers
 only, and the `_target_`s stored in a checkpoint's hyperparameters must be targets of the config options offered
-for them (the files under `model/`, `loss/`, `beta/`, `optimizer/`, `dataset/` of the packaged configs, and of a
-user's own config folders given with `--config-dir` or `hydra.searchpath`) before any of them is built. A
+for them (the files under `model/`, `prior/`, `loss/`, `beta/`, `optimizer/`, `dataset/` of the packaged configs,
+and of a user's own config folders given with `--config-dir` or `hydra.searchpath`) before any of them is built. A
 checkpoint shared by someone else can therefore describe a model, but not run a command or open a file.
 """
 
@@ -28,13 +28,21 @@ from vae_lightning.core.files import atomic_write
 # hyperparameter of VAEModule -> the config groups whose targets it may name
 TRUSTED_GROUPS = {
     "net": ("model",),
+    "prior": ("prior",),
     "loss": ("loss",),
     "beta": ("beta",),
     "optimizer": ("optimizer",),
     "data": ("dataset",),
 }
 # hyperparameter -> the config key a user sets it with
-CONFIG_KEYS = {"net": "model", "loss": "loss", "beta": "beta", "optimizer": "optimizer", "data": "dataset"}
+CONFIG_KEYS = {
+    "net": "model",
+    "prior": "prior",
+    "loss": "loss",
+    "beta": "beta",
+    "optimizer": "optimizer",
+    "data": "dataset",
+}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,7 +1,9 @@
-"""What every VAE network shares: the reparameterised forward pass and the decoded image in [0, 1].
+"""What every VAE network shares: the reparameterised forward pass.
 
-A network subclasses `VAENet` and implements `encode(x) -> DiagonalGaussian` and `decode(z) -> logits`
-shaped like the input images; it sets `input_shape` and `latent_dim`.
+A network subclasses `VAENet`, sets `input_shape`, `latent_dim` and `outputs_per_pixel` (how many values per
+pixel its decoder returns: the likelihood's need, given by the model when it builds the network), and implements
+`encode(x) -> DiagonalGaussian` and `decode(z)`, which returns the likelihood's parameters of shape
+(N, outputs_per_pixel, *input_shape) for codes z of shape (N, latent_dim).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from vae_lightning.distributions import DiagonalGaussian
 @dataclass(frozen=True)
 class VAEOutput:
     posterior: DiagonalGaussian
-    z: torch.Tensor
-    logits: torch.Tensor
+    z: torch.Tensor  # one code per row, drawn from the posterior
+    params: torch.Tensor  # the decoder's outputs at z: the likelihood's parameters
 
 
 class VAENet(nn.Module):
     input_shape: tuple[int, ...]
     latent_dim: int
+    outputs_per_pixel: int = 1
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         raise NotImplementedError
@@ -31,11 +34,9 @@ class VAENet(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """The decoded image in [0, 1] (the seed's sigmoid output)."""
-        return torch.sigmoid(self.decode(z))
-
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        """Encode, draw one code per row, decode: what a single-sample objective needs (compiled with
+        `compile=true`)."""
         posterior = self.encode(x)
         z = posterior.rsample(generator)
         return VAEOutput(posterior, z, self.decode(z))

@@ -18,7 +18,8 @@ from vae_lightning.nets.posterior import ExpHalfLogVariance
 
 class ConvVAE(VAENet):
     """Each entry of `channels` is one stride-2 conv block (conv 4x4, batch norm, activation), so the image
-    side must be divisible by 2 ** len(channels). The decoder returns logits shaped like the input."""
+    side must be divisible by 2 ** len(channels). The decoder returns the likelihood's parameters,
+    (N, outputs_per_pixel, C, H, W)."""
 
     def __init__(
         self,
@@ -27,12 +28,14 @@ class ConvVAE(VAENet):
         latent_dim: int = 128,
         activation: Callable[[], nn.Module] = nn.LeakyReLU,
         posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        outputs_per_pixel: int = 1,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(checks.positive_int_list("input_shape", input_shape))
         self.channels = checks.positive_int_list("channels", channels)
         self.latent_dim = checks.positive_int("latent_dim", latent_dim)
         self.posterior_scale = posterior_scale if posterior_scale is not None else ExpHalfLogVariance()
+        self.outputs_per_pixel = checks.positive_int("outputs_per_pixel", outputs_per_pixel)
         in_channels, height, width = self.input_shape
         factor = 2 ** len(self.channels)
         if height != width or height % factor:
@@ -52,7 +55,7 @@ class ConvVAE(VAENet):
         self.encoder_head = nn.Linear(flat, 2 * self.latent_dim)
         self.decoder_head = nn.Linear(self.latent_dim, flat)
         up: list[nn.Module] = []
-        reversed_widths = list(reversed(widths))
+        reversed_widths = [*reversed(widths[1:]), self.outputs_per_pixel * in_channels]
         for i, (c_in, c_out) in enumerate(pairwise(reversed_widths)):
             up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
             if i < len(reversed_widths) - 2:
@@ -65,4 +68,4 @@ class ConvVAE(VAENet):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         features = self.decoder_head(z).view(z.shape[0], self.channels[-1], self.map_side, self.map_side)
-        return self.decoder_convs(features)
+        return self.decoder_convs(features).unflatten(1, (self.outputs_per_pixel, self.input_shape[0]))

@@ -26,10 +26,8 @@ def _stack(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequ
 
 
 class MLPVAE(VAENet):
-    """A VAE whose decoder returns logits; the likelihood (in the loss) turns them into pixel means.
-
-    The seed's decoder ends in a sigmoid: `decode_mean` gives that image, `decode` the logits before it.
-    """
+    """A VAE whose decoder returns the likelihood's parameters (for the seed's Bernoulli or Gaussian: the logits
+    before its final sigmoid); the likelihood (in the loss) turns them into pixel means."""
 
     def __init__(
         self,
@@ -38,15 +36,19 @@ class MLPVAE(VAENet):
         latent_dim: int = 2,
         activation: Callable[[], nn.Module] = nn.Tanh,
         posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        outputs_per_pixel: int = 1,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(checks.positive_int_list("input_shape", input_shape))
         self.hidden_dims = checks.positive_int_list("hidden_dims", hidden_dims)
         self.latent_dim = checks.positive_int("latent_dim", latent_dim)
         self.posterior_scale = posterior_scale if posterior_scale is not None else SoftplusScale()
+        self.outputs_per_pixel = checks.positive_int("outputs_per_pixel", outputs_per_pixel)
         n_input = prod(self.input_shape)
         self.encoder = _stack([n_input, *self.hidden_dims, 2 * self.latent_dim], activation)
-        self.decoder = _stack([self.latent_dim, *reversed(self.hidden_dims), n_input], activation)
+        self.decoder = _stack(
+            [self.latent_dim, *reversed(self.hidden_dims), self.outputs_per_pixel * n_input], activation
+        )
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         raw = self.encoder(x.flatten(1))
@@ -54,5 +56,5 @@ class MLPVAE(VAENet):
         return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits of the pixel means, shaped like the input images."""
-        return self.decoder(z).view(z.shape[0], *self.input_shape)
+        """The likelihood's parameters, (N, outputs_per_pixel, *input_shape)."""
+        return self.decoder(z).view(z.shape[0], self.outputs_per_pixel, *self.input_shape)

@@ -10,7 +10,7 @@ import torch
 
 from vae_lightning.core.checkpoint_io import CONFIG_KEYS, read_checkpoint
 from vae_lightning.core.errors import CheckpointError, VAELightningError
-from vae_lightning.module import VAEModule
+from vae_lightning.module import STANDARD_NORMAL, VAEModule
 
 
 def load_module(
@@ -46,7 +46,7 @@ def check_resume(
 ) -> dict:
     """Refuse, with one line naming the key, a resume that Lightning would refuse with a traceback or that would
     silently train another model: a checkpoint without training state, one already past `trainer.max_epochs` or
-    `trainer.max_steps`, or one whose model settings (`model.*`, `loss.*`) differ from the config's."""
+    `trainer.max_steps`, or one whose model settings (`model.*`, `prior.*`, `loss.*`) differ from the config's."""
     checkpoint = read_checkpoint(path, "cpu", config_dirs)
     if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
         raise CheckpointError(f"ckpt_path={path} holds weights only, no training state to resume from.")
@@ -63,8 +63,11 @@ def check_resume(
             "asks for fewer; give a larger `trainer.max_steps`."
         )
     hparams = checkpoint["hyper_parameters"]
-    for name in ("net", "loss"):
-        saved, wanted = _flat(hparams.get(name), CONFIG_KEYS[name]), _flat(module_cfg.get(name), CONFIG_KEYS[name])
+    for name in ("net", "prior", "loss"):
+        saved, wanted = hparams.get(name), module_cfg.get(name)
+        if name == "prior":  # checkpoints from before the prior was a choice were trained with the standard normal
+            saved, wanted = saved or STANDARD_NORMAL, wanted or STANDARD_NORMAL
+        saved, wanted = _flat(saved, CONFIG_KEYS[name]), _flat(wanted, CONFIG_KEYS[name])
         for key in sorted(saved.keys() | wanted.keys()):
             if saved.get(key) != wanted.get(key):
                 raise CheckpointError(

@@ -52,15 +52,17 @@ def quiet_libraries() -> None:
 
 def step_timer(module: Any, batch_size: int) -> Callable[[int], float]:
     """`time_step(n)`: the seconds of one training step's forward and backward pass on n threads, on a copy of the
-    module's network and loss (the module, its gradients and the random state stay as they were)."""
-    net, loss_fn = copy.deepcopy(module.net).train(), copy.deepcopy(module.loss_fn)
+    module's network, prior and objective (the module, its gradients and the random state stay as they were)."""
+    net, prior, loss_fn = copy.deepcopy((module.net, module.prior, module.loss_fn))  # the prior may use the net
+    net.train()
+    loss_fn.fit_to_data(batch_size)
     x = torch.zeros(batch_size, *module.hparams["input_shape"])
 
     def time_step(threads: int) -> float:
         torch.set_num_threads(threads)
         with torch.random.fork_rng():
             start = time.perf_counter()
-            loss_fn(x, net(x), 1.0).loss.backward()
+            loss_fn(net, prior, x, 1.0).loss.backward()
             return time.perf_counter() - start
 
     return time_step

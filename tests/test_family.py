@@ -1,0 +1,236 @@
+"""The model family's parts against answers known in closed form: priors, objectives, likelihoods and the
+measures of what each model is for."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import ContinuousBernoulli as TorchContinuousBernoulli
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+from tests.test_metrics import D_Z, IdentityMeanGaussian, LinearGaussian
+from vae_lightning.distributions import DiagonalGaussian
+from vae_lightning.likelihoods import ContinuousBernoulli, DiscretisedLogistic, GaussianChannelSigma
+from vae_lightning.losses import ELBO, IWAE, BetaTCVAE, InfoVAE, mmd_squared
+from vae_lightning.metrics import aggregate_posterior_information, mutual_information_gap
+from vae_lightning.nets.mlp import MLPVAE
+from vae_lightning.priors import MixtureOfGaussians, StandardNormal, VampPrior
+
+
+def posterior(n=6, d=3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return DiagonalGaussian(
+        torch.randn(n, d, generator=g, dtype=dtype), 0.3 + torch.rand(n, d, generator=g, dtype=dtype)
+    )
+
+
+def tiny_net(latent=3, shape=(1, 4, 4)):
+    torch.manual_seed(0)
+    return MLPVAE(input_shape=shape, hidden_dims=[8], latent_dim=latent)
+
+
+# -- priors ---------------------------------------------------------------------------------------------------
+def test_the_standard_normal_kl_and_density_are_torch_distributions_own():
+    q = posterior()
+    prior = StandardNormal(tiny_net())
+    reference = kl_divergence(q.as_distribution(), Independent(Normal(torch.zeros(3), torch.ones(3)), 1))
+    torch.testing.assert_close(prior.kl(q, q.loc), reference.float(), check_dtype=False)
+    z = torch.randn(5, 3)
+    torch.testing.assert_close(prior.log_prob(z), Independent(Normal(torch.zeros(3), torch.ones(3)), 1).log_prob(z))
+    assert prior.factorises and prior.kl_per_dim(q).shape == q.loc.shape
+
+
+def test_a_one_component_mixture_is_that_gaussian_and_its_monte_carlo_kl_converges_to_the_closed_form():
+    prior = MixtureOfGaussians(tiny_net(), n_components=1).double()
+    with torch.no_grad():
+        prior.loc.copy_(torch.tensor([[0.5, -1.0, 2.0]]))
+    _, loc, scale = prior.components()
+    gaussian = Independent(Normal(loc[0], scale[0]), 1)
+    z = torch.randn(7, 3, dtype=torch.float64)
+    torch.testing.assert_close(prior.log_prob(z), gaussian.log_prob(z))
+    q = posterior(n=4)
+    exact = kl_divergence(q.as_distribution(), gaussian)
+    z = q.rsample(torch.Generator().manual_seed(0), k=200_000)  # (k, n, d): Monte Carlo over the first dimension
+    torch.testing.assert_close(prior.kl(q, z), exact, rtol=0.02, atol=0.02)
+    assert not prior.factorises and prior.kl_per_dim(q) is None
+
+
+def test_mixture_samples_have_the_mixtures_moments():
+    prior = MixtureOfGaussians(tiny_net(latent=2), n_components=3)
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    z = prior.sample(200_000, torch.Generator().manual_seed(0)).detach()
+    torch.testing.assert_close(z.mean(0), prior.mean().detach(), atol=0.02, rtol=0)
+    torch.testing.assert_close(z.std(0), prior.stddev().detach(), atol=0.02, rtol=0)
+    again = prior.sample(5, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(again, prior.sample(5, torch.Generator().manual_seed(1)))  # reproducible
+
+
+def test_the_vamp_prior_is_the_mean_of_the_pseudo_inputs_posteriors():
+    net = tiny_net()
+    prior = VampPrior(net, n_pseudo_inputs=4)
+    z = torch.randn(5, 3)
+    each = net.encode(prior.pseudo_inputs())
+    by_hand = torch.stack([DiagonalGaussian(each.loc[k], each.scale[k]).log_prob(z) for k in range(4)])
+    torch.testing.assert_close(prior.log_prob(z), torch.logsumexp(by_hand, 0) - math.log(4))
+    # its parameters are its own; the network's weights are not repeated under prior.*
+    assert {name for name, _ in prior.named_parameters()} == {"raw_pseudo_inputs"}
+
+
+# -- objectives -----------------------------------------------------------------------------------------------
+class LinearGaussianNet(LinearGaussian, torch.nn.Module):
+    """The linear Gaussian model of test_metrics, with the forward pass an objective calls."""
+
+    def __init__(self):
+        torch.nn.Module.__init__(self)
+        LinearGaussian.__init__(self)
+
+    def forward(self, x, generator=None):
+        from vae_lightning.nets.base import VAEOutput
+
+        q = self.encode(x)
+        z = q.rsample(generator)
+        return VAEOutput(q, z, self.decode(z))
+
+
+def test_the_iwae_bound_tightens_towards_the_exact_log_likelihood_as_k_grows():
+    model = LinearGaussianNet()
+    prior = StandardNormal(model).double()
+    x = model.sample_x(200)
+    exact = float(model.exact_log_px(x).mean())
+    gaps = {}
+    for k in (1, 5, 50, 500):
+        torch.manual_seed(0)
+        bound = -float(IWAE(IdentityMeanGaussian(), k=k)(model, prior, x, 1.0).loss)
+        gaps[k] = exact - bound
+    assert gaps[1] > gaps[5] > gaps[50] > gaps[500] > -0.05, gaps
+    assert gaps[500] < 0.1, gaps
+    torch.manual_seed(0)
+    elbo = -float(ELBO(IdentityMeanGaussian())(model, prior, x, 1.0).loss)
+    assert elbo == pytest.approx(exact - gaps[1], abs=0.3)  # k = 1 is the ELBO (other draws, same expectation)
+
+
+def test_the_tcvae_parts_sum_to_the_kl_and_its_total_correlation_is_zero_for_independent_codes():
+    torch.manual_seed(0)
+    net, n = tiny_net(latent=2), 256
+    prior = StandardNormal(net)
+    objective = BetaTCVAE(tc_weight=6.0)
+    objective.fit_to_data(n)
+    terms = objective(net, prior, torch.rand(n, 1, 4, 4), 1.0)
+    parts = terms.terms["mi"] + terms.terms["tc"] + terms.terms["dw_kl"]
+    q, z = terms.sample.posterior, terms.sample.z
+    torch.testing.assert_close(parts, (q.log_prob(z) - prior.log_prob(z)).mean(), atol=1e-4, rtol=1e-4)
+    assert terms.loss > terms.recon  # the TC weight counts
+    with pytest.raises(Exception, match="training set's size"):
+        BetaTCVAE()(net, prior, torch.rand(4, 1, 4, 4), 1.0)
+
+
+def test_the_total_correlation_estimate_finds_a_known_correlation():
+    """Posteriors N(x_i, s^2 I) with x_i ~ N(0, C - s^2 I): the aggregate posterior is N(0, C), whose total
+    correlation is -0.5 log det C for a correlation matrix C (-0.5 log(1 - rho^2) in two dimensions)."""
+    g = torch.Generator().manual_seed(0)
+    rho, s, n = 0.8, 0.3, 2000
+    inner = torch.tensor([[1 - s**2, rho], [rho, 1 - s**2]], dtype=torch.float64)
+    x = MultivariateNormal(torch.zeros(2, dtype=torch.float64), inner).sample((n,))
+    q = DiagonalGaussian(x, torch.full_like(x, s))
+    measured = aggregate_posterior_information(q, generator=g)["total_correlation"]
+    assert measured == pytest.approx(-0.5 * math.log(1 - rho**2), abs=0.05)
+    independent = DiagonalGaussian(torch.randn(n, 2, generator=g, dtype=torch.float64) * 0.95, torch.full((n, 2), s))
+    assert abs(aggregate_posterior_information(independent, generator=g)["total_correlation"]) < 0.03
+
+
+def test_the_mmd_estimate_matches_its_closed_form_between_two_gaussians():
+    """For N(m1, s1^2 I) and N(m2, s2^2 I) in d dimensions and the kernel exp(-|x-y|^2 / (2 h^2)),
+    E k(x, y) = (h^2 / (h^2 + s1^2 + s2^2))^(d/2) exp(-|m1 - m2|^2 / (2 (h^2 + s1^2 + s2^2)))."""
+    d, h2 = 2, 2.0
+    m1, s1, m2, s2 = torch.tensor([0.0, 0.0]), 1.0, torch.tensor([1.0, 0.5]), 0.6
+
+    def expected_kernel(ma, sa, mb, sb):
+        total = h2 + sa**2 + sb**2
+        return (h2 / total) ** (d / 2) * math.exp(-float((ma - mb).pow(2).sum()) / (2 * total))
+
+    exact = expected_kernel(m1, s1, m1, s1) + expected_kernel(m2, s2, m2, s2) - 2 * expected_kernel(m1, s1, m2, s2)
+    g = torch.Generator().manual_seed(0)
+    estimates = [
+        float(mmd_squared(m1 + s1 * torch.randn(400, d, generator=g), m2 + s2 * torch.randn(400, d, generator=g), h2))
+        for _ in range(40)
+    ]
+    assert sum(estimates) / len(estimates) == pytest.approx(exact, rel=0.05)
+
+
+def test_the_mmd_vae_adds_the_batch_mmd_and_it_grows_with_the_distance_to_the_prior():
+    torch.manual_seed(0)
+    net = tiny_net(latent=2)
+    prior = StandardNormal(net)
+    objective = InfoVAE(mmd_weight=1.0)
+    terms = objective(net, prior, torch.rand(64, 1, 4, 4), 1.0)
+    torch.testing.assert_close(terms.loss, terms.recon + terms.terms["mmd"])  # kl_weight 0: recon + MMD only
+    near = mmd_squared(torch.randn(64, 2), torch.randn(64, 2), 2.0)
+    shifted = mmd_squared(torch.randn(64, 2) + 3.0, torch.randn(64, 2), 2.0)
+    assert abs(float(near)) < 0.05 < 0.5 < float(shifted)
+
+
+# -- likelihoods ----------------------------------------------------------------------------------------------
+def test_the_discretised_logistic_is_a_distribution_over_the_pixel_values():
+    likelihood = DiscretisedLogistic((1, 1, 1), bins=256)
+    values = torch.arange(256, dtype=torch.float64).div(255).view(256, 1, 1, 1)
+    for mean_logit, log_scale in ((0.0, -3.0), (2.5, -6.0), (-4.0, 0.5), (0.3, -7.0)):
+        params = (
+            torch.tensor([mean_logit, log_scale], dtype=torch.float64).view(1, 2, 1, 1, 1).expand(256, -1, -1, -1, -1)
+        )
+        total = torch.logsumexp(likelihood.log_prob(values, params), 0)
+        assert float(total) == pytest.approx(0.0, abs=1e-4), (mean_logit, log_scale)
+
+
+def test_the_continuous_bernoulli_integrates_to_one_and_uses_torchs_mean():
+    likelihood = ContinuousBernoulli()
+    grid = torch.linspace(0, 1, 20001, dtype=torch.float64).view(-1, 1, 1, 1)
+    for logit in (-3.0, 0.0, 0.01, 2.0):
+        params = torch.full((len(grid), 1, 1, 1, 1), logit, dtype=torch.float64)
+        density = likelihood.log_prob(grid, params).exp()
+        assert float(torch.trapezoid(density, grid.flatten())) == pytest.approx(1.0, abs=1e-4)
+    params = torch.tensor([0.7]).view(1, 1, 1, 1, 1)
+    torch.testing.assert_close(likelihood.mean(params), TorchContinuousBernoulli(logits=params[:, 0]).mean)
+
+
+def test_a_learned_sigma_is_the_gaussian_of_that_sigma_and_a_parameter_of_the_model():
+    likelihood = GaussianChannelSigma((3, 2, 2), sigma=0.2)
+    with torch.no_grad():
+        likelihood.log_sigma.copy_(torch.log(torch.tensor([0.1, 0.2, 0.3]) - 1e-3).view(3, 1, 1))
+    x, params = torch.rand(4, 3, 2, 2), torch.randn(4, 1, 3, 2, 2)
+    sigma = torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)
+    reference = Normal(torch.sigmoid(params[:, 0]), sigma).log_prob(x).flatten(1).sum(-1)
+    torch.testing.assert_close(likelihood.log_prob(x, params), reference)
+    assert [name for name, _ in likelihood.named_parameters()] == ["log_sigma"]
+
+
+# -- measures -------------------------------------------------------------------------------------------------
+def test_mig_is_one_for_a_code_that_is_the_label_and_near_zero_for_noise():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (3000,), generator=g)
+    noise = torch.randn(3000, 3, generator=g)
+    encoded = torch.cat([labels[:, None].float() + 0.01 * noise[:, :1], noise[:, 1:]], dim=1)
+    assert mutual_information_gap(encoded, labels) == pytest.approx(1.0, abs=0.02)
+    assert mutual_information_gap(noise, labels) < 0.02
+    assert mutual_information_gap(noise, torch.zeros(3000)) is None  # one value: no factor to find
+
+
+def test_every_estimator_uses_the_prior_it_is_given():
+    """test/nll's importance sampling with a mixture prior equals the same estimate with its density by hand."""
+    from vae_lightning.metrics import importance_sampled_log_likelihood
+
+    model = LinearGaussianNet()
+    prior = MixtureOfGaussians(model, n_components=1, min_scale=1e-9).double()
+    with torch.no_grad():
+        prior.raw_scale.fill_(math.log(math.e - 1))  # unit scale
+        prior.loc.zero_()
+    x = model.sample_x(20)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    mixture = importance_sampled_log_likelihood(model, prior, IdentityMeanGaussian(), x, 50, generator=g())
+    standard = importance_sampled_log_likelihood(
+        model, StandardNormal(model), IdentityMeanGaussian(), x, 50, generator=g()
+    )
+    assert D_Z == 2
+    torch.testing.assert_close(mixture, standard)

@@ -1,0 +1,156 @@
+"""Priors p(z). Each is an `nn.Module` inside the model, so its parameters are trained, saved in checkpoints and
+resumed with the network's. One class per config option (`conf/prior/*.yaml`); each takes the network it is the
+prior of (for its latent size, and the VampPrior for its encoder).
+
+What everything downstream asks of a prior (the objectives, test/nll, the pictures, the tools):
+- `log_prob(z)`: log p(z) summed over the latent dimensions, one value per row (nats); `z` may carry leading
+  sample dimensions;
+- `sample(n, generator)`: n codes, (n, latent);
+- `kl(posterior, z)`: KL(q(z|x) || p(z)) per row (nats): closed form where one exists (the standard normal),
+  else the single-sample Monte Carlo estimate log q(z|x) - log p(z) at the code(s) `z` drawn from q;
+- `kl_per_dim(posterior)`: the KL of each latent dimension where p(z) factorises over them, else None;
+- `mean()` and `stddev()`: the prior's mean and marginal standard deviation per dimension (the centre and the
+  scale of latent traversals and interpolations).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.nn import functional as F
+
+from vae_lightning.core import checks
+from vae_lightning.distributions import LOG_2PI, DiagonalGaussian
+from vae_lightning.nets.base import VAENet
+
+SOFTPLUS_OF_ONE = math.log(math.e - 1.0)  # softplus(x) = 1 at this x: mixture components start at unit scale
+
+
+class Prior(nn.Module):
+    """Base class. `factorises`: p(z) is a product over the latent dimensions (then `kl_per_dim` is defined)."""
+
+    factorises = False
+
+    def __init__(self, net: VAENet) -> None:
+        super().__init__()
+        self.latent_dim = int(net.latent_dim)
+        # where the prior's tensors live when it has no parameters (moves with the model; not saved)
+        self.register_buffer("origin", torch.zeros(self.latent_dim), persistent=False)
+
+    def distribution(self) -> Distribution:
+        """p(z) as a `torch.distributions` object with event shape (latent,)."""
+        raise NotImplementedError
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self.distribution().log_prob(z)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def kl(self, posterior: DiagonalGaussian, z: torch.Tensor) -> torch.Tensor:
+        """Monte Carlo: log q(z|x) - log p(z), averaged over the leading sample dimension when `z` has one."""
+        value = posterior.log_prob(z) - self.log_prob(z)
+        return value.mean(0) if z.dim() > posterior.loc.dim() else value
+
+    def kl_per_dim(self, posterior: DiagonalGaussian) -> torch.Tensor | None:
+        return None
+
+    def mean(self) -> torch.Tensor:
+        return self.distribution().mean
+
+    def stddev(self) -> torch.Tensor:
+        return self.distribution().stddev
+
+    def noise(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        """Standard normal noise of `shape` from `generator` (on its device), on the prior's device."""
+        device = generator.device if generator is not None else self.origin.device
+        return torch.randn(shape, generator=generator, device=device).to(self.origin.device)
+
+
+class StandardNormal(Prior):
+    """N(0, I), the VAE's prior (Kingma & Welling 2014): the KL to a diagonal Gaussian posterior in closed form."""
+
+    factorises = True
+
+    def distribution(self) -> Distribution:
+        return Independent(Normal(self.origin, torch.ones_like(self.origin), validate_args=False), 1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, I) summed over the last dimension (nats); written out, as on the test's importance samples
+        it is the cheapest term."""
+        return (-0.5 * z.pow(2) - 0.5 * LOG_2PI).sum(-1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.noise((n, self.latent_dim), generator)
+
+    def kl(self, posterior: DiagonalGaussian, z: torch.Tensor) -> torch.Tensor:
+        return posterior.kl_to_standard_normal_per_dim().sum(-1)
+
+    def kl_per_dim(self, posterior: DiagonalGaussian) -> torch.Tensor:
+        return posterior.kl_to_standard_normal_per_dim()
+
+    def mean(self) -> torch.Tensor:
+        return self.origin
+
+    def stddev(self) -> torch.Tensor:
+        return torch.ones_like(self.origin)
+
+
+class GaussianMixturePrior(Prior):
+    """Base class of priors that are a mixture of K diagonal Gaussians: `components()` gives their logits (K,),
+    means and standard deviations (K, latent). The mixture's KL to a Gaussian has no closed form: Monte Carlo."""
+
+    def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def distribution(self) -> Distribution:
+        logits, loc, scale = self.components()
+        gaussians = Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+        return MixtureSameFamily(Categorical(logits=logits, validate_args=False), gaussians, validate_args=False)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A component per code (drawn by its weight), then a draw from it; with `generator`, reproducibly."""
+        logits, loc, scale = self.components()
+        device = generator.device if generator is not None else loc.device
+        chosen = torch.multinomial(logits.softmax(-1).to(device), n, replacement=True, generator=generator)
+        chosen = chosen.to(loc.device)
+        return loc[chosen] + scale[chosen] * self.noise((n, self.latent_dim), generator)
+
+
+class MixtureOfGaussians(GaussianMixturePrior):
+    """A learned mixture of `n_components` diagonal Gaussians: weights, means and scales are trained with the
+    model. The means start at standard normal draws (from the run's seed), the scales at 1."""
+
+    def __init__(self, net: VAENet, n_components: int = 10, min_scale: float = 1e-3) -> None:
+        super().__init__(net)
+        self.n_components = checks.positive_int("n_components", n_components)
+        self.min_scale = checks.number("min_scale", min_scale, low=0.0, low_inclusive=False)
+        self.logits = nn.Parameter(torch.zeros(self.n_components))
+        self.loc = nn.Parameter(torch.randn(self.n_components, self.latent_dim))
+        self.raw_scale = nn.Parameter(torch.full((self.n_components, self.latent_dim), SOFTPLUS_OF_ONE))
+
+    def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.logits, self.loc, F.softplus(self.raw_scale) + self.min_scale
+
+
+class VampPrior(GaussianMixturePrior):
+    """The VampPrior (Tomczak & Welling 2018): the mixture, with equal weights, of the posteriors of K learned
+    pseudo-inputs, p(z) = 1/K sum_k q(z | u_k). The pseudo-inputs are images in [0, 1] (sigmoids of trained
+    parameters, starting as random grey images); they are encoded by the model's own encoder at every use, so
+    the prior follows the encoder. Costs one encoder pass over K images per training step."""
+
+    def __init__(self, net: VAENet, n_pseudo_inputs: int = 500) -> None:
+        super().__init__(net)
+        self.n_pseudo_inputs = checks.positive_int("n_pseudo_inputs", n_pseudo_inputs)
+        self.raw_pseudo_inputs = nn.Parameter(torch.randn(self.n_pseudo_inputs, *net.input_shape))
+        self.encode = net.encode  # a bound method, not a submodule: the network's weights are saved once, as net.*
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        return torch.sigmoid(self.raw_pseudo_inputs)
+
+    def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        posterior = self.encode(self.pseudo_inputs())
+        return torch.zeros_like(posterior.loc[:, 0]), posterior.loc, posterior.scale
