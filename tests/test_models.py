@@ -1,0 +1,246 @@
+"""The model family end to end: every pairing of prior, objective and likelihood builds and trains a step; each
+option trains, saves, reloads, evaluates and resumes as a run of `train.py`; checkpoints of the format before
+the family still load, evaluate, morph and resume; a new prior is one class and one config file."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import compose_tool, train_in_process
+from vae_lightning.core.config import CONF_DIR, build
+from vae_lightning.core.errors import CheckpointError, ConfigValueError, VAELightningError
+from vae_lightning.module import VAEModule
+from vae_lightning.run.checkpoints import check_resume, load_module
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny_v1.ckpt"
+PRIORS = sorted(path.stem for path in (CONF_DIR / "prior").glob("*.yaml"))
+OBJECTIVES = sorted(path.stem for path in (CONF_DIR / "loss").glob("*.yaml"))
+LIKELIHOODS = sorted(path.stem for path in (CONF_DIR / "loss" / "likelihood").glob("*.yaml"))
+SHORT = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "eval.nll_samples=8",
+    "eval.mi_samples=100",
+    "threads=1",
+    "diagnostics.every_n_epochs=2",
+    "model.latent_dim=3",
+]
+
+
+def option_config(group: str, name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
+    node.pop("defaults", None)
+    return node
+
+
+@pytest.mark.parametrize("model", ["mlp", "conv"])
+def test_every_pairing_of_prior_objective_and_likelihood_trains_a_step(model):
+    """3 priors x 5 objectives x 6 likelihoods on a small network: each builds, takes a step that changes every
+    parameter it has (the prior's and the likelihood's too), and decodes images in [0, 1]."""
+    net = (
+        {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [8], "latent_dim": 2}
+        if model == "mlp"
+        else {"_target_": "vae_lightning.nets.conv.ConvVAE", "channels": [4], "latent_dim": 2}
+    )
+    x = torch.rand(6, 1, 4, 4)
+    for prior, objective, likelihood in itertools.product(PRIORS, OBJECTIVES, LIKELIHOODS):
+        if objective == "seed" and likelihood != "bernoulli":
+            continue  # the seed's MSE objective has no likelihood
+        loss = option_config("loss", objective)
+        if objective != "seed":
+            loss["likelihood"] = option_config("loss/likelihood", likelihood)
+        prior_config = option_config("prior", prior) | ({"n_pseudo_inputs": 3} if prior == "vamp" else {})
+        torch.manual_seed(0)
+        module = VAEModule(
+            net,
+            loss,
+            {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
+            {"_target_": "vae_lightning.optim.adam", "_partial_": True, "lr": 0.1},
+            input_shape=(1, 4, 4),
+            prior=prior_config,
+        )
+        module.loss_fn.fit_to_data(100)
+        before = {name: p.detach().clone() for name, p in module.named_parameters()}
+        optimizer = module.configure_optimizers()
+        terms = module.objective(x, 1.0)
+        terms.loss.backward()
+        optimizer.step()
+        case = (prior, objective, likelihood)
+        assert torch.isfinite(terms.loss) and set(terms.terms) == set(module.loss_fn.term_names), case
+        unchanged = [name for name, p in module.named_parameters() if torch.equal(p, before[name])]
+        # the prior's and the likelihood's parameters moved; the MMD sees a mixture prior only through samples,
+        # whose discrete choice of component passes no gradient to the mixture weights
+        exempt = ("net.", "prior.logits") if objective == "mmd" else ("net.",)
+        assert not [name for name in unchanged if not name.startswith(exempt)], case
+        images = module.decode_image(module.prior.sample(4, torch.Generator().manual_seed(0)))
+        assert images.shape == (4, 1, 4, 4) and 0 <= float(images.min()) <= float(images.max()) <= 1, case
+
+
+RUNS = {
+    "mixture_iwae_continuous_bernoulli": ["prior=mixture", "loss=iwae", "loss/likelihood=continuous_bernoulli"],
+    "vamp_tcvae_pixel_sigma": [
+        "prior=vamp",
+        "prior.n_pseudo_inputs=12",
+        "loss=tcvae",
+        "loss/likelihood=gaussian_pixel_sigma",
+    ],
+    "mmd_logistic": ["loss=mmd", "loss/likelihood=logistic"],
+    "conv_vamp_channel_sigma": [
+        "model=conv",
+        "model.channels=[8,16]",
+        "prior=vamp",
+        "prior.n_pseudo_inputs=12",
+        "loss=iwae",
+        "loss/likelihood=gaussian_channel_sigma",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
+    from vae_lightning.evaluate import evaluate
+
+    run = tmp_path / "run"
+    args = [*SHORT, *RUNS[name]]
+    train_in_process(args, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    for key in ("test/nll", "test/elbo", "test/total_correlation", "test/mutual_info", "test/mig"):
+        assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
+    assert ("test/kl_dim_000" in metrics) == ("prior=" not in " ".join(RUNS[name]))  # only where p(z) factorises
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    module = load_module(checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)["state_dict"]
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(value, saved[key])  # the prior's and likelihood's parameters come back
+    assert any(key.startswith(("prior.", "loss_fn.likelihood.")) for key in saved) or name == "mmd_logistic"
+    output = tmp_path / "evaluate.json"
+    scores = evaluate(compose_tool("evaluate", [f"ckpt_path={checkpoint}", "eval.nll_samples=4", f"output={output}"]))
+    assert scores["test/loss"] == scores["test/loss"] and output.is_file()
+    train_in_process([*args, "trainer.max_epochs=3", "resume=true"], run)
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    hparams = (run / "tensorboard").glob("events.out.tfevents.*")
+    assert any(b"prior" in path.read_bytes() or "prior=" not in " ".join(RUNS[name]) for path in hparams)
+
+
+def test_a_resume_with_another_prior_is_refused_with_the_key(tmp_path):
+    run = tmp_path / "run"
+    train_in_process([*SHORT, "prior=mixture", "~callbacks.diagnostics"], run)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    module_cfg = dict(checkpoint["hyper_parameters"])
+    module_cfg["prior"] = {"_target_": "vae_lightning.priors.StandardNormal"}
+    with pytest.raises(CheckpointError, match=r"`prior\._target_` is 'vae_lightning\.priors\.MixtureOfGaussians'"):
+        check_resume(run / "checkpoints" / "last.ckpt", module_cfg, {"max_epochs": 5})
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("prior.n_components=0", "prior.n_components"),
+        ("loss.k=0", "loss.k"),
+        ("loss.tc_weight=-1", "loss.tc_weight"),
+        ("loss.likelihood.min_sigma=0.5", "loss.likelihood.min_sigma"),
+        ("loss.likelihood.bins=1", "loss.likelihood.bins"),
+    ],
+)
+def test_bad_values_of_the_new_groups_name_their_key(override, key, tmp_path):
+    from tests.conftest import compose_train
+    from vae_lightning.run.trainer import build_run
+
+    group = {
+        "prior": ["prior=mixture"],
+        "loss.k": ["loss=iwae"],
+        "loss.tc_weight": ["loss=tcvae"],
+        "loss.likelihood.min_sigma": ["loss/likelihood=gaussian_pixel_sigma"],
+        "loss.likelihood.bins": ["loss/likelihood=logistic"],
+    }
+    chosen = group.get(key, group.get(key.split(".")[0], []))
+    with pytest.raises(VAELightningError) as error:
+        build_run(compose_train([*chosen, override], tmp_path))
+    assert f"`{key}" in str(error.value)
+
+
+def test_a_checkpoint_of_the_format_before_the_family_loads_evaluates_morphs_and_resumes(tmp_path):
+    """`fixtures/tiny_v1.ckpt` was written by the version before priors were a config group (no `prior`
+    hyperparameter, decoder outputs without the per-pixel axis)."""
+    from vae_lightning.evaluate import evaluate
+    from vae_lightning.morph import morph
+
+    saved = torch.load(FIXTURE, weights_only=True)
+    assert "prior" not in saved["hyper_parameters"]
+    module = load_module(FIXTURE)
+    assert type(module.prior).__name__ == "StandardNormal"
+    assert module.decode_image(torch.zeros(1, 2)).shape == (1, 1, 8, 8)
+    scores = evaluate(compose_tool("evaluate", [f"ckpt_path={FIXTURE}", "eval.nll_samples=4", f"output={tmp_path}/e"]))
+    assert scores["test/nll"] > 0
+    gif, strip = morph(compose_tool("morph", [f"ckpt_path={FIXTURE}", f"output={tmp_path / 'm.gif'}", "steps=3"]))
+    assert gif.is_file() and strip.is_file()
+    run = tmp_path / "resumed"
+    shutil.copytree(FIXTURE.parent, run / "checkpoints", ignore=shutil.ignore_patterns("*.py", "*.json"))
+    from tests.test_baseline import TINY
+
+    short = [arg for arg in TINY if not arg.startswith("trainer.max_epochs")]
+    train_in_process([*short, "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'tiny_v1.ckpt'}"], run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["tested_epoch"] == 1
+
+
+LAPLACE = '''
+"""A prior of one's own: independent Laplace codes."""
+
+import torch
+from torch.distributions import Independent, Laplace
+
+from vae_lightning.priors import Prior
+
+
+class LaplacePrior(Prior):
+    """Independent Laplace(0, scale) codes, sparser than the standard normal's."""
+
+    def __init__(self, net, scale: float = 1.0) -> None:
+        super().__init__(net)
+        self.scale = scale
+
+    def distribution(self):
+        return Independent(Laplace(self.origin, torch.full_like(self.origin, self.scale)), 1)
+'''
+
+
+def test_a_new_prior_is_one_class_and_one_config_file(tmp_path, monkeypatch):
+    """As the README's "Adding a model" shows: a class in the user's own module, a file in their config folder."""
+    (tmp_path / "my_priors.py").write_text(textwrap.dedent(LAPLACE))
+    (tmp_path / "conf" / "prior").mkdir(parents=True)
+    (tmp_path / "conf" / "prior" / "laplace.yaml").write_text("_target_: my_priors.LaplacePrior\nscale: 0.5\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    train_in_process([*SHORT, "prior=laplace", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"], run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["test/nll"] > 0 and "test/kl_dim_000" not in metrics
+    module = load_module(run / "checkpoints" / "last.ckpt", config_dirs=[tmp_path / "conf"])
+    assert type(module.prior).__name__ == "LaplacePrior" and module.prior.scale == 0.5
+    with pytest.raises(CheckpointError, match=r"names `my_priors\.LaplacePrior`"):
+        load_module(run / "checkpoints" / "last.ckpt")  # without the user's folder: refused, not run
+
+
+def test_the_configs_of_the_family_build(tmp_path):
+    """Each new option file builds on its own (what the module builds from it), so a typo fails here."""
+    from vae_lightning.nets.mlp import MLPVAE
+
+    net = MLPVAE((1, 4, 4), [4], 2)
+    for name in PRIORS:
+        build(option_config("prior", name), "prior", net=net)
+    for name in LIKELIHOODS:
+        build(option_config("loss/likelihood", name), "loss.likelihood", input_shape=(1, 4, 4))
+    with pytest.raises(ConfigValueError):
+        build(option_config("prior", "vamp") | {"n_pseudo_inputs": 0}, "prior", net=net)
