@@ -14,17 +14,18 @@ import torch
 from benchmarks.common import save
 from vae_lightning.losses import SeedLoss
 from vae_lightning.nets.mlp import MLPVAE
+from vae_lightning.priors import StandardNormal
 
 
 def step_rate(net, optimizer, data, steps, warmup=30) -> float:
-    loss_fn = SeedLoss()
+    loss_fn, prior = SeedLoss(), StandardNormal(net)
     order = torch.randperm(len(data)).split(32)
     start = 0.0
     for step in range(steps + warmup):
         if step == warmup:
             start = time.perf_counter()
         x = data[order[step % len(order)]]
-        terms = loss_fn(x, net(x), 1e-4)
+        terms = loss_fn(net, prior, x, 1e-4)
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         optimizer.step()

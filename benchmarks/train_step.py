@@ -1,9 +1,12 @@
 """Training-step speed in three columns: a plain PyTorch loop, the leanest LightningModule, and the framework.
 
-- plain: what a user writes by hand for the same network, loss, optimizer (fused Adam) and batch size:
-  index a shuffled in-memory tensor, forward, loss, backward, step;
+- plain: what a user writes by hand for the same network, objective (the same plain-torch function as the bare
+  column), optimizer (fused Adam) and batch size: index a shuffled in-memory tensor, forward, loss, backward,
+  step;
 - bare Lightning: a LightningModule with manual optimization and nothing else (no logging, no callbacks, no
-  logger, no progress bar), fed by the same data module as the framework;
+  logger, no progress bar), computing the network's layers and the objective with plain torch operations (the
+  MLP's `nn.Sequential`s, `torch.nn.functional`, `torch.distributions`; none of our classes), fed by the same
+  data module as the framework;
 - framework: the experiment composed from the packaged configs and built as `train.py` builds it (VAEModule, every
   callback of the config, the TensorBoard logger), with only the data replaced by random images of its shape.
 
@@ -23,38 +26,98 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import logging
+import math
 import statistics
 import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
+from torch.distributions import Normal
+from torch.nn import functional as F
 
 from benchmarks.common import RandomImages, clock, compose_run, data_shape, save, training_only_trainer
 from vae_lightning.core.config import build, call
 from vae_lightning.run.trainer import build_trainer
 
+BETA = 1.0  # the plain columns' KL weight (the cost of a step does not depend on it)
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 TARGETS = {"framework/bare": 0.97, "framework/plain (MLP, batch 32)": 0.85, "framework/plain (conv)": 0.95}
 
 
-class BareModule(L.LightningModule):
-    """The leanest LightningModule for the same network, loss and optimizer: manual optimization, no logging."""
+def plain_objective(cfg, net) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The experiment's objective written with plain torch operations on the network's own torch layers (no
+    class of ours): the seed's MSE + KL, the Bernoulli or Gaussian ELBO, or the Bernoulli IWAE, each with the
+    standard normal prior; `x -> loss`."""
+    target = cfg.loss._target_.rsplit(".", 1)[-1]
+    likelihood = str(OmegaConf.select(cfg, "loss.likelihood._target_", default="")).rsplit(".", 1)[-1]
+    softplus = cfg.model.posterior_scale._target_.endswith("SoftplusScale")
+    sigma = float(OmegaConf.select(cfg, "loss.likelihood.sigma", default=0.1))
+    if cfg.prior._target_.rsplit(".", 1)[-1] != "StandardNormal" or target not in ("SeedLoss", "ELBO", "IWAE"):
+        raise SystemExit(f"no plain-torch column for {cfg.prior._target_} with {cfg.loss._target_} yet")
+    k = int(cfg.loss.get("k", 1))
 
-    def __init__(self, net, loss_fn, optimizer_factory) -> None:
+    conv = hasattr(net, "encoder_convs")  # the conv model's layers, else the MLP's
+
+    def decoder(z):
+        if not conv:
+            return net.decoder(z)
+        side, width = net.map_side, net.channels[-1]
+        return net.decoder_convs(net.decoder_head(z).view(len(z), width, side, side)).flatten(1)
+
+    def encode(x):
+        features = net.encoder_head(net.encoder_convs(x)) if conv else net.encoder(x.flatten(1))
+        loc, raw = features.chunk(2, dim=-1)
+        scale = F.softplus(raw) + 1e-6 if softplus else torch.exp(0.5 * raw.clamp(max=40.0)) + 1e-6
+        return loc, scale
+
+    def log_px(x, logits):
+        if likelihood == "Gaussian":
+            return (-0.5 * ((x - torch.sigmoid(logits)) / sigma).pow(2) - math.log(sigma) - HALF_LOG_2PI).sum(-1)
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+    def loss(x):
+        loc, scale = encode(x)
+        x = x.flatten(1)
+        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1.0) - scale.log()
+        if target == "SeedLoss":
+            logits = decoder(loc + scale * torch.randn_like(loc))
+            return (torch.sigmoid(logits) - x).pow(2).mean() + BETA * kl.sum()
+        if target == "ELBO":
+            logits = decoder(loc + scale * torch.randn_like(loc))
+            return (kl.sum(-1) - log_px(x, logits)).mean()
+        z = loc + scale * torch.randn(k, *loc.shape)
+        logits = decoder(z.flatten(0, 1)).view(k, len(x), -1)
+        log_q = Normal(loc, scale).log_prob(z).sum(-1)
+        log_p = Normal(0.0, 1.0).log_prob(z).sum(-1)
+        return -(torch.logsumexp(log_px(x, logits) + log_p - log_q, dim=0) - math.log(k)).mean()
+
+    return loss
+
+
+class BareModule(L.LightningModule):
+    """The leanest LightningModule for the same network and objective in plain torch: manual optimization, no
+    logging."""
+
+    def __init__(self, cfg, net, optimizer_factory) -> None:
         super().__init__()
-        self.net, self.loss_fn, self.optimizer_factory = net, loss_fn, optimizer_factory
+        self.net, self.optimizer_factory = net, optimizer_factory
+        self.loss = plain_objective(cfg, net)
         self.automatic_optimization = False
 
     def training_step(self, batch, batch_idx) -> None:
         x, _ = batch
-        terms = self.loss_fn(x, self.net(x), 1.0)
+        loss = self.loss(x)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(terms.loss)
+        self.manual_backward(loss)
         optimizer.step()
 
     def configure_optimizers(self):
@@ -64,10 +127,8 @@ class BareModule(L.LightningModule):
 class Plain:
     """The hand-written loop, one step at a time."""
 
-    def __init__(self, cfg, shape, images: torch.Tensor, batch_size: int) -> None:
-        torch.manual_seed(1)
-        self.net = build(cfg.model, "model", input_shape=shape)
-        self.loss_fn = build(cfg.loss, "loss")
+    def __init__(self, cfg, net, images: torch.Tensor, batch_size: int) -> None:
+        self.net, self.loss = net, plain_objective(cfg, net)
         self.optimizer = call(build(cfg.optimizer, "optimizer"), "optimizer", self.net.parameters())
         self.images, self.order, self.i = images, torch.randperm(len(images)).split(batch_size), 0
 
@@ -77,9 +138,9 @@ class Plain:
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         with torch.enable_grad():
-            terms = self.loss_fn(x, self.net(x), 1.0)
+            loss = self.loss(x)
             self.optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
+            loss.backward()
             self.optimizer.step()
 
 
@@ -145,15 +206,14 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path) -> dict[st
     columns = {"plain": Column(warmup), "bare": Column(warmup), "framework": Column(warmup)}
     turns = {"bare": threading.Semaphore(0), "framework": threading.Semaphore(0)}
 
-    net = build(cfg.model, "model", input_shape=shape)
-    bare = BareModule(net, build(cfg.loss, "loss"), build(cfg.optimizer, "optimizer"))
+    torch.manual_seed(1)
+    module = build(cfg.module, None, input_shape=shape)
+    bare = BareModule(cfg, copy.deepcopy(module.net), build(cfg.optimizer, "optimizer"))
     bare_trainer = training_only_trainer(max_steps, [BareTurns(turns, columns["bare"])], tmp / "bare")
     thread = threading.Thread(target=bare_trainer.fit, args=(bare,), kwargs={"datamodule": datamodule})
 
-    torch.manual_seed(1)
-    module = build(cfg.module, None, input_shape=shape)
     cfg.trainer.max_steps, cfg.trainer.max_epochs = max_steps, -1
-    plain = Plain(cfg, shape, datamodule.train_set.images, batch_size)
+    plain = Plain(cfg, copy.deepcopy(module.net), datamodule.train_set.images, batch_size)
     trainer = build_trainer(cfg, extra_callbacks=(FrameworkTurns(plain, turns, columns, max_steps),))
     with contextlib.redirect_stdout(sys.stderr):  # Lightning's tables go to stdout; keep it for the JSON
         thread.start()

@@ -4,6 +4,7 @@ CPU processes, torch.compile with bf16."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import signal
@@ -46,9 +47,20 @@ def status(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())["status"]
 
 
-def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path):
-    """With the delayed ramp, so that the schedule's position and length are restored too."""
-    args = ["trainer.max_epochs=12", "beta=ramp", "logger=csv", "~callbacks.diagnostics"]
+MODEL_WITH_PARAMETERS = [
+    "prior=vamp",
+    "prior.n_pseudo_inputs=16",
+    "loss=iwae",
+    "loss/likelihood=gaussian_pixel_sigma",
+    "model.latent_dim=4",
+]
+
+
+@pytest.mark.parametrize("model", [[], MODEL_WITH_PARAMETERS], ids=["default", "vamp_iwae_learned_sigma"])
+def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(model, tmp_path):
+    """With the delayed ramp, so that the schedule's position and length are restored too; and a model whose
+    prior and likelihood have parameters of their own (and Adam's state for them)."""
+    args = ["trainer.max_epochs=12", "beta=ramp", "logger=csv", "~callbacks.diagnostics", *model]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     uninterrupted = start_train(args, straight, tmp_path / "data")  # side by side, to share the imports' wait
     process = start_train(args, killed, tmp_path / "data")
@@ -127,6 +139,39 @@ def test_runs_started_together_never_share_a_folder(tmp_path):
     assert not [p for p in shared.rglob("*") if str(second.pid) in p.name]  # and it wrote no file of its own
     first.send_signal(signal.SIGINT)
     first.communicate(timeout=120)
+
+
+def test_ddp_trains_a_model_with_a_learned_prior_and_the_tc_objective(tmp_path):
+    result = run_train(
+        [
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "debug=fast",
+            "trainer.max_epochs=2",
+            "prior=mixture",
+            "loss=tcvae",
+            "loss/likelihood=continuous_bernoulli",
+            "eval.nll_samples=4",
+        ],
+        tmp_path / "run",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert status(tmp_path / "run") == "completed"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert all(math.isfinite(metrics[key]) for key in ("test/nll", "test/tc", "test/total_correlation"))
+
+
+def test_a_diverging_model_of_the_family_stops_with_the_message_and_its_last_good_checkpoint(tmp_path):
+    result = run_train(
+        ["optimizer.lr=1e20", "prior=vamp", "prior.n_pseudo_inputs=8", "loss=mmd", "trainer.max_epochs=3"],
+        tmp_path / "run",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert "Training diverged at optimizer step" in output and "mmd=" in output, output[-2000:]  # its own terms
+    assert status(tmp_path / "run") == "diverged"
 
 
 def test_ddp_on_two_cpu_processes_balances_batches_and_writes_once(tmp_path):

@@ -162,7 +162,7 @@ def check_resume_before_start(config: DictConfig) -> None:
     path = resume_path(config, Path(config.hydra.run.dir).expanduser())
     if path is None:
         return
-    module = {name: OmegaConf.to_container(config.module[name], resolve=True) for name in ("net", "loss")}
+    module = {name: OmegaConf.to_container(config.module[name], resolve=True) for name in ("net", "prior", "loss")}
     trainer = {name: config.trainer.get(name) for name in ("max_epochs", "max_steps")}
     config_dirs = [source.path for source in config.hydra.runtime.config_sources if source.schema == "file"]
     check_resume(path, module, trainer, config_dirs)
