@@ -27,7 +27,10 @@ from vae_lightning.core import checks
 from vae_lightning.distributions import LOG_2PI, DiagonalGaussian
 from vae_lightning.nets.base import VAENet
 
-SOFTPLUS_OF_ONE = math.log(math.e - 1.0)  # softplus(x) = 1 at this x: mixture components start at unit scale
+SOFTPLUS_OF_ONE = math.log(math.e - 1.0)
+# the VampPrior's pseudo-inputs start as dark images with a little noise (their sigmoid near this), as most
+# images' background is: random grey noise, far from every image, lets all posteriors collapse onto the prior
+INITIAL_INTENSITY = 0.05  # softplus(x) = 1 at this x: mixture components start at unit scale
 
 
 class Prior(nn.Module):
@@ -161,13 +164,16 @@ class MixtureOfGaussians(GaussianMixturePrior):
 class VampPrior(GaussianMixturePrior):
     """The VampPrior (Tomczak & Welling 2018): the mixture, with equal weights, of the posteriors of K learned
     pseudo-inputs, p(z) = 1/K sum_k q(z | u_k). The pseudo-inputs are images in [0, 1] (sigmoids of trained
-    parameters, starting as random grey images); they are encoded by the model's own encoder at every use, so
-    the prior follows the encoder. Costs one encoder pass over K images per training step."""
+    parameters, starting as dark images with a little noise); they are encoded by the model's own encoder at
+    every use, so the prior follows the encoder. Costs one encoder pass over K images per training step."""
 
     def __init__(self, net: VAENet, n_pseudo_inputs: int = 500) -> None:
         super().__init__(net)
         self.n_pseudo_inputs = checks.positive_int("n_pseudo_inputs", n_pseudo_inputs)
-        self.raw_pseudo_inputs = nn.Parameter(torch.randn(self.n_pseudo_inputs, *net.input_shape))
+        start = torch.full(
+            (self.n_pseudo_inputs, *net.input_shape), math.log(INITIAL_INTENSITY / (1 - INITIAL_INTENSITY))
+        )
+        self.raw_pseudo_inputs = nn.Parameter(start + 0.1 * torch.randn_like(start))
         self.encode = net.encode  # a bound method, not a submodule: the network's weights are saved once, as net.*
 
     def pseudo_inputs(self) -> torch.Tensor:
