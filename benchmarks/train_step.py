@@ -18,8 +18,9 @@ steps across an epoch end are left out (`run_overhead.py` measures those). Print
 column and the ratios framework / bare Lightning (target >= 0.97) and framework / plain (>= 0.85 for the
 seed's MLP at batch 32, >= 0.95 for the conv model), each the median of `--repeats` fits.
 
-    python benchmarks/train_step.py                                   # haskell_mnist: 784-1000-2, batch 32
-    python benchmarks/train_step.py --experiment faces_dogs_conv --steps 60 --warmup 5
+    python -m benchmarks.train_step                                   # haskell_mnist: 784-1000-2, batch 32
+    python -m benchmarks.train_step --experiment faces_dogs_conv --steps 60 --warmup 5
+    python -m benchmarks.train_step --models                          # every model of the family (mnist_nll)
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 from omegaconf import OmegaConf
-from torch.distributions import Normal
+from torch import nn
+from torch.distributions import Categorical, ContinuousBernoulli, Distribution, Independent, MixtureSameFamily, Normal
 from torch.nn import functional as F
 
 from benchmarks.common import RandomImages, clock, compose_run, data_shape, save, training_only_trainer
@@ -48,73 +49,134 @@ from vae_lightning.core.config import build, call
 from vae_lightning.run.trainer import build_trainer
 
 BETA = 1.0  # the plain columns' KL weight (the cost of a step does not depend on it)
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 TARGETS = {"framework/bare": 0.97, "framework/plain (MLP, batch 32)": 0.85, "framework/plain (conv)": 0.95}
 
 
-def plain_objective(cfg, net) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The experiment's objective written with plain torch operations on the network's own torch layers (no
-    class of ours): the seed's MSE + KL, the Bernoulli or Gaussian ELBO, or the Bernoulli IWAE, each with the
-    standard normal prior; `x -> loss`."""
-    target = cfg.loss._target_.rsplit(".", 1)[-1]
-    likelihood = str(OmegaConf.select(cfg, "loss.likelihood._target_", default="")).rsplit(".", 1)[-1]
-    softplus = cfg.model.posterior_scale._target_.endswith("SoftplusScale")
-    sigma = float(OmegaConf.select(cfg, "loss.likelihood.sigma", default=0.1))
-    if cfg.prior._target_.rsplit(".", 1)[-1] != "StandardNormal" or target not in ("SeedLoss", "ELBO", "IWAE"):
-        raise SystemExit(f"no plain-torch column for {cfg.prior._target_} with {cfg.loss._target_} yet")
-    k = int(cfg.loss.get("k", 1))
+def short_name(cfg, key: str) -> str:
+    """The class name of the config option at `key` ('' when there is none)."""
+    return str(OmegaConf.select(cfg, f"{key}._target_", default="")).rsplit(".", 1)[-1]
 
-    conv = hasattr(net, "encoder_convs")  # the conv model's layers, else the MLP's
 
-    def decoder(z):
-        if not conv:
-            return net.decoder(z)
-        side, width = net.map_side, net.channels[-1]
-        return net.decoder_convs(net.decoder_head(z).view(len(z), width, side, side)).flatten(1)
+class PlainModel(nn.Module):
+    """The experiment's network and objective written with plain torch operations (`torch.nn.functional`,
+    `torch.distributions`) on the network's own torch layers and on plain copies of the prior's and the
+    likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, beta-TCVAE and the
+    MMD-VAE; the standard normal, mixture and VampPrior priors; the Bernoulli, continuous Bernoulli, fixed and
+    learned-sigma Gaussian likelihoods and the discretised logistic (as a difference of sigmoids)."""
 
-    def encode(x):
-        features = net.encoder_head(net.encoder_convs(x)) if conv else net.encoder(x.flatten(1))
+    def __init__(self, cfg, module) -> None:
+        super().__init__()
+        self.objective, self.prior_name = short_name(cfg, "loss"), short_name(cfg, "prior")
+        self.likelihood_name = short_name(cfg, "loss.likelihood") or "Bernoulli"
+        known = ("SeedLoss", "ELBO", "IWAE", "BetaTCVAE", "InfoVAE")
+        if self.objective not in known:
+            raise SystemExit(f"no plain-torch column for {cfg.loss._target_} with {self.likelihood_name}")
+        self.net = copy.deepcopy(module.net)
+        # the prior's and the likelihood's trained tensors, as plain parameters under their own names
+        extra = [*module.prior.named_parameters(), *module.loss_fn.named_parameters()]
+        self.extra = nn.ParameterDict({name.rsplit(".", 1)[-1]: nn.Parameter(p.detach().clone()) for name, p in extra})
+        self.softplus_scale = cfg.model.posterior_scale._target_.endswith("SoftplusScale")
+        self.sigma = float(OmegaConf.select(cfg, "loss.likelihood.sigma", default=0.1))
+        self.min_sigma = float(OmegaConf.select(cfg, "loss.likelihood.min_sigma", default=0.0))
+        self.min_scale = float(OmegaConf.select(cfg, "prior.min_scale", default=0.0))
+        self.k = int(OmegaConf.select(cfg, "loss.k", default=1))
+        self.tc_weight = float(OmegaConf.select(cfg, "loss.tc_weight", default=0.0))
+        self.mmd_weight = float(OmegaConf.select(cfg, "loss.mmd_weight", default=0.0))
+        self.kl_weight = float(OmegaConf.select(cfg, "loss.kl_weight", default=0.0))
+        self.input_shape = tuple(module.hparams.input_shape)
+        self.n_data = 1  # the training set's size, for beta-TCVAE
+        self.conv = hasattr(self.net, "encoder_convs")  # the conv model's layers, else the MLP's
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's outputs, flattened per row (the logistic's two outputs per pixel: means, then scales)."""
+        if not self.conv:
+            return self.net.decoder(z)
+        side, width = self.net.map_side, self.net.channels[-1]
+        return self.net.decoder_convs(self.net.decoder_head(z).view(len(z), width, side, side)).flatten(1)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.net.encoder_head(self.net.encoder_convs(x)) if self.conv else self.net.encoder(x.flatten(1))
         loc, raw = features.chunk(2, dim=-1)
-        scale = F.softplus(raw) + 1e-6 if softplus else torch.exp(0.5 * raw.clamp(max=40.0)) + 1e-6
+        scale = F.softplus(raw) + 1e-6 if self.softplus_scale else torch.exp(0.5 * raw.clamp(max=40.0)) + 1e-6
         return loc, scale
 
-    def log_px(x, logits):
-        if likelihood == "Gaussian":
-            return (-0.5 * ((x - torch.sigmoid(logits)) / sigma).pow(2) - math.log(sigma) - HALF_LOG_2PI).sum(-1)
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    def log_px(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per row, x and logits flattened."""
+        if self.likelihood_name == "Bernoulli":
+            return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        if self.likelihood_name == "ContinuousBernoulli":
+            return ContinuousBernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1)
+        if self.likelihood_name == "DiscretisedLogistic":  # 256 bins; the edge bins take the tails
+            mean, log_scale = torch.sigmoid(logits[:, : x.shape[1]]), logits[:, x.shape[1] :].clamp(min=-7.0)
+            value, half_bin = torch.round(x * 255) / 255, 0.5 / 255
+            upper = torch.where(value > 1 - half_bin, torch.inf, (value - mean + half_bin) * torch.exp(-log_scale))
+            lower = torch.where(value < half_bin, -torch.inf, (value - mean - half_bin) * torch.exp(-log_scale))
+            return (torch.sigmoid(upper) - torch.sigmoid(lower)).clamp(min=1e-12).log().sum(-1)
+        if self.likelihood_name == "Gaussian":
+            return Normal(torch.sigmoid(logits), self.sigma, validate_args=False).log_prob(x).sum(-1)
+        sigma = (self.extra["log_sigma"].exp() + self.min_sigma).expand(self.input_shape).flatten()
+        return Normal(torch.sigmoid(logits), sigma, validate_args=False).log_prob(x).sum(-1)
 
-    def loss(x):
-        loc, scale = encode(x)
+    def prior(self) -> Distribution:
+        if self.prior_name == "StandardNormal":
+            return Independent(Normal(0.0, torch.ones(self.net.latent_dim), validate_args=False), 1)
+        if self.prior_name == "MixtureOfGaussians":
+            logits, loc = self.extra["logits"], self.extra["loc"]
+            scale = F.softplus(self.extra["raw_scale"]) + self.min_scale
+        else:  # the VampPrior: the posteriors of the pseudo-inputs, with equal weights
+            loc, scale = self.encode(torch.sigmoid(self.extra["raw_pseudo_inputs"]))
+            logits = torch.zeros(len(loc))
+        components = Independent(Normal(loc, scale, validate_args=False), 1)
+        return MixtureSameFamily(Categorical(logits=logits, validate_args=False), components, validate_args=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The loss of batch `x` (beta = 1)."""
+        loc, scale = self.encode(x)
         x = x.flatten(1)
-        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1.0) - scale.log()
-        if target == "SeedLoss":
-            logits = decoder(loc + scale * torch.randn_like(loc))
+        q, p = Independent(Normal(loc, scale, validate_args=False), 1), self.prior()
+        if self.objective == "IWAE":
+            z = q.rsample((self.k,))
+            log_px = self.log_px(x.expand(self.k, *x.shape).flatten(0, 1), self.decode(z.flatten(0, 1)))
+            log_w = log_px.view(self.k, len(x)) + p.log_prob(z) - q.log_prob(z)
+            return -(torch.logsumexp(log_w, dim=0) - math.log(self.k)).mean()
+        z = q.rsample()
+        logits = self.decode(z)
+        if self.prior_name == "StandardNormal":
+            kl = (0.5 * (loc.pow(2) + scale.pow(2) - 1.0) - scale.log()).sum(-1)
+        else:
+            kl = q.log_prob(z) - p.log_prob(z)
+        if self.objective == "SeedLoss":
             return (torch.sigmoid(logits) - x).pow(2).mean() + BETA * kl.sum()
-        if target == "ELBO":
-            logits = decoder(loc + scale * torch.randn_like(loc))
-            return (kl.sum(-1) - log_px(x, logits)).mean()
-        z = loc + scale * torch.randn(k, *loc.shape)
-        logits = decoder(z.flatten(0, 1)).view(k, len(x), -1)
-        log_q = Normal(loc, scale).log_prob(z).sum(-1)
-        log_p = Normal(0.0, 1.0).log_prob(z).sum(-1)
-        return -(torch.logsumexp(log_px(x, logits) + log_p - log_q, dim=0) - math.log(k)).mean()
-
-    return loss
+        recon = -self.log_px(x, logits)
+        if self.objective == "ELBO":
+            return (recon + BETA * kl).mean()
+        if self.objective == "BetaTCVAE":  # minibatch-weighted sampling
+            pairwise = Normal(loc[None], scale[None], validate_args=False).log_prob(z[:, None])  # (N, N, latent)
+            log_norm = math.log(self.n_data * len(x))
+            log_qz = torch.logsumexp(pairwise.sum(-1), dim=1) - log_norm
+            log_prod_qz = (torch.logsumexp(pairwise, dim=1) - log_norm).sum(-1)
+            log_qz_x, log_pz = q.log_prob(z), p.log_prob(z)
+            mi, tc, dw_kl = log_qz_x - log_qz, log_qz - log_prod_qz, log_prod_qz - log_pz
+            return (recon + BETA * (mi + self.tc_weight * tc + dw_kl)).mean()
+        prior_z = p.sample((len(x),))  # the MMD-VAE: unbiased MMD^2 under a Gaussian kernel of width^2 = latent
+        kernels = [torch.exp(-torch.cdist(a, b).pow(2) / (2.0 * z.shape[-1])) for a, b in ((z, z), (prior_z, prior_z))]
+        within = sum((k.sum() - k.diagonal().sum()) / (len(x) * (len(x) - 1)) for k in kernels)
+        mmd = within - 2.0 * torch.exp(-torch.cdist(z, prior_z).pow(2) / (2.0 * z.shape[-1])).mean()
+        return (recon + BETA * self.kl_weight * kl).mean() + self.mmd_weight * mmd
 
 
 class BareModule(L.LightningModule):
     """The leanest LightningModule for the same network and objective in plain torch: manual optimization, no
     logging."""
 
-    def __init__(self, cfg, net, optimizer_factory) -> None:
+    def __init__(self, model: PlainModel, optimizer_factory) -> None:
         super().__init__()
-        self.net, self.optimizer_factory = net, optimizer_factory
-        self.loss = plain_objective(cfg, net)
+        self.model, self.optimizer_factory = model, optimizer_factory
         self.automatic_optimization = False
 
     def training_step(self, batch, batch_idx) -> None:
         x, _ = batch
-        loss = self.loss(x)
+        loss = self.model(x)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -127,9 +189,9 @@ class BareModule(L.LightningModule):
 class Plain:
     """The hand-written loop, one step at a time."""
 
-    def __init__(self, cfg, net, images: torch.Tensor, batch_size: int) -> None:
-        self.net, self.loss = net, plain_objective(cfg, net)
-        self.optimizer = call(build(cfg.optimizer, "optimizer"), "optimizer", self.net.parameters())
+    def __init__(self, cfg, model: PlainModel, images: torch.Tensor, batch_size: int) -> None:
+        self.model = model
+        self.optimizer = call(build(cfg.optimizer, "optimizer"), "optimizer", self.model.parameters())
         self.images, self.order, self.i = images, torch.randperm(len(images)).split(batch_size), 0
 
     def step(self) -> None:
@@ -138,7 +200,7 @@ class Plain:
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         with torch.enable_grad():
-            loss = self.loss(x)
+            loss = self.model(x)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -159,8 +221,9 @@ class Column:
 class FrameworkTurns(L.Callback):
     """In the framework's fit: times its steps; after each, a plain step, then the bare fit's turn."""
 
-    def __init__(self, plain: Plain, turns: dict, columns: dict, max_steps: int) -> None:
+    def __init__(self, plain: Plain, turns: dict, columns: dict, max_steps: int, bare_done: threading.Event) -> None:
         self.plain, self.turns, self.columns, self.max_steps = plain, turns, columns, max_steps
+        self.bare_done = bare_done
         self.start: tuple[float, int] | None = None
         self.paused = 0.0
 
@@ -175,7 +238,7 @@ class FrameworkTurns(L.Callback):
         self.plain.step()
         self.columns["plain"].add(clock() - pause, trainer.global_step)
         self.turns["bare"].release()
-        if trainer.global_step < self.max_steps:
+        if trainer.global_step < self.max_steps and not self.bare_done.is_set():
             self.turns["framework"].acquire()
         self.paused += clock() - pause
 
@@ -208,23 +271,75 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path) -> dict[st
 
     torch.manual_seed(1)
     module = build(cfg.module, None, input_shape=shape)
-    bare = BareModule(cfg, copy.deepcopy(module.net), build(cfg.optimizer, "optimizer"))
+    module.loss_fn.fit_to_data(len(datamodule.train_set))
+    bare_model, plain_model = PlainModel(cfg, module), PlainModel(cfg, module)
+    bare_model.n_data = plain_model.n_data = len(datamodule.train_set)
+    bare = BareModule(bare_model, build(cfg.optimizer, "optimizer"))
     bare_trainer = training_only_trainer(max_steps, [BareTurns(turns, columns["bare"])], tmp / "bare")
-    thread = threading.Thread(target=bare_trainer.fit, args=(bare,), kwargs={"datamodule": datamodule})
+    bare_done, bare_errors = threading.Event(), []
+
+    def fit_bare() -> None:
+        try:
+            bare_trainer.fit(bare, datamodule=datamodule)
+        except BaseException as error:  # raised again in the main thread, after the framework's fit
+            bare_errors.append(error)
+        finally:
+            bare_done.set()
+            turns["framework"].release()  # a bare fit that ends early must not leave the framework waiting
+
+    thread = threading.Thread(target=fit_bare)
 
     cfg.trainer.max_steps, cfg.trainer.max_epochs = max_steps, -1
-    plain = Plain(cfg, copy.deepcopy(module.net), datamodule.train_set.images, batch_size)
-    trainer = build_trainer(cfg, extra_callbacks=(FrameworkTurns(plain, turns, columns, max_steps),))
+    plain = Plain(cfg, plain_model, datamodule.train_set.images, batch_size)
+    framework_turns = FrameworkTurns(plain, turns, columns, max_steps, bare_done)
+    trainer = build_trainer(cfg, extra_callbacks=(framework_turns,))
     with contextlib.redirect_stdout(sys.stderr):  # Lightning's tables go to stdout; keep it for the JSON
         thread.start()
-        trainer.fit(module, datamodule=datamodule)
-        thread.join()
+        try:
+            trainer.fit(module, datamodule=datamodule)
+        finally:
+            turns["bare"].release(max_steps)  # a framework fit that ends early must not leave the bare one waiting
+            thread.join()
+    if bare_errors:
+        raise bare_errors[0]
     return {name: column.steps / column.seconds for name, column in columns.items()}
+
+
+# `--models`: each model of the family on `mnist_nll` (784-200-200-50 MLP, batch 100), as in benchmarks/models.py
+MODELS = {
+    "vae": [],
+    "iwae": ["loss=iwae"],
+    "tcvae": ["loss=tcvae"],
+    "mmd": ["loss=mmd"],
+    "mixture": ["prior=mixture"],
+    "vamp": ["prior=vamp"],
+    "continuous_bernoulli": ["loss/likelihood=continuous_bernoulli"],
+    "gaussian": ["loss/likelihood=gaussian"],
+    "gaussian_channel_sigma": ["loss/likelihood=gaussian_channel_sigma"],
+    "gaussian_pixel_sigma": ["loss/likelihood=gaussian_pixel_sigma"],
+    "logistic": ["loss/likelihood=logistic"],
+}
+
+
+def measure(overrides: list[str], args: argparse.Namespace, tmp: Path) -> dict:
+    """The medians over `args.repeats` interleaved fits."""
+    fits = []
+    for i in range(args.repeats):
+        fits.append(one_fit(overrides, args.steps, args.warmup, tmp / str(i)))
+        print(f"{overrides} fit {i}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in fits[-1].items()), file=sys.stderr)
+    return {
+        "steps_per_s": {name: round(statistics.median(f[name] for f in fits), 1) for name in fits[0]},
+        "framework_over_bare": round(statistics.median(f["framework"] / f["bare"] for f in fits), 3),
+        "framework_over_plain": round(statistics.median(f["framework"] / f["plain"] for f in fits), 3),
+        "bare_over_plain": round(statistics.median(f["bare"] / f["plain"] for f in fits), 3),
+        "per_fit": [{name: round(v, 1) for name, v in f.items()} for f in fits],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="haskell_mnist")
+    parser.add_argument("--models", nargs="*", default=None, help=f"of {sorted(MODELS)} on mnist_nll (none: all)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the experiment's")
     parser.add_argument("--steps", type=int, default=600, help="measured steps per fit")
     parser.add_argument("--warmup", type=int, default=50)
@@ -234,31 +349,33 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    if args.models is not None:
+        args.experiment = "mnist_nll"
     overrides = [f"experiment={args.experiment}", *args.overrides]
     if args.batch_size:
         overrides.append(f"dataset.batch_size={args.batch_size}")
-    fits = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.repeats):
-            fits.append(one_fit(overrides, args.steps, args.warmup, Path(tmp) / str(i)))
-            print(f"fit {i}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in fits[-1].items()), file=sys.stderr)
         cfg = compose_run(overrides, Path(tmp) / "shown")
-    result = {
-        "benchmark": "train_step",
-        "experiment": args.experiment,
-        "overrides": args.overrides,
-        "batch_size": cfg.dataset.batch_size,
-        "image_shape": list(data_shape(cfg.dataset)[0]),
-        "method": "three columns interleaved step by step in one process; epoch ends left out",
-        "steps_per_s": {name: round(statistics.median(f[name] for f in fits), 1) for name in fits[0]},
-        "framework_over_bare": round(statistics.median(f["framework"] / f["bare"] for f in fits), 3),
-        "framework_over_plain": round(statistics.median(f["framework"] / f["plain"] for f in fits), 3),
-        "bare_over_plain": round(statistics.median(f["bare"] / f["plain"] for f in fits), 3),
-        "per_fit": [{name: round(v, 1) for name, v in f.items()} for f in fits],
-        "targets": TARGETS,
-        "steps_per_fit": args.steps,
-    }
-    save(args.name or f"train_step_{args.experiment}", result)
+        result = {
+            "benchmark": "train_step",
+            "experiment": args.experiment,
+            "overrides": args.overrides,
+            "batch_size": cfg.dataset.batch_size,
+            "image_shape": list(data_shape(cfg.dataset)[0]),
+            "method": "three columns interleaved step by step in one process; epoch ends left out",
+            "targets": TARGETS,
+            "steps_per_fit": args.steps,
+        }
+        if args.models is None:
+            result |= measure(overrides, args, Path(tmp))
+        else:
+            result["targets"] = {"framework/bare (every model)": 0.95}
+            result["models"] = {
+                name: {"overrides": MODELS[name]} | measure([*overrides, *MODELS[name]], args, Path(tmp) / name)
+                for name in (args.models or MODELS)
+            }
+    default_name = "train_step_models" if args.models is not None else f"train_step_{args.experiment}"
+    save(args.name or default_name, result)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ measures of what each model is for."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -185,6 +186,30 @@ def test_the_discretised_logistic_is_a_distribution_over_the_pixel_values():
         )
         total = torch.logsumexp(likelihood.log_prob(values, params), 0)
         assert float(total) == pytest.approx(0.0, abs=1e-4), (mean_logit, log_scale)
+
+
+def test_the_discretised_logistic_is_exact_far_in_its_tails():
+    """In float32, where the two sigmoids of a bin's edges round to the same number (a sharp logistic far from
+    the pixel), against log(sigmoid(upper) - sigmoid(lower)) in 600-digit arithmetic (mpmath, torch's own
+    dependency through sympy)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 600
+    likelihood = DiscretisedLogistic((1, 1, 1), bins=256)
+
+    def exact(pixel, mean_logit, log_scale):
+        sigmoid = lambda t: 1 / (1 + mpmath.e ** (-t))  # noqa: E731
+        mean, inverse, half = sigmoid(mean_logit), mpmath.e ** (-mpmath.mpf(log_scale)), mpmath.mpf(1) / 510
+        value = mpmath.mpf(pixel) / 255
+        upper = 1 if pixel == 255 else sigmoid(inverse * (value - mean + half))
+        lower = 0 if pixel == 0 else sigmoid(inverse * (value - mean - half))
+        return float(mpmath.log(upper - lower))
+
+    for pixel, mean_logit, log_scale in itertools.product((0, 1, 128, 255), (-20.0, 0.01, 20.0), (-7.0, -2.0, 1.0)):
+        x = torch.tensor([[[[pixel / 255]]]])
+        params = torch.tensor([mean_logit, log_scale]).view(1, 2, 1, 1, 1)
+        expected = exact(pixel, mean_logit, log_scale)
+        got = float(likelihood.log_prob(x, params))
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-4), (pixel, mean_logit, log_scale)
 
 
 def test_the_continuous_bernoulli_integrates_to_one_and_uses_torchs_mean():

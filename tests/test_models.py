@@ -134,6 +134,17 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     assert any(b"prior" in path.read_bytes() or "prior=" not in " ".join(RUNS[name]) for path in hparams)
 
 
+def test_a_run_counted_in_steps_tells_the_objective_the_training_set_size(tmp_path):
+    """With `max_epochs=-1` Lightning counts the steps without loading the training loader; beta-TCVAE still
+    learns the set's size (the digits' 1,437 training images)."""
+    run = tmp_path / "run"
+    args = [arg for arg in SHORT if not arg.startswith("trainer.max_epochs")]
+    train_in_process([*args, "trainer.max_epochs=-1", "trainer.max_steps=3", "loss=tcvae"], run)
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert int(saved["state_dict"]["loss_fn.dataset_size"]) == 1437
+
+
 def test_a_resume_with_another_prior_is_refused_with_the_key(tmp_path):
     run = tmp_path / "run"
     train_in_process([*SHORT, "prior=mixture", "~callbacks.diagnostics"], run)

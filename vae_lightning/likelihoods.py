@@ -151,13 +151,12 @@ class DiscretisedLogistic(Likelihood):
         value = torch.round(x * (self.bins - 1)) / (self.bins - 1)  # the bin's centre
         inv_scale = torch.exp(-log_scale)
         upper, lower = inv_scale * (value - mean + half_bin), inv_scale * (value - mean - half_bin)
-        log_cdf_upper = F.logsigmoid(upper)  # the lowest bin: all the mass below its upper edge
-        log_survival_lower = -F.softplus(lower)  # the highest bin: all the mass above its lower edge
-        mass = torch.sigmoid(upper) - torch.sigmoid(lower)
-        # where the bin's mass underflows, its midpoint density times its width
-        centre = inv_scale * (value - mean)
-        log_density_mid = centre - log_scale - 2.0 * F.softplus(centre) + math.log(2 * half_bin)
-        inner = torch.where(mass > 1e-5, mass.clamp(min=1e-12).log(), log_density_mid)
+        softplus_upper, softplus_lower = F.softplus(upper), F.softplus(lower)
+        # log(sigmoid(upper) - sigmoid(lower)) as lower + log(expm1(upper - lower)) - softplus(upper) -
+        # softplus(lower): exact in both tails, where the difference of the two sigmoids underflows
+        inner = lower + torch.log(torch.expm1(2.0 * half_bin * inv_scale)) - softplus_upper - softplus_lower
+        log_cdf_upper = upper - softplus_upper  # the lowest bin: all the mass below its upper edge
+        log_survival_lower = -softplus_lower  # the highest bin: all the mass above its lower edge
         log_p = torch.where(
             value < half_bin, log_cdf_upper, torch.where(value > 1 - half_bin, log_survival_lower, inner)
         )

@@ -82,8 +82,7 @@ class VAEModule(LightningModule):
         self.latent_stats = LatentStats()
         self.restored_random_state: dict[str, Any] | None = None
         self.trained_epoch = 0  # the epoch (from 0) of the last optimizer step
-        self.validated_step: int | None = None  # the steps behind the weights last validated, and loaded
-        self.loaded_step: int | None = None
+        self.validated_step = self.loaded_step = None  # the steps behind the weights last validated, and loaded
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> VAEModule:
@@ -95,8 +94,8 @@ class VAEModule(LightningModule):
 
     # -- set-up -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """The beta schedule needs the training length (`trainer.max_steps`, or the epochs' batches), and the
-        objective the training set's size."""
+        """The beta schedule needs the training length, and the objective the training set's size (the loader
+        counted the steps unless `max_epochs=-1`)."""
         if stage != "fit":
             return
         total = self.trainer.estimated_stepping_batches
@@ -104,7 +103,8 @@ class VAEModule(LightningModule):
             reason = "must be set (or trainer.max_steps) so that the beta schedule knows the training length"
             raise ConfigValueError("trainer.max_epochs", reason, self.trainer.max_epochs)
         self.total_steps = max(int(total), 1)
-        self.loss_fn.fit_to_data(len(self.trainer.train_dataloader.dataset))  # loaded to count the steps
+        loader = self.trainer.train_dataloader or self.trainer.datamodule.train_dataloader()
+        self.loss_fn.fit_to_data(len(loader.dataset))
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=self.total_steps)
 
     def beta_at(self, stage: str) -> float:
