@@ -235,6 +235,39 @@ def test_a_learned_sigma_is_the_gaussian_of_that_sigma_and_a_parameter_of_the_mo
 
 
 # -- measures -------------------------------------------------------------------------------------------------
+def test_each_labelled_factor_gets_its_mig_on_the_test_loaders_first_samples():
+    """A network whose first latent dimension is the pixel that holds the factor `age` (and the second a pixel
+    of noise): MIG 1 for it; unknown labels (-1) left out; a factor with one known value gets none."""
+    from vae_lightning.metrics import factor_information_gaps
+
+    g = torch.Generator().manual_seed(0)
+    age = torch.randint(0, 5, (3000,), generator=g)
+    images = torch.rand(3000, 1, 1, 2, generator=g)
+    images[:, 0, 0, 0] = age / 4
+    unknown = torch.rand(3000, generator=g) < 0.3
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+        def encode(self, x):
+            return DiagonalGaussian(x.flatten(1) + self.anchor, torch.ones(len(x), 2))
+
+    class Data:
+        test_set = None
+
+        def factors(self, split):
+            return {"age": age.masked_fill(unknown, -1), "one": torch.where(unknown, -1, 3)}
+
+        def test_dataloader(self):
+            return [(chunk, None) for chunk in images.split(500)]
+
+    gaps = factor_information_gaps(Net(), Data(), 2500)
+    assert set(gaps) == {"mig_age"} and gaps["mig_age"] == pytest.approx(1.0, abs=0.05)
+    assert factor_information_gaps(Net(), Data(), 1) == {}
+
+
 def test_mig_is_one_for_a_code_that_is_the_label_and_near_zero_for_noise():
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 10, (3000,), generator=g)

@@ -96,6 +96,9 @@ def test_faces_and_dogs_report_skipped_files_and_reuse_the_cache(faces_and_dogs,
     with caplog.at_level(logging.INFO):
         train_in_process(args, tmp_path / "first")
     completed(tmp_path / "first")
+    metrics = json.loads((tmp_path / "first" / "metrics.json").read_text())
+    for factor in ("age", "gender", "race", "breed"):  # the labelled factors of the humans and of the dogs
+        assert 0.0 <= metrics[f"test/mig_{factor}"] <= 1.0, factor
     assert "skipped 3 of" in caplog.text and "centre-cropped" in caplog.text and "preprocessed into" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO):

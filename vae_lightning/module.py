@@ -15,7 +15,7 @@ from vae_lightning.core.config import as_plain, build, call
 from vae_lightning.core.errors import ConfigValueError, DivergedError
 from vae_lightning.core.training_state import random_state, set_random_state, trained_to
 from vae_lightning.losses import LossTerms, build_objective
-from vae_lightning.metrics import LatentStats, RunningMeans, importance_sampled_log_likelihood
+from vae_lightning.metrics import LatentStats, RunningMeans, factor_information_gaps, importance_sampled_log_likelihood
 from vae_lightning.nets.base import VAEOutput
 
 # the prior of checkpoints written before priors were a config group, and the default one
@@ -32,11 +32,11 @@ class VAEModule(LightningModule):
     of that network; their parameters are all the model's (trained, saved, resumed).
 
     Logged: `train/loss`, `train/<term>` for each of the objective's terms (`recon`, `kl`, ...), `train/beta` at
-    the steps where Lightning writes to the loggers (every `trainer.log_every_n_steps`; `self.log` is costly next
-    to a step of a small MLP, so it is called on those steps only), `train/*_epoch` means, and `val/*` and
+    every `trainer.log_every_n_steps`-th step (written to the loggers directly: `self.log`'s bookkeeping costs
+    more than a step of a small MLP), `train/*_epoch` means, and `val/*` and
     `test/*` sample-weighted means over each epoch (over all processes). `val/` and `test/` use the schedule's
     final beta, so `val/loss` compares across the epochs of a ramp. The test adds `test/elbo`, `test/nll`,
-    `test/mse`, `test/psnr`, latent health, `test/total_correlation` and `test/mig` (`metrics.LatentStats`).
+    `test/mse`, `test/psnr`, latent health, `test/total_correlation`, `test/mig` and `test/mig_<factor>`.
     A non-finite training loss stops the run (`DivergedError`) before the next checkpoint.
     """
 
@@ -77,8 +77,7 @@ class VAEModule(LightningModule):
         self.example_input_array = torch.zeros(2, *input_shape)  # the model summary's sizes and FLOPs
         self.total_steps = 0
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=1)
-        self.train_means = RunningMeans(self.terms)
-        self.eval_means = RunningMeans(self.terms)
+        self.train_means, self.eval_means = RunningMeans(self.terms), RunningMeans(self.terms)
         self.latent_stats = LatentStats()
         self.restored_random_state: dict[str, Any] | None = None
         self.trained_epoch = 0  # the epoch (from 0) of the last optimizer step
@@ -129,8 +128,7 @@ class VAEModule(LightningModule):
     def on_train_start(self) -> None:
         """A resumed run continues with the random state it was saved with (sampling noise), so it reproduces the
         uninterrupted run; restored here, after Lightning's sanity check has drawn from it."""
-        self.loaded_step = None  # from now on the weights are this run's own
-        self.validated_step = None
+        self.loaded_step = self.validated_step = None  # from now on the weights are this run's own
         if self.restored_random_state is not None:
             set_random_state(self.restored_random_state)
             self.restored_random_state = None
@@ -167,15 +165,15 @@ class VAEModule(LightningModule):
         if self.global_step % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes to the loggers
             self.stop_if_diverged()
             values = {"loss": terms.loss, **terms.terms, "beta": terms.beta}
-            logged = {f"train/{name}": value for name, value in values.items()} | self._x_axis("train")
-            self.log_dict(logged, on_step=True, on_epoch=False)
+            logged = {f"train/{name}": float(value) for name, value in values.items()}
+            for logger in self.loggers:  # not `self.log`: its bookkeeping per key outweighs a small model's step
+                logger.log_metrics(logged, step=self.global_step)
 
     def _x_axis(self, stage: str) -> dict[str, float]:
         """The loggers' x-axis (logged as `step`, so Lightning adds no `epoch` scalar): the optimizer steps taken
         when the values were logged (the test: the steps behind the tested checkpoint, its `tested_step`)."""
-        if stage == "test" and self.loaded_step is not None:
-            return {"step": float(self.loaded_step)}
-        return {"step": float(self.global_step)}
+        step = self.loaded_step if stage == "test" and self.loaded_step is not None else self.global_step
+        return {"step": float(step)}
 
     def stop_if_diverged(self) -> None:
         bad = self.train_means.first_non_finite()
@@ -245,6 +243,8 @@ class VAEModule(LightningModule):
             return self.trainer.strategy.reduce(totals, reduce_op="sum")
 
         extra = self.test_means.means(summed) | self.latent_stats.results(summed, mutual_info=self.mi_samples > 0)
+        if hasattr(self.trainer.datamodule, "factors"):  # labelled factors beyond the batch label
+            extra |= factor_information_gaps(self.net, self.trainer.datamodule, self.mi_samples)
         if "mse" in extra:
             extra["psnr"] = 10 * math.log10(1 / max(extra["mse"], 1e-12))
         self._log_eval_means("test", extra)

@@ -13,7 +13,7 @@ from vae_lightning.data.dogs import DogsSource
 from vae_lightning.data.in_memory import Attribute, InMemoryDataset, one_vs_rest
 from vae_lightning.data.photos import PhotoDataModule
 from vae_lightning.data.samplers import BalancedBatches
-from vae_lightning.data.utkface import UTKFaceSource, utkface_attributes
+from vae_lightning.data.utkface import UTKFaceSource, utkface_attributes, utkface_factors
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,12 @@ class FacesDogsDataModule(PhotoDataModule):
         for attribute in faces.values():
             attribute.values[dogs] = float("nan")
         return domains | faces
+
+    def factors(self, split: InMemoryDataset) -> dict[str, torch.Tensor]:
+        """Among the humans UTKFace's `age` (in decades), `gender` and `race`; among the dogs the `breed`."""
+        dogs = split.labels == DOG
+        faces = {name: labels.masked_fill(dogs, -1) for name, labels in utkface_factors(split.label_table).items()}
+        return faces | {"breed": split.label_table[:, 0].masked_fill(~dogs, -1)}
 
     def diagnostic_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Humans and dogs alternately from the start of the validation split (as many of each as there are)."""

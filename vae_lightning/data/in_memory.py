@@ -141,6 +141,11 @@ class InMemoryDataModule(LightningDataModule):
         one per named class (`class_names`). Data sets with richer labels (ages, CelebA's 40) say more."""
         return one_vs_rest(split.labels, dict(self.class_names))
 
+    def factors(self, split: InMemoryDataset) -> dict[str, torch.Tensor]:
+        """Labelled factors of variation of each sample of `split` beyond its label (name -> (N,) int64 labels,
+        negative where unknown), scored by `test/mig_<name>`; none by default (`test/mig` scores the label)."""
+        return {}
+
     def diagnostic_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` validation samples (images, labels): the same ones in every epoch and process, so that
         pictures of them compare across epochs. Subclasses with several domains mix them."""

@@ -118,6 +118,16 @@ class UTKFaceSource:
 RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 
 
+AGE_GROUP_YEARS = 10  # age as a factor: decades (0-9, 10-19, ...), with 90 and above in one group
+
+
+def utkface_factors(table: torch.Tensor) -> dict[str, torch.Tensor]:
+    """From the (age, gender, race) columns: `age` in decades, `gender` and `race` (-1 where unknown)."""
+    age = table[:, 0]
+    decade = torch.where(age >= 0, (age // AGE_GROUP_YEARS).clamp(max=9), torch.full_like(age, -1))
+    return {"age": decade, "gender": table[:, 1].clone(), "race": table[:, 2].clone()}
+
+
 def utkface_attributes(table: torch.Tensor) -> dict[str, Attribute]:
     """From the (age, gender, race) columns: `age` (a quantity: "older"), `female` and `male`, and one per race."""
     age = table[:, 0].float()
@@ -147,3 +157,6 @@ class UTKFaceDataModule(PhotoDataModule):
 
     def attributes(self, split: InMemoryDataset) -> dict[str, Attribute]:
         return utkface_attributes(split.label_table)
+
+    def factors(self, split: InMemoryDataset) -> dict[str, torch.Tensor]:
+        return utkface_factors(split.label_table)
