@@ -55,6 +55,20 @@ def rows() -> list[tuple[str, str, str, str]]:
             table.append(
                 (f"framework / plain loop ({label})", f"{result['framework_over_plain']:.2f}", f">= {plain}", command)
             )
+    family = load("train_step_models")
+    if family:
+        target = family["targets"]["framework/bare (every model)"]
+        for name, result in family["models"].items():
+            rates = result["steps_per_s"]
+            shown = " ".join(result["overrides"]) or "the ELBO, standard normal, Bernoulli"
+            table.append(
+                (
+                    f"`mnist_nll` with {shown}: steps/s (plain loop / bare / framework) and framework / bare",
+                    f"{rates['plain']} / {rates['bare']} / {rates['framework']}: {result['framework_over_bare']:.2f}",
+                    f">= {target}",
+                    f"train_step --models {name}",
+                )
+            )
     overhead = load("run_overhead")
     if overhead:
         for preset in overhead["presets"]:
