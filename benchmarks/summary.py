@@ -185,6 +185,8 @@ def main() -> None:
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
         machine = result.get("machine", {})
+        if isinstance(machine, str):  # models.json says it in words, with its own date
+            machine = {"date": result.get("date", "?"), "platform": machine}
         details += [
             f"## `{path.stem}`",
             "",

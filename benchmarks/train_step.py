@@ -62,7 +62,7 @@ class PlainModel(nn.Module):
     `torch.distributions`) on the network's own torch layers and on plain copies of the prior's and the
     likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, beta-TCVAE and the
     MMD-VAE; the standard normal, mixture and VampPrior priors; the Bernoulli, continuous Bernoulli, fixed and
-    learned-sigma Gaussian likelihoods and the discretised logistic (as a difference of sigmoids)."""
+    learned-sigma Gaussian likelihoods and the discretised logistic."""
 
     def __init__(self, cfg, module) -> None:
         super().__init__()
@@ -109,9 +109,13 @@ class PlainModel(nn.Module):
         if self.likelihood_name == "DiscretisedLogistic":  # 256 bins; the edge bins take the tails
             mean, log_scale = torch.sigmoid(logits[:, : x.shape[1]]), logits[:, x.shape[1] :].clamp(min=-7.0)
             value, half_bin = torch.round(x * 255) / 255, 0.5 / 255
-            upper = torch.where(value > 1 - half_bin, torch.inf, (value - mean + half_bin) * torch.exp(-log_scale))
-            lower = torch.where(value < half_bin, -torch.inf, (value - mean - half_bin) * torch.exp(-log_scale))
-            return (torch.sigmoid(upper) - torch.sigmoid(lower)).clamp(min=1e-12).log().sum(-1)
+            upper = (value - mean + half_bin) * torch.exp(-log_scale)
+            lower = (value - mean - half_bin) * torch.exp(-log_scale)
+            # the same function as ours: log(sigmoid(upper) - sigmoid(lower)) in its exact form (the plain difference
+            # of sigmoids is another function where both round to the same number: no gradient there)
+            inner = lower + torch.log(torch.expm1(upper - lower)) - F.softplus(upper) - F.softplus(lower)
+            edges = torch.where(value < half_bin, F.logsigmoid(upper), -F.softplus(lower))
+            return torch.where((value < half_bin) | (value > 1 - half_bin), edges, inner).sum(-1)
         if self.likelihood_name == "Gaussian":
             return Normal(torch.sigmoid(logits), self.sigma, validate_args=False).log_prob(x).sum(-1)
         sigma = (self.extra["log_sigma"].exp() + self.min_sigma).expand(self.input_shape).flatten()

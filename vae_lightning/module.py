@@ -32,11 +32,11 @@ class VAEModule(LightningModule):
     of that network; their parameters are all the model's (trained, saved, resumed).
 
     Logged: `train/loss`, `train/<term>` for each of the objective's terms (`recon`, `kl`, ...), `train/beta` at
-    every `trainer.log_every_n_steps`-th step (written to the loggers directly: `self.log`'s bookkeeping costs
-    more than a step of a small MLP), `train/*_epoch` means, and `val/*` and
-    `test/*` sample-weighted means over each epoch (over all processes). `val/` and `test/` use the schedule's
-    final beta, so `val/loss` compares across the epochs of a ramp. The test adds `test/elbo`, `test/nll`,
-    `test/mse`, `test/psnr`, latent health, `test/total_correlation`, `test/mig` and `test/mig_<factor>`.
+    every `trainer.log_every_n_steps`-th step (straight to the loggers: `self.log`'s bookkeeping costs more than
+    a step of a small MLP), `train/*_epoch` means, `val/*` and `test/*` means over each epoch (over all
+    processes). `val/` and `test/` use the schedule's final beta, so `val/loss` compares across the epochs of a
+    ramp. The test adds `test/elbo`, `test/nll`, `test/mse`, `test/psnr`, latent health, `test/total_correlation`,
+    `test/mig` and `test/mig_<factor>`.
     A non-finite training loss stops the run (`DivergedError`) before the next checkpoint.
     """
 
@@ -75,8 +75,7 @@ class VAEModule(LightningModule):
             self.net.compile()  # in place: the state dict keeps its keys
         self.automatic_optimization = False
         self.example_input_array = torch.zeros(2, *input_shape)  # the model summary's sizes and FLOPs
-        self.total_steps = 0
-        self.beta_schedule = call(self.beta_factory, "beta", total_steps=1)
+        self.total_steps, self.beta_schedule = 0, call(self.beta_factory, "beta", total_steps=1)
         self.train_means, self.eval_means = RunningMeans(self.terms), RunningMeans(self.terms)
         self.latent_stats = LatentStats()
         self.restored_random_state: dict[str, Any] | None = None
