@@ -164,7 +164,7 @@ class VAEModule(LightningModule):
         if self.global_step % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes to the loggers
             self.stop_if_diverged()
             values = {"loss": terms.loss, **terms.terms, "beta": terms.beta}
-            logged = {f"train/{name}": float(value) for name, value in values.items()}
+            logged = {f"train/{name}": float(torch.as_tensor(value).detach()) for name, value in values.items()}
             for logger in self.loggers:  # not `self.log`: its bookkeeping per key outweighs a small model's step
                 logger.log_metrics(logged, step=self.global_step)
 

@@ -1,5 +1,6 @@
-"""What the VAE learned, in TensorBoard: one callback that owns a fixed set of validation samples, encodes them
-once per drawing, and hands that view to small picture functions (`pictures.py`).
+"""What the VAE learned, in TensorBoard and the other loggers that show pictures (`sinks`): one callback that
+owns a fixed set of validation samples, encodes them once per drawing, and hands that view to small picture
+functions (`pictures.py`).
 
 It draws every `every_n_epochs` validation epochs and once more at the end of training, when it also saves
 the pictures as PNG files in `<run dir>/images/` and fills the Projector. Only the process of rank 0 draws.
@@ -16,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from PIL import Image
 
-from vae_lightning.callbacks.pictures import Embedding, Histogram, Picture, View
+from vae_lightning.callbacks.pictures import Picture, View
+from vae_lightning.callbacks.sinks import sinks
 from vae_lightning.core import checks
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Diagnostics(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        if tensorboard_writers(trainer):  # else nowhere to show them before the end (e.g. logger=csv)
+        if sinks(trainer):  # else nowhere to show them before the end (e.g. logger=csv)
             self.draw(trainer, pl_module, final=False)
 
     @rank_zero_only
@@ -112,37 +113,30 @@ class Diagnostics(Callback):
         return View(images, labels.cpu(), names, ends, loc, scale, loss, kl_per_dim, module, trainer.current_epoch)
 
 
-def tensorboard_writers(trainer: Trainer) -> list:
-    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
-
-
 def write(trainer: Trainer, outputs: list[tuple[str, Any]], png_folder: Path | None) -> None:
-    """Each output to every TensorBoard logger at the current step; pictures also as PNG files into
-    `png_folder` (at the end of training)."""
+    """Each output to every logger that takes it (see `sinks`) at the current step; pictures also as PNG files
+    into `png_folder` (at the end of training). A logger that fails to take an output (a tracking server gone
+    away) is warned about and the others still get it."""
     step = trainer.global_step
-    writers = tensorboard_writers(trainer)
     if png_folder is not None:
         png_folder.mkdir(parents=True, exist_ok=True)
+    targets = sinks(trainer)
     for tag, output in outputs:
-        png = png_folder / f"{tag.split('/')[-1]}.png" if png_folder is not None else None
-        for writer in writers:
-            if isinstance(output, np.ndarray):
-                writer.add_image(tag, output, step, dataformats="HWC")
-            elif isinstance(output, Figure):
-                writer.add_figure(tag, output, step, close=False)
-            elif isinstance(output, Histogram):
-                writer.add_histogram(tag, output.values, step)
-            elif isinstance(output, Embedding):
-                writer.add_embedding(
-                    output.points,
-                    metadata=output.metadata,
-                    label_img=output.thumbnails,
-                    global_step=step,
-                    tag=output.tag,
+        for sink in targets:
+            try:
+                sink.write(tag, output, step)
+            except Exception as bad:
+                log.warning(
+                    "Diagnostics: %s not written to %s (%s: %s)",
+                    tag,
+                    type(sink.logger).__name__,
+                    type(bad).__name__,
+                    bad,
                 )
+        png = png_folder / f"{tag.split('/')[-1]}.png" if png_folder is not None else None
         if png is not None and isinstance(output, np.ndarray):
             Image.fromarray(output).save(png)
         elif png is not None and isinstance(output, Figure):
             output.savefig(png)
-    for writer in writers:
-        writer.flush()
+    for sink in targets:
+        sink.flush()
