@@ -35,6 +35,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     from vae_lightning.run.checkpoints import check_resume, check_weights_fit
     from vae_lightning.run.final import save_final_weights, tested_weights
     from vae_lightning.run.folder import resume_path
+    from vae_lightning.run.trackers import finish
     from vae_lightning.run.trainer import (
         build_run,
         final_metrics,
@@ -75,12 +76,17 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
         interrupted = stopped if isinstance(stopped, RunInterrupted) else RunInterrupted(signal.SIGTERM)
         command = resume_command(output_dir)
         write_metrics(output_dir, final_metrics(trainer, "val/"), "interrupted", resume_command=command)
+        finish(trainer.loggers, output_dir, "interrupted")
         log.warning("Interrupted at optimizer step %d (%s). Resume with: %s", trainer.global_step, interrupted, command)
         raise interrupted from None
+    except Exception as error:
+        finish(trainer.loggers, output_dir, "diverged" if isinstance(error, DivergedError) else "failed")
+        raise
     metrics = val_metrics | final_metrics(trainer, "test/")
 
     if trainer.is_global_zero:
         write_metrics(output_dir, metrics, "completed", **tested.as_metrics(output_dir))
+        finish(trainer.loggers, output_dir, "completed")
         log.info(summary(output_dir, metrics, tested, last))
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)

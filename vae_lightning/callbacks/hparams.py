@@ -5,7 +5,9 @@ The hyperparameters are what a user chose, not every config key: the option of e
 a sweep, the swept ones, e.g. `model.latent_dim`). The metrics are the run's own scalar tags (`val/loss`,
 `test/nll`, ...), which the hparams plugin reads from the run's event files, so nothing is written twice. The
 summaries are written through the plugin's public summary API (`torch.utils.tensorboard.summary.hparams`) into
-the run's TensorBoard folder when training starts, so that a run in progress is listed too.
+the run's TensorBoard folder when training starts, so that a run in progress is listed too. A tracker (MLflow,
+Weights & Biases) gets the same choices as parameters named `choice/<name>`, and the module's whole config
+(`module/net/latent_dim`, ...), where its filters can find any key.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -83,6 +85,10 @@ class HParams(Callback):
     @rank_zero_only
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer, first=True)
+        choices = {f"choice/{name}": value for name, value in self.values.items()}
+        for logger in trainer.loggers:  # the trackers' own parameters (MLflow's params, W&B's config)
+            if not isinstance(logger, TensorBoardLogger | CSVLogger):
+                logger.log_hyperparams(choices | {"module": dict(pl_module.hparams)})
 
     @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

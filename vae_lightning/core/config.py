@@ -71,6 +71,28 @@ def sweep_run_name() -> str:
     return hydra_cfg.job.override_dirname if hydra_cfg.mode == RunMode.MULTIRUN else ""
 
 
+def sweep_name() -> str | None:
+    """`${sweep_name:}`: in a sweep, its folder (`hydra.sweep.dir`), which groups its jobs in a tracker (an MLflow
+    experiment, a W&B group); in a single run, None."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return None
+    return str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def tracker_run_name() -> str | None:
+    """`${tracker_run_name:}`: a run's name in a tracker: in a sweep, the job's overrides (or its number); else the
+    run folder's name."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return hydra_cfg.job.override_dirname or f"job {hydra_cfg.job.num}"
+    return Path(hydra_cfg.runtime.output_dir).name
+
+
 def run_id() -> str:
     """`${run_id:}`: six random hex digits that make a run or sweep folder name unique even when two runs start
     in the same second. Cached like Hydra's `${now:}`, so every use in one run (and its sweep jobs) agrees."""
@@ -82,6 +104,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("sweep_run_name", sweep_run_name)
     if not OmegaConf.has_resolver("user_config_dirs"):
         OmegaConf.register_new_resolver("user_config_dirs", user_config_dirs)
+    for name, resolver in (("sweep_name", sweep_name), ("tracker_run_name", tracker_run_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
 
