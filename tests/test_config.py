@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -11,7 +13,7 @@ from tests.conftest import compose_train
 from tests.photo_fixtures import write_celeba, write_oxford_pet, write_utkface
 from vae_lightning.core.checks import trainer_values
 from vae_lightning.core.config import CONF_DIR, build
-from vae_lightning.core.errors import ConfigErrors, ConfigValueError
+from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 from vae_lightning.losses import SeedLoss
 from vae_lightning.run.trainer import build_run
 from vae_lightning.schedules import Constant, DelayedRamp
@@ -55,6 +57,10 @@ def roots_for(overrides: list[str], roots: list[str]) -> list[str]:
     return []
 
 
+# the packages the tracker options need (their extras); on a machine without them the options fail clearly
+TRACKER_EXTRAS = {"logger=mlflow": ("mlflow",), "logger=wandb": ("wandb",), "logger=many": ("mlflow", "wandb")}
+
+
 def options():
     for group in GROUPS:
         name = group.relative_to(CONF_DIR).as_posix()
@@ -74,7 +80,13 @@ def test_every_option_composes_and_builds(overrides, photo_roots, tmp_path):
     on_this_machine = ["trainer.accelerator=cpu", "trainer.devices=1"]  # trainer=gpu and ddp: built, not run
     if "trainer=ddp" in overrides:
         on_this_machine.append("trainer.strategy=auto")
+    on_this_machine.append(f"paths.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}")
     cfg = compose_train([*overrides, *roots_for(overrides, photo_roots), *on_this_machine], tmp_path / "run")
+    missing = [extra for extra in TRACKER_EXTRAS.get(overrides[-1], ()) if importlib.util.find_spec(extra) is None]
+    if missing:  # a tracker without its extra: one message that says how to install it
+        with pytest.raises(VAELightningError, match=rf"needs {missing[0]}: pip install -e"):
+            build_run(cfg)
+        return
     datamodule, module, trainer = build_run(cfg)
     x = torch.rand(4, *datamodule.input_shape)
     assert module.loss_fn.mean(module.net(x).params).shape == x.shape
