@@ -153,7 +153,7 @@ class TrainedVAE:
                 f"The checkpoint's validation split has no {' and no '.join(missing)} image: give both images "
                 "(source=<photo> and target=<photo>)."
             )
-        codes = self._codes(val)
+        codes = self.codes(val)
         ((a, b),), how = interpolation_pairs(val.labels, names, codes, 1, ends)
         if b < 0:
             raise DataNotFoundError("The checkpoint's validation split has one image only: give both images.")
@@ -187,7 +187,7 @@ class TrainedVAE:
                 stored = torch.load(cache_file, weights_only=True)
                 if stored.get("stamp") == stamp and stored.get("name") == name:
                     return stored["direction"].to(self.device), stored["what"]
-        direction, what = attribute_direction(self._codes(datamodule.train_set), attributes[name], name)
+        direction, what = attribute_direction(self.codes(datamodule.train_set), attributes[name], name)
         if cache_file is not None:
             record = {"direction": direction.cpu(), "what": what, "name": name, "stamp": stamp}
             try:
@@ -228,7 +228,7 @@ class TrainedVAE:
         return self.checkpoint.with_name(f"{self.checkpoint.name}.attribute_{safe}.pt")
 
     @torch.no_grad()
-    def _codes(self, split: Any) -> torch.Tensor:
+    def codes(self, split: Any) -> torch.Tensor:
         """The posterior means of every sample of a data module's split, in batches of 256, on the CPU."""
         batches = (split.__getitems__(range(i, min(i + 256, len(split))))[0] for i in range(0, len(split), 256))
         return torch.cat([self.module.net.encode(x.to(self.device)).loc.float().cpu() for x in batches])

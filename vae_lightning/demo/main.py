@@ -1,0 +1,101 @@
+"""The demo command: load a checkpoint (with the same checks as `evaluate` and `morph`), build the page and
+serve it until Ctrl-C.
+
+    vae-demo ckpt_path=outputs/.../checkpoints/last.ckpt [host=127.0.0.1] [port=7860] [dataset.root=...]
+
+Uploads, GIFs and strips live in one temporary folder (Gradio's cache is pointed there), which is removed
+when the server stops. Each request runs its torch operations on one thread, and as many requests run at once
+as the machine has cores: a decode is too small to gain from a second thread, and several users are served
+side by side instead of one after another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from vae_lightning.api import TrainedVAE
+from vae_lightning.core import checks
+from vae_lightning.core.config import user_config_dirs
+from vae_lightning.core.errors import DataNotFoundError, VAELightningError
+from vae_lightning.core.threads import usable_cores
+from vae_lightning.demo.model import DemoModel
+from vae_lightning.run.tools import run_tool
+from vae_lightning.run.trainer import quiet_libraries
+
+log = logging.getLogger("demo")
+
+
+def load_model(cfg: DictConfig) -> DemoModel:
+    """The checkpoint as a `DemoModel`, with its training data where it is on this machine (else the page
+    says why the attribute tab is missing)."""
+    vae = TrainedVAE.load(cfg.ckpt_path, config_dirs=user_config_dirs())
+    try:
+        datamodule, problem = vae.datamodule(cfg.dataset), None
+    except DataNotFoundError as missing:
+        datamodule, problem = None, str(missing)
+        log.warning("The checkpoint's data is not here, so the page has no attribute tab: %s", missing)
+    return DemoModel(vae, datamodule, problem, find_face=bool(cfg.detect_face))
+
+
+def title(cfg: DictConfig, model: DemoModel) -> str:
+    data = str(model.vae.module.hparams.get("data", {}).get("_target_", "?")).rsplit(".", 1)[-1]
+    channels, height, width = model.vae.input_shape
+    return (
+        f"vae_lightning demo: {Path(cfg.ckpt_path).name}, a {model.vae.latent_dim}-D latent space "
+        f"on {width}x{height} {'colour' if channels == 3 else 'grey'} images ({data.removesuffix('DataModule')})"
+    )
+
+
+def demo(cfg: DictConfig) -> None:
+    """Serves the page until interrupted."""
+    quiet_libraries()
+    port = checks.integer("port", cfg.port, low=0)
+    try:
+        import gradio  # noqa: F401  (optional dependency: say how to get it before loading anything)
+    except ImportError:
+        raise VAELightningError('The demo needs Gradio: pip install -e ".[demo]" (or "vae_lightning[demo]").') from None
+    from vae_lightning.demo.app import Settings, build
+
+    settings = Settings(
+        scale=checks.number("scale", cfg.scale),
+        steps=checks.integer("steps", cfg.steps, low=2),
+        frame_ms=checks.positive_int("frame_ms", cfg.frame_ms),
+        pause_ms=checks.positive_int("pause_ms", cfg.pause_ms),
+        n_samples=checks.positive_int("n_samples", cfg.n_samples),
+        n_dims=checks.positive_int("n_dims", cfg.n_dims),
+    )
+    torch.set_num_threads(1)
+    model = load_model(cfg)
+    with tempfile.TemporaryDirectory(prefix="vae-demo-") as folder:
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        app = build(model, settings, Path(folder) / "results", title(cfg, model))
+        app.queue(default_concurrency_limit=usable_cores())
+        log.info("Serving %s on http://%s:%d (Ctrl-C stops it)", cfg.ckpt_path, cfg.host, port)
+        try:
+            app.launch(
+                server_name=str(cfg.host),
+                server_port=port,
+                max_file_size=str(cfg.max_file_size),
+                show_error=True,
+                quiet=True,
+            )
+        except OSError as busy:
+            raise VAELightningError(f"Could not serve on {cfg.host}:{port} ({busy}): choose another port=...") from None
+        finally:
+            app.close()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
+def main(cfg: DictConfig) -> None:
+    run_tool(demo, cfg)
+
+
+if __name__ == "__main__":
+    main()
