@@ -2,7 +2,7 @@
 centre square), resized with antialiasing, grey or colour as the model was trained.
 
 Face detection is OpenCV's bundled frontal-face Haar cascade (`pip install "vae_lightning[faces]"`), run on a
-copy at most `DETECT_SIDE` pixels wide, which finds the same faces in a fraction of the time on a large photo;
+copy at most `DETECT_SIDE` pixels wide, so that a large photo is searched as quickly as a small one;
 with several faces the largest is used, and without OpenCV, or when no face is found, the centre square. Each
 of these is said in the crop's `note` (and logged), so that a tool or a page can show why a crop is what it is.
 A large JPEG is decoded at a reduced scale (the decoder's DCT scaling) that leaves its short side at least
@@ -50,12 +50,6 @@ def detect_faces(image: Image.Image) -> list[tuple[int, int, int, int]] | None:
     found = cascade.detectMultiScale(pixels, scaleFactor=1.1, minNeighbors=5, minSize=(side // 8, side // 8))
     faces = [tuple(int(v * factor) for v in box) for box in found]
     return sorted(faces, key=lambda box: box[2] * box[3], reverse=True)
-
-
-def detect_face(image: Image.Image) -> tuple[int, int, int, int] | None:
-    """The largest frontal face (x, y, w, h), or None (no face, or no OpenCV)."""
-    faces = detect_faces(image)
-    return faces[0] if faces else None
 
 
 def face_square(face: tuple[int, int, int, int], width: int, height: int) -> Box:

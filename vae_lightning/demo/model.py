@@ -22,6 +22,7 @@ from vae_lightning.api import TrainedVAE
 from vae_lightning.callbacks.grid import enlarge, make_grid, strip, to_pil, write_gif
 from vae_lightning.core.errors import VAELightningError
 from vae_lightning.data.faces import Crop, open_photo
+from vae_lightning.distributions import DiagonalGaussian
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class DemoModel:
         self._directions: dict[str, tuple[torch.Tensor, str]] = {}
         self._lock = threading.Lock()
         self.grid_range = self._grid_range() if vae.latent_dim == 2 else None
+        self._grid: Image.Image | None = None  # the grid's decodes, drawn once
 
     @property
     def is_faces_and_dogs(self) -> bool:
@@ -155,7 +157,7 @@ class DemoModel:
         prior = self.vae.module.prior
         with torch.no_grad():
             if prior.factorises:
-                posterior = self.vae.module.net.encode(photo.crop.pixels[None].to(self.vae.device))
+                posterior = DiagonalGaussian(photo.loc[None].to(self.vae.device), photo.scale[None].to(self.vae.device))
                 return prior.kl_per_dim(posterior)[0].float().cpu(), "KL"
             mean, std = prior.mean().float().cpu(), prior.stddev().float().cpu()
         return kl_divergence(Normal(photo.loc, photo.scale), Normal(mean, std)), "KL to the prior's moments"
@@ -196,12 +198,16 @@ class DemoModel:
         return cell * GRID_SIZE, cell * GRID_SIZE
 
     def grid(self, point: tuple[float, float] | None = None) -> Image.Image:
-        """The seed's 15x15 grid of decodes over `grid_range` (z1 to the right, z2 up), with `point` marked."""
-        (x0, x1), (y0, y1) = self.grid_range
-        z1 = torch.linspace(x0, x1, GRID_SIZE)
-        z2 = torch.linspace(y1, y0, GRID_SIZE)  # top row: the largest z2
-        codes = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1).reshape(-1, 2)
-        picture = to_pil(make_grid(enlarge(self.decode(codes), GRID_CELL), nrow=GRID_SIZE, padding=0)).convert("RGB")
+        """The seed's 15x15 grid of decodes over `grid_range` (z1 to the right, z2 up), with `point` marked; the
+        decodes are made once, a click only draws its mark on a copy."""
+        if self._grid is None:
+            (x0, x1), (y0, y1) = self.grid_range
+            z1 = torch.linspace(x0, x1, GRID_SIZE)
+            z2 = torch.linspace(y1, y0, GRID_SIZE)  # top row: the largest z2
+            codes = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1).reshape(-1, 2)
+            images = enlarge(self.decode(codes), GRID_CELL)
+            self._grid = to_pil(make_grid(images, nrow=GRID_SIZE, padding=0)).convert("RGB")
+        picture = self._grid.copy()
         if point is not None:
             x, y = self.grid_pixel(point, picture.size)
             ImageDraw.Draw(picture).ellipse((x - 6, y - 6, x + 6, y + 6), outline=(230, 20, 20), width=3)
