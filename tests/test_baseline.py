@@ -1,5 +1,10 @@
 """Today's presets keep today's numbers: the test metrics of a few runs at a fixed seed, held to the values in
-`fixtures/baseline_metrics.json` (written by `fixtures/make_baseline.py` before the model family was built)."""
+`fixtures/baseline_metrics.json` (written by `fixtures/make_baseline.py` before the model family was built).
+
+The conv case is held to 1e-3 (5e-4 absolute, for its near-zero per-dimension KLs): oneDNN picks its
+convolution kernels by the CPU's instruction set, and after twelve Adam steps the AVX2 and AVX-512 kernels end
+2.4e-4 apart in the ELBO (`ONEDNN_MAX_CPU_ISA=AVX2` reproduces the recorded numbers on an AVX-512 machine). The
+MLP cases match to 1e-4 on both."""
 
 from __future__ import annotations
 
@@ -45,5 +50,6 @@ def test_todays_presets_give_todays_numbers(name, tmp_path):
     expected = json.loads((FIXTURES / "baseline_metrics.json").read_text())[name]
     train_in_process(CASES[name], tmp_path / name)
     metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+    rel, abs_ = (1e-3, 5e-4) if name == "conv" else (1e-4, 1e-5)
     for key, value in expected.items():
-        assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+        assert metrics[key] == pytest.approx(value, rel=rel, abs=abs_), key
