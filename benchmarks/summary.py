@@ -164,6 +164,26 @@ def rows() -> list[tuple[str, str, str, str]]:
         table.append(
             ("torch.compile of the 784-1000-2 MLP on the CPU", f"{compiled['speedup']}x", "", "optimizer_compile")
         )
+    demo = load("demo")
+    if demo:
+        work, trip = demo["server_work_ms"], demo["round_trip_ms"]
+        table.append(
+            (
+                "web demo, 64x64 conv: a slider move, server work / HTTP round trip (gradio_client)",
+                f"{work['slider']:.0f} / {trip['slider']:.0f} ms",
+                "<= 100 ms server",
+                "demo",
+            )
+        )
+        table.append(
+            (
+                "web demo: a 12 MP photo uploaded to its first decoded image, round trip (server work)",
+                f"{trip['upload'] / 1000:.2f} s ({work['upload'] / 1000:.2f} s)",
+                "<= 1 s",
+                "demo",
+            )
+        )
+        table.append(("web demo: GIF and strip of 25 frames, round trip", f"{trip['gif'] / 1000:.2f} s", "", "demo"))
     return table
 
 

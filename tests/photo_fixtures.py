@@ -142,3 +142,35 @@ def write_celeba(root, n: int = 12, partition=True, rows_for=None):
     if partition:
         (root / "list_eval_partition.txt").write_text("".join(f"{i:06d}.jpg {i % 3}\n" for i in range(1, n + 1)))
     return root
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def real_faces() -> list[Path]:
+    """The shared UTKFace sample faces (200x200 JPEGs), sorted."""
+    return sorted((SHARED_DATA / "utkface").rglob("*.jpg"))
+
+
+def real_dogs() -> list[Path]:
+    """The shared CU Dogs sample photos, sorted."""
+    return sorted((SHARED_DATA / "dogs" / "CU_Dogs").rglob("*.jpg"))
+
+
+def camera_photo(path: Path, width: int, height: int, face: int = 0) -> Path:
+    """A camera-sized JPEG made of real photos: a shared dog photo enlarged to width x height as the background,
+    and the shared face number `face` enlarged to 0.4 of the height pasted near the middle (one face to find)."""
+    background = Image.open(real_dogs()[0]).convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    side = int(0.4 * height)
+    person = Image.open(real_faces()[face]).convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+    background.paste(person, ((width - side) // 2, (height - side) // 3))
+    return save_jpeg(background, path)
+
+
+def group_photo(path: Path) -> Path:
+    """Two real faces of different sizes side by side on a grey photo (the larger one on the right)."""
+    canvas = Image.new("RGB", (900, 500), (128, 128, 128))
+    small, large = (Image.open(real_faces()[i]).convert("RGB") for i in (1, 2))
+    canvas.paste(small.resize((260, 260)), (60, 120))
+    canvas.paste(large.resize((400, 400)), (440, 50))
+    return save_jpeg(canvas, path)

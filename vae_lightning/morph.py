@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 
 from vae_lightning.api import TrainedVAE
-from vae_lightning.callbacks.grid import enlarge, strip, write_gif
+from vae_lightning.callbacks.grid import write_morph
 from vae_lightning.core import checks
 from vae_lightning.core.config import user_config_dirs
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
@@ -71,11 +71,9 @@ def morph(cfg: DictConfig) -> tuple[Path, Path]:
         ends = [source, target]
     gif = Path(cfg.output).expanduser()
     png = gif.with_suffix(".png")
-    row = torch.cat([ends[0].to(frames), frames, *(end.to(frames) for end in ends[1:])])
     try:
         gif.parent.mkdir(parents=True, exist_ok=True)
-        write_gif(enlarge(frames.cpu(), cfg.min_side), gif, cfg.frame_ms, cfg.pause_ms)
-        strip(row, cfg.min_side).save(png)
+        write_morph(frames, ends, gif, png, cfg.min_side, cfg.frame_ms, cfg.pause_ms)
     except OSError as bad:
         raise VAELightningError(f"Could not write {gif} or {png}: {bad}. Choose another output=<file.gif>.") from None
     log.info("Morphed %s in %d steps (%s): %s and %s", what, steps, cfg.mode, gif, png)

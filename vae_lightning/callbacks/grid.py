@@ -69,3 +69,21 @@ def write_gif(frames: torch.Tensor, path: str | os.PathLike, frame_ms: int = 80,
     durations = [pause_ms if i in (0, n - 1) else frame_ms for i in order]
     first, *rest = (pictures[i] for i in order)
     first.save(path, save_all=True, append_images=rest, duration=durations, loop=0, disposal=1)
+
+
+def write_morph(
+    frames: torch.Tensor,
+    ends: list[torch.Tensor],
+    gif: str | os.PathLike,
+    png: str | os.PathLike,
+    min_side: int,
+    frame_ms: int = 80,
+    pause_ms: int = 800,
+) -> None:
+    """A morph's two files: the frames (N, C, H, W) as a there-and-back GIF, and a PNG strip of the first end
+    image ((C, H, W) or (1, C, H, W)), the frames, then the other ends; every image enlarged to at least
+    `min_side`."""
+    frames = frames.detach().float().cpu()
+    write_gif(enlarge(frames, min_side), gif, frame_ms, pause_ms)
+    first, *rest = (end.detach().float().cpu().reshape(-1, *frames.shape[1:]) for end in ends)
+    strip(torch.cat([first, frames, *rest]), min_side).save(png)

@@ -112,8 +112,8 @@ def attribute_tab(model: DemoModel, settings: Settings, read, write) -> None:
         )
         with gr.Row():
             upload = gr.Image(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath")
-            crop = gr.Image(label="What the model sees", interactive=False)
-            out = gr.Image(label="Decoded", interactive=False)
+            crop = gr.Image(label="What the model sees", interactive=False, format="png")
+            out = gr.Image(label="Decoded", interactive=False, format="png")
         note = gr.Markdown()
         attribute = gr.Dropdown(
             model.attributes,
@@ -125,7 +125,7 @@ def attribute_tab(model: DemoModel, settings: Settings, read, write) -> None:
         slider = gr.Slider(0.0, settings.scale, value=1.0 if faces_dogs else 0.0, step=0.01, label=label)
         make = gr.Button("Make the GIF and the strip (from the photo to the slider's point)")
         files = gr.File(label="Download", file_count="multiple", interactive=False)
-        strip = gr.Image(label="Strip", interactive=False)
+        strip = gr.Image(label="Strip", interactive=False, format="png")
         photo = gr.State()
 
         def on_photo(payload, name, s):
@@ -174,13 +174,13 @@ def between_tab(model: DemoModel, settings: Settings, read, write) -> None:
         gr.Markdown("The seed's morph: the straight line from the first photo's code to the second's.")
         with gr.Row():
             first = gr.Image(label="First photo", sources=["upload", "webcam", "clipboard"], type="filepath")
-            out = gr.Image(label="Decoded", interactive=False)
+            out = gr.Image(label="Decoded", interactive=False, format="png")
             second = gr.Image(label="Second photo", sources=["upload", "webcam", "clipboard"], type="filepath")
         note = gr.Markdown()
         slider = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="first → second")
         make = gr.Button("Make the GIF and the strip")
         files = gr.File(label="Download", file_count="multiple", interactive=False)
-        strip = gr.Image(label="Strip", interactive=False)
+        strip = gr.Image(label="Strip", interactive=False, format="png")
         photos = gr.State({})
 
         def frame(found: dict, t: float) -> tuple[Any, str]:
@@ -235,7 +235,7 @@ def explore_tab(model: DemoModel, settings: Settings, read) -> None:
     with gr.Tab("Explore the latent space"):
         gr.Markdown("## Samples from the model's prior")
         draw = gr.Button("Draw new samples")
-        samples = gr.Image(label="Decoded prior samples", interactive=False)
+        samples = gr.Image(label="Decoded prior samples", interactive=False, format="png")
         seed = gr.State(0)
 
         def on_draw(n):
@@ -244,22 +244,38 @@ def explore_tab(model: DemoModel, settings: Settings, read) -> None:
         draw.click(on_draw, [seed], [samples, seed], api_name="samples")
 
         if model.grid_range is not None:
-            gr.Markdown("## The 2-D latent space: click a point of the grid")
+            gr.Markdown("## The 2-D latent space: click a point of the grid, or move z1 and z2")
+            (x0, x1), (y0, y1) = model.grid_range
             with gr.Row():
-                grid = gr.Image(value=model.grid(), label="15 x 15 decodes (z1 to the right, z2 up)", interactive=False)
-                point = gr.Image(label="The clicked point", interactive=False)
+                label = "15 x 15 decodes (z1 to the right, z2 up)"
+                grid = gr.Image(value=model.grid(), label=label, interactive=False, format="png")
+                point = gr.Image(label="The chosen point", interactive=False, format="png")
+            z1 = gr.Slider(x0, x1, value=(x0 + x1) / 2, step=0.01, label="z1")
+            z2 = gr.Slider(y0, y1, value=(y0 + y1) / 2, step=0.01, label="z2")
             where = gr.Markdown()
 
             def on_click(evt: gr.SelectData):
-                z = model.grid_code((float(evt.index[0]), float(evt.index[1])), model.grid_picture_size)
+                return model.grid_code((float(evt.index[0]), float(evt.index[1])), model.grid_picture_size)
+
+            def on_point(a, b):
+                z = (float(a), float(b))
                 return model.grid(z), model.image(torch.tensor(z)), f"z = ({z[0]:.2f}, {z[1]:.2f})"
 
-            grid.select(guarded(on_click, (gr.update(), None)), None, [grid, point, where], api_name="grid_point")
+            grid.select(on_click, None, [z1, z2], api_visibility="undocumented")
+            for control, name in ((z1, "grid_z1"), (z2, "grid_z2")):
+                control.change(
+                    guarded(on_point, (gr.update(), None)),
+                    [z1, z2],
+                    [grid, point, where],
+                    api_name=name,
+                    show_progress="hidden",
+                    trigger_mode="always_last",
+                )
 
         gr.Markdown("## The most active latent dimensions of an image")
         with gr.Row():
             upload = gr.Image(label="An image", sources=["upload", "webcam", "clipboard"], type="filepath")
-            out = gr.Image(label="Decoded", interactive=False)
+            out = gr.Image(label="Decoded", interactive=False, format="png")
         note = gr.Markdown()
         n = min(settings.n_dims, model.vae.latent_dim)
         sliders = [gr.Slider(-3, 3, value=0, step=0.01, label=f"dimension {i + 1}", visible=False) for i in range(n)]

@@ -4,15 +4,17 @@ serve it until Ctrl-C.
     vae-demo ckpt_path=outputs/.../checkpoints/last.ckpt [host=127.0.0.1] [port=7860] [dataset.root=...]
 
 Uploads, GIFs and strips live in one temporary folder (Gradio's cache is pointed there), which is removed
-when the server stops. Each request runs its torch operations on one thread, and as many requests run at once
-as the machine has cores: a decode is too small to gain from a second thread, and several users are served
-side by side instead of one after another.
+when the server stops (Ctrl-C or `kill`). The attribute direction is computed before the page is served, so
+that the first upload is as quick as the next. Each request runs its torch operations on one thread, and as
+many requests run at once as the machine has cores: a decode is too small to gain from a second thread, and
+several users are served side by side instead of one after another.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -41,7 +43,16 @@ def load_model(cfg: DictConfig) -> DemoModel:
     except DataNotFoundError as missing:
         datamodule, problem = None, str(missing)
         log.warning("The checkpoint's data is not here, so the page has no attribute tab: %s", missing)
-    return DemoModel(vae, datamodule, problem, find_face=bool(cfg.detect_face))
+    model = DemoModel(vae, datamodule, problem, find_face=bool(cfg.detect_face))
+    if model.default_attribute is not None:  # computed (or read from beside the checkpoint) before serving
+        _, how = model.direction(None)
+        log.info("The attribute slider moves along %s", how)
+    return model
+
+
+def stop_on_sigterm(signum, frame) -> None:
+    """`kill` stops the server as Ctrl-C does, so that its temporary folder is removed."""
+    raise KeyboardInterrupt
 
 
 def title(cfg: DictConfig, model: DemoModel) -> str:
@@ -72,6 +83,7 @@ def demo(cfg: DictConfig) -> None:
         n_dims=checks.positive_int("n_dims", cfg.n_dims),
     )
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     model = load_model(cfg)
     with tempfile.TemporaryDirectory(prefix="vae-demo-") as folder:
         os.environ["GRADIO_TEMP_DIR"] = folder

@@ -1,7 +1,7 @@
 """What the web demo does with a trained model, with no web page in it (so it is tested without Gradio).
 
 A photo is read, cropped and encoded once (`DemoModel.photo`); every slider move afterwards only decodes a code
-(`along`, `between`, `traverse`, `grid_point`), which is what keeps a slider live on a CPU. Everything returns
+(`along`, `between`, `traverse`, `grid`), which is what keeps a slider live on a CPU. Everything returns
 PIL images, enlarged for the page, and messages a user can read; a bad upload is a `DemoInputError` whose text
 the page shows.
 """
@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from torch.distributions import Normal, kl_divergence
 
 from vae_lightning.api import TrainedVAE
-from vae_lightning.callbacks.grid import enlarge, make_grid, strip, to_pil, write_gif
+from vae_lightning.callbacks.grid import enlarge, make_grid, strip, to_pil, write_morph
 from vae_lightning.core.errors import VAELightningError
 from vae_lightning.data.faces import Crop, open_photo
 from vae_lightning.distributions import DiagonalGaussian
@@ -27,6 +27,7 @@ from vae_lightning.distributions import DiagonalGaussian
 log = logging.getLogger(__name__)
 
 SHOWN_SIDE = 256  # pixels: decoded images are enlarged (nearest neighbour, by an integer factor) to this
+MORPH_SIDE = 128  # pixels: the GIF's and the strip's images, as `morph`'s default `min_side`
 GRID_SIZE = 15  # the seed's latent grid of a 2-D latent space
 GRID_CELL = 48  # pixels per cell of that grid as shown
 
@@ -131,8 +132,7 @@ class DemoModel:
         (as `morph` writes them)."""
         folder.mkdir(parents=True, exist_ok=True)
         gif, png = folder / f"{stem}.gif", folder / f"{stem}.png"
-        write_gif(enlarge(frames, 128), gif, frame_ms, pause_ms)
-        strip(torch.cat([ends[0][None], frames, *(end[None] for end in ends[1:])]), 128).save(png)
+        write_morph(frames, ends, gif, png, MORPH_SIDE, frame_ms, pause_ms)
         return gif, png
 
     def along_frames(self, photo: Photo, attribute: str | None, scale: float, steps: int) -> torch.Tensor:
