@@ -4,12 +4,17 @@ a network class, trains it, and has its checkpoint evaluated, morphed and resume
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -81,13 +86,19 @@ def wheel_env(tmp_path_factory) -> Path:
     return venv
 
 
-def test_the_wheel_trains_evaluates_and_morphs_from_an_empty_folder(wheel_env, tmp_path):
-    bin_ = wheel_env / "bin"
+@pytest.fixture(scope="module")
+def wheel_run(wheel_env, tmp_path_factory) -> Path:
+    """An empty folder in which the wheel's `vae-train` made `run/`."""
+    folder = tmp_path_factory.mktemp("user")
+    ok(run([str(wheel_env / "bin" / "vae-train"), *FAST, "hydra.run.dir=run"], folder, {"VAE_DATA_DIR": "data"}))
+    return folder
+
+
+def test_the_wheel_trains_evaluates_and_morphs_from_an_empty_folder(wheel_env, wheel_run):
+    bin_, tmp_path = wheel_env / "bin", wheel_run
     env = {"VAE_DATA_DIR": str(tmp_path / "data")}
     where = ok(run([str(bin_ / "python"), "-c", "import vae_lightning; print(vae_lightning.__file__)"], tmp_path))
     assert where.stdout.strip().startswith(str(wheel_env)), "the wheel's copy is imported, not the clone's"
-
-    ok(run([str(bin_ / "vae-train"), *FAST, "hydra.run.dir=run"], tmp_path, env))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
     ckpt = "run/checkpoints/last.ckpt"
     script = ROOT / "examples" / "use_a_trained_model.py"
@@ -104,6 +115,38 @@ def test_the_wheel_trains_evaluates_and_morphs_from_an_empty_folder(wheel_env, t
     pictures = {f"{name}.png" for name in ("inputs", "reconstructions", "samples", "interpolation")}
     written = {p.name for p in tmp_path.iterdir()}
     assert written == {"run", "eval.json", "morph.gif", "morph.png", *pictures}  # all of it where it was started
+
+
+def test_the_wheel_serves_the_demo_from_an_empty_folder(wheel_env, wheel_run, tmp_path):
+    """`vae-demo` of the installed wheel serves a checkpoint's page, writes nothing where it was started, and
+    stops cleanly on `kill`."""
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip('the demo extra is not installed: pip install -e ".[demo]"')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [str(wheel_env / "bin" / "vae-demo"), f"ckpt_path={wheel_run / 'run' / 'checkpoints' / 'last.ckpt'}"]
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path)}
+    user = tmp_path / "empty"
+    user.mkdir()
+    demo = subprocess.Popen(
+        [*args, f"port={port}"], cwd=user, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline, info = time.monotonic() + 180, None
+        while info is None and time.monotonic() < deadline and demo.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2) as answer:
+                    info = json.loads(answer.read())
+            except OSError:
+                time.sleep(0.3)
+        assert info is not None, demo.communicate(timeout=30)[1][-3000:]
+        assert {"/samples", "/explore_photo", "/grid_z1", "/between_first"} <= set(info["named_endpoints"])
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        _, err = demo.communicate(timeout=60)
+    assert demo.returncode == 0, err[-3000:]
+    assert not list(user.iterdir()) and not list(tmp_path.glob("vae-demo-*"))
 
 
 def test_every_packaged_preset_composes_from_the_wheel(wheel_env, tmp_path):
