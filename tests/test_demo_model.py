@@ -47,3 +47,25 @@ def test_the_grid_mapping_inverts(demo_model):
         x, y = demo_model.grid_pixel(code, size)
         assert demo_model.grid_code((x, y), size) == pytest.approx(code)
     assert demo_model.grid_code((size[0] / 15 / 2, size[1] / 15 / 2), size) == pytest.approx((-2.0, 3.0))
+
+
+def test_a_one_class_folder_opens_without_the_attribute_tab_and_says_why(tmp_path):
+    """Five photos of one class, a 2-D latent: no image lacks the only attribute, so the page has no attribute
+    tab (and says why) instead of failing at start; the 2-D grid still works."""
+    import shutil
+
+    from tests.conftest import compose_tool, train_in_process
+    from tests.photo_fixtures import real_faces
+    from vae_lightning.demo.main import load_model
+
+    faces = real_faces()[:5]
+    if len(faces) < 5:
+        pytest.skip("the shared photos are not present")
+    (tmp_path / "photos" / "friends").mkdir(parents=True)
+    for face in faces:
+        shutil.copy(face, tmp_path / "photos" / "friends")
+    args = ["dataset=images", f"dataset.root={tmp_path / 'photos'}", "model.latent_dim=2", "debug=fast"]
+    train_in_process([*args, "~callbacks.diagnostics"], tmp_path / "run")
+    model = load_model(compose_tool("demo", [f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"]))
+    assert model.attributes == [] and "no image without it" in model.data_problem
+    assert model.grid((0.0, 0.0)).size == model.grid_picture_size

@@ -27,7 +27,7 @@ from vae_lightning.core import checks
 from vae_lightning.core.config import user_config_dirs
 from vae_lightning.core.errors import DataNotFoundError, VAELightningError
 from vae_lightning.core.threads import usable_cores
-from vae_lightning.demo.model import DemoModel
+from vae_lightning.demo.model import DemoInputError, DemoModel
 from vae_lightning.run.tools import run_tool
 from vae_lightning.run.trainer import quiet_libraries
 
@@ -45,8 +45,12 @@ def load_model(cfg: DictConfig) -> DemoModel:
         log.warning("The checkpoint's data is not here, so the page has no attribute tab: %s", missing)
     model = DemoModel(vae, datamodule, problem, find_face=bool(cfg.detect_face))
     if model.default_attribute is not None:  # computed (or read from beside the checkpoint) before serving
-        _, how = model.direction(None)
-        log.info("The attribute slider moves along %s", how)
+        try:
+            _, how = model.direction(None)
+            log.info("The attribute slider moves along %s", how)
+        except DemoInputError as unusable:  # the page opens without the attribute tab, and says why
+            log.warning("The page has no attribute tab: %s", unusable)
+            model.attributes, model.default_attribute, model.data_problem = [], None, str(unusable)
     return model
 
 

@@ -111,7 +111,10 @@ class DemoModel:
             raise DemoInputError(f"{name} is not an attribute of this model's data: {', '.join(self.attributes)}.")
         with self._lock:
             if name not in self._directions:
-                direction, what = self.vae.attribute_direction(name, self.datamodule)
+                try:
+                    direction, what = self.vae.attribute_direction(name, self.datamodule)
+                except VAELightningError as unusable:  # e.g. a data set of one class: nothing without it
+                    raise DemoInputError(str(unusable)) from None
                 self._directions[name] = (direction.float().cpu(), what)
             return self._directions[name]
 
