@@ -111,7 +111,7 @@ def test_haskell_mnist_is_the_seed_run(mnist_dir, tmp_path):
     assert cfg.model.hidden_dims == [1000] and cfg.model.latent_dim == 2
     assert isinstance(module.net.encoder[1], torch.nn.Tanh) and isinstance(module.loss_fn, SeedLoss)
     assert module.beta_factory(total_steps=10)(5) == 0.0
-    optimizer = module.configure_optimizers()
+    optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["eps"] == 1e-6
     assert optimizer.defaults["betas"] == (0.9, 0.999)
     assert cfg.trainer.max_epochs == 100 and cfg.trainer.limit_train_batches == 100

@@ -211,10 +211,14 @@ class CrashAt(Callback):
             raise Crash
 
 
-def test_a_crashed_ramp_run_resumes_to_the_same_weights_beta_and_tensorboard_curves(tmp_path):
+@pytest.mark.parametrize(
+    "extra", [[], ["lr_schedule=one_cycle", "trainer.precision=bf16-mixed"]], ids=["", "one_cycle"]
+)
+def test_a_crashed_ramp_run_resumes_to_the_same_weights_beta_and_tensorboard_curves(tmp_path, extra):
     """The delayed ramp (beta depends on the step and the saved length) with TensorBoard: a run crashed in its
     third epoch and resumed from the last epoch end equals the uninterrupted run: weights, beta at every step,
-    the loss curve (each step once, none lost), the final metrics."""
+    the loss curve (each step once, none lost), the final metrics. The same under the one-cycle learning rate
+    (its state is saved and restored) and bfloat16 autocast."""
     from vae_lightning.train import train
 
     args = [
@@ -225,6 +229,7 @@ def test_a_crashed_ramp_run_resumes_to_the_same_weights_beta_and_tensorboard_cur
         "beta.delay=0.25",
         "trainer.log_every_n_steps=1",
         NO_PICTURES,
+        *extra,
     ]
     train(compose_train(args, tmp_path / "straight"))
     crash = "+callbacks.crash={_target_: tests.test_final_weights.CrashAt, step: 13}"
@@ -233,12 +238,28 @@ def test_a_crashed_ramp_run_resumes_to_the_same_weights_beta_and_tensorboard_cur
     assert load(tmp_path / "crashed" / "checkpoints" / "last.ckpt")["global_step"] == 10
     train(compose_train([*args, "resume=true"], tmp_path / "crashed"))
     straight, resumed = (tmp_path / name for name in ("straight", "crashed"))
-    for tag in ("train/beta", "train/loss", "val/loss"):
+    for tag in ("train/beta", "train/lr", "train/loss", "val/loss"):
         assert scalars(resumed, tag) == scalars(straight, tag), tag
     betas = [value for _, value in scalars(straight, "train/beta")]
     assert betas[0] == 0 and 0 < betas[10] < betas[-1] and betas[-1] > 0.9  # the ramp is exercised
     expected, got = (json.loads((d / "metrics.json").read_text()) for d in (straight, resumed))
     assert got["test/loss"] == pytest.approx(expected["test/loss"], abs=1e-6)
+    rates = [value for _, value in scalars(straight, "train/lr")]
+    if extra:  # up from peak_lr / 25 to peak_lr and back down to peak_lr / 1e4 (each logged after its step)
+        assert rates[0] < 1e-3 and max(rates) > 2.5e-3 and rates[-1] < 1e-5
+    else:
+        assert rates == pytest.approx([1e-3] * 20)
+
+
+def test_a_one_cycle_run_continued_for_more_epochs_keeps_its_last_rate(tmp_path):
+    """Continuing a finished run (`resume=true` with more epochs) keeps its schedules' length, as the beta
+    schedule does: the extra steps train at the one-cycle schedule's final rate instead of failing."""
+    args = [*SHORT, NO_PICTURES, "lr_schedule=one_cycle", "trainer.log_every_n_steps=1"]
+    train_in_process([*args, "trainer.max_epochs=2"], tmp_path / "run")
+    train_in_process([*args, "trainer.max_epochs=3", "resume=true"], tmp_path / "run")
+    rates = dict(scalars(tmp_path / "run", "train/lr"))
+    assert sorted(rates) == list(range(1, 16)) and rates[10] < 1e-5
+    assert {rates[step] for step in range(10, 16)} == {rates[10]}
 
 
 def test_a_checkpoint_file_given_as_ckpt_path_continues_in_a_new_folder(tmp_path):

@@ -72,7 +72,7 @@ def test_every_pairing_of_prior_objective_and_likelihood_trains_a_step(model):
         )
         module.loss_fn.fit_to_data(100)
         before = {name: p.detach().clone() for name, p in module.named_parameters()}
-        optimizer = module.configure_optimizers()
+        optimizer = module.configure_optimizers()["optimizer"]
         terms = module.objective(x, 1.0)
         terms.loss.backward()
         optimizer.step()

@@ -90,3 +90,34 @@ def test_a_collapsing_log_variance_keeps_the_loss_finite_with_beta_zero():
     out = VAEOutput(posterior, posterior.loc, torch.zeros(1, 1, 1, 2, 2))
     net = FixedNet(out)
     assert torch.isfinite(ELBO()(net, StandardNormal(net), torch.rand(1, 1, 2, 2), beta=0.0).loss)
+
+
+def test_channels_last_conv_net_computes_the_same_and_shares_its_weights():
+    from vae_lightning.nets.conv import ConvVAE
+
+    torch.manual_seed(0)
+    plain = ConvVAE((3, 32, 32), channels=(8, 16), latent_dim=4)
+    fast = ConvVAE((3, 32, 32), channels=(8, 16), latent_dim=4, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    assert fast.encoder_convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(5, 3, 32, 32)
+    for net in (plain, fast):
+        net.eval()
+    a, b = plain.encode(x), fast.encode(x)
+    assert torch.allclose(a.loc, b.loc, atol=1e-5) and torch.allclose(a.scale, b.scale, atol=1e-5)
+    assert torch.allclose(plain.decode(a.loc), fast.decode(a.loc), atol=1e-5)
+    assert set(plain.state_dict()) == set(fast.state_dict())
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_under_bfloat16_autocast_the_posterior_and_decoder_outputs_are_float32(conv):
+    from vae_lightning.nets.conv import ConvVAE
+
+    net = ConvVAE((3, 32, 32), channels=(8, 16), latent_dim=4) if conv else MLPVAE((1, 8, 8), [16], 4)
+    x = torch.rand(3, *net.input_shape)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        posterior = net.encode(x)
+        params = net.decode(posterior.loc)
+        hidden = net.decoder_head(posterior.loc) if conv else net.decoder[0](posterior.loc)
+    assert hidden.dtype == torch.bfloat16  # the layers ran in bfloat16
+    assert posterior.loc.dtype == posterior.scale.dtype == params.dtype == torch.float32

@@ -57,3 +57,54 @@ def test_bad_values_name_their_key(factory, key):
         factory()
     assert error.value.key == key
     assert error.value.under("beta").key == f"beta.{key}"
+
+
+def lr_trace(factory, total_steps: int, lr: float = 1e-3, **kwargs) -> list[float]:
+    """The learning rate of each of `total_steps` optimizer steps under the schedule."""
+    import torch
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    schedule = factory(optimizer, total_steps=total_steps, **kwargs)
+    rates = []
+    for _ in range(total_steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+def test_one_cycle_warms_up_to_its_peak_then_decays_to_peak_over_final_divisor():
+    from vae_lightning.optim import one_cycle
+
+    rates = lr_trace(one_cycle, 101, peak_lr=4e-3, warmup=0.25, start_divisor=20.0, final_divisor=1e3)
+    assert rates[0] == pytest.approx(4e-3 / 20)
+    peak = rates.index(max(rates))
+    assert peak in (24, 25) and max(rates) == pytest.approx(4e-3, rel=1e-3)  # the warm-up: a quarter of training
+    assert rates[100] == pytest.approx(4e-3 / 1e3)
+    # cosine halves: halfway through the decay the rate is midway between the peak and the end
+    assert rates[25 + 75 // 2 + 1] == pytest.approx((4e-3 + 4e-6) / 2, rel=0.05)
+    assert all(b >= a for a, b in itertools.pairwise(rates[: peak + 1]))
+    assert all(b <= a for a, b in itertools.pairwise(rates[peak:]))
+
+
+def test_cosine_and_constant_rates():
+    from vae_lightning.optim import constant_lr, cosine
+
+    assert lr_trace(constant_lr, 10, lr=2e-3) == [2e-3] * 10
+    rates = lr_trace(cosine, 100, lr=2e-3, final_fraction=0.1)
+    assert rates[0] == pytest.approx(2e-3)
+    assert rates[50] == pytest.approx(2e-4 + (2e-3 - 2e-4) * 0.5)
+    assert rates[99] == pytest.approx(2e-4 + (2e-3 - 2e-4) * (1 + math.cos(math.pi * 99 / 100)) / 2)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("peak_lr", 0.0), ("warmup", 1.0), ("start_divisor", 0.5), ("final_divisor", "x")]
+)
+def test_a_bad_one_cycle_value_names_its_key(key, value):
+    import torch
+
+    from vae_lightning.optim import one_cycle
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(ConfigValueError, match=key):
+        one_cycle(optimizer, total_steps=10, **{key: value})

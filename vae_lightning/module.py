@@ -18,25 +18,25 @@ from vae_lightning.losses import LossTerms, build_objective
 from vae_lightning.metrics import LatentStats, RunningMeans, factor_information_gaps, importance_sampled_log_likelihood
 from vae_lightning.nets.base import VAEOutput
 
-# the prior of checkpoints written before priors were a config group, and the default one
+# the prior and learning-rate schedule of checkpoints written before these were config groups, and the defaults
 STANDARD_NORMAL = {"_target_": "vae_lightning.priors.StandardNormal"}
+CONSTANT_LR = {"_target_": "vae_lightning.optim.constant_lr", "_partial_": True}
 
 
 class VAEModule(LightningModule):
     """A VAE trained on `loss` with KL weight `beta(step)`, one optimizer step per batch.
 
-    The sub-configs (`net`, `prior`, `loss` with its `likelihood`, `beta`, `optimizer`, and `data`, the data set
-    it was trained on) are stored as hyperparameters and built here, so `vae_lightning.run.checkpoints.load_module
-    (path)` rebuilds the model from a checkpoint alone. The likelihood is built first (it knows the image shape
-    and how many decoder outputs per pixel it needs), then the objective around it, the network, and the prior
-    of that network; their parameters are all the model's (trained, saved, resumed).
+    The sub-configs (`net`, `prior`, `loss` with its `likelihood`, `beta`, `optimizer`, `lr_schedule`, and
+    `data`, the data set it was trained on) are stored as hyperparameters and built here, so
+    `vae_lightning.run.checkpoints.load_module(path)` rebuilds the model from a checkpoint alone. The likelihood
+    is built first (it knows the image shape and how many decoder outputs per pixel it needs), then the
+    objective around it, the network, and the prior of that network; their parameters are all the model's.
 
-    Logged: `train/loss`, `train/<term>` for each of the objective's terms (`recon`, `kl`, ...), `train/beta` at
-    every `trainer.log_every_n_steps`-th step (straight to the loggers: `self.log`'s bookkeeping costs more than
-    a step of a small MLP), `train/*_epoch` means, `val/*` and `test/*` means over each epoch (over all
-    processes). `val/` and `test/` use the schedule's final beta, so `val/loss` compares across the epochs of a
-    ramp. The test adds `test/elbo`, `test/nll`, `test/mse`, `test/psnr`, latent health, `test/total_correlation`,
-    `test/mig` and `test/mig_<factor>`.
+    Logged: `train/loss`, `train/<term>` for each term of the objective, `train/beta` and `train/lr` every
+    `trainer.log_every_n_steps` steps (straight to the loggers: `self.log` costs more than a small MLP's step),
+    `train/*_epoch` means, and `val/*`, `test/*` means over all processes, at the schedule's final beta (so
+    `val/loss` compares across a ramp's epochs). The test adds `test/elbo`, `test/nll`, `test/mse`, `test/psnr`,
+    latent health, `test/total_correlation`, `test/mig` and `test/mig_<factor>`.
     A non-finite training loss stops the run (`DivergedError`) before the next checkpoint.
     """
 
@@ -54,10 +54,12 @@ class VAEModule(LightningModule):
         mutual_info: bool = True,
         mi_samples: int = 2000,
         prior: dict[str, Any] | None = None,
+        lr_schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         net, loss, beta, optimizer, data = (as_plain(node) for node in (net, loss, beta, optimizer, data))
         prior = as_plain(prior) if prior is not None else STANDARD_NORMAL
+        lr_schedule = as_plain(lr_schedule) if lr_schedule is not None else CONSTANT_LR
         input_shape = tuple(as_plain(input_shape))
         self.save_hyperparameters(logger=False)  # HPARAMS shows the experiment's choices, not these dicts
         self.loss_fn = build_objective(loss, input_shape)
@@ -66,7 +68,9 @@ class VAEModule(LightningModule):
         self.terms = ("loss", *self.loss_fn.term_names)
         self.beta_factory = build(beta, "beta")
         self.optimizer_factory = build(optimizer, "optimizer")
-        call(self.optimizer_factory, "optimizer", [torch.nn.Parameter(torch.zeros(1))])  # bad values fail now
+        self.lr_schedule_factory = build(lr_schedule, "lr_schedule")
+        probe = call(self.optimizer_factory, "optimizer", [torch.nn.Parameter(torch.zeros(1))])  # bad values fail now
+        call(self.lr_schedule_factory, "lr_schedule", probe, total_steps=2)
         if gradient_clip_val is not None:
             checks.number("module.gradient_clip_val", gradient_clip_val, low=0.0, low_inclusive=False)
         self.nll_samples = checks.non_negative_int("eval.nll_samples", nll_samples)
@@ -84,8 +88,7 @@ class VAEModule(LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> VAEModule:
-        """Lightning's loader, after the checks of `core.checkpoint_io.read_checkpoint` (nothing from the file is
-        run; only the classes the packaged configs offer are built) and with `weights_only=True`."""
+        """Lightning's loader with `weights_only=True`, after the checks of `core.checkpoint_io.read_checkpoint`."""
         read_checkpoint(checkpoint_path)
         kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, map_location, **kwargs)
@@ -109,13 +112,16 @@ class VAEModule(LightningModule):
         """The KL weight: the schedule's value at this step in training, its final value in val and test."""
         return float(self.beta_schedule(self.global_step if stage == "train" else self.total_steps))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return call(self.optimizer_factory, "optimizer", self.parameters())
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The optimizer and its learning-rate schedule over `total_steps`, stepped after every optimizer step
+        (Lightning saves and restores its state with the optimizer's)."""
+        optimizer = call(self.optimizer_factory, "optimizer", self.parameters())
+        schedule = call(self.lr_schedule_factory, "lr_schedule", optimizer, total_steps=max(self.total_steps, 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.stop_if_diverged()  # never save weights that a non-finite loss has touched
-        checkpoint["beta_total_steps"] = self.total_steps
-        checkpoint["random_state"] = random_state()
+        checkpoint |= {"beta_total_steps": self.total_steps, "random_state": random_state()}
         checkpoint["trained_to"] = {"step": self.global_step, "epoch": self.trained_epoch}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -133,7 +139,7 @@ class VAEModule(LightningModule):
             self.restored_random_state = None
 
     def on_train_epoch_start(self) -> None:
-        self.trained_epoch = self.current_epoch
+        self.trained_epoch = self.current_epoch  # the epoch of the steps that follow
 
     # -- the model ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> VAEOutput:
@@ -147,10 +153,9 @@ class VAEModule(LightningModule):
         return self.loss_fn(self.net, self.prior, x, beta, generator)
 
     def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> LossTerms:
-        x, _ = batch
-        terms = self.objective(x, self.beta_at(stage))
+        terms = self.objective(batch[0], self.beta_at(stage))
         means = self.train_means if stage == "train" else self.eval_means
-        means.add(torch.stack([terms.loss, *terms.terms.values()]), len(x), self.global_step)
+        means.add(torch.stack([terms.loss, *terms.terms.values()]), len(batch[0]), self.global_step)
         return terms
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -161,9 +166,11 @@ class VAEModule(LightningModule):
         if self.hparams.gradient_clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
         optimizer.step()
+        if self.global_step < self.total_steps:  # a run continued past its schedule keeps the schedule's last rate
+            self.lr_schedulers().step()
         if self.global_step % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes to the loggers
             self.stop_if_diverged()
-            values = {"loss": terms.loss, **terms.terms, "beta": terms.beta}
+            values = {"loss": terms.loss, **terms.terms, "beta": terms.beta, "lr": optimizer.param_groups[0]["lr"]}
             logged = {f"train/{name}": float(torch.as_tensor(value).detach()) for name, value in values.items()}
             for logger in self.loggers:  # not `self.log`: its bookkeeping per key outweighs a small model's step
                 logger.log_metrics(logged, step=self.global_step)
@@ -171,20 +178,19 @@ class VAEModule(LightningModule):
     def _x_axis(self, stage: str) -> dict[str, float]:
         """The loggers' x-axis (logged as `step`, so Lightning adds no `epoch` scalar): the optimizer steps taken
         when the values were logged (the test: the steps behind the tested checkpoint, its `tested_step`)."""
-        step = self.loaded_step if stage == "test" and self.loaded_step is not None else self.global_step
-        return {"step": float(step)}
+        tested = stage == "test" and self.loaded_step is not None
+        return {"step": float(self.loaded_step if tested else self.global_step)}
 
     def stop_if_diverged(self) -> None:
-        bad = self.train_means.first_non_finite()
-        if bad is not None:
+        if (bad := self.train_means.first_non_finite()) is not None:
             step, values = bad
             raise DivergedError(step, values | {"beta": float(self.beta_schedule(step))})
 
     def on_train_epoch_end(self) -> None:
         self.stop_if_diverged()
-        means = self.train_means.means()
+        epoch_means = {f"train/{name}_epoch": value for name, value in self.train_means.means().items()}
+        epoch_means |= self._x_axis("train")
         self.train_means.reset()
-        epoch_means = {f"train/{name}_epoch": value for name, value in means.items()} | self._x_axis("train")
         self.log_dict(epoch_means, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
 
     def on_validation_epoch_start(self) -> None:
@@ -195,11 +201,11 @@ class VAEModule(LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
-    def _log_eval_means(self, stage: str, extra: dict[str, float] | None = None) -> None:
-        def summed(totals: torch.Tensor) -> torch.Tensor:
-            return self.trainer.strategy.reduce(totals, reduce_op="sum")
+    def _summed(self, totals: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(totals, reduce_op="sum")
 
-        means = self.eval_means.means(summed) | {"beta": self.beta_at(stage)} | (extra or {})
+    def _log_eval_means(self, stage: str, extra: dict[str, float] | None = None) -> None:
+        means = self.eval_means.means(self._summed) | {"beta": self.beta_at(stage)} | (extra or {})
         per_dim = {f"{stage}/{name}": means.pop(name) for name in list(means) if name.startswith("kl_dim_")}
         self.log_dict({f"{stage}/{name}": value for name, value in means.items()} | self._x_axis(stage), batch_size=1)
         # one value per latent dimension: metrics.json, not a wall of single-point charts in TensorBoard
@@ -213,16 +219,13 @@ class VAEModule(LightningModule):
     def on_test_epoch_start(self) -> None:
         self.eval_means.reset()
         has_likelihood = self.loss_fn.likelihood is not None
-        self.test_means = RunningMeans(
-            ("mse", "elbo", "nll")[: 1 + has_likelihood + (has_likelihood and self.nll_samples > 0)]
-        )
+        self.test_means = RunningMeans(("mse", "elbo", "nll")[: 1 + has_likelihood * (1 + (self.nll_samples > 0))])
         self.latent_stats = LatentStats(keep=self.mi_samples, seed=0)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """The loss terms, and measures of the model itself: `elbo` (the ELBO with beta 1, nats per sample, with
-        the prior's KL), `nll` (importance-sampled -log p(x) with the prior's log p(z), `nll_samples` samples)
-        where the loss has a likelihood (the seed's MSE objective has none), `mse` of the reconstruction from the
-        posterior mean, and the latent statistics of `metrics.LatentStats`."""
+        """The loss terms; `mse` of the reconstruction from the posterior mean; where the loss has a likelihood,
+        `elbo` (beta 1, nats per sample) and `nll` (-log p(x) importance-sampled with the prior's log p(z)); and
+        the latent statistics of `metrics.LatentStats`."""
         x, labels = batch
         terms = self._shared_step(batch, "test")
         out = terms.sample
@@ -238,10 +241,8 @@ class VAEModule(LightningModule):
         self.test_means.add(torch.stack(values), len(x))
 
     def on_test_epoch_end(self) -> None:
-        def summed(totals: torch.Tensor) -> torch.Tensor:
-            return self.trainer.strategy.reduce(totals, reduce_op="sum")
-
-        extra = self.test_means.means(summed) | self.latent_stats.results(summed, mutual_info=self.mi_samples > 0)
+        extra = self.test_means.means(self._summed)
+        extra |= self.latent_stats.results(self._summed, mutual_info=self.mi_samples > 0)
         if hasattr(self.trainer.datamodule, "factors"):  # labelled factors beyond the batch label
             extra |= factor_information_gaps(self.net, self.trainer.datamodule, self.mi_samples)
         if "mse" in extra:

@@ -2,9 +2,10 @@
 
 Reading never runs code from the file. `torch.load(weights_only=True)` unpickles tensors and plain containers
 only, and the `_target_`s stored in a checkpoint's hyperparameters must be targets of the config options offered
-for them (the files under `model/`, `prior/`, `loss/`, `beta/`, `optimizer/`, `dataset/` of the packaged configs,
-and of a user's own config folders given with `--config-dir` or `hydra.searchpath`) before any of them is built. A
-checkpoint shared by someone else can therefore describe a model, but not run a command or open a file.
+for them (the files under `model/`, `prior/`, `loss/`, `beta/`, `optimizer/`, `lr_schedule/`, `dataset/` of the
+packaged configs, and of a user's own config folders given with `--config-dir` or `hydra.searchpath`) before any
+of them is built. A checkpoint shared by someone else can therefore describe a model, but not run a command or
+open a file.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ TRUSTED_GROUPS = {
     "loss": ("loss",),
     "beta": ("beta",),
     "optimizer": ("optimizer",),
+    "lr_schedule": ("lr_schedule",),
     "data": ("dataset",),
 }
 # hyperparameter -> the config key a user sets it with
@@ -41,6 +43,7 @@ CONFIG_KEYS = {
     "loss": "loss",
     "beta": "beta",
     "optimizer": "optimizer",
+    "lr_schedule": "lr_schedule",
     "data": "dataset",
 }
 

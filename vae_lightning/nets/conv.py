@@ -19,7 +19,13 @@ from vae_lightning.nets.posterior import ExpHalfLogVariance
 class ConvVAE(VAENet):
     """Each entry of `channels` is one stride-2 conv block (conv 4x4, batch norm, activation), so the image
     side must be divisible by 2 ** len(channels). The decoder returns the likelihood's parameters,
-    (N, outputs_per_pixel, C, H, W)."""
+    (N, outputs_per_pixel, C, H, W).
+
+    `channels_last`: keep the weights and the feature maps in channels-last (NHWC) memory order, whose CPU
+    convolution kernels (oneDNN) need no reordering of the maps; the same numbers up to float rounding.
+    Posterior and decoder outputs are float32 under bfloat16 autocast too (`trainer.precision=bf16-mixed`),
+    so every loss term is summed in float32.
+    """
 
     def __init__(
         self,
@@ -29,6 +35,7 @@ class ConvVAE(VAENet):
         activation: Callable[[], nn.Module] = nn.LeakyReLU,
         posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
         outputs_per_pixel: int = 1,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(checks.positive_int_list("input_shape", input_shape))
@@ -61,11 +68,15 @@ class ConvVAE(VAENet):
             if i < len(reversed_widths) - 2:
                 up += [nn.BatchNorm2d(c_out), activation()]
         self.decoder_convs = nn.Sequential(*up)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        loc, raw_scale = self.encoder_head(self.encoder_convs(x)).chunk(2, dim=-1)
+        maps = self.encoder_convs(x.contiguous(memory_format=self.memory_format))
+        loc, raw_scale = self.encoder_head(maps).float().chunk(2, dim=-1)
         return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         features = self.decoder_head(z).view(z.shape[0], self.channels[-1], self.map_side, self.map_side)
-        return self.decoder_convs(features).unflatten(1, (self.outputs_per_pixel, self.input_shape[0]))
+        params = self.decoder_convs(features.contiguous(memory_format=self.memory_format)).float()
+        return params.unflatten(1, (self.outputs_per_pixel, self.input_shape[0]))

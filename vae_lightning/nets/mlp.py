@@ -51,10 +51,10 @@ class MLPVAE(VAENet):
         )
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        raw = self.encoder(x.flatten(1))
+        raw = self.encoder(x.flatten(1)).float()  # float32 under bfloat16 autocast too
         loc, raw_scale = raw.chunk(2, dim=-1)
         return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The likelihood's parameters, (N, outputs_per_pixel, *input_shape)."""
-        return self.decoder(z).view(z.shape[0], self.outputs_per_pixel, *self.input_shape)
+        return self.decoder(z).float().view(z.shape[0], self.outputs_per_pixel, *self.input_shape)
