@@ -155,3 +155,33 @@ def test_the_default_run_says_how_many_threads_it_uses_and_why(tmp_path, caplog,
     assert int(line.split()[1]) == torch.get_num_threads()
     train_in_process(["debug=fast", "~callbacks.diagnostics", "threads=2"], tmp_path / "two")
     assert "Using 2 CPU threads: threads=2 as set" in caplog.text and torch.get_num_threads() == 2
+
+
+def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n")
+    assert threads.has_bf16_instructions(str(info)) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert threads.has_bf16_instructions(str(info)) is False
+    info.write_text("processor\t: 0\n")
+    assert threads.has_bf16_instructions(str(info)) is None
+    assert threads.has_bf16_instructions(str(tmp_path / "missing")) is None
+
+
+def test_bf16_autocast_on_a_cpu_without_bf16_instructions_says_to_use_float32(tmp_path, monkeypatch, caplog):
+    from vae_lightning.run import trainer
+
+    monkeypatch.setattr(trainer, "has_bf16_instructions", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="vae_lightning.run.trainer"):
+        train_in_process(["trainer.precision=bf16-mixed", "trainer.max_steps=2", "~callbacks.diagnostics"], tmp_path)
+    assert "without AVX512-BF16 or AMX" in caplog.text and "trainer.precision=32-true" in caplog.text
+
+
+def test_a_moments_work_of_another_process_is_not_a_busy_core(monkeypatch):
+    """busy_cores is the least of its readings: a blip in one of them (a file flushed, a tool starting) is not
+    a core taken, work that goes on through all of them is."""
+    readings = iter([1.4, 0.05, 1.3])
+    monkeypatch.setattr(threads, "_busy_over", lambda seconds: next(readings))
+    assert busy_cores() == 0.05
+    monkeypatch.setattr(threads, "_busy_over", lambda seconds: 1.0)
+    assert busy_cores() == 1.0

@@ -41,6 +41,17 @@ def passive_waiting() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
+def has_bf16_instructions(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), from the kernel's `/proc/cpuinfo`
+    flags; None where the kernel does not say (not Linux)."""
+    try:
+        with open(cpuinfo) as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity, which containers and `taskset` narrow)."""
     if hasattr(os, "sched_getaffinity"):
@@ -48,9 +59,16 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def busy_cores(seconds: float = 0.25) -> float:
-    """How many cores other processes keep busy, from the kernel's CPU counters (`/proc/stat`) over `seconds`,
-    less this process's own use; 0.0 where the counters cannot be read (not Linux)."""
+def busy_cores(seconds: float = 0.25, samples: int = 3) -> float:
+    """How many cores other processes keep busy: the least of `samples` readings of the kernel's CPU counters
+    (`/proc/stat`) over `seconds` each, less this process's own use, so that a moment's work of another process
+    (a file flushed, a tool starting) does not count as a busy core, while work that goes on does; 0.0 where
+    the counters cannot be read (not Linux)."""
+    return min(_busy_over(seconds) for _ in range(samples))
+
+
+def _busy_over(seconds: float) -> float:
+    """One reading of `busy_cores` over `seconds`."""
 
     def sample() -> tuple[float, float, float] | None:
         try:

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from vae_lightning.core import checks
 from vae_lightning.core.config import build
 from vae_lightning.core.errors import ConfigErrors, VAELightningError
-from vae_lightning.core.threads import choose_threads
+from vae_lightning.core.threads import choose_threads, has_bf16_instructions
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,15 @@ def build_trainer(
             except VAELightningError as bad:
                 problems.add(bad)
     problems.raise_if_any()
-    return build(cfg.trainer, "trainer", callbacks=[*callbacks, *extra_callbacks], logger=loggers)
+    trainer = build(cfg.trainer, "trainer", callbacks=[*callbacks, *extra_callbacks], logger=loggers)
+    on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
+    if on_cpu and str(trainer.precision).startswith("bf16") and has_bf16_instructions() is False:
+        log.warning(
+            "trainer.precision=%s on a CPU without AVX512-BF16 or AMX: bfloat16 is emulated there and slower than "
+            "float32. Set trainer.precision=32-true.",
+            trainer.precision,
+        )
+    return trainer
 
 
 def build_run(
