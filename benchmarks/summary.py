@@ -164,6 +164,18 @@ def rows() -> list[tuple[str, str, str, str]]:
         table.append(
             ("torch.compile of the 784-1000-2 MLP on the CPU", f"{compiled['speedup']}x", "", "optimizer_compile")
         )
+    recipe = load("faces_recipe")
+    if recipe:
+        variants = recipe["variants"]
+        for name, v in variants.items():
+            table.append(
+                (
+                    f"faces recipe (64x64 conv, batch 64 unless named), training images/s: {name}",
+                    f"{v['images_per_s']} ({v['images_per_s_vs_float32']:.2f}x float32)",
+                    "",
+                    "faces_recipe",
+                )
+            )
     demo = load("demo")
     if demo:
         work, trip = demo["server_work_ms"], demo["round_trip_ms"]

@@ -244,7 +244,8 @@ def test_hparams_show_the_data_set_model_and_what_differs_from_the_defaults():
     values, domains = experiment_hparams(choices, overrides)
     # at most five: TensorBoard shows five until one picks more, so a sweep's keys are on screen
     assert values == {"dataset": "digits", "model": "mlp", "beta": "ramp", "model.latent_dim": 8, "trainer": "ddp"}
-    assert domains["beta"] == ["constant", "cyclical", "ramp", "sigmoid", "zero"] and "model.latent_dim" not in domains
+    assert domains["beta"] == ["constant", "cyclical", "ramp", "sigmoid", "warmup", "zero"]
+    assert "model.latent_dim" not in domains
     experiment = {"experiment": "haskell_mnist", "dataset": "mnist", "model": "mlp", "loss": "seed", "beta": "zero"}
     assert set(experiment_hparams(experiment, ["experiment=haskell_mnist"])[0]) == set(experiment)
 
