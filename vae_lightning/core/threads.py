@@ -59,7 +59,7 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def busy_cores(seconds: float = 0.25, samples: int = 3) -> float:
+def busy_cores(seconds: float = 0.1, samples: int = 3) -> float:
     """How many cores other processes keep busy: the least of `samples` readings of the kernel's CPU counters
     (`/proc/stat`) over `seconds` each, less this process's own use, so that a moment's work of another process
     (a file flushed, a tool starting) does not count as a busy core, while work that goes on does; 0.0 where
