@@ -6,9 +6,10 @@ on random images of its data set's shape in a fresh process (OpenMP's wait polic
 for `--seconds`; steps/s leave out the first steps and epoch ends:
 
 - torch default: one intra-op thread per core, OpenMP's default wait policy (what a plain PyTorch script gets);
-- framework: the thread count `core.threads.choose_threads` picks for the network at the moment the run starts,
-  and the wait policy `core.threads.passive_waiting` picks before torch loads (OpenMP threads that sleep while
-  they wait where other work is already running), as `vae-train` does.
+- framework: the thread count `callbacks.threads.CpuThreads` picks for the network when the run starts and then
+  changes as other work takes or frees cores, and the wait policy `core.threads.passive_waiting` picks before
+  torch loads (OpenMP threads that sleep while they wait where other work is already running), as `vae-train`
+  does.
 
 A busy process is a Python loop that keeps one core fully busy, started before the run and kept running ("1
 later": started once the run has chosen its threads, as when a second experiment starts during the first). All
@@ -53,8 +54,25 @@ def child(overrides: list[str], mode: str, seconds: float, late: bool) -> None:
     import torch
 
     from benchmarks.common import RandomImages, StepClock, compose_run, data_shape
+    from vae_lightning.callbacks.threads import CpuThreads
     from vae_lightning.core.config import build
-    from vae_lightning.run.trainer import build_trainer, set_threads
+    from vae_lightning.run.trainer import build_trainer
+
+    class BusyLater(L.Callback):
+        """With `late`, a busy process that starts when training starts, after the run chose its threads (a second
+        experiment started later)."""
+
+        def __init__(self, late: bool) -> None:
+            self.late, self.spinner = late, None
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            if self.late:
+                self.spinner = subprocess.Popen([sys.executable, "-c", BUSY])
+
+        def stop(self) -> None:
+            if self.spinner is not None:
+                self.spinner.kill()
+                self.spinner.wait()
 
     logging.getLogger("lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -67,19 +85,14 @@ def child(overrides: list[str], mode: str, seconds: float, late: bool) -> None:
         datamodule = RandomImages(shape, 200 * batch, batch, batch, uint8, batch)
         L.seed_everything(0)
         module = build(cfg.module, None, input_shape=shape)
-        if mode == "framework":
-            set_threads(None, module, batch)  # as train.py does
-        clock = StepClock(warmup=2)
-        trainer = build_trainer(cfg, extra_callbacks=(clock,))
-        # `late`: the busy process starts after the run chose its threads (a second experiment started later)
-        spinner = subprocess.Popen([sys.executable, "-c", BUSY]) if late else None
+        clock, later = StepClock(warmup=2), BusyLater(late)
+        extra = (clock, CpuThreads(), later) if mode == "framework" else (clock, later)  # as train.py adds it
+        trainer = build_trainer(cfg, extra_callbacks=extra)
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 trainer.fit(module, datamodule=datamodule)
         finally:
-            if spinner is not None:
-                spinner.kill()
-                spinner.wait()
+            later.stop()
     policy = os.environ.get("OMP_WAIT_POLICY", "default")
     print(
         json.dumps({"steps_per_s": clock.steps / clock.seconds, "threads": torch.get_num_threads(), "policy": policy})

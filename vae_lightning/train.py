@@ -32,6 +32,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from vae_lightning.callbacks.stop import StopOnSignal
+    from vae_lightning.callbacks.threads import CpuThreads
     from vae_lightning.run.checkpoints import check_resume, check_weights_fit
     from vae_lightning.run.final import save_final_weights, tested_weights
     from vae_lightning.run.folder import resume_path
@@ -41,7 +42,6 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
         final_metrics,
         quiet_libraries,
         resume_command,
-        set_threads,
         summary,
     )
 
@@ -59,9 +59,8 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
         module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
         resumed = check_resume(ckpt_path, module_cfg, cfg.trainer, user_config_dirs())
     resume_step = None if resumed is None else int(resumed["global_step"])
-    datamodule, model, trainer = build_run(cfg, extra_callbacks=(stop_callback,), resume_step=resume_step)
-    processes = trainer.num_devices if trainer.strategy.root_device.type == "cpu" else 1  # DDP on CPU: its processes
-    set_threads(threads, model, getattr(datamodule, "batch_size", None), processes)
+    callbacks = (stop_callback, CpuThreads(threads))  # the threads are chosen as fitting starts, then follow the load
+    datamodule, model, trainer = build_run(cfg, extra_callbacks=callbacks, resume_step=resume_step)
     if resumed is not None:
         check_weights_fit(resumed, model, ckpt_path)
         log.info("Resuming from %s (optimizer step %d)", ckpt_path, resume_step)

@@ -4,11 +4,13 @@ torch's default is one intra-op thread per core. Two things go wrong with it on 
 where other work holds a core (a second experiment, a notebook), the OpenMP threads of every operation wait for
 the one that is not running, so a run crawls at a fraction of its speed; and a small network's operations may be
 too short for a second thread to pay for its start and join. So `choose_threads` counts the cores that other
-processes leave free, and when more than one is, times training steps of the network on one thread and on all
-free ones and keeps one thread unless more are clearly faster. `passive_waiting` makes OpenMP threads sleep
-instead of spin while they wait where other work is already running when the run starts (OpenMP reads this once,
-when torch loads); on an idle machine OpenMP's default spinning is kept, as it is fastest there. `threads=N`
-overrides the choice; an inherited `OMP_NUM_THREADS` (a sweep worker's share) caps it.
+processes leave free, and when more than one is, times training steps of the network on all free ones and on
+one thread and keeps them unless one thread is clearly faster. As other work may start or end while a run goes
+on, `OthersLoad` reads the cores it keeps busy since the last reading, so that the run can follow them (see
+`callbacks.threads`). `passive_waiting` makes OpenMP threads sleep instead of spin while they wait where other
+work is already running when the run starts (OpenMP reads this once, when torch loads); on an idle machine
+OpenMP's default spinning is kept, as it is fastest there. `threads=N` overrides the choice; an inherited
+`OMP_NUM_THREADS` (a sweep worker's share) caps it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# More threads are kept only when they make a training step at least this much faster than one thread: one
-# thread is the choice that a core getting busy later slows least.
-FASTER = 1.15
+# The free threads are kept unless one thread makes a training step at least this much faster: more threads are
+# torch's own choice, and a core that other work takes later is given up while the run follows the load.
+ONE_FASTER = 1.15
 # Timed steps per thread count (after one untimed warm-up of each), alternating, medians compared.
 TIMED_STEPS = 3
 # A step that takes longer than this on all free threads is made of operations long enough to share: the
@@ -69,8 +71,23 @@ def busy_cores(seconds: float = 0.1, samples: int = 3) -> float:
 
 def _busy_over(seconds: float) -> float:
     """One reading of `busy_cores` over `seconds`."""
+    load = OthersLoad()
+    time.sleep(seconds)
+    return load.read()
 
-    def sample() -> tuple[float, float, float] | None:
+
+class OthersLoad:
+    """The cores that other processes keep busy between one reading and the next: the kernel's CPU counters
+    (`/proc/stat`) less this process's own use (`os.times`, all of its threads). A process this one started,
+    such as a DataLoader worker, counts as other work: its core is not free for this process's threads. Reads
+    0.0 where the counters cannot be read (not Linux)."""
+
+    def __init__(self) -> None:
+        self.last = self.counters()
+
+    @staticmethod
+    def counters() -> tuple[float, float, float, float] | None:
+        """Clock ticks of all cores and of their idle time, this process's CPU seconds and the time."""
         try:
             with open("/proc/stat") as stat:
                 fields = [float(v) for v in stat.readline().split()[1:]]
@@ -78,23 +95,17 @@ def _busy_over(seconds: float) -> float:
             return None
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle and iowait
         own = os.times()
-        return sum(fields[:8]), idle, own.user + own.system
+        return sum(fields[:8]), idle, own.user + own.system, time.monotonic()
 
-    before = sample()
-    if before is None:
-        return 0.0
-    start = time.monotonic()
-    time.sleep(seconds)
-    after = sample()
-    if after is None:
-        return 0.0
-    total, idle = after[0] - before[0], after[1] - before[1]
-    if total <= 0:
-        return 0.0
-    cores = os.cpu_count() or 1
-    elapsed = max(time.monotonic() - start, 1e-6)
-    own = (after[2] - before[2]) / elapsed
-    return max(0.0, (total - idle) / total * cores - own)
+    def read(self) -> float:
+        """The cores others kept busy since the last reading (or since this object was made)."""
+        before, after = self.last, self.counters()
+        self.last = after
+        if before is None or after is None or after[0] - before[0] <= 0:
+            return 0.0
+        total, idle = after[0] - before[0], after[1] - before[1]
+        own = (after[2] - before[2]) / max(after[3] - before[3], 1e-6)
+        return max(0.0, (total - idle) / total * (os.cpu_count() or 1) - own)
 
 
 def free_cores(limit: int | None = None, busy: float | None = None) -> int:
@@ -108,8 +119,13 @@ def free_cores(limit: int | None = None, busy: float | None = None) -> int:
 
 @dataclass(frozen=True)
 class ThreadChoice:
+    """`threads` and why; `follow_load`: whether the run may change them as other work takes or frees cores (only
+    a choice made from the free cores of the whole machine: not `threads=N`, a sweep worker's or a DDP process's
+    share, nor one thread that timing found faster)."""
+
     threads: int
     why: str
+    follow_load: bool = False
 
 
 def choose_threads(
@@ -118,8 +134,8 @@ def choose_threads(
     """The intra-op thread count of a run, and why. `requested` (the `threads` key) wins when given. One of
     `processes` training processes on this machine (DDP on CPU) takes its share of the cores, as Lightning gives
     it. Else the cores other work leaves free, and where that is more than one and `time_step(n)` (the seconds of
-    one training step on n threads) is given: all of them for a step longer than `LONG_STEP`, else one thread
-    unless the free ones are `FASTER`."""
+    one training step on n threads) is given: all of them for a step longer than `LONG_STEP`, else all of them
+    unless one thread is `ONE_FASTER`."""
     if requested is not None:
         return ThreadChoice(requested, f"threads={requested} as set")
     limit = usable_cores()
@@ -128,24 +144,26 @@ def choose_threads(
         return ThreadChoice(share, f"one of {processes} training processes: its share of {limit} cores")
     inherited = os.environ.get("OMP_NUM_THREADS", "")
     if inherited.isdigit() and 0 < int(inherited) < limit:
-        limit = int(inherited)
-        if limit == 1:
+        share = int(inherited)
+        if share == 1:
             return ThreadChoice(1, "OMP_NUM_THREADS=1 (this process's share, e.g. of a parallel sweep)")
+        return ThreadChoice(share, f"OMP_NUM_THREADS={share} (this process's share, e.g. of a parallel sweep)")
     if limit == 1:
         return ThreadChoice(1, "one core for this process")
     busy = busy_cores()
     free = free_cores(limit, busy)
     cores = f"{free} of {limit} cores free (others keep {busy:.1f} busy)"
     if free == 1 or time_step is None:
-        return ThreadChoice(free, cores)
+        return ThreadChoice(free, cores, follow_load=True)
     first = time_step(free)
     if first > LONG_STEP:
-        return ThreadChoice(free, f"a training step takes {first * 1e3:.0f} ms on {free} threads; {cores}")
+        why = f"a training step takes {first * 1e3:.0f} ms on {free} threads; {cores}"
+        return ThreadChoice(free, why, follow_load=True)
     one, many = step_times(time_step, free)
     timing = f"a training step takes {one * 1e3:.1f} ms on one thread, {many * 1e3:.1f} ms on {free}"
-    if one < many * FASTER:
+    if one * ONE_FASTER <= many:
         return ThreadChoice(1, f"{timing}; {cores}")
-    return ThreadChoice(free, f"{timing}; {cores}")
+    return ThreadChoice(free, f"{timing}; {cores}", follow_load=True)
 
 
 def step_times(time_step: Callable[[int], float], threads: int) -> tuple[float, float]:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
 import shlex
 import sys
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
@@ -24,7 +19,7 @@ from omegaconf import DictConfig
 from vae_lightning.core import checks
 from vae_lightning.core.config import build
 from vae_lightning.core.errors import ConfigErrors, VAELightningError
-from vae_lightning.core.threads import choose_threads, has_bf16_instructions
+from vae_lightning.core.threads import has_bf16_instructions
 
 log = logging.getLogger(__name__)
 
@@ -49,42 +44,6 @@ def quiet_libraries() -> None:
             logger.addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
-def step_timer(module: Any, batch_size: int) -> Callable[[int], float]:
-    """`time_step(n)`: the seconds of one training step's forward and backward pass on n threads, on a copy of the
-    module's network, prior and objective (the module, its gradients and the random state stay as they were)."""
-    net, prior, loss_fn = copy.deepcopy((module.net, module.prior, module.loss_fn))  # the prior may use the net
-    net.train()
-    loss_fn.fit_to_data(batch_size)
-    x = torch.zeros(batch_size, *module.hparams["input_shape"])
-
-    def time_step(threads: int) -> float:
-        torch.set_num_threads(threads)
-        with torch.random.fork_rng():
-            start = time.perf_counter()
-            loss_fn(net, prior, x, 1.0).loss.backward()
-            return time.perf_counter() - start
-
-    return time_step
-
-
-def set_threads(requested: Any, module: Any = None, batch_size: int | None = None, processes: int = 1) -> None:
-    """The intra-op CPU threads of this process: `threads` when set, else chosen from the cores that other work
-    leaves free and from timed steps of the network (see `core.threads`); the log line says which and why.
-    `processes`: the training processes on this machine (DDP)."""
-    requested = None if requested is None else checks.positive_int("threads", requested)
-    timer = step_timer(module, batch_size) if requested is None and module is not None and batch_size else None
-    choice = choose_threads(requested, timer if processes == 1 else None, processes)
-    torch.set_num_threads(choice.threads)
-    policy = os.environ.get("OMP_WAIT_POLICY", "OpenMP's default")
-    log.info(
-        "Using %d CPU thread%s: %s; wait policy %s",
-        choice.threads,
-        "" if choice.threads == 1 else "s",
-        choice.why,
-        policy,
-    )
 
 
 def build_trainer(
