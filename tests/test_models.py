@@ -95,10 +95,11 @@ RUNS = {
         "loss=tcvae",
         "loss/likelihood=gaussian_pixel_sigma",
     ],
-    "mmd_logistic": ["loss=mmd", "loss/likelihood=logistic"],
+    "mmd_logistic": ["loss=mmd", "loss/likelihood=logistic", "model.output_bias_from_data=true"],
     "conv_vamp_channel_sigma": [
         "model=conv",
         "model.channels=[8,16]",
+        "model.output_bias_from_data=true",
         "prior=vamp",
         "prior.n_pseudo_inputs=12",
         "loss=iwae",
@@ -163,6 +164,8 @@ def test_a_resume_with_another_prior_is_refused_with_the_key(tmp_path):
         ("loss.tc_weight=-1", "loss.tc_weight"),
         ("loss.likelihood.min_sigma=0.5", "loss.likelihood.min_sigma"),
         ("loss.likelihood.bins=1", "loss.likelihood.bins"),
+        ("model.output_bias_from_data=yes", "model.output_bias_from_data"),
+        ("prior.start_from_data=1", "prior.start_from_data"),
     ],
 )
 def test_bad_values_of_the_new_groups_name_their_key(override, key, tmp_path):
@@ -171,6 +174,7 @@ def test_bad_values_of_the_new_groups_name_their_key(override, key, tmp_path):
 
     group = {
         "prior": ["prior=mixture"],
+        "prior.start_from_data": ["prior=vamp"],
         "loss.k": ["loss=iwae"],
         "loss.tc_weight": ["loss=tcvae"],
         "loss.likelihood.min_sigma": ["loss/likelihood=gaussian_pixel_sigma"],
@@ -205,6 +209,86 @@ def test_a_checkpoint_of_the_format_before_the_family_loads_evaluates_morphs_and
     train_in_process([*short, "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'tiny_v1.ckpt'}"], run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["tested_epoch"] == 1
+
+
+@pytest.mark.parametrize("model", ["mlp", "conv"])
+def test_the_decoder_can_start_at_the_mean_of_the_training_images(model):
+    """With `output_bias_from_data` the decoder's last bias is the logit of the training images' mean (per pixel
+    for the MLP, per channel for the conv net), kept 1e-3 inside (0, 1): with its weights at zero, the decoder
+    draws exactly that mean. The second output per pixel (here the logistic's log scale) is left as it was."""
+    from vae_lightning.data.in_memory import InMemoryDataset
+    from vae_lightning.nets.conv import ConvVAE
+    from vae_lightning.nets.mlp import MLPVAE
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 8, 8), generator=g, dtype=torch.uint8)
+    images[:, 0, 0, 0] = 0  # a pixel black in every image
+    dataset = InMemoryDataset(images, torch.zeros(50, dtype=torch.long))
+    mean = images.double().mean(0).div(255).float()
+    torch.testing.assert_close(dataset.mean_image(), mean)
+    kwargs = {"input_shape": (3, 8, 8), "latent_dim": 2, "outputs_per_pixel": 2, "output_bias_from_data": True}
+    net = MLPVAE(hidden_dims=[16], **kwargs) if model == "mlp" else ConvVAE(channels=[4, 8], **kwargs)
+    last = net.decoder[-1] if model == "mlp" else net.decoder_convs[-1]
+    second = last.bias.detach().clone().view(2, -1)[1]
+    net.fit_to_data(dataset)
+    with torch.no_grad():
+        last.weight.zero_()
+    params = net.decode(torch.randn(4, 2, generator=g))
+    expected = mean if model == "mlp" else mean.mean((1, 2), keepdim=True).expand(3, 8, 8)
+    expected = expected.clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(torch.sigmoid(params[:, 0]), expected.expand(4, 3, 8, 8), atol=1e-4, rtol=0)
+    assert float(torch.sigmoid(params[0, 0, 0, 0, 0])) == pytest.approx(1e-3) or model == "conv"
+    torch.testing.assert_close(last.bias.detach().view(2, -1)[1], second)
+
+
+def test_a_network_or_data_set_that_cannot_start_from_the_data_mean_says_so():
+    from vae_lightning.data.in_memory import InMemoryDataset
+    from vae_lightning.nets.base import VAENet
+    from vae_lightning.nets.mlp import MLPVAE
+
+    class Plain(VAENet):
+        output_bias_from_data = True
+
+    with pytest.raises(ConfigValueError, match=r"output_bias_from_data=True`: is not offered by Plain"):
+        Plain().fit_to_data(InMemoryDataset(torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.long)))
+    net = MLPVAE((1, 4, 4), hidden_dims=[8], output_bias_from_data=True)
+    with pytest.raises(ConfigValueError, match=r"output_bias_from_data=True`: needs a training set with a mean_imag"):
+        net.fit_to_data(torch.utils.data.TensorDataset(torch.zeros(3, 1, 4, 4)))
+    MLPVAE((1, 4, 4), hidden_dims=[8]).fit_to_data(None)  # off: nothing asked of the data
+
+
+def test_vamp_pseudo_inputs_can_start_as_training_images():
+    """With `start_from_data` each pseudo-input is a distinct training image (kept 0.05 inside (0, 1)), drawn
+    from the run's random state; with more pseudo-inputs than images, images repeat."""
+    from vae_lightning.data.in_memory import InMemoryDataset
+    from vae_lightning.nets.mlp import MLPVAE
+    from vae_lightning.priors import VampPrior
+
+    images = torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    dataset = InMemoryDataset(images, torch.zeros(20, dtype=torch.long))
+    net = MLPVAE((1, 4, 4), hidden_dims=[8])
+    prior = VampPrior(net, n_pseudo_inputs=6, start_from_data=True)
+    torch.manual_seed(3)
+    prior.fit_to_data(dataset)
+    started = prior.pseudo_inputs().detach()
+    clamped = images.clamp(0.05, 0.95)
+    matches = [int((clamped - u).abs().flatten(1).amax(1).argmin()) for u in started]
+    for u, i in zip(started, matches, strict=True):
+        torch.testing.assert_close(u, clamped[i])
+    assert len(set(matches)) == 6
+    again = VampPrior(net, n_pseudo_inputs=6, start_from_data=True)
+    torch.manual_seed(3)
+    again.fit_to_data(dataset)
+    torch.testing.assert_close(again.pseudo_inputs(), started)  # the same seed, the same images
+    many = VampPrior(net, n_pseudo_inputs=50, start_from_data=True)
+    many.fit_to_data(dataset)
+    assert many.pseudo_inputs().shape == (50, 1, 4, 4)
+    dark = VampPrior(net, n_pseudo_inputs=6)
+    before = dark.pseudo_inputs().detach().clone()
+    dark.fit_to_data(dataset)
+    torch.testing.assert_close(dark.pseudo_inputs(), before)  # off: the dark start stays
+    with pytest.raises(ConfigValueError, match=r"start_from_data=True`: needs a training set with an images_at"):
+        prior.fit_to_data(torch.utils.data.TensorDataset(images))
 
 
 LAPLACE = '''

@@ -26,19 +26,18 @@ CONSTANT_LR = {"_target_": "vae_lightning.optim.constant_lr", "_partial_": True}
 class VAEModule(LightningModule):
     """A VAE trained on `loss` with KL weight `beta(step)`, one optimizer step per batch.
 
-    The sub-configs (`net`, `prior`, `loss` with its `likelihood`, `beta`, `optimizer`, `lr_schedule`, and
-    `data`, the data set it was trained on) are stored as hyperparameters and built here, so
-    `vae_lightning.run.checkpoints.load_module(path)` rebuilds the model from a checkpoint alone. The likelihood
-    is built first (it knows the image shape and how many decoder outputs per pixel it needs), then the
-    objective around it, the network, and the prior of that network; their parameters are all the model's.
+    The sub-configs (`net`, `prior`, `loss` with its `likelihood`, `beta`, `optimizer`, `lr_schedule`, and `data`,
+    the data set it was trained on) are stored as hyperparameters and built here, so `load_module(path)` (in
+    `vae_lightning.run.checkpoints`) rebuilds the model from a checkpoint alone. The likelihood is built first (it
+    knows the image shape and how many decoder outputs per pixel it needs), then the objective around it, the
+    network, and the prior of that network; their parameters are all the model's.
 
     Logged: `train/loss`, `train/<term>` for each term of the objective, `train/beta` and `train/lr` every
     `trainer.log_every_n_steps` steps (straight to the loggers: `self.log` costs more than a small MLP's step),
     `train/*_epoch` means, and `val/*`, `test/*` means over all processes, at the schedule's final beta (so
     `val/loss` compares across a ramp's epochs). The test adds `test/elbo`, `test/nll`, `test/mse`, `test/psnr`,
-    latent health, `test/total_correlation`, `test/mig` and `test/mig_<factor>`.
-    A non-finite training loss stops the run (`DivergedError`) before the next checkpoint.
-    """
+    latent health, `test/total_correlation`, `test/mig` and `test/mig_<factor>`. A non-finite training loss
+    stops the run (`DivergedError`) before the next checkpoint."""
 
     def __init__(
         self,
@@ -95,8 +94,8 @@ class VAEModule(LightningModule):
 
     # -- set-up -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """The beta schedule needs the training length, and the objective the training set's size (the loader
-        counted the steps unless `max_epochs=-1`)."""
+        """The beta schedule needs the training length, the objective the training set's size (the loader
+        counted the steps unless `max_epochs=-1`); the network and the prior may start from the data."""
         if stage != "fit":
             return
         total = self.trainer.estimated_stepping_batches
@@ -106,6 +105,8 @@ class VAEModule(LightningModule):
         self.total_steps = max(int(total), 1)
         loader = self.trainer.train_dataloader or self.trainer.datamodule.train_dataloader()
         self.loss_fn.fit_to_data(len(loader.dataset))
+        for part in (self.net, self.prior):
+            part.fit_to_data(loader.dataset)
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=self.total_steps)
 
     def beta_at(self, stage: str) -> float:

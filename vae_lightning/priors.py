@@ -17,6 +17,7 @@ What everything downstream asks of a prior (the objectives, test/nll, the pictur
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,13 +25,16 @@ from torch.distributions import Categorical, Distribution, Independent, MixtureS
 from torch.nn import functional as F
 
 from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import LOG_2PI, DiagonalGaussian
 from vae_lightning.nets.base import VAENet
 
-SOFTPLUS_OF_ONE = math.log(math.e - 1.0)
+SOFTPLUS_OF_ONE = math.log(math.e - 1.0)  # softplus(x) = 1 at this x: mixture components start at unit scale
 # the VampPrior's pseudo-inputs start as dark images with a little noise (their sigmoid near this), as most
 # images' background is: random grey noise, far from every image, lets all posteriors collapse onto the prior
-INITIAL_INTENSITY = 0.05  # softplus(x) = 1 at this x: mixture components start at unit scale
+INITIAL_INTENSITY = 0.05
+# pseudo-inputs started from training images keep this far inside (0, 1), where the sigmoid still has a slope
+DATA_MARGIN = 0.05
 
 
 class Prior(nn.Module):
@@ -69,6 +73,10 @@ class Prior(nn.Module):
 
     def kl_per_dim(self, posterior: DiagonalGaussian) -> torch.Tensor | None:
         return None
+
+    def fit_to_data(self, dataset: Any) -> None:
+        """Called with the training set before training starts (and before a resumed run's weights are restored,
+        so those win); a prior that starts from the data overrides it."""
 
     def mean(self) -> torch.Tensor:
         return self.distribution().mean
@@ -164,12 +172,17 @@ class MixtureOfGaussians(GaussianMixturePrior):
 class VampPrior(GaussianMixturePrior):
     """The VampPrior (Tomczak & Welling 2018): the mixture, with equal weights, of the posteriors of K learned
     pseudo-inputs, p(z) = 1/K sum_k q(z | u_k). The pseudo-inputs are images in [0, 1] (sigmoids of trained
-    parameters, starting as dark images with a little noise); they are encoded by the model's own encoder at
-    every use, so the prior follows the encoder. Costs one encoder pass over K images per training step."""
+    parameters); they are encoded by the model's own encoder at every use, so the prior follows the encoder.
+    Costs one encoder pass over K images per training step.
 
-    def __init__(self, net: VAENet, n_pseudo_inputs: int = 500) -> None:
+    They start as dark images with a little noise, or with `start_from_data` as K training images drawn at
+    random (kept `DATA_MARGIN` inside (0, 1)): the dark ones barely move in a short run (their differences are
+    the encoder's to spread), while images of the data give the mixture components where the codes are."""
+
+    def __init__(self, net: VAENet, n_pseudo_inputs: int = 500, start_from_data: bool = False) -> None:
         super().__init__(net)
         self.n_pseudo_inputs = checks.positive_int("n_pseudo_inputs", n_pseudo_inputs)
+        self.start_from_data = checks.boolean("start_from_data", start_from_data)
         start = torch.full(
             (self.n_pseudo_inputs, *net.input_shape), math.log(INITIAL_INTENSITY / (1 - INITIAL_INTENSITY))
         )
@@ -178,6 +191,20 @@ class VampPrior(GaussianMixturePrior):
 
     def pseudo_inputs(self) -> torch.Tensor:
         return torch.sigmoid(self.raw_pseudo_inputs)
+
+    def fit_to_data(self, dataset: Any) -> None:
+        """With `start_from_data`: the pseudo-inputs become K training images drawn without replacement (with it
+        where the set has fewer than K), from the run's random state."""
+        if not self.start_from_data:
+            return
+        if not hasattr(dataset, "images_at"):
+            reason = "needs a training set with an images_at() method (the package's data sets have one)"
+            raise ConfigValueError("prior.start_from_data", reason, True)
+        n, k = len(dataset), self.n_pseudo_inputs
+        index = torch.randperm(n)[:k] if k <= n else torch.randint(n, (k,))
+        images = dataset.images_at(index).to(self.raw_pseudo_inputs.device)
+        with torch.no_grad():
+            self.raw_pseudo_inputs.copy_(torch.logit(images.clamp(DATA_MARGIN, 1 - DATA_MARGIN)))
 
     def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         posterior = self.encode(self.pseudo_inputs())

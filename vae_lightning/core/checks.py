@@ -30,6 +30,13 @@ def non_negative_int(key: str, value: Any) -> int:
     return integer(key, value, low=0)
 
 
+def boolean(key: str, value: Any) -> bool:
+    """true or false (not a string or a number that reads as one)."""
+    if not isinstance(value, bool):
+        raise ConfigValueError(key, "must be true or false", value)
+    return value
+
+
 def number(
     key: str,
     value: Any,

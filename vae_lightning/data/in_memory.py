@@ -42,6 +42,17 @@ class InMemoryDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def mean_image(self) -> torch.Tensor:
+        """The mean of the images, (C, H, W) in [0, 1] (of the stored grey levels: before `batch_transform`,
+        so the mean of dynamically binarised pixels too)."""
+        total = self.images.sum(0, dtype=torch.float64)
+        return (total / (len(self.images) * (255.0 if self.images.dtype == torch.uint8 else 1.0))).float()
+
+    def images_at(self, index: torch.Tensor) -> torch.Tensor:
+        """The images at `index` as stored, in [0, 1] (grey levels: before `batch_transform`)."""
+        images = self.images[index]
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         index = torch.as_tensor(indices, dtype=torch.long)
         images = self.images.index_select(0, index)

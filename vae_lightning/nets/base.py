@@ -3,17 +3,24 @@
 A network subclasses `VAENet`, sets `input_shape`, `latent_dim` and `outputs_per_pixel` (how many values per
 pixel its decoder returns: the likelihood's need, given by the model when it builds the network), and implements
 `encode(x) -> DiagonalGaussian` and `decode(z)`, which returns the likelihood's parameters of shape
-(N, outputs_per_pixel, *input_shape) for codes z of shape (N, latent_dim).
+(N, outputs_per_pixel, *input_shape) for codes z of shape (N, latent_dim). A network that can start its decoder
+at the data's mean image (`output_bias_from_data`) implements `start_decoder_at(mean)`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian
+
+# the mean intensities whose logits start the decoder are kept this far inside (0, 1): a pixel that is 0 in every
+# training image starts at logit 0.001, about -6.9, not at minus infinity
+MEAN_MARGIN = 1e-3
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,26 @@ class VAENet(nn.Module):
     input_shape: tuple[int, ...]
     latent_dim: int
     outputs_per_pixel: int = 1
+    output_bias_from_data: bool = False
+
+    def fit_to_data(self, dataset: Any) -> None:
+        """Called with the training set before training starts (and before a resumed run's weights are restored,
+        so those win). With `output_bias_from_data` the decoder starts at the logit of the training images' mean:
+        see `start_decoder_at`."""
+        if not self.output_bias_from_data:
+            return
+        if not hasattr(dataset, "mean_image"):
+            reason = "needs a training set with a mean_image() method (the package's data sets have one)"
+            raise ConfigValueError("model.output_bias_from_data", reason, True)
+        self.start_decoder_at(dataset.mean_image().clamp(MEAN_MARGIN, 1 - MEAN_MARGIN))
+
+    def start_decoder_at(self, mean: torch.Tensor) -> None:
+        """Sets the decoder's last bias so that its first output per pixel (the logits of the pixel's mean for
+        the Bernoulli, Gaussian and logistic likelihoods, of its parameter for the continuous Bernoulli) is
+        logit(`mean`) where the layers before it give zero: an untrained decoder then draws the mean image
+        instead of grey, and the codes need not carry it. `mean`: (C, H, W) in (0, 1)."""
+        reason = f"is not offered by {type(self).__name__} (it has no start_decoder_at)"
+        raise ConfigValueError("model.output_bias_from_data", reason, True)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         raise NotImplementedError

@@ -36,6 +36,7 @@ class ConvVAE(VAENet):
         posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
         outputs_per_pixel: int = 1,
         channels_last: bool = False,
+        output_bias_from_data: bool = False,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(checks.positive_int_list("input_shape", input_shape))
@@ -43,6 +44,7 @@ class ConvVAE(VAENet):
         self.latent_dim = checks.positive_int("latent_dim", latent_dim)
         self.posterior_scale = posterior_scale if posterior_scale is not None else ExpHalfLogVariance()
         self.outputs_per_pixel = checks.positive_int("outputs_per_pixel", outputs_per_pixel)
+        self.output_bias_from_data = checks.boolean("output_bias_from_data", output_bias_from_data)
         in_channels, height, width = self.input_shape
         factor = 2 ** len(self.channels)
         if height != width or height % factor:
@@ -75,6 +77,13 @@ class ConvVAE(VAENet):
         maps = self.encoder_convs(x.contiguous(memory_format=self.memory_format))
         loc, raw_scale = self.encoder_head(maps).float().chunk(2, dim=-1)
         return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
+
+    def start_decoder_at(self, mean: torch.Tensor) -> None:
+        """The last transposed convolution's bias (one per output channel) of each pixel's first output:
+        logit(mean) of each image channel's mean over its pixels."""
+        channels = self.input_shape[0]
+        with torch.no_grad():
+            self.decoder_convs[-1].bias[:channels] = torch.logit(mean.mean((1, 2)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         features = self.decoder_head(z).view(z.shape[0], self.channels[-1], self.map_side, self.map_side)

@@ -37,6 +37,7 @@ class MLPVAE(VAENet):
         activation: Callable[[], nn.Module] = nn.Tanh,
         posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
         outputs_per_pixel: int = 1,
+        output_bias_from_data: bool = False,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(checks.positive_int_list("input_shape", input_shape))
@@ -44,6 +45,7 @@ class MLPVAE(VAENet):
         self.latent_dim = checks.positive_int("latent_dim", latent_dim)
         self.posterior_scale = posterior_scale if posterior_scale is not None else SoftplusScale()
         self.outputs_per_pixel = checks.positive_int("outputs_per_pixel", outputs_per_pixel)
+        self.output_bias_from_data = checks.boolean("output_bias_from_data", output_bias_from_data)
         n_input = prod(self.input_shape)
         self.encoder = _stack([n_input, *self.hidden_dims, 2 * self.latent_dim], activation)
         self.decoder = _stack(
@@ -54,6 +56,11 @@ class MLPVAE(VAENet):
         raw = self.encoder(x.flatten(1)).float()  # float32 under bfloat16 autocast too
         loc, raw_scale = raw.chunk(2, dim=-1)
         return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
+
+    def start_decoder_at(self, mean: torch.Tensor) -> None:
+        """The last layer's bias of each pixel's first output: logit(mean) per pixel."""
+        with torch.no_grad():
+            self.decoder[-1].bias.view(self.outputs_per_pixel, -1)[0] = torch.logit(mean.flatten())
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The likelihood's parameters, (N, outputs_per_pixel, *input_shape)."""

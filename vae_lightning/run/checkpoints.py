@@ -29,6 +29,11 @@ def load_module(
     return module.eval()
 
 
+# keys added to the model's config after checkpoints were first written, with the value that earlier checkpoints
+# were trained with (the class default): such a checkpoint resumes under a config that leaves them as they were
+LATER_KEYS = {"model.channels_last": False, "model.output_bias_from_data": False, "prior.start_from_data": False}
+
+
 def _flat(tree: Any, prefix: str) -> dict[str, Any]:
     if isinstance(tree, dict):
         flat: dict[str, Any] = {}
@@ -68,6 +73,7 @@ def check_resume(
         if name == "prior":  # checkpoints from before the prior was a choice were trained with the standard normal
             saved, wanted = saved or STANDARD_NORMAL, wanted or STANDARD_NORMAL
         saved, wanted = _flat(saved, CONFIG_KEYS[name]), _flat(wanted, CONFIG_KEYS[name])
+        saved = {key: value for key, value in LATER_KEYS.items() if key in wanted} | saved
         for key in sorted(saved.keys() | wanted.keys()):
             if saved.get(key) != wanted.get(key):
                 raise CheckpointError(
