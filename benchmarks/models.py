@@ -155,7 +155,8 @@ def table(results: dict, seeds: list[int], epochs: int) -> str:
             nll, err = mean_and_error([r["test/nll"] for r in runs])
             row += [f"{nll:.1f} ± {err:.1f}"]
             for key in MEASURES[1:]:
-                row.append(f"{statistics.fmean(r[key] for r in runs):.2f}".rstrip("0").rstrip("."))
+                mean = round(statistics.fmean(r[key] for r in runs), 2) + 0.0  # no "-0"
+                row.append(f"{mean:.2f}".rstrip("0").rstrip("."))
             row.append(f"{statistics.fmean(r['seconds'] for r in runs):.0f} s")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

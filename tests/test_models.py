@@ -257,7 +257,7 @@ def test_a_network_or_data_set_that_cannot_start_from_the_data_mean_says_so():
     MLPVAE((1, 4, 4), hidden_dims=[8]).fit_to_data(None)  # off: nothing asked of the data
 
 
-def test_vamp_pseudo_inputs_can_start_as_training_images():
+def test_vamp_pseudo_inputs_can_start_as_training_images(caplog):
     """With `start_from_data` each pseudo-input is a distinct training image (kept 0.05 inside (0, 1)), drawn
     from the run's random state; with more pseudo-inputs than images, images repeat."""
     from vae_lightning.data.in_memory import InMemoryDataset
@@ -289,6 +289,11 @@ def test_vamp_pseudo_inputs_can_start_as_training_images():
     torch.testing.assert_close(dark.pseudo_inputs(), before)  # off: the dark start stays
     with pytest.raises(ConfigValueError, match=r"start_from_data=True`: needs a training set with an images_at"):
         prior.fit_to_data(torch.utils.data.TensorDataset(images))
+    assert "set model.output_bias_from_data=true" in caplog.text  # this net's decoder does not start from the data
+    caplog.clear()
+    started_net = MLPVAE((1, 4, 4), hidden_dims=[8], output_bias_from_data=True)
+    VampPrior(started_net, n_pseudo_inputs=6).fit_to_data(dataset)
+    assert "output_bias_from_data" not in caplog.text
 
 
 LAPLACE = '''
