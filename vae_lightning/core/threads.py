@@ -145,8 +145,6 @@ def choose_threads(
     inherited = os.environ.get("OMP_NUM_THREADS", "")
     if inherited.isdigit() and 0 < int(inherited) < limit:
         share = int(inherited)
-        if share == 1:
-            return ThreadChoice(1, "OMP_NUM_THREADS=1 (this process's share, e.g. of a parallel sweep)")
         return ThreadChoice(share, f"OMP_NUM_THREADS={share} (this process's share, e.g. of a parallel sweep)")
     if limit == 1:
         return ThreadChoice(1, "one core for this process")

@@ -49,15 +49,13 @@ class InMemoryDataset(Dataset):
         return (total / (len(self.images) * (255.0 if self.images.dtype == torch.uint8 else 1.0))).float()
 
     def images_at(self, index: torch.Tensor) -> torch.Tensor:
-        """The images at `index` as stored, in [0, 1] (grey levels: before `batch_transform`)."""
-        images = self.images[index]
-        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        """The images at `index` (a long tensor) in [0, 1], as stored: before `batch_transform`."""
+        images = self.images.index_select(0, index)
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         index = torch.as_tensor(indices, dtype=torch.long)
-        images = self.images.index_select(0, index)
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255.0)
+        images = self.images_at(index)
         if self.batch_transform is not None:
             images = self.batch_transform(images)
         return images, self.labels.index_select(0, index)
