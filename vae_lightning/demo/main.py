@@ -17,6 +17,7 @@ import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -76,7 +77,7 @@ def demo(cfg: DictConfig) -> None:
         import gradio  # noqa: F401  (optional dependency: say how to get it before loading anything)
     except ImportError:
         raise VAELightningError('The demo needs Gradio: pip install -e ".[demo]" (or "vae_lightning[demo]").') from None
-    from vae_lightning.demo.app import Settings, build
+    from vae_lightning.demo.app import Settings
 
     settings = Settings(
         scale=checks.number("scale", cfg.scale),
@@ -88,6 +89,16 @@ def demo(cfg: DictConfig) -> None:
     )
     torch.set_num_threads(1)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        serve(cfg, port, settings)
+    except KeyboardInterrupt:  # Ctrl-C or `kill` before Gradio waits for them itself: while loading or starting
+        log.info("Stopped while starting")
+
+
+def serve(cfg: DictConfig, port: int, settings: Any) -> None:
+    """Builds the page of the checkpoint and serves it until Ctrl-C or `kill`, in a temporary folder."""
+    from vae_lightning.demo.app import build
+
     model = load_model(cfg)
     with tempfile.TemporaryDirectory(prefix="vae-demo-") as folder:
         os.environ["GRADIO_TEMP_DIR"] = folder
