@@ -58,6 +58,7 @@ def rows() -> list[tuple[str, str, str, str]]:
     family = load("train_step_models")
     if family:
         target = family["targets"]["framework/bare (every model)"]
+        threads = f" --threads {family['threads_per_column']}" if family.get("threads_per_column") else ""
         for name, result in family["models"].items():
             rates = result["steps_per_s"]
             shown = " ".join(result["overrides"]) or "the ELBO, standard normal, Bernoulli"
@@ -66,7 +67,7 @@ def rows() -> list[tuple[str, str, str, str]]:
                     f"`mnist_nll` with {shown}: steps/s (plain loop / bare / framework) and framework / bare",
                     f"{rates['plain']} / {rates['bare']} / {rates['framework']}: {result['framework_over_bare']:.2f}",
                     f">= {target}",
-                    f"train_step --models {name}",
+                    f"train_step --models {name}{threads}",
                 )
             )
     overhead = load("run_overhead")

@@ -11,16 +11,19 @@
   callback of the config, the TensorBoard logger), with only the data replaced by random images of its shape.
 
 The three take turns step by step, so that they meet the same machine state (this VM's speed drifts by tens of
-percent within seconds): after each framework step a callback runs one plain step, then hands the turn to the
-bare Lightning fit, which runs in a second thread and hands it back after one step (only one of them runs at a
-time). A Lightning step is the time from one batch's start to the next one's, less the other columns' turns;
+percent within seconds), each in its own thread and only one at a time: the framework's fit (the main thread)
+hands the turn to the plain loop after each step, the plain loop to the bare Lightning fit, and that back to the
+framework. Each column has a thread of its own because a column that ran in another's thread slowed that one's
+optimizer step by a third here; `--threads 1` also gives each column one intra-op thread, so that the columns'
+OpenMP teams do not compete for the two cores (with two threads each, which column lost depended on the thread
+layout). A Lightning step is the time from one batch's start to the next one's, less the other columns' turns;
 steps across an epoch end are left out (`run_overhead.py` measures those). Prints steps per second of each
 column and the ratios framework / bare Lightning (target >= 0.97) and framework / plain (>= 0.85 for the
 seed's MLP at batch 32, >= 0.95 for the conv model), each the median of `--repeats` fits.
 
     python -m benchmarks.train_step                                   # haskell_mnist: 784-1000-2, batch 32
     python -m benchmarks.train_step --experiment faces_dogs_conv --steps 60 --warmup 5
-    python -m benchmarks.train_step --models                          # every model of the family (mnist_nll)
+    python -m benchmarks.train_step --models --threads 1              # every model of the family (mnist_nll)
 """
 
 from __future__ import annotations
@@ -209,6 +212,22 @@ class Plain:
             loss.backward()
             self.optimizer.step()
 
+    def take_turns(self, turns: dict, column: Column, threads: int | None, done: threading.Event) -> None:
+        """The plain column's thread: one step per turn, timed, then the bare fit's turn (the framework's once the
+        bare fit has ended), until the framework's fit is done."""
+        if threads:
+            torch.set_num_threads(threads)
+        step = 0
+        while True:
+            turns["plain"].acquire()
+            if done.is_set():
+                return
+            start = clock()
+            self.step()
+            step += 1
+            column.add(clock() - start, step)
+            turns["framework" if turns["bare_done"].is_set() else "bare"].release()
+
 
 class Column:
     """Accumulated step times of one column, from `warmup` steps on."""
@@ -223,11 +242,10 @@ class Column:
 
 
 class FrameworkTurns(L.Callback):
-    """In the framework's fit: times its steps; after each, a plain step, then the bare fit's turn."""
+    """In the framework's fit: times its steps; after each, hands the turn to the plain loop and waits for it."""
 
-    def __init__(self, plain: Plain, turns: dict, columns: dict, max_steps: int, bare_done: threading.Event) -> None:
-        self.plain, self.turns, self.columns, self.max_steps = plain, turns, columns, max_steps
-        self.bare_done = bare_done
+    def __init__(self, turns: dict, columns: dict, max_steps: int) -> None:
+        self.turns, self.columns, self.max_steps = turns, columns, max_steps
         self.start: tuple[float, int] | None = None
         self.paused = 0.0
 
@@ -239,20 +257,22 @@ class FrameworkTurns(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         pause = clock()
-        self.plain.step()
-        self.columns["plain"].add(clock() - pause, trainer.global_step)
-        self.turns["bare"].release()
-        if trainer.global_step < self.max_steps and not self.bare_done.is_set():
+        if trainer.global_step < self.max_steps:
+            self.turns["plain"].release()
             self.turns["framework"].acquire()
         self.paused += clock() - pause
 
 
 class BareTurns(L.Callback):
-    """In the bare fit (a second thread): waits for its turn at each batch's start, and times its steps."""
+    """In the bare fit (a thread of its own): waits for its turn at each batch's start, and times its steps."""
 
-    def __init__(self, turns: dict, column: Column) -> None:
-        self.turns, self.column = turns, column
+    def __init__(self, turns: dict, column: Column, threads: int | None) -> None:
+        self.turns, self.column, self.threads = turns, column, threads
         self.resumed: float | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.resumed is not None:
@@ -262,7 +282,7 @@ class BareTurns(L.Callback):
         self.resumed = clock()
 
 
-def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path) -> dict[str, float]:
+def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path, threads: int | None) -> dict[str, float]:
     """Steps per second of each column in one interleaved fit."""
     cfg = compose_run(overrides, tmp / "framework")
     batch_size = cfg.dataset.batch_size
@@ -271,7 +291,8 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path) -> dict[st
     datamodule = RandomImages(shape, batch_size * 200, batch_size * 20, batch_size * 2, uint8, batch_size)
     datamodule.setup("fit")
     columns = {"plain": Column(warmup), "bare": Column(warmup), "framework": Column(warmup)}
-    turns = {"bare": threading.Semaphore(0), "framework": threading.Semaphore(0)}
+    bare_done, framework_done = threading.Event(), threading.Event()
+    turns = {name: threading.Semaphore(0) for name in ("plain", "bare", "framework")} | {"bare_done": bare_done}
 
     torch.manual_seed(1)
     module = build(cfg.module, None, input_shape=shape)
@@ -279,8 +300,8 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path) -> dict[st
     bare_model, plain_model = PlainModel(cfg, module), PlainModel(cfg, module)
     bare_model.n_data = plain_model.n_data = len(datamodule.train_set)
     bare = BareModule(bare_model, build(cfg.optimizer, "optimizer"))
-    bare_trainer = training_only_trainer(max_steps, [BareTurns(turns, columns["bare"])], tmp / "bare")
-    bare_done, bare_errors = threading.Event(), []
+    bare_trainer = training_only_trainer(max_steps, [BareTurns(turns, columns["bare"], threads)], tmp / "bare")
+    bare_errors = []
 
     def fit_bare() -> None:
         try:
@@ -292,18 +313,24 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path) -> dict[st
             turns["framework"].release()  # a bare fit that ends early must not leave the framework waiting
 
     thread = threading.Thread(target=fit_bare)
+    plain = Plain(cfg, plain_model, datamodule.train_set.images, batch_size)
+    plain_thread = threading.Thread(target=plain.take_turns, args=(turns, columns["plain"], threads, framework_done))
 
     cfg.trainer.max_steps, cfg.trainer.max_epochs = max_steps, -1
-    plain = Plain(cfg, plain_model, datamodule.train_set.images, batch_size)
-    framework_turns = FrameworkTurns(plain, turns, columns, max_steps, bare_done)
-    trainer = build_trainer(cfg, extra_callbacks=(framework_turns,))
+    if threads:
+        torch.set_num_threads(threads)
+    trainer = build_trainer(cfg, extra_callbacks=(FrameworkTurns(turns, columns, max_steps),))
     with contextlib.redirect_stdout(sys.stderr):  # Lightning's tables go to stdout; keep it for the JSON
         thread.start()
+        plain_thread.start()
         try:
             trainer.fit(module, datamodule=datamodule)
         finally:
-            turns["bare"].release(max_steps)  # a framework fit that ends early must not leave the bare one waiting
+            framework_done.set()  # a framework fit that ends early must leave neither of the others waiting
+            turns["plain"].release()
+            turns["bare"].release(max_steps)
             thread.join()
+            plain_thread.join()
     if bare_errors:
         raise bare_errors[0]
     return {name: column.steps / column.seconds for name, column in columns.items()}
@@ -329,7 +356,7 @@ def measure(overrides: list[str], args: argparse.Namespace, tmp: Path) -> dict:
     """The medians over `args.repeats` interleaved fits."""
     fits = []
     for i in range(args.repeats):
-        fits.append(one_fit(overrides, args.steps, args.warmup, tmp / str(i)))
+        fits.append(one_fit(overrides, args.steps, args.warmup, tmp / str(i), args.threads))
         print(f"{overrides} fit {i}: " + ", ".join(f"{k} {v:.1f}/s" for k, v in fits[-1].items()), file=sys.stderr)
     return {
         "steps_per_s": {name: round(statistics.median(f[name] for f in fits), 1) for name in fits[0]},
@@ -347,6 +374,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the experiment's")
     parser.add_argument("--steps", type=int, default=600, help="measured steps per fit")
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads of each column (default: the framework's choice)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="fits; medians are reported")
     parser.add_argument("--overrides", nargs="*", default=[], help="more Hydra overrides")
     parser.add_argument("--name", default=None, help="results file name (default: from the experiment)")
@@ -369,6 +399,7 @@ def main() -> None:
             "method": "three columns interleaved step by step in one process; epoch ends left out",
             "targets": TARGETS,
             "steps_per_fit": args.steps,
+            "threads_per_column": args.threads,
         }
         if args.models is None:
             result |= measure(overrides, args, Path(tmp))
