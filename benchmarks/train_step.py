@@ -212,21 +212,21 @@ class Plain:
             loss.backward()
             self.optimizer.step()
 
-    def take_turns(self, turns: dict, column: Column, threads: int | None, done: threading.Event) -> None:
+    def take_turns(
+        self, turns: dict, column: Column, threads: int | None, bare_done: threading.Event, done: threading.Event
+    ) -> None:
         """The plain column's thread: one step per turn, timed, then the bare fit's turn (the framework's once the
         bare fit has ended), until the framework's fit is done."""
         if threads:
             torch.set_num_threads(threads)
-        step = 0
         while True:
             turns["plain"].acquire()
             if done.is_set():
                 return
             start = clock()
             self.step()
-            step += 1
-            column.add(clock() - start, step)
-            turns["framework" if turns["bare_done"].is_set() else "bare"].release()
+            column.add(clock() - start, self.i)
+            turns["framework" if bare_done.is_set() else "bare"].release()
 
 
 class Column:
@@ -292,7 +292,7 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path, threads: i
     datamodule.setup("fit")
     columns = {"plain": Column(warmup), "bare": Column(warmup), "framework": Column(warmup)}
     bare_done, framework_done = threading.Event(), threading.Event()
-    turns = {name: threading.Semaphore(0) for name in ("plain", "bare", "framework")} | {"bare_done": bare_done}
+    turns = {name: threading.Semaphore(0) for name in ("plain", "bare", "framework")}
 
     torch.manual_seed(1)
     module = build(cfg.module, None, input_shape=shape)
@@ -314,7 +314,9 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path, threads: i
 
     thread = threading.Thread(target=fit_bare)
     plain = Plain(cfg, plain_model, datamodule.train_set.images, batch_size)
-    plain_thread = threading.Thread(target=plain.take_turns, args=(turns, columns["plain"], threads, framework_done))
+    plain_thread = threading.Thread(
+        target=plain.take_turns, args=(turns, columns["plain"], threads, bare_done, framework_done)
+    )
 
     cfg.trainer.max_steps, cfg.trainer.max_epochs = max_steps, -1
     if threads:
@@ -374,9 +376,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the experiment's")
     parser.add_argument("--steps", type=int, default=600, help="measured steps per fit")
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="intra-op threads of each column (default: the framework's choice)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of each column (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3, help="fits; medians are reported")
     parser.add_argument("--overrides", nargs="*", default=[], help="more Hydra overrides")
     parser.add_argument("--name", default=None, help="results file name (default: from the experiment)")
