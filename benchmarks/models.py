@@ -43,14 +43,15 @@ MODELS = {
     "beta_vae": ("beta-VAE, beta 6", ["beta.value=6.0"], "beta_vae"),
     "tcvae": ("beta-TCVAE, TC weight 6", ["loss=tcvae", "loss.tc_weight=6.0"], "tcvae"),
     "vamp": (
-        "VampPrior, 500 pseudo-inputs (ours start as training images)",
+        "VampPrior, 500 pseudo-inputs (ours start as training images, the decoder from the data mean)",
         ["prior=vamp", "prior.n_pseudo_inputs=500"],
         "vamp",
     ),
     "mixture": ("learned mixture prior, 10 components", ["prior=mixture"], None),
     "mmd": ("InfoVAE / MMD-VAE", ["loss=mmd"], None),
     # a recipe for both priors: the decoder's last bias starts at the logit of the training images' mean and the
-    # KL weight warms up over the first half (pythae offers neither: ours alone; the rows above are like for like)
+    # KL weight warms up over the first half (pythae offers neither: ours alone). The rows above are like for like,
+    # but for the VampPrior's decoder, which starts from the data mean as `prior=vamp` ships
     "vae_recipe": ("VAE, decoder from the data mean, KL warm-up over half", RECIPE, None),
     "vamp_recipe": (
         "VampPrior, 500 pseudo-inputs, decoder from the data mean, KL warm-up over half",
@@ -136,7 +137,8 @@ def mean_and_error(values: list[float]) -> tuple[float, float]:
 
 
 def table(results: dict, seeds: list[int], epochs: int) -> str:
-    dates = " and ".join(sorted(set(results["dates"].values())))
+    *earlier, last = sorted(set(results["dates"].values()))
+    dates = f"{', '.join(earlier)} and {last}" if earlier else last
     lines = [
         f"Measured {dates} on {results['machine']}: {epochs} epochs, seeds {', '.join(map(str, seeds))}; "
         "mean ± standard error over seeds; test/nll in nats on the test images (lower is better).",

@@ -39,8 +39,11 @@ SHORT = [
 def option_config(group: str, name: str) -> dict:
     from omegaconf import OmegaConf
 
-    node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"))
+    path = CONF_DIR / group / f"{name}.yaml"
+    node = OmegaConf.to_container(OmegaConf.load(path))
     node.pop("defaults", None)
+    if path.read_text().startswith("# @package _global_"):  # the option sets keys of other groups too
+        node = node[group.split("/")[-1]]
     return node
 
 
@@ -344,3 +347,19 @@ def test_the_configs_of_the_family_build(tmp_path):
         build(option_config("loss/likelihood", name), "loss.likelihood", input_shape=(1, 4, 4))
     with pytest.raises(ConfigValueError):
         build(option_config("prior", "vamp") | {"n_pseudo_inputs": 0}, "prior", net=net)
+
+
+def test_the_vamp_option_starts_the_decoder_from_the_data_mean(tmp_path):
+    """`prior=vamp` also sets `model.output_bias_from_data` (with PyTorch's default start its codes collapsed
+    onto the prior), for either network and under `mnist_nll`; the key can still be set back."""
+    from tests.conftest import compose_train
+
+    for overrides in (["prior=vamp"], ["prior=vamp", "model=conv"], ["experiment=mnist_nll", "prior=vamp"]):
+        cfg = compose_train(overrides, tmp_path)
+        assert cfg.model.output_bias_from_data is True, overrides
+        assert cfg.module.prior._target_ == "vae_lightning.priors.VampPrior"
+    assert (
+        compose_train(["prior=vamp", "model.output_bias_from_data=false"], tmp_path).model.output_bias_from_data
+        is False
+    )
+    assert compose_train(["experiment=mnist_nll"], tmp_path).model.output_bias_from_data is False
