@@ -126,6 +126,24 @@ def test_running_means_weigh_by_samples_sum_over_processes_and_remember_the_firs
     assert step == 2 and values["kl"] == 1.0
 
 
+def test_running_means_fold_their_buffer_without_losing_a_step():
+    """More steps than the buffer holds: the means are exact, and the first bad step is the one after a fold."""
+    means = RunningMeans(("loss",))
+    n_steps = 3 * RunningMeans.ROWS + 5
+    for step in range(n_steps):
+        means.add(torch.tensor([float(step)]), 2 if step % 2 else 1, step=step)
+    weights = [2 if step % 2 else 1 for step in range(n_steps)]
+    expected = sum(w * step for step, w in enumerate(weights)) / sum(weights)
+    assert means.means() == pytest.approx({"loss": expected})
+    assert means.first_non_finite() is None
+    bad_step = n_steps + RunningMeans.ROWS + 3
+    for step in range(n_steps, bad_step + RunningMeans.ROWS):
+        means.add(torch.tensor([float("inf") if step >= bad_step else 1.0]), 1, step=step)
+    assert means.first_non_finite() == (bad_step, {"loss": float("inf")})
+    means.reset()
+    assert means.means() == {} and means.first_non_finite() is None
+
+
 class Sabotage(Callback):
     """Makes the learning rate absurd from the second epoch on, so the loss turns NaN or infinite."""
 

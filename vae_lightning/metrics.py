@@ -1,7 +1,7 @@
 """What the module measures, in memory that does not grow with the data set.
 
-- `RunningMeans`: sample-weighted means of a few scalars over an epoch, summed on the device (no host
-  synchronisation per batch), which also remembers the first step whose values were not finite.
+- `RunningMeans`: sample-weighted means of a few scalars over an epoch, buffered and summed on the device (no
+  host synchronisation per batch), which also remembers the first step whose values were not finite.
 - `importance_sampled_log_likelihood` (Burda et al. 2016): log p(x) ~ logsumexp_k [log p(x|z_k) + log p(z_k)
   - log q(z_k|x)] - log K with z_k ~ q(z|x) and the model's prior p(z); a stochastic lower bound that tightens as
   K grows. Per sample, nats.
@@ -32,39 +32,57 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 class RunningMeans:
-    """Sample-weighted running means of the scalars `names`, kept as device tensors until `means` is asked."""
+    """Sample-weighted running means of the scalars `names`, kept as device tensors until `means` is asked.
+
+    A step's values are copied into a row of a buffer (one copy per step: the training step adds them every
+    time); the rows are folded into float64 sums, and checked for the first step whose values were not finite,
+    when the means or that step are asked for, and when the buffer is full."""
+
+    ROWS = 64  # steps buffered before a fold
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
         self.reset()
 
     def reset(self) -> None:
-        self.sums: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None  # (ROWS, len(names)): the values of the steps not folded yet
+        self.sums: torch.Tensor | None = None  # float64 sums of value x samples over the folded steps
         self.count = 0
-        self.first_bad_step: torch.Tensor | None = None  # -1 while every value added was finite
-        self.first_bad_values: torch.Tensor | None = None
+        self.buffered: list[tuple[int, int]] = []  # (samples, step) of each buffered row
+        self.first_bad: tuple[int, dict[str, float]] | None = None
 
     def add(self, values: torch.Tensor, n: int, step: int = -1) -> None:
         """`values`: one scalar per name (a 1-D tensor), each a mean over `n` samples, at optimizer step `step`."""
-        values = values.detach()
-        if self.sums is None:
-            self.sums = torch.zeros_like(values, dtype=torch.float64)
-            self.first_bad_step = torch.full((), -1, device=values.device)
-            self.first_bad_values = torch.zeros_like(values)
-        self.sums += values * n
-        self.count += n
-        newly_bad = self.first_bad_step.lt(0) & ~torch.isfinite(values).all()
-        self.first_bad_step = torch.where(newly_bad, step, self.first_bad_step)
-        self.first_bad_values = torch.where(newly_bad, values, self.first_bad_values)
+        if self.rows is None:
+            self.rows = values.new_zeros((self.ROWS, len(self.names)))
+            self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=values.device)
+        self.rows[len(self.buffered)].copy_(values.detach())
+        self.buffered.append((n, step))
+        if len(self.buffered) == self.ROWS:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Adds the buffered rows to the sums, first noting the earliest one that is not finite."""
+        if not self.buffered:
+            return
+        rows = self.rows[: len(self.buffered)]
+        finite = torch.isfinite(rows).all(dim=1)
+        if self.first_bad is None and not bool(finite.all()):
+            i = int(finite.logical_not().nonzero()[0])
+            self.first_bad = self.buffered[i][1], dict(zip(self.names, rows[i].tolist(), strict=True))
+        samples = torch.tensor([n for n, _ in self.buffered], dtype=torch.float64, device=rows.device)
+        self.sums += samples @ rows.double()
+        self.count += sum(n for n, _ in self.buffered)
+        self.buffered = []
 
     def first_non_finite(self) -> tuple[int, dict[str, float]] | None:
         """(step, values) of the first step whose values were not finite, or None."""
-        if self.first_bad_step is None or int(self.first_bad_step) < 0:
-            return None
-        return int(self.first_bad_step), dict(zip(self.names, self.first_bad_values.tolist(), strict=True))
+        self._fold()
+        return self.first_bad
 
     def means(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
         """The means so far; `reduce` sums (sums, count) over processes first. Empty when nothing was added."""
+        self._fold()
         if self.sums is None:
             return {}
         totals = torch.cat([self.sums, self.sums.new_tensor([self.count])])
