@@ -5,8 +5,9 @@ The network's decoder returns `outputs_per_pixel` values per pixel, shape (N, ou
 `log_prob(x, params)` is log p(x|z) summed over all pixels, one value per sample (nats), and `mean(params)` the
 image (N, *image_shape) in [0, 1] the likelihood is centred on (what the pictures and tools show).
 
-Densities come from `torch.distributions` (Bernoulli, ContinuousBernoulli, with `validate_args=False`), except
-two written out here: the Gaussian, whose terms are summed in the order today's presets were trained with
+Densities come from `torch.distributions` (ContinuousBernoulli, with `validate_args=False`) or from the function
+torch's own distribution calls (the Bernoulli's `binary_cross_entropy_with_logits`), except two written out
+here: the Gaussian, whose terms are summed in the order today's presets were trained with
 (`Normal.log_prob` rounds differently in the last bit, and Adam's first steps, which divide by the gradients'
 own size, turn such differences into different runs), and the discretised logistic, which torch does not offer.
 """
@@ -18,7 +19,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import ContinuousBernoulli as TorchContinuousBernoulli
 from torch.nn import functional as F
 
@@ -48,6 +48,12 @@ def per_sample(log_prob: torch.Tensor) -> torch.Tensor:
     return log_prob.flatten(1).sum(-1)
 
 
+def only_output(params: torch.Tensor) -> torch.Tensor:
+    """The decoder's single output per pixel, (N, *image_shape), of params (N, 1, *image_shape): a view whose
+    gradient is the incoming one reshaped (`params[:, 0]` would write it into a new zero tensor)."""
+    return params.squeeze(1)
+
+
 class Bernoulli(Likelihood):
     """Independent Bernoulli pixels with p = sigmoid(logits).
 
@@ -57,10 +63,14 @@ class Bernoulli(Likelihood):
     """
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return per_sample(TorchBernoulli(logits=params[:, 0], validate_args=False).log_prob(x))
+        """The negated binary cross-entropy, summed per sample: what `torch.distributions.Bernoulli.log_prob`
+        computes pixel by pixel, negated here once per sample instead of once per pixel (the same numbers, and
+        neither the distribution object nor a pass over every pixel on the training step)."""
+        cross_entropy = F.binary_cross_entropy_with_logits(only_output(params), x, reduction="none")
+        return -per_sample(cross_entropy)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(params[:, 0])
+        return torch.sigmoid(only_output(params))
 
 
 class ContinuousBernoulli(Likelihood):
@@ -69,10 +79,10 @@ class ContinuousBernoulli(Likelihood):
     sigmoid(logits) but the distribution's mean, which is pulled towards 0.5."""
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        return per_sample(TorchContinuousBernoulli(logits=params[:, 0], validate_args=False).log_prob(x))
+        return per_sample(TorchContinuousBernoulli(logits=only_output(params), validate_args=False).log_prob(x))
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        return TorchContinuousBernoulli(logits=params[:, 0], validate_args=False).mean
+        return TorchContinuousBernoulli(logits=only_output(params), validate_args=False).mean
 
 
 class Gaussian(Likelihood):
@@ -87,12 +97,12 @@ class Gaussian(Likelihood):
 
     def log_prob(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         sigma = self.scale()
-        standardised = (x - torch.sigmoid(params[:, 0])) / sigma
+        standardised = (x - torch.sigmoid(only_output(params))) / sigma
         log_sigma = sigma.log() if isinstance(sigma, torch.Tensor) else math.log(sigma)
         return per_sample(-0.5 * standardised.pow(2) - log_sigma - 0.5 * LOG_2PI)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(params[:, 0])
+        return torch.sigmoid(only_output(params))
 
 
 class LearnedSigmaGaussian(Gaussian):

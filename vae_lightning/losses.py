@@ -34,7 +34,7 @@ from vae_lightning.core import checks
 from vae_lightning.core.config import build
 from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian
-from vae_lightning.likelihoods import Bernoulli, Likelihood
+from vae_lightning.likelihoods import Bernoulli, Likelihood, only_output
 from vae_lightning.nets.base import VAENet, VAEOutput
 from vae_lightning.priors import Prior
 
@@ -72,7 +72,7 @@ class Objective(nn.Module):
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """The decoded image in [0, 1]: the likelihood's mean."""
-        return self.likelihood.mean(params) if self.likelihood is not None else torch.sigmoid(params[:, 0])
+        return self.likelihood.mean(params) if self.likelihood is not None else torch.sigmoid(only_output(params))
 
     def fit_to_data(self, n_train: int) -> None:
         """Told the training set's size when training starts (for estimators that need it)."""
@@ -219,7 +219,7 @@ class SeedLoss(Objective):
 
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
         out = net(x, generator)
-        image = torch.sigmoid(out.params[:, 0])
+        image = torch.sigmoid(only_output(out.params))
         squared_error_per_sample = (image - x).pow(2).flatten(1).mean(-1)
         kl_per_sample = prior.kl(out.posterior, out.z)
         recon = squared_error_per_sample.mean()
