@@ -89,11 +89,15 @@ class StepClock(L.Callback):
         self.last = (now, trainer.global_step)
 
 
-def training_only_trainer(max_steps: int, callbacks: list[L.Callback], root: Path | None = None) -> L.Trainer:
+def training_only_trainer(
+    max_steps: int, callbacks: list[L.Callback], root: Path | None = None, precision: str = "32-true"
+) -> L.Trainer:
     """A CPU Trainer that only trains: no validation, logger, checkpoints, progress bar or model summary, so that
-    a benchmark times the training steps and nothing else."""
+    a benchmark times the training steps and nothing else. `precision`: Lightning's (the experiment's, for a
+    like-for-like column)."""
     return L.Trainer(
         accelerator="cpu",
+        precision=precision,
         max_steps=max_steps,
         limit_val_batches=0,
         num_sanity_val_steps=0,

@@ -34,6 +34,8 @@ def rows() -> list[tuple[str, str, str, str]]:
         if result:
             rates = result["steps_per_s"]
             command = "train_step" + ("" if "haskell" in name else " --experiment faces_dogs_conv")
+            command += f" --threads {result['threads_per_column']}" if result.get("threads_per_column") else ""
+            command += f" --repeats {result['repeats']}" if result.get("repeats", 3) != 3 else ""
             table.append(
                 (
                     f"training steps/s, {label}: plain loop / bare LightningModule / framework",

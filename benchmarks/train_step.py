@@ -10,6 +10,10 @@
 - framework: the experiment composed from the packaged configs and built as `train.py` builds it (VAEModule, every
   callback of the config, the TensorBoard logger), with only the data replaced by random images of its shape.
 
+All three run at the experiment's precision (`faces_dogs_conv`: bfloat16 autocast) and feed the conv net's
+maps in its memory order (channels-last where its config says so), so that the columns differ in the code
+around the network and nothing else.
+
 The three take turns step by step, so that they meet the same machine state (this VM's speed drifts by tens of
 percent within seconds), each in its own thread and only one at a time: the framework's fit (the main thread)
 hands the turn to the plain loop after each step, the plain loop to the bare Lightning fit, and that back to the
@@ -89,16 +93,23 @@ class PlainModel(nn.Module):
         self.input_shape = tuple(module.hparams.input_shape)
         self.n_data = 1  # the training set's size, for beta-TCVAE
         self.conv = hasattr(self.net, "encoder_convs")  # the conv model's layers, else the MLP's
+        # the conv net's weights are in channels-last order where its config says so: its maps go in the same order
+        channels_last = OmegaConf.select(cfg, "model.channels_last", default=False)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder's outputs, flattened per row (the logistic's two outputs per pixel: means, then scales)."""
         if not self.conv:
             return self.net.decoder(z)
         side, width = self.net.map_side, self.net.channels[-1]
-        return self.net.decoder_convs(self.net.decoder_head(z).view(len(z), width, side, side)).flatten(1)
+        maps = self.net.decoder_head(z).view(len(z), width, side, side).contiguous(memory_format=self.memory_format)
+        return self.net.decoder_convs(maps).flatten(1)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.net.encoder_head(self.net.encoder_convs(x)) if self.conv else self.net.encoder(x.flatten(1))
+        if self.conv:
+            features = self.net.encoder_head(self.net.encoder_convs(x.contiguous(memory_format=self.memory_format)))
+        else:
+            features = self.net.encoder(x.flatten(1))
         loc, raw = features.chunk(2, dim=-1)
         scale = F.softplus(raw) + 1e-6 if self.softplus_scale else torch.exp(0.5 * raw.clamp(max=40.0)) + 1e-6
         return loc, scale
@@ -194,10 +205,12 @@ class BareModule(L.LightningModule):
 
 
 class Plain:
-    """The hand-written loop, one step at a time."""
+    """The hand-written loop, one step at a time; under bfloat16 autocast where the experiment's trainer is
+    (`trainer.precision=bf16-mixed`), as Lightning's precision plugin runs the other two columns' steps."""
 
     def __init__(self, cfg, model: PlainModel, images: torch.Tensor, batch_size: int) -> None:
         self.model = model
+        self.bf16 = str(cfg.trainer.precision) == "bf16-mixed"
         self.optimizer = call(build(cfg.optimizer, "optimizer"), "optimizer", self.model.parameters())
         self.images, self.order, self.i = images, torch.randperm(len(images)).split(batch_size), 0
 
@@ -207,7 +220,8 @@ class Plain:
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         with torch.enable_grad():
-            loss = self.model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                loss = self.model(x)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -300,7 +314,8 @@ def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path, threads: i
     bare_model, plain_model = PlainModel(cfg, module), PlainModel(cfg, module)
     bare_model.n_data = plain_model.n_data = len(datamodule.train_set)
     bare = BareModule(bare_model, build(cfg.optimizer, "optimizer"))
-    bare_trainer = training_only_trainer(max_steps, [BareTurns(turns, columns["bare"], threads)], tmp / "bare")
+    bare_callbacks = [BareTurns(turns, columns["bare"], threads)]
+    bare_trainer = training_only_trainer(max_steps, bare_callbacks, tmp / "bare", precision=cfg.trainer.precision)
     bare_errors = []
 
     def fit_bare() -> None:
@@ -400,6 +415,7 @@ def main() -> None:
             "targets": TARGETS,
             "steps_per_fit": args.steps,
             "threads_per_column": args.threads,
+            "repeats": args.repeats,
         }
         if args.models is None:
             result |= measure(overrides, args, Path(tmp))
