@@ -336,6 +336,53 @@ def test_a_new_prior_is_one_class_and_one_config_file(tmp_path, monkeypatch):
         load_module(run / "checkpoints" / "last.ckpt")  # without the user's folder: refused, not run
 
 
+FREE_BITS = '''
+"""An objective of one's own: the ELBO with free bits."""
+
+from vae_lightning.losses import LossTerms, WithLikelihood
+
+
+class FreeBitsELBO(WithLikelihood):
+    """The ELBO with free bits (Kingma et al. 2016): each latent dimension's KL, averaged over the batch, counts
+    as no less than `free_nats`, so no dimension is pushed all the way onto the prior. Needs a prior that
+    factorises. Nats per sample, averaged over the batch."""
+
+    def __init__(self, likelihood=None, free_nats: float = 0.25) -> None:
+        super().__init__(likelihood)
+        self.free_nats = free_nats
+
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        out = net(x, generator)
+        recon = -self.likelihood.log_prob(x, out.params)  # (N,)
+        kl_per_dim = prior.kl_per_dim(out.posterior)  # (N, latent)
+        counted = kl_per_dim.mean(0).clamp(min=self.free_nats).sum()
+        per_sample = recon + beta * counted
+        terms = {"recon": recon.mean(), "kl": kl_per_dim.sum(-1).mean()}
+        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
+'''
+
+
+def test_a_new_objective_is_one_class_and_one_config_file(tmp_path, monkeypatch):
+    """As the README's "Adding a model" shows: the class in the user's module, the option in their config folder
+    (its likelihood chosen from the packaged group); the run's loss counts each dimension's free nats."""
+    (tmp_path / "my_objectives.py").write_text(textwrap.dedent(FREE_BITS))
+    (tmp_path / "conf" / "loss").mkdir(parents=True)
+    (tmp_path / "conf" / "loss" / "free_bits.yaml").write_text(
+        "defaults:\n  - likelihood: bernoulli\n  - _self_\n\n_target_: my_objectives.FreeBitsELBO\nfree_nats: 2.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "run"
+    train_in_process([*SHORT, "loss=free_bits", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"], run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    latent_dim = 3
+    # each of the 3 dimensions counts at least 2 nats (beta 1), whatever its KL
+    assert metrics["test/loss"] >= metrics["test/recon"] + latent_dim * 2.0 - 1e-4
+    assert metrics["test/kl"] < latent_dim * 2.0  # the KL itself is below what the loss counts
+    module = load_module(run / "checkpoints" / "last.ckpt", config_dirs=[tmp_path / "conf"])
+    assert type(module.loss_fn).__name__ == "FreeBitsELBO" and module.loss_fn.free_nats == 2.0
+
+
 def test_the_configs_of_the_family_build(tmp_path):
     """Each new option file builds on its own (what the module builds from it), so a typo fails here."""
     from vae_lightning.nets.mlp import MLPVAE
