@@ -9,6 +9,7 @@ import http.server
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -64,6 +65,27 @@ def train_in_process(overrides: list[str], output_dir: Path, stop=None) -> float
     from vae_lightning.train import train
 
     return train(compose_train([*QUIET, *overrides], output_dir), stop)
+
+
+def tensorboard_events(log_dir: Path, **size_guidance: int):
+    """An EventAccumulator over `log_dir`'s event files, read in the order they were created.
+
+    TensorBoard reads a folder's files in name order, and a name ends with the writer's count in its process:
+    in a long-lived process (a pytest worker) the counter passes 9 to 10, ".10" sorts before ".9", and a
+    test file written in the same second as the training file is read first, so its steps look like a restart
+    and are purged. The files are linked here under names that sort by (second, count)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def created(path: Path) -> tuple[int, int]:
+        parts = path.name.split(".")
+        return int(parts[3]), int(parts[-1])
+
+    ordered = Path(tempfile.mkdtemp(prefix="events-"))
+    for i, path in enumerate(sorted(log_dir.glob("events.out.tfevents.*"), key=created)):
+        (ordered / f"events.out.tfevents.{i:06d}").symlink_to(path.resolve())
+    accumulator = EventAccumulator(str(ordered), size_guidance=size_guidance or {"scalars": 0})
+    accumulator.Reload()
+    return accumulator
 
 
 def write_mnist(folder: Path, n_train: int = 120, n_test: int = 40, compress: bool = True, seed: int = 0) -> Path:

@@ -12,9 +12,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import train_in_process
+from tests.conftest import tensorboard_events, train_in_process
 from vae_lightning.callbacks import pictures
 from vae_lightning.callbacks.grid import MIN_CELL
 from vae_lightning.callbacks.hparams import experiment_hparams
@@ -165,9 +164,7 @@ def test_strict_diagnostics_fail_the_run(tmp_path):
 
 
 def images_of(run_dir):
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "histograms": 0})
-    accumulator.Reload()
-    return accumulator
+    return tensorboard_events(run_dir / "tensorboard", images=0, histograms=0)
 
 
 def test_a_run_shows_every_picture_in_tensorboard_and_as_png(digits_run):
@@ -251,8 +248,7 @@ def test_hparams_show_the_data_set_model_and_what_differs_from_the_defaults():
 
 
 def test_a_run_writes_its_hparams_session_with_its_own_metric_tags(digits_run):
-    accumulator = EventAccumulator(str(digits_run / "tensorboard"))
-    accumulator.Reload()
+    accumulator = tensorboard_events(digits_run / "tensorboard")
     content = accumulator.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(content)
     assert b"val/loss" in content["_hparams_/experiment"] and b"test/nll" in content["_hparams_/experiment"]

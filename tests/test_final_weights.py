@@ -11,9 +11,8 @@ import os
 import pytest
 import torch
 from lightning import Callback
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import QUIET, compose_tool, compose_train, train_in_process
+from tests.conftest import QUIET, compose_tool, compose_train, tensorboard_events, train_in_process
 
 NO_PICTURES = "~callbacks.diagnostics"
 SHORT = [
@@ -25,8 +24,7 @@ SHORT = [
 
 
 def scalars(run_dir, tag) -> list[tuple[int, float]]:
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    accumulator.Reload()
+    accumulator = tensorboard_events(run_dir / "tensorboard", scalars=0)
     return [(event.step, event.value) for event in accumulator.Scalars(tag)]
 
 

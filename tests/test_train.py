@@ -10,9 +10,8 @@ import signal
 import pytest
 import torch
 from lightning import Callback
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import SHARED_DATA, train_in_process, write_mnist
+from tests.conftest import SHARED_DATA, tensorboard_events, train_in_process, write_mnist
 from tests.photo_fixtures import write_cu_dogs, write_utkface
 from vae_lightning.core.signals import RunInterrupted, stop_on_signals
 from vae_lightning.module import VAEModule
@@ -23,9 +22,7 @@ NO_PICTURES = "~callbacks.diagnostics"
 
 
 def events(run_dir):
-    accumulator = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
-    accumulator.Reload()
-    return accumulator
+    return tensorboard_events(run_dir / "tensorboard", images=0, scalars=0)
 
 
 def completed(run_dir) -> dict:
