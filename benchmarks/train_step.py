@@ -93,21 +93,20 @@ class PlainModel(nn.Module):
         self.input_shape = tuple(module.hparams.input_shape)
         self.n_data = 1  # the training set's size, for beta-TCVAE
         self.conv = hasattr(self.net, "encoder_convs")  # the conv model's layers, else the MLP's
-        # the conv net's weights are in channels-last order where its config says so: its maps go in the same order
-        channels_last = OmegaConf.select(cfg, "model.channels_last", default=False)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder's outputs, flattened per row (the logistic's two outputs per pixel: means, then scales)."""
         if not self.conv:
             return self.net.decoder(z)
         side, width = self.net.map_side, self.net.channels[-1]
-        maps = self.net.decoder_head(z).view(len(z), width, side, side).contiguous(memory_format=self.memory_format)
+        # the conv net's maps in its memory order (channels-last where its config says so), as its weights are
+        maps = self.net.decoder_head(z).view(len(z), width, side, side).contiguous(memory_format=self.net.memory_format)
         return self.net.decoder_convs(maps).flatten(1)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.conv:
-            features = self.net.encoder_head(self.net.encoder_convs(x.contiguous(memory_format=self.memory_format)))
+            maps = self.net.encoder_convs(x.contiguous(memory_format=self.net.memory_format))
+            features = self.net.encoder_head(maps)
         else:
             features = self.net.encoder(x.flatten(1))
         loc, raw = features.chunk(2, dim=-1)
