@@ -5,12 +5,19 @@ only, and the `_target_`s stored in a checkpoint's hyperparameters must be targe
 for them (the files under `model/`, `prior/`, `loss/`, `beta/`, `optimizer/`, `lr_schedule/`, `dataset/` of the
 packaged configs, and of a user's own config folders given with `--config-dir` or `hydra.searchpath`) before any
 of them is built. A checkpoint shared by someone else can therefore describe a model, but not run a command or
-open a file.
+open a file. Its strings are taken literally: one holding an OmegaConf interpolation (`${...}`, which would read
+an environment variable or a file when resolved) is refused.
+
+A checkpoint also names files: the `ModelCheckpoint` states inside it list the best, k-th best and last
+checkpoints, which Lightning removes when a better one comes. `AtomicCheckpointIO` is given the run's checkpoint
+folder: on load it keeps only the names of regular files inside that folder (resolved, so `..` and links cannot
+lead out), and it removes only such files, one at a time, never a folder, whatever asks it to.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import pickle
 import zipfile
@@ -25,6 +32,8 @@ from omegaconf import OmegaConf
 from vae_lightning.core.config import CONF_DIR
 from vae_lightning.core.errors import CheckpointError, CheckpointWriteError
 from vae_lightning.core.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 # hyperparameter of VAEModule -> the config groups whose targets it may name
 TRUSTED_GROUPS = {
@@ -49,25 +58,100 @@ CONFIG_KEYS = {
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with atomic saves (a kill or a full disk leaves the previous file intact) and
-    the checked, code-free read of `read_checkpoint` for every load, including resuming with `ckpt_path`.
+    """Lightning's checkpoint IO with atomic saves (a kill or a full disk leaves the previous file intact), the
+    checked, code-free read of `read_checkpoint` for every load, including resuming with `ckpt_path`, and
+    removals confined to `checkpoint_dir` (the run's checkpoint folder; None: regular files only, anywhere).
     `config_dirs`: the user's own config folders, whose options' targets are trusted as the packaged ones."""
 
-    def __init__(self, config_dirs: Sequence[str | os.PathLike] = ()) -> None:
+    def __init__(
+        self, config_dirs: Sequence[str | os.PathLike] = (), checkpoint_dir: str | os.PathLike | None = None
+    ) -> None:
         super().__init__()
         self.config_dirs = tuple(str(Path(d)) for d in config_dirs)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir).expanduser()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         try:
             atomic_write(path, lambda f: torch.save(checkpoint, f))
-        except OSError as bad:
+        except (OSError, RuntimeError) as bad:
+            # torch's zip writer reports a failed write (a full disk) as a RuntimeError of its own
+            if isinstance(bad, RuntimeError) and not any(
+                w in str(bad) for w in ("PytorchStreamWriter", "inline_container")
+            ):
+                raise
+            reason = bad.strerror if isinstance(bad, OSError) and bad.strerror else "the disk refused the write"
             raise CheckpointWriteError(
-                f"Could not write the checkpoint {path} ({bad.strerror or bad}). The previous checkpoint is kept. "
-                "Free some disk space and continue with resume=true hydra.run.dir=<this run's folder>."
+                f"Could not write the checkpoint {path} ({reason}) in {Path(path).parent}. The previous checkpoint "
+                "is kept. Free some disk space there and continue with resume=true hydra.run.dir=<this run's folder>."
             ) from None
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: Any = None) -> dict:
-        return read_checkpoint(path, map_location or "cpu", self.config_dirs)
+        checkpoint = read_checkpoint(path, map_location or "cpu", self.config_dirs)
+        if self.checkpoint_dir is not None:
+            confine_callback_paths(checkpoint, self.checkpoint_dir)
+        return checkpoint
+
+    def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        """Remove the checkpoint file `path` if it is a regular file inside the checkpoint folder (resolved); any
+        other path (a folder, a link out, a file elsewhere, another file system) is left alone, with a warning."""
+        if inside(path, self.checkpoint_dir):
+            Path(path).unlink(missing_ok=True)
+        elif Path(str(path)).exists() or "://" in str(path):
+            log.warning("Not removing %s: only checkpoint files in %s are removed.", path, self.checkpoint_dir)
+
+
+def inside(path: Any, folder: Path | None) -> bool:
+    """Whether `path` names a regular file (not a link) of the local disk inside `folder` (None: anywhere), after
+    resolving `..` and links."""
+    if not isinstance(path, str | os.PathLike) or not str(path) or "://" in str(path):
+        return False
+    path = Path(path).expanduser()
+    if path.is_symlink() or not path.is_file():
+        return False
+    return folder is None or path.resolve().is_relative_to(folder.expanduser().resolve())
+
+
+# the fields of a ModelCheckpoint state that name files
+PATH_FIELDS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def confine_callback_paths(checkpoint: dict, folder: Path) -> list[str]:
+    """Drop from the checkpoint's callback states every file name that is not a regular file inside `folder`
+    (`inside`), so that Lightning neither restores nor removes it; returns the names dropped (each warned of)."""
+    dropped: list[str] = []
+    states = checkpoint.get("callbacks")
+    if not isinstance(states, dict):
+        checkpoint.pop("callbacks", None)
+        return dropped
+    for name, state in list(states.items()):
+        if not isinstance(state, dict) or not str(name).startswith("ModelCheckpoint"):
+            continue
+        for field in PATH_FIELDS:
+            value = state.get(field, "")
+            if value and not inside(value, folder):
+                dropped.append(str(value))
+                state[field] = ""
+        best = state.get("best_k_models", {})
+        if not isinstance(best, dict):
+            dropped.append(f"best_k_models of {name}")
+            best = {}
+        kept = {path: score for path, score in best.items() if inside(path, folder)}
+        dropped.extend(str(path) for path in best if path not in kept)
+        state["best_k_models"] = kept
+        if "dirpath" in state and not (isinstance(state["dirpath"], str) and _same_folder(state["dirpath"], folder)):
+            state["dirpath"] = None  # Lightning restores the file names only for its own folder
+    if dropped:
+        log.warning(
+            "The checkpoint's callback state names files outside this run's checkpoint folder %s; they are ignored "
+            "(never removed): %s",
+            folder,
+            ", ".join(dropped),
+        )
+    return dropped
+
+
+def _same_folder(a: str, b: Path) -> bool:
+    return "://" not in a and Path(a).expanduser().resolve() == b.expanduser().resolve()
 
 
 @functools.cache
@@ -76,8 +160,12 @@ def trusted_targets(group: str, config_dirs: tuple[str, ...] = ()) -> frozenset[
     packaged configs and in each of `config_dirs`."""
     targets: set[str] = set()
     for root in (CONF_DIR, *map(Path, config_dirs)):
-        for path in (root / group).rglob("*.yaml"):
-            targets.update(_targets(OmegaConf.to_container(OmegaConf.load(path), resolve=False)))
+        for path in sorted((root / group).rglob("*.yaml")):
+            try:
+                targets.update(_targets(OmegaConf.to_container(OmegaConf.load(path), resolve=False)))
+            except Exception as bad:  # broken YAML in a user's folder: its classes are not trusted, nothing fails
+                reason = str(bad).strip().splitlines()[0][:160] if str(bad).strip() else type(bad).__name__
+                log.warning("The config file %s is not valid YAML (%s); no class it names is trusted.", path, reason)
     return frozenset(targets)
 
 
@@ -115,6 +203,26 @@ def _untrusted_target(hparams: dict[str, Any], config_dirs: tuple[str, ...]) -> 
     return None
 
 
+def _interpolation(tree: Any, key: str = "") -> str | None:
+    """The key of the first string in `tree` (keys included) that OmegaConf would resolve (`${`), else None."""
+    if isinstance(tree, dict):
+        for name, value in tree.items():
+            where = f"{key}.{name}" if key else str(name)
+            if "${" in str(name):
+                return where
+            found = _interpolation(value, f"{CONFIG_KEYS.get(name, name)}" if not key else where)
+            if found is not None:
+                return found
+    elif isinstance(tree, list | tuple):
+        for i, item in enumerate(tree):
+            found = _interpolation(item, f"{key}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(tree, str) and "${" in tree:
+        return key
+    return None
+
+
 def read_checkpoint(
     path: str | os.PathLike, map_location: Any = "cpu", config_dirs: Sequence[str | os.PathLike] = ()
 ) -> dict:
@@ -122,6 +230,10 @@ def read_checkpoint(
     vae_lightning checkpoint whose hyperparameters name only classes that the packaged configs, or the user's
     own config folders `config_dirs`, offer for them."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        found = sorted(str(p) for p in (path / "checkpoints" / "last.ckpt", path / "last.ckpt") if p.is_file())
+        hint = f", e.g. ckpt_path={found[0]}" if found else " (a run's are in <run folder>/checkpoints/)"
+        raise CheckpointError(f"ckpt_path={path} is a folder, not a checkpoint file: give a .ckpt file{hint}.")
     if not path.is_file():
         raise CheckpointError(f"ckpt_path={path}: no such checkpoint file.")
     try:
@@ -141,6 +253,12 @@ def read_checkpoint(
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or not {"net", "input_shape"} <= set(hparams):
         raise CheckpointError(
             f"ckpt_path={path} was not written by vae_lightning's train.py (it has no VAE hyperparameters)."
+        )
+    interpolated = _interpolation(hparams)
+    if interpolated is not None:
+        raise CheckpointError(
+            f"ckpt_path={path} was refused: its setting `{interpolated}` holds an interpolation (`${{...}}`), which "
+            "train.py never stores and which is never resolved from a checkpoint."
         )
     untrusted = _untrusted_target(hparams, tuple(str(Path(d)) for d in config_dirs))
     if untrusted is not None:

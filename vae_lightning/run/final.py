@@ -106,8 +106,8 @@ def _take_as_best(trainer: Trainer, callback: ModelCheckpoint, candidates: dict,
         }
     )
     trainer.save_checkpoint(path, weights_only=False)
-    if previous and previous != path and trainer.is_global_zero:
-        Path(previous).unlink(missing_ok=True)
+    if previous and previous != path:
+        trainer.strategy.remove_checkpoint(previous)  # the checkpoint IO removes files of the run's folder only
     log.info("The final weights are the best by %s (%.6g): %s", callback.monitor, float(score), path)
 
 
