@@ -60,6 +60,32 @@ def compose_tool(name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def trained_data(checkpoint: Path) -> dict:
+    """The data locations (roots) a checkpoint was trained with, nested as `TrainedVAE.datamodule` takes them: a
+    checkpoint never chooses where a tool reads, so a test gives them as a user would."""
+    import torch
+
+    from vae_lightning.run.tools import _flat
+
+    data = torch.load(checkpoint, weights_only=True, mmap=True)["hyper_parameters"]["data"]
+    roots = {key: value for key, value in _flat(data).items() if key.endswith("root")}
+    changes: dict = {}
+    for key, value in roots.items():
+        *parents, name = key.split(".")
+        node = changes
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[name] = value
+    return changes
+
+
+def trained_data_args(checkpoint: Path) -> list[str]:
+    """`trained_data` as a tool's command-line arguments (`dataset.faces.root=...`)."""
+    from vae_lightning.run.tools import _flat
+
+    return [f"dataset.{key}={value}" for key, value in _flat(trained_data(checkpoint)).items()]
+
+
 def train_in_process(overrides: list[str], output_dir: Path, stop=None) -> float | None:
     """`train(cfg)` as `python train.py OVERRIDES hydra.run.dir=OUTPUT_DIR` would call it, in this process."""
     from vae_lightning.train import train

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from tests.checkpoint_payloads import hostile_checkpoints
-from tests.conftest import ROOT
+from tests.conftest import ROOT, trained_data
 from vae_lightning.api import TrainedVAE
 from vae_lightning.core.errors import CheckpointError, ConfigValueError
 from vae_lightning.data.faces import photo_tensor
@@ -101,7 +101,7 @@ def test_loading_refuses_what_the_tools_refuse(digits_run, tmp_path):
 
 def test_the_attribute_morph_moves_a_photo_towards_the_dogs(faces_dogs_run, tmp_path):
     vae = TrainedVAE.load(faces_dogs_run)
-    datamodule = vae.datamodule()
+    datamodule = vae.datamodule(trained_data(faces_dogs_run))
     direction, what = vae.attribute_direction(datamodule=datamodule)  # faces and dogs: `dog` by default
     codes = vae.encode(datamodule.train_set.__getitems__(range(len(datamodule.train_set)))[0])
     dogs = datamodule.train_set.labels == 1

@@ -240,9 +240,14 @@ def test_morph_attribute_smiling_on_celeba_and_older_on_utkface(tmp_path):
         train_in_process([f"dataset={name}", f"dataset.root={data}", *TINY, *QUICK], tmp_path / name)
     for name, attribute in (("celeba", "Smiling"), ("utkface", "age")):
         checkpoint = tmp_path / name / "checkpoints" / "last.ckpt"
-        args = [f"ckpt_path={checkpoint}", "mode=attribute", f"attribute={attribute}", "steps=4", "scale=3"]
+        args = [f"ckpt_path={checkpoint}", f"dataset.root={tmp_path / name}", "mode=attribute"]
+        args = [*args, f"attribute={attribute}", "steps=4", "scale=3"]
         gif, strip = morph(compose_tool("morph", [*args, f"output={tmp_path / name}.gif"]))
         assert frames(gif) >= 2 and strip.is_file()  # the decodes move (a barely trained decoder: not every step)
         assert checkpoint.with_name(f"last.ckpt.attribute_{attribute}.pt").is_file()  # cached per attribute
     with pytest.raises(ConfigValueError, match=r"attribute=.*Smile.*age, female, male, White"):
-        morph(compose_tool("morph", [f"ckpt_path={checkpoint}", "mode=attribute", "attribute=Smile"]))
+        morph(
+            compose_tool(
+                "morph", [f"ckpt_path={checkpoint}", f"dataset.root={faces}", "mode=attribute", "attribute=Smile"]
+            )
+        )

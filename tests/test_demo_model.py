@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from tests.conftest import trained_data
 from vae_lightning.api import TrainedVAE
 from vae_lightning.demo.model import DemoInputError, DemoModel
 
@@ -13,7 +14,7 @@ from vae_lightning.demo.model import DemoInputError, DemoModel
 @pytest.fixture(scope="module")
 def demo_model(faces_dogs_run):
     vae = TrainedVAE.load(faces_dogs_run)
-    return DemoModel(vae, vae.datamodule(), None, find_face=True)
+    return DemoModel(vae, vae.datamodule(trained_data(faces_dogs_run)), None, find_face=True)
 
 
 def test_a_photo_is_encoded_once_and_the_slider_decodes(demo_model, tmp_path):
@@ -66,6 +67,7 @@ def test_a_one_class_folder_opens_without_the_attribute_tab_and_says_why(tmp_pat
         shutil.copy(face, tmp_path / "photos" / "friends")
     args = ["dataset=images", f"dataset.root={tmp_path / 'photos'}", "model.latent_dim=2", "debug=fast"]
     train_in_process([*args, "~callbacks.diagnostics"], tmp_path / "run")
-    model = load_model(compose_tool("demo", [f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"]))
+    args = [f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", f"dataset.root={tmp_path / 'photos'}"]
+    model = load_model(compose_tool("demo", args))
     assert model.attributes == [] and "no image without it" in model.data_problem
     assert model.grid((0.0, 0.0)).size == model.grid_picture_size

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from tests.checkpoint_payloads import hostile_checkpoints
-from tests.conftest import SHARED_DATA, compose_tool, train_in_process, write_mnist
+from tests.conftest import SHARED_DATA, compose_tool, train_in_process, trained_data_args, write_mnist
 from tests.photo_fixtures import photo, save_jpeg
 from vae_lightning.core.errors import CheckpointError, DataNotFoundError, VAELightningError
 from vae_lightning.data.faces import FACE_FRACTION, read_photo
@@ -95,7 +95,15 @@ def frames_of(gif):
 def test_morph_without_photos_goes_from_a_validation_human_to_a_dog(faces_dogs_run, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     gif, strip = morph(
-        compose_tool("morph", [f"ckpt_path={faces_dogs_run}", f"output={tmp_path / 'm.gif'}", "steps=7"])
+        compose_tool(
+            "morph",
+            [
+                f"ckpt_path={faces_dogs_run}",
+                *trained_data_args(faces_dogs_run),
+                f"output={tmp_path / 'm.gif'}",
+                "steps=7",
+            ],
+        )
     )
     frames = frames_of(gif)
     assert len(frames) == 7 + 5 and len(set(frames)) == 7  # there and back; every frame differs
@@ -131,6 +139,7 @@ def test_morph_finds_the_face_in_an_ordinary_photo_and_adds_the_dog_direction(fa
     assert 0.7 < FACE_FRACTION < 1.0
     args = [
         f"ckpt_path={faces_dogs_run}",
+        *trained_data_args(faces_dogs_run),
         f"source={friend}",
         "mode=attribute",
         f"output={tmp_path / 'dog.gif'}",

@@ -121,7 +121,10 @@ def test_faces_and_dogs_on_the_real_samples_in_one_try(tmp_path):
     completed(tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert type(load_module(checkpoint).net).__name__ == "ConvVAE"
-    gif, _ = morph(compose_tool("morph", [f"ckpt_path={checkpoint}", f"output={tmp_path / 'morph.gif'}", "steps=6"]))
+    roots = [f"dataset.faces.root={faces}", f"dataset.dogs.root={dogs}"]
+    gif, _ = morph(
+        compose_tool("morph", [f"ckpt_path={checkpoint}", *roots, f"output={tmp_path / 'morph.gif'}", "steps=6"])
+    )
     frames = {frame.convert("RGB").tobytes() for frame in ImageSequence.Iterator(Image.open(gif))}
     assert len(frames) == 6
 

@@ -48,8 +48,14 @@ Images = ImageLike | Sequence[ImageLike]
 class TrainedVAE:
     """A trained VAE (a `VAEModule` in eval mode) with the operations one wants in a notebook."""
 
-    def __init__(self, module: VAEModule, checkpoint: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        module: VAEModule,
+        checkpoint: str | os.PathLike | None = None,
+        config_dirs: Sequence[str | os.PathLike] = (),
+    ) -> None:
         self.module = module.eval()
+        self.config_dirs = tuple(config_dirs)
         self.checkpoint = None if checkpoint is None else Path(checkpoint).expanduser()
         self.input_shape: tuple[int, int, int] = tuple(module.hparams["input_shape"])
         self.latent_dim: int = int(module.net.latent_dim)
@@ -64,7 +70,7 @@ class TrainedVAE:
         """The model in the checkpoint file `path` on `device` ("cpu", "cuda", "cuda:1", ...), read without running
         code from it. `config_dirs`: the user's own config folders whose classes the checkpoint may name."""
         module = load_module(path, "cpu", config_dirs)
-        return cls(module.to(device), path)
+        return cls(module.to(device), path, config_dirs)
 
     @property
     def device(self) -> torch.device:
@@ -132,11 +138,12 @@ class TrainedVAE:
         return self.decode((1 - t) * ends[0] + t * ends[1])
 
     # -- attributes ---------------------------------------------------------------------------------------
-    def datamodule(self, changes: Mapping[str, Any] | None = None) -> Any:
+    def datamodule(self, changes: Mapping[str, Any] | None = None, paths: Any = None) -> Any:
         """The data module the checkpoint was trained on, set up, with `changes` (e.g. {"root": "/data/mnist"})
-        to the keys it has."""
+        to the keys it has. Where its data is read, cached or downloaded is never the checkpoint's choice: the
+        data set's default under `paths` (None: `VAE_DATA_DIR`, default ./data) unless `changes` names it."""
         changes = changes if OmegaConf.is_config(changes) else OmegaConf.create(dict(changes or {}))
-        return checkpoint_datamodule(self.module, changes)
+        return checkpoint_datamodule(self.module, changes, paths, self.config_dirs)
 
     @torch.no_grad()
     def validation_pair(self, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -173,7 +180,7 @@ class TrainedVAE:
         (`<checkpoint>.attribute_<name>.pt`, recomputed when the checkpoint file changes)."""
         datamodule = datamodule if datamodule is not None else self.datamodule()
         attributes = self.attributes(datamodule)
-        name = name if name is not None else datamodule.default_attribute
+        name = str(name) if name is not None else datamodule.default_attribute  # `attribute=0`: the digit 0
         if name not in attributes:
             offered = ", ".join(attributes) or "none (it has no labels)"
             raise ConfigValueError(
@@ -183,10 +190,9 @@ class TrainedVAE:
         stamp = None
         if cache_file is not None:
             stamp = [self.checkpoint.stat().st_size, self.checkpoint.stat().st_mtime_ns]
-            if cache_file.is_file():
-                stored = torch.load(cache_file, weights_only=True)
-                if stored.get("stamp") == stamp and stored.get("name") == name:
-                    return stored["direction"].to(self.device), stored["what"]
+            stored = read_cached_direction(cache_file, self.latent_dim)
+            if stored is not None and stored.get("stamp") == stamp and stored.get("name") == name:
+                return stored["direction"].to(self.device), stored["what"]
         direction, what = attribute_direction(self.codes(datamodule.train_set), attributes[name], name)
         if cache_file is not None:
             record = {"direction": direction.cpu(), "what": what, "name": name, "stamp": stamp}
@@ -232,6 +238,25 @@ class TrainedVAE:
         """The posterior means of every sample of a data module's split, in batches of 256, on the CPU."""
         batches = (split.__getitems__(range(i, min(i + 256, len(split))))[0] for i in range(0, len(split), 256))
         return torch.cat([self.module.net.encode(x.to(self.device)).loc.float().cpu() for x in batches])
+
+
+def read_cached_direction(path: Path, latent_dim: int) -> dict[str, Any] | None:
+    """A cached attribute direction, or None where there is none or it cannot be used (damaged, of another
+    form): it is then computed again and the cache rewritten."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as bad:  # a truncated or foreign file: any error of torch's reader
+        log.warning("The cached direction %s cannot be read (%s); computing it again.", path, type(bad).__name__)
+        return None
+    direction = stored.get("direction") if isinstance(stored, dict) else None
+    if not isinstance(direction, torch.Tensor) or tuple(direction.shape) != (latent_dim,):
+        log.warning("The cached direction %s does not fit this model; computing it again.", path)
+        return None
+    if not isinstance(stored.get("what"), str) or not bool(direction.isfinite().all()):
+        return None
+    return stored
 
 
 def attribute_direction(codes: torch.Tensor, attribute: Attribute, name: str) -> tuple[torch.Tensor, str]:

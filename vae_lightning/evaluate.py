@@ -37,14 +37,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from vae_lightning.run.trainer import final_metrics, quiet_libraries
 
     quiet_libraries()
+    problems = checks.Problems()  # every bad value in one message, before the checkpoint is read
+    for key in ("nll_samples", "mi_samples"):
+        if cfg.eval[key] is not None:
+            problems.check(checks.non_negative_int, f"eval.{key}", cfg.eval[key])
+    problems.raise_if_any()
     module = load_module(cfg.ckpt_path, config_dirs=user_config_dirs())
     if cfg.eval.nll_samples is not None:
-        module.nll_samples = checks.non_negative_int("eval.nll_samples", cfg.eval.nll_samples)
+        module.nll_samples = int(cfg.eval.nll_samples)
     if cfg.eval.mi_samples is not None:
-        module.mi_samples = checks.non_negative_int("eval.mi_samples", cfg.eval.mi_samples)
+        module.mi_samples = int(cfg.eval.mi_samples)
     if cfg.eval.mutual_info is False:
         module.mi_samples = 0
-    datamodule = checkpoint_datamodule(module, cfg.dataset)
+    datamodule = checkpoint_datamodule(module, cfg.dataset, cfg.paths, user_config_dirs())
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,

@@ -43,14 +43,18 @@ log = logging.getLogger("morph")
 def morph(cfg: DictConfig) -> tuple[Path, Path]:
     """Writes the GIF `cfg.output` and the strip beside it (`.png`); returns both paths."""
     quiet_libraries()
-    steps = checks.integer("steps", cfg.steps, low=2)
-    scale = checks.number("scale", cfg.scale)
+    problems = checks.Problems()  # every bad value in one message, before anything is loaded
+    steps = problems.check(checks.integer, "steps", cfg.steps, low=2)
+    scale = problems.check(checks.number, "scale", cfg.scale)
+    for key in ("min_side", "frame_ms", "pause_ms"):
+        problems.check(checks.positive_int, key, cfg[key])
     if cfg.mode not in ("interpolate", "attribute"):
-        raise ConfigValueError("mode", "must be interpolate or attribute", cfg.mode)
+        problems.add(ConfigValueError("mode", "must be interpolate or attribute", cfg.mode))
+    problems.raise_if_any()
     torch.manual_seed(cfg.seed)
     vae = TrainedVAE.load(cfg.ckpt_path, config_dirs=user_config_dirs())
     needs_data = cfg.mode == "attribute" or cfg.source is None or cfg.target is None
-    datamodule = vae.datamodule(cfg.dataset) if needs_data else None
+    datamodule = vae.datamodule(cfg.dataset, cfg.paths) if needs_data else None
     source = vae.images(cfg.source, find_face=bool(cfg.detect_face)) if cfg.source is not None else None
     target = vae.images(cfg.target) if cfg.target is not None else None
     what = f"{cfg.source} -> {cfg.target}" if cfg.mode == "interpolate" else str(cfg.source)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from omegaconf import DictConfig
 from vae_lightning.api import TrainedVAE
 from vae_lightning.core import checks
 from vae_lightning.core.config import user_config_dirs
-from vae_lightning.core.errors import DataNotFoundError, VAELightningError
+from vae_lightning.core.errors import ConfigValueError, DataNotFoundError, VAELightningError
 from vae_lightning.core.threads import usable_cores
 from vae_lightning.demo.model import DemoInputError, DemoModel
 from vae_lightning.run.tools import run_tool
@@ -40,7 +41,7 @@ def load_model(cfg: DictConfig) -> DemoModel:
     says why the attribute tab is missing)."""
     vae = TrainedVAE.load(cfg.ckpt_path, config_dirs=user_config_dirs())
     try:
-        datamodule, problem = vae.datamodule(cfg.dataset), None
+        datamodule, problem = vae.datamodule(cfg.dataset, cfg.paths), None
     except DataNotFoundError as missing:
         datamodule, problem = None, str(missing)
         log.warning("The checkpoint's data is not here, so the page has no attribute tab: %s", missing)
@@ -53,6 +54,17 @@ def load_model(cfg: DictConfig) -> DemoModel:
             log.warning("The page has no attribute tab: %s", unusable)
             model.attributes, model.default_attribute, model.data_problem = [], None, str(unusable)
     return model
+
+
+SIZE_UNITS = {"b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30}
+
+
+def file_size(key: str, value: Any) -> int:
+    """A size such as `100mb` (b, kb, mb, gb; units of 1024) or a number of bytes, in bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?b)?\s*", str(value).lower())
+    if match is None or float(match.group(1)) <= 0:
+        raise ConfigValueError(key, "must be a positive size such as 100mb, 512kb or a number of bytes", value)
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2) or "b"])
 
 
 def stop_on_sigterm(signum, frame) -> None:
@@ -72,7 +84,8 @@ def title(cfg: DictConfig, model: DemoModel) -> str:
 def demo(cfg: DictConfig) -> None:
     """Serves the page until interrupted."""
     quiet_libraries()
-    port = checks.integer("port", cfg.port, low=0)
+    problems = checks.Problems()  # every bad value in one message, before anything is loaded
+    port = problems.check(checks.integer, "port", cfg.port, low=0)
     try:
         import gradio  # noqa: F401  (optional dependency: say how to get it before loading anything)
     except ImportError:
@@ -80,13 +93,15 @@ def demo(cfg: DictConfig) -> None:
     from vae_lightning.demo.app import Settings
 
     settings = Settings(
-        scale=checks.number("scale", cfg.scale),
-        steps=checks.integer("steps", cfg.steps, low=2),
-        frame_ms=checks.positive_int("frame_ms", cfg.frame_ms),
-        pause_ms=checks.positive_int("pause_ms", cfg.pause_ms),
-        n_samples=checks.positive_int("n_samples", cfg.n_samples),
-        n_dims=checks.positive_int("n_dims", cfg.n_dims),
+        scale=problems.check(checks.number, "scale", cfg.scale),
+        steps=problems.check(checks.integer, "steps", cfg.steps, low=2),
+        frame_ms=problems.check(checks.positive_int, "frame_ms", cfg.frame_ms),
+        pause_ms=problems.check(checks.positive_int, "pause_ms", cfg.pause_ms),
+        n_samples=problems.check(checks.positive_int, "n_samples", cfg.n_samples),
+        n_dims=problems.check(checks.positive_int, "n_dims", cfg.n_dims),
+        max_file_bytes=problems.check(file_size, "max_file_size", cfg.max_file_size),
     )
+    problems.raise_if_any()
     torch.set_num_threads(1)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
