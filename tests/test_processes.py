@@ -70,7 +70,8 @@ def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(model, tm
     process.communicate()
     saved_epoch = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
     assert saved_epoch < 11, "the run finished before it was killed; the test needs a slower run"
-    assert not (killed / "metrics.json").exists()
+    record = json.loads((killed / "metrics.json").read_text())  # how to tell a killed run: its process is gone
+    assert record["status"] == "running" and record["pid"] == process.pid
     output = uninterrupted.communicate(timeout=300)[0]
     assert uninterrupted.returncode == 0, output[-3000:]
     assert yaml.safe_load((straight / ".hydra" / "overrides.yaml").read_text()) == args  # what was typed

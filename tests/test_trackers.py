@@ -123,6 +123,17 @@ def test_mlflow_runs_a_resumed_run_and_a_sweep_on_a_tracking_server(mlflow_serve
     runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.run_dir = '{stopped}'")
     assert len(runs) == 1  # one MLflow run for the run folder
 
+    # 2b. the finished run resumed to train longer (a changed override, the usual reason to resume): the same
+    # MLflow run goes on to FINISHED, and a tag says what changed (MLflow allows a parameter one value)
+    longer = [a if a != "trainer.max_epochs=20" else "trainer.max_epochs=22" for a in args]
+    result = train([*longer, "resume=true", f"hydra.run.dir={stopped}"], tmp_path, mlflow_server)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["choice/trainer.max_epochs"] == "20"
+    assert run.data.tags["resumed/choice/trainer.max_epochs"] == "20 -> 22"
+    assert json.loads((stopped / "metrics.json").read_text())["status"] == "completed"
+
     # 3. a two-job sweep into one experiment of its own, with W&B (offline) beside MLflow
     sweep = tmp_path / "sweep"
     result = train(

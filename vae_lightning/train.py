@@ -33,7 +33,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
 
     from vae_lightning.callbacks.stop import StopOnSignal
     from vae_lightning.callbacks.threads import CpuThreads
-    from vae_lightning.run.checkpoints import check_resume, check_weights_fit
+    from vae_lightning.run.checkpoints import check_resume, check_training_state, check_weights_fit
     from vae_lightning.run.final import save_final_weights, tested_weights
     from vae_lightning.run.folder import resume_path
     from vae_lightning.run.trackers import finish
@@ -54,6 +54,8 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     last = output_dir / "checkpoints" / "last.ckpt"
     stop_callback = StopOnSignal(stop or StopRequest(), last)
     ckpt_path = resume_path(cfg, output_dir)
+    if cfg.get("resume") and ckpt_path is None:
+        log.warning("resume=true: %s holds no checkpoints/last.ckpt yet, so the run starts from the start.", output_dir)
     resumed = None
     if ckpt_path is not None:
         module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
@@ -63,8 +65,10 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     datamodule, model, trainer = build_run(cfg, extra_callbacks=callbacks, resume_step=resume_step)
     if resumed is not None:
         check_weights_fit(resumed, model, ckpt_path)
+        check_training_state(resumed, model, ckpt_path)
         log.info("Resuming from %s (optimizer step %d)", ckpt_path, resume_step)
 
+    record(output_dir, {}, "running")  # what a `kill -9` leaves: a status naming a process that is gone
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         save_final_weights(trainer, model, datamodule, last)
@@ -74,7 +78,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     except (RunInterrupted, SIGTERMException) as stopped:
         interrupted = stopped if isinstance(stopped, RunInterrupted) else RunInterrupted(signal.SIGTERM)
         command = resume_command(output_dir)
-        write_metrics(output_dir, final_metrics(trainer, "val/"), "interrupted", resume_command=command)
+        record(output_dir, final_metrics(trainer, "val/"), "interrupted", resume_command=command)
         finish(trainer.loggers, output_dir, "interrupted")
         log.warning("Interrupted at optimizer step %d (%s). Resume with: %s", trainer.global_step, interrupted, command)
         raise interrupted from None
@@ -82,13 +86,43 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
         finish(trainer.loggers, output_dir, "diverged" if isinstance(error, DivergedError) else "failed")
         raise
     metrics = val_metrics | final_metrics(trainer, "test/")
+    warning = enormous_loss(metrics)
+    if warning:
+        log.warning(warning)
 
     if trainer.is_global_zero:
-        write_metrics(output_dir, metrics, "completed", **tested.as_metrics(output_dir))
+        noted = {"warning": warning} if warning else {}
+        record(output_dir, metrics, "completed", **tested.as_metrics(output_dir), **noted)
         finish(trainer.loggers, output_dir, "completed")
         log.info(summary(output_dir, metrics, tested, last))
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)
+
+
+# nats per image: far beyond any image's negative log-likelihood under a working model (784 binary pixels cost at
+# most 544 nats at even odds; a 64x64 colour image at 8 bits per dimension about 68,000)
+ENORMOUS_LOSS = 1e9
+
+
+def enormous_loss(metrics: dict[str, float]) -> str | None:
+    """A warning for a run whose loss stayed finite but is enormous (it diverged without overflowing), or None."""
+    shown = {name: value for name, value in metrics.items() if name.endswith("/loss") and abs(value) > ENORMOUS_LOSS}
+    if not shown:
+        return None
+    values = ", ".join(f"{name}={value:.3g}" for name, value in sorted(shown.items()))
+    return (
+        f"The run completed, but its loss is finite and enormous ({values}): it has most likely diverged. Try a lower "
+        "`optimizer.lr` or gradient clipping with `module.gradient_clip_val=1.0`."
+    )
+
+
+def record(folder: str | Path, metrics: dict, status: str, **extra) -> None:
+    """`metrics.json` with the run's status (see `write_metrics`: a completed record is never replaced by a
+    failed attempt); a disk that cannot take it (full) is a warning, never a second error."""
+    try:
+        write_metrics(folder, metrics, status, **extra)
+    except OSError as bad:
+        log.warning("Could not write %s/metrics.json (%s); status %s not recorded.", folder, bad, status)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -103,12 +137,12 @@ def hydra_app(cfg: DictConfig) -> float | None:
             sys.exit(interrupted.exit_code)  # not an Exception: in a sweep it ends the sweep too
         except VAELightningError as error:
             status = "diverged" if isinstance(error, DivergedError) else "failed"
-            write_metrics(hydra_cfg.runtime.output_dir, {}, status)
+            record(hydra_cfg.runtime.output_dir, {}, status, error=str(error))
             log.error(str(error))
             if hydra_cfg.mode == RunMode.MULTIRUN:
                 raise JobFailed(str(error)) from None  # this job fails, the sweep goes on with the others
-        except Exception:
-            write_metrics(hydra_cfg.runtime.output_dir, {}, "failed")
+        except Exception as error:
+            record(hydra_cfg.runtime.output_dir, {}, "failed", error=f"{type(error).__name__}: {error}"[:500])
             raise
     raise SystemExit(1)
 

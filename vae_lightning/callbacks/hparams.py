@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
@@ -66,6 +66,35 @@ def experiment_hparams(choices: dict[str, Any], overrides: Sequence[str]) -> tup
     return values, domains
 
 
+def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """`params` as MLflow stores them: nested keys joined by `/`, values as text of at most 250 characters (as
+    Lightning's MLflow logger writes them)."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and value:
+            flat |= flat_params(value, f"{prefix}{key}/")
+        else:
+            flat[f"{prefix}{key}"] = str(value)[:250]
+    return flat
+
+
+def log_mlflow_params(logger: MLFlowLogger, params: dict[str, Any]) -> None:
+    """Log `params` to the logger's MLflow run, which MLflow allows once per key: the new ones as parameters; one
+    whose value a resume changed (e.g. `trainer.max_epochs` raised to train longer) as the tag
+    `resumed/<key>` = `<before> -> <now>`, so that the run goes on and says what changed."""
+    from mlflow.entities import Param
+
+    client, run_id = logger.experiment, logger.run_id
+    before = client.get_run(run_id).data.params
+    params = flat_params(params)
+    new = [Param(key, value) for key, value in params.items() if key not in before]
+    for i in range(0, len(new), 100):  # MLflow takes at most 100 parameters per call
+        client.log_batch(run_id, params=new[i : i + 100])
+    for key, value in params.items():
+        if key in before and before[key] != value:
+            client.set_tag(run_id, f"resumed/{key}", f"{before[key]} -> {value}"[:5000])
+
+
 class HParams(Callback):
     """Writes this run's HPARAMS summaries (see the module docstring) to every TensorBoard logger."""
 
@@ -87,8 +116,10 @@ class HParams(Callback):
         self._write(trainer, first=True)
         choices = {f"choice/{name}": value for name, value in self.values.items()}
         for logger in trainer.loggers:  # the trackers' own parameters (MLflow's params, W&B's config)
-            if not isinstance(logger, TensorBoardLogger | CSVLogger):
-                logger.log_hyperparams(choices | {"module": dict(pl_module.hparams)})
+            if isinstance(logger, MLFlowLogger):
+                log_mlflow_params(logger, choices | {"module": dict(pl_module.hparams)})
+            elif not isinstance(logger, TensorBoardLogger | CSVLogger):
+                logger.log_hyperparams(choices | {"module": dict(pl_module.hparams)})  # W&B: a change overwrites
 
     @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

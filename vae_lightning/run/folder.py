@@ -159,7 +159,13 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
 
 def check_resume_before_start(config: DictConfig) -> None:
     """The checks of `checkpoints.check_resume` for a run that will resume, before its folder is touched."""
-    path = resume_path(config, Path(config.hydra.run.dir).expanduser())
+    folder = Path(config.hydra.run.dir).expanduser()
+    if config.get("resume") and not config.get("ckpt_path") and not folder.is_dir():
+        raise VAELightningError(
+            f"resume=true, but the run folder {folder} does not exist: give the folder of the run to continue, "
+            "hydra.run.dir=<run folder> (or leave out resume=true to start a new run)."
+        )
+    path = resume_path(config, folder)
     if path is None:
         return
     module = {name: OmegaConf.to_container(config.module[name], resolve=True) for name in ("net", "prior", "loss")}
