@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vae_lightning.core.errors import DataNotFoundError
 from vae_lightning.core.files import atomic_write
 from vae_lightning.core.threads import free_cores
 from vae_lightning.data.images import Item, decode_crop_resize
@@ -99,7 +100,14 @@ def preprocess(
         else:
             images[len(kept)] = result
             kept.append(index)
-    labels = np.array([items[i].labels for i in kept], dtype=np.int64).reshape(len(kept), -1)
+    if skipped and not kept:
+        shown = "; ".join(f"{path} ({reason})" for path, reason in skipped[:_SHOW_SKIPPED])
+        raise DataNotFoundError(
+            f"None of the {len(skipped)} files found could be read as an image ({shown}"
+            f"{' ...' if len(skipped) > _SHOW_SKIPPED else ''}). Point the data set's root at a folder of images."
+        )
+    width = len(items[0].labels) if items else 0
+    labels = np.array([items[i].labels for i in kept], dtype=np.int64).reshape(len(kept), width)
     return Preprocessed(
         torch.from_numpy(images[: len(kept)].copy()), torch.from_numpy(labels), [items[i].path for i in kept], skipped
     )

@@ -10,7 +10,6 @@ error.
 
 from __future__ import annotations
 
-import base64
 import logging
 import uuid
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 import gradio as gr
 import torch
 
-from vae_lightning.demo.model import DemoInputError, DemoModel, Photo
+from vae_lightning.demo.model import DemoInputError, DemoModel, Photo, upload_path
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Settings:
     """What the page offers: `scale` the slider's far end along an attribute, `steps` frames of a GIF,
-    `frame_ms` / `pause_ms` its timing, `n_samples` prior samples per draw, `n_dims` latent sliders."""
+    `frame_ms` / `pause_ms` its timing, `n_samples` prior samples per draw, `n_dims` latent sliders,
+    `max_file_bytes` the largest image taken, however it is sent."""
 
     scale: float = 1.5
     steps: int = 25
@@ -37,6 +37,7 @@ class Settings:
     pause_ms: int = 800
     n_samples: int = 16
     n_dims: int = 6
+    max_file_bytes: int = 100 * 2**20
 
 
 def problem(error: Exception) -> str:
@@ -61,26 +62,11 @@ def guarded(fn: Callable[..., tuple], empty: tuple) -> Callable[..., tuple]:
     return handler
 
 
-def upload_path(payload: Any, folder: Path) -> tuple[str | None, str | None]:
-    """The server-side file of a raw image payload and its original name; a webcam frame sent inline (a data
-    URL) is written to `folder` first."""
-    if payload is None:
-        return None, None
-    if isinstance(payload, str):
-        return payload, Path(payload).name
-    path, url, name = payload.get("path"), payload.get("url") or "", payload.get("orig_name")
-    if path is None and url.startswith("data:"):
-        file = folder / f"webcam-{uuid.uuid4().hex}.png"
-        file.write_bytes(base64.b64decode(url.split(",", 1)[1]))
-        path = str(file)
-    return path, name or (Path(path).name if path else None)
-
-
 def build(model: DemoModel, settings: Settings, folder: Path, title: str) -> gr.Blocks:
     """The page. `folder` holds the GIFs and strips it writes (a temporary folder the caller removes)."""
 
     def read(payload: Any) -> Photo | None:
-        path, name = upload_path(payload, folder)
+        path, name = upload_path(payload, folder, settings.max_file_bytes)
         return None if path is None else model.photo(path, name)
 
     def write(frames, ends, stem: str) -> tuple[list[str], Any]:

@@ -8,8 +8,11 @@ the page shows.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,3 +232,48 @@ class DemoModel:
         u = (code[0] - x0) / (x1 - x0) * (GRID_SIZE - 1)
         v = (y1 - code[1]) / (y1 - y0) * (GRID_SIZE - 1)
         return (u + 0.5) / GRID_SIZE * size[0], (v + 0.5) / GRID_SIZE * size[1]
+
+
+def upload_path(payload: Any, folder: Path, max_bytes: int) -> tuple[str | None, str | None]:
+    """The server-side file of a raw image payload and its original name, through one gate for every way an
+    image arrives (an upload, the clipboard, a webcam frame sent inline as a data URL): the file must be one this
+    page received (inside `folder`'s parent, the demo's temporary folder where Gradio keeps uploads) and at most
+    `max_bytes` long; a data URL is size-checked before it is decoded, then written to `folder`. Anything else
+    is a `DemoInputError` whose text names no server path."""
+    if payload is None:
+        return None, None
+    if isinstance(payload, str):
+        path, url, name = payload, "", None
+    elif isinstance(payload, dict):
+        path, url, name = payload.get("path"), payload.get("url") or "", payload.get("orig_name")
+    else:
+        raise DemoInputError("The upload was not understood: send an image file.")
+    name = name if isinstance(name, str) and name else None
+    if path is None and isinstance(url, str) and url.startswith("data:"):
+        path = inline_image(url, folder, max_bytes)
+    if path is None:
+        return None, None
+    file = Path(str(path))
+    if not file.is_file() or not file.resolve().is_relative_to(folder.parent.resolve()):
+        raise DemoInputError("The upload was refused: it is not a file this page received. Upload the image again.")
+    if file.stat().st_size > max_bytes:
+        raise DemoInputError(f"The image is larger than this page takes ({max_bytes // 2**20} MB).")
+    return str(file), name or file.name
+
+
+def inline_image(url: str, folder: Path, max_bytes: int) -> str:
+    """The image of a data URL (`data:image/png;base64,...`, as a webcam frame is sent) written to `folder`,
+    refused before decoding when its text is longer than `max_bytes` of data can be."""
+    header, _, data = url.partition(",")
+    if not header.endswith(";base64") or not data:
+        raise DemoInputError("The image sent inline could not be read: it is not a base64 data URL.")
+    if len(data) > 4 * (max_bytes // 3 + 1):
+        raise DemoInputError(f"The image is larger than this page takes ({max_bytes // 2**20} MB).")
+    try:
+        content = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise DemoInputError("The image sent inline could not be read: its base64 data is damaged.") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / f"webcam-{uuid.uuid4().hex}.png"
+    file.write_bytes(content)
+    return str(file)
