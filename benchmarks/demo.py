@@ -69,10 +69,11 @@ def train_checkpoint(folder: Path) -> Path:
     return folder / "run" / "checkpoints" / "last.ckpt"
 
 
-def serve(ckpt: Path, port: int, env: dict) -> subprocess.Popen:
-    """`vae-demo` on `port`, returned once its page answers."""
+def serve(ckpt: Path, port: int, env: dict, data: list[str]) -> subprocess.Popen:
+    """`vae-demo` on `port` with the data set arguments `data` (a checkpoint does not say where its data is),
+    returned once its page answers."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "vae_lightning.demo", f"ckpt_path={ckpt}", f"port={port}"],
+        [sys.executable, "-m", "vae_lightning.demo", f"ckpt_path={ckpt}", f"port={port}", *data],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -160,14 +161,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, help="a faces-and-dogs checkpoint (default: the preset, 2 steps)")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--data",
+        nargs="*",
+        default=[
+            f"dataset.faces.root={SHARED_DATA / 'utkface'}",
+            f"dataset.dogs.root={SHARED_DATA / 'dogs' / 'oxford_iiit_pet'}",
+        ],
+        help="where the checkpoint's data is, as vae-demo's dataset.* arguments (default: the shared samples)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ckpt = args.ckpt or train_checkpoint(folder)
         photo = camera_photo(folder / "camera.jpg", 4000, 3000)
         env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(folder)}
+        env["VAE_CACHE_DIR"] = str(folder / "cache")
         port = free_port()
-        server = serve(ckpt, port, env)
+        server = serve(ckpt, port, env, args.data)
         try:
             trips = round_trips(f"http://127.0.0.1:{port}/", photo, args.repeats)
         finally:

@@ -54,14 +54,20 @@ def pixels(path: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+# where the checkpoint's data is: the demo reads it where the user says, never where the checkpoint says
+DATA = [
+    f"dataset.faces.root={SHARED_DATA / 'utkface'}",
+    f"dataset.dogs.root={SHARED_DATA / 'dogs' / 'oxford_iiit_pet'}",
+]
+
+
 @pytest.fixture(scope="module")
 def faces_dogs_ckpt(tmp_path_factory) -> Path:
     """The `faces_dogs_conv` preset as shipped (64x64 colour, 128-D), two steps on the shared samples."""
     tmp = tmp_path_factory.mktemp("demo_ckpt")
     args = [
         "experiment=faces_dogs_conv",
-        f"dataset.faces.root={SHARED_DATA / 'utkface'}",
-        f"dataset.dogs.root={SHARED_DATA / 'dogs' / 'oxford_iiit_pet'}",
+        *DATA,
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1",
@@ -79,7 +85,7 @@ def server(faces_dogs_ckpt, tmp_path_factory):
     port = free_port()
     env = os.environ | {"TMPDIR": str(tmpdir), "GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "vae_lightning.demo", f"ckpt_path={faces_dogs_ckpt}", f"port={port}"],
+        [sys.executable, "-m", "vae_lightning.demo", f"ckpt_path={faces_dogs_ckpt}", f"port={port}", *DATA],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

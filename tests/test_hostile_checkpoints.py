@@ -168,6 +168,8 @@ def test_unknown_entries_of_a_schedule_state_are_dropped_not_set(run_copy):
     payloads.training_state(last, last, lambda c: c["lr_schedulers"][0].update(optimizer={}, anything=1))
     train_in_process([*RESUME, "resume=true"], run_copy)
     assert json.loads((run_copy / "metrics.json").read_text())["status"] == "completed"
+    # a schedule saves its attributes: the new checkpoint shows what Lightning restored
+    assert "anything" not in torch.load(last, weights_only=True)["lr_schedulers"][0]
 
 
 # -- where tools read and write: never the checkpoint's choice -------------------------------------------------
@@ -175,6 +177,7 @@ def test_tools_never_read_write_or_download_where_a_checkpoint_says(images_run, 
     from vae_lightning.api import TrainedVAE
     from vae_lightning.demo.main import load_model
     from vae_lightning.evaluate import evaluate
+    from vae_lightning.morph import morph
 
     good, photos = images_run
     victim_root = tmp_path / "victim_photos"
@@ -187,6 +190,9 @@ def test_tools_never_read_write_or_download_where_a_checkpoint_says(images_run, 
     given = [f"ckpt_path={hostile}", f"dataset.root={photos}"]
     evaluate(compose_tool("evaluate", [*given, f"output={tmp_path / 'm.json'}", "eval.nll_samples=2"]))
     load_model(compose_tool("demo", given))
+    morph(
+        compose_tool("morph", [*given, "mode=attribute", "attribute=dogs", "steps=2", f"output={tmp_path / 'm.gif'}"])
+    )
     TrainedVAE.load(hostile).datamodule({"root": str(photos)})
     assert not victim_cache.exists() and snapshot(victim_root) == before
     assert any((tmp_path / "user_cache").glob("*.pt"))  # the user's own cache folder instead
@@ -398,3 +404,43 @@ def test_a_missing_data_folder_stays_a_data_error_for_the_demo(images_run, tmp_p
     monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path / "empty"))
     with pytest.raises(DataNotFoundError):
         TrainedVAE.load(images_run[0]).datamodule()
+
+
+# -- as commands (slow) ----------------------------------------------------------------------------------------
+FULL_DISK = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_resume_that_meets_a_full_disk_is_one_line_and_keeps_the_checkpoint_and_the_record(run_copy):
+    from tests.conftest import ROOT, one_line_error, run_command
+
+    last = run_copy / "checkpoints" / "last.ckpt"
+    before, completed = last.read_bytes(), json.loads((run_copy / "metrics.json").read_text())
+    args = ["-c", FULL_DISK, str(ROOT / "train.py"), *RESUME, "resume=true", f"hydra.run.dir={run_copy}"]
+    output = one_line_error(run_command(args, env={"VAE_DATA_DIR": str(run_copy.parent / "data")}))
+    assert (
+        f"Could not write the checkpoint {run_copy}/checkpoints/" in output and "previous checkpoint is kept" in output
+    )
+    assert last.read_bytes() == before
+    record = json.loads((run_copy / "metrics.json").read_text())
+    assert {k: v for k, v in record.items() if k != "attempts"} == completed  # the completed run's record stays
+    assert [a["status"] for a in record["attempts"]] == ["failed"]
+    assert "Could not write the checkpoint" in record["attempts"][0]["error"]
+
+
+@pytest.mark.slow
+def test_a_wandb_run_resumed_with_a_changed_override_goes_on(tmp_path):
+    pytest.importorskip("wandb", reason="the W&B test needs the extra: pip install -e '.[wandb]'")
+    from tests.conftest import run_train
+
+    run = tmp_path / "run"
+    assert run_train(["logger=wandb", "debug=fast"], run).returncode == 0
+    result = run_train(["logger=wandb", "debug=fast", "trainer.max_epochs=2", "resume=true"], run)
+    assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"

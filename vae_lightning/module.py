@@ -13,7 +13,7 @@ from vae_lightning.core import checks
 from vae_lightning.core.checkpoint_io import read_checkpoint
 from vae_lightning.core.config import as_plain, build, call
 from vae_lightning.core.errors import ConfigValueError, DivergedError
-from vae_lightning.core.training_state import random_state, set_random_state, trained_to
+from vae_lightning.core.training_state import check_training_state, random_state, set_random_state, trained_to
 from vae_lightning.losses import LossTerms, build_objective
 from vae_lightning.metrics import LatentStats, RunningMeans, factor_information_gaps, importance_sampled_log_likelihood
 from vae_lightning.nets.base import VAEOutput
@@ -126,6 +126,10 @@ class VAEModule(LightningModule):
         checkpoint["trained_to"] = {"step": self.global_step, "epoch": self.trained_epoch}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what the module saved; a training state (a resume) is checked against this model first, on the
+        very dict Lightning then gives the optimizer and the schedule (`core.training_state.check_training_state`)."""
+        if "optimizer_states" in checkpoint:
+            check_training_state(checkpoint, self)
         self.total_steps = int(checkpoint.get("beta_total_steps", 1)) or 1
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=self.total_steps)
         self.restored_random_state = checkpoint.get("random_state")

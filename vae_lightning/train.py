@@ -33,7 +33,8 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
 
     from vae_lightning.callbacks.stop import StopOnSignal
     from vae_lightning.callbacks.threads import CpuThreads
-    from vae_lightning.run.checkpoints import check_resume, check_training_state, check_weights_fit
+    from vae_lightning.core.training_state import check_training_state
+    from vae_lightning.run.checkpoints import check_resume, check_weights_fit
     from vae_lightning.run.final import save_final_weights, tested_weights
     from vae_lightning.run.folder import resume_path
     from vae_lightning.run.trackers import finish

@@ -6,5 +6,5 @@
 - `files`: atomic writes, `metrics.json`, leftovers of killed writes;
 - `checkpoint_io`: writing checkpoints atomically and reading them without running code from them;
 - `signals`: Ctrl-C and SIGTERM as a clean stop;
-- `training_state`: random states and how far a checkpoint has trained.
+- `training_state`: random states, how far a checkpoint has trained, and whether its training state fits a model.
 """
