@@ -37,6 +37,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     from vae_lightning.run.checkpoints import check_resume, check_weights_fit
     from vae_lightning.run.final import save_final_weights, tested_weights
     from vae_lightning.run.folder import resume_path
+    from vae_lightning.run.tools import absolute_locations
     from vae_lightning.run.trackers import finish
     from vae_lightning.run.trainer import (
         build_run,
@@ -47,6 +48,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     )
 
     quiet_libraries()
+    absolute_locations(cfg.dataset)  # stored resolved: the checkpoint does not depend on the folder started in
     output_dir = Path(cfg.paths.output_dir)
     for folder in (output_dir / "checkpoints", Path(cfg.paths.cache_dir)):
         remove_leftovers(folder)  # the temporary files of writes that a killed run left behind

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from vae_lightning.core.config import CONF_DIR, build
 from vae_lightning.core.errors import ConfigErrors, DataNotFoundError, VAELightningError
@@ -47,6 +47,22 @@ LOCATION_KEYS = frozenset({"root", "cache_dir", "download", "landmarks"})
 
 def is_location(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in LOCATION_KEYS
+
+
+def absolute_locations(dataset: DictConfig) -> list[str]:
+    """Make the data set's relative folders (roots, caches, landmark files; `LOCATION_KEYS`) absolute, against
+    the folder the command started in, so that the run's config and checkpoints do not depend on where a later
+    command starts; returns the keys changed."""
+    changed = []
+    with read_write(dataset), open_dict(dataset):
+        for key, value in _flat(OmegaConf.to_container(dataset, resolve=True)).items():
+            name = key.rsplit(".", 1)[-1]
+            if name != "download" and is_location(key) and isinstance(value, str) and value and "://" not in value:
+                path = Path(value).expanduser()
+                if not path.is_absolute():
+                    OmegaConf.update(dataset, key, str(path.resolve()), merge=False)
+                    changed.append(key)
+    return changed
 
 
 def user_side_locations(
