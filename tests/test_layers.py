@@ -29,6 +29,7 @@ LAYERS = {
     "train": 8,
     "evaluate": 8,
     "morph": 8,
+    "export": 8,
     "demo": 8,
 }
 

@@ -197,3 +197,65 @@ def test_the_worked_user_config_folder_trains_evaluates_morphs_and_resumes(wheel
     assert "Resuming from" in resumed.stderr + resumed.stdout
     after = json.loads((project / "outputs" / "residual" / "metrics.json").read_text())
     assert after["status"] == "completed" and after["tested_step"] >= first["tested_step"]
+
+
+def test_the_wheel_exports_a_model_that_works_without_its_data(wheel_env, tmp_path):
+    """From the installed wheel, in an empty folder: a model trained on a photo folder with two classes is
+    exported by `vae-export`; with the photos deleted, `TrainedVAE.from_pretrained` encodes a photo, decodes,
+    samples and morphs along the exported attribute, from the folder and, placed in a Hugging Face cache, by repo
+    id with HF_HUB_OFFLINE=1; `vae-demo` serves it with its attribute tab; the folder holds no pickle."""
+    if importlib.util.find_spec("safetensors") is None or importlib.util.find_spec("huggingface_hub") is None:
+        pytest.skip('the hub extra is not installed: pip install -e ".[hub]"')
+    from tests.test_sharing import SAFE, write_photos
+
+    user, bin_ = tmp_path / "user", wheel_env / "bin"
+    write_photos(user / "photos")
+    train = ["dataset=images", "dataset.root=photos", "dataset.image_size=16", "model.channels=[8,16]"]
+    train += ["model.latent_dim=3", "debug=fast", "~callbacks.diagnostics", "hydra.run.dir=run"]
+    ok(run([str(bin_ / "vae-train"), *train], user, {"VAE_DATA_DIR": "data"}))
+    export = [str(bin_ / "vae-export"), "ckpt_path=run/checkpoints/last.ckpt", "output=shared", "dataset.root=photos"]
+    ok(run(export, user))
+    shutil.copy(user / "photos" / "dogs" / "0.png", user / "friend.png")
+    shutil.rmtree(user / "photos")
+    assert {p.suffix for p in (user / "shared").iterdir()} <= SAFE
+    assert "train.py dataset=images dataset.root=photos" in (user / "shared" / "README.md").read_text()
+    use = (
+        "import sys\nfrom vae_lightning.api import TrainedVAE\n"
+        "vae = TrainedVAE.from_pretrained(sys.argv[1])\n"
+        "z = vae.encode('friend.png')\n"
+        "print(tuple(z.shape), tuple(vae.decode(z).shape), tuple(vae.sample(2).shape),"
+        " tuple(vae.morph_attribute('friend.png', 'dogs', steps=3).shape))\n"
+    )
+    expected = "(1, 3) (1, 3, 16, 16) (2, 3, 16, 16) (3, 3, 16, 16)"
+    assert ok(run([str(bin_ / "python"), "-c", use, "shared"], user)).stdout.strip() == expected
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cached = tmp_path / "hub" / "models--friends--dogs"
+    shutil.copytree(user / "shared", cached / "snapshots" / commit)
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text(commit)
+    offline = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    assert ok(run([str(bin_ / "python"), "-c", use, "friends/dogs"], user, offline)).stdout.strip() == expected
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip('the demo extra is not installed: pip install -e ".[demo]"')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path)}
+    demo = subprocess.Popen(
+        [str(bin_ / "vae-demo"), "ckpt_path=shared", f"port={port}"],
+        cwd=user, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline, info = time.monotonic() + 180, None
+        while info is None and time.monotonic() < deadline and demo.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2) as answer:
+                    info = json.loads(answer.read())
+            except OSError:
+                time.sleep(0.3)
+        assert info is not None, demo.communicate(timeout=30)[1][-3000:]
+        assert {"/friend_photo", "/samples", "/between_first"} <= set(info["named_endpoints"])
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        _, err = demo.communicate(timeout=60)
+    assert demo.returncode == 0, err[-3000:]

@@ -3,7 +3,7 @@ move along an attribute, a batch in and a batch out.
 
     from vae_lightning.api import TrainedVAE
 
-    vae = TrainedVAE.load("outputs/.../checkpoints/last.ckpt")
+    vae = TrainedVAE.load("outputs/.../checkpoints/last.ckpt")   # or .from_pretrained("folder" or "user/repo")
     z = vae.encode(["friend.jpg", "dog.jpg"])        # paths, PIL images or tensors -> (N, latent_dim) codes
     images = vae.decode(z)                          # (N, C, H, W) in [0, 1]
     frames = vae.interpolate("friend.jpg", "dog.jpg", steps=10)
@@ -15,6 +15,11 @@ model's input: a photo (a path or a PIL image) upright, its centre square (or, w
 that frames the face as UTKFace does) resized to the model's size, grey or colour as trained; a tensor must
 already have the model's shape, with values in [0, 1] (float) or 0..255 (uint8). Codes are the posterior means.
 Every result is on the model's device.
+
+`save_pretrained(folder)` writes the model as a folder people share (safetensors weights, JSON settings, the
+attribute directions of its training data and a model card; no pickle: see `run.exported`), and
+`from_pretrained(folder or "user/repo")` reads one, with no training data needed (a repo id through
+huggingface_hub's cache, `HF_HUB_OFFLINE=1` and `revision=` as usual). Both need the `hub` extra.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from vae_lightning.data.faces import photo_tensor, read_photo
 from vae_lightning.data.in_memory import Attribute
 from vae_lightning.module import VAEModule
 from vae_lightning.run.checkpoints import load_module
+from vae_lightning.run.exported import ExportedData, read_exported, write_exported
 from vae_lightning.run.tools import checkpoint_datamodule
 
 log = logging.getLogger(__name__)
@@ -53,9 +59,11 @@ class TrainedVAE:
         module: VAEModule,
         checkpoint: str | os.PathLike | None = None,
         config_dirs: Sequence[str | os.PathLike] = (),
+        exported: ExportedData | None = None,
     ) -> None:
         self.module = module.eval()
         self.config_dirs = tuple(config_dirs)
+        self.exported = exported  # an exported model's data: its attribute directions and label names
         self.checkpoint = None if checkpoint is None else Path(checkpoint).expanduser()
         self.input_shape: tuple[int, int, int] = tuple(module.hparams["input_shape"])
         self.latent_dim: int = int(module.net.latent_dim)
@@ -71,6 +79,99 @@ class TrainedVAE:
         code from it. `config_dirs`: the user's own config folders whose classes the checkpoint may name."""
         module = load_module(path, "cpu", config_dirs)
         return cls(module.to(device), path, config_dirs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str | os.PathLike,
+        revision: str | None = None,
+        device: str | torch.device = "cpu",
+        config_dirs: Sequence[str | os.PathLike] = (),
+    ) -> TrainedVAE:
+        """The exported model in folder `name`, or of the Hugging Face Hub repository `name` ("user/repo", at
+        `revision`), read from safetensors and JSON only: nothing in it runs, and no training data is needed."""
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            folder = hub_snapshot(str(name), revision)
+        module, _, data = read_exported(folder, config_dirs)
+        return cls(module.to(device), None, config_dirs, data)
+
+    @classmethod
+    def open(
+        cls, name: str | os.PathLike, device: str | torch.device = "cpu", config_dirs: Sequence[str | os.PathLike] = ()
+    ) -> TrainedVAE:
+        """What the tools' `ckpt_path=` names: a checkpoint file, an exported folder or a Hub repository id."""
+        path = Path(name).expanduser()
+        if path.is_file() or str(name).endswith(".ckpt"):
+            return cls.load(path, device, config_dirs)
+        if path.is_dir() and not (path / "config.json").is_file():
+            return cls.load(path, device, config_dirs)  # a run folder: the checkpoint error names its last.ckpt
+        return cls.from_pretrained(name, device=device, config_dirs=config_dirs)
+
+    def save_pretrained(self, folder: str | os.PathLike, datamodule: Any = None, card: str | None = None) -> Path:
+        """The model as a folder to share (see `run.exported`): with `datamodule` (its training data), the
+        directions of every attribute, the label names and the mean code of each label go with it; `card` is the
+        model card's text (`README.md`; None: a short one), beside the samples and reconstructions pictures."""
+        data = self.exported or ExportedData()
+        if datamodule is not None:
+            data = self.data_summary(datamodule)
+        folder = Path(folder).expanduser()
+        write_exported(folder, self.module, self.preprocessing(), data)
+        self.picture(self.sample(16, torch.Generator().manual_seed(0)), 32).save(folder / "samples.png")
+        if datamodule is not None:
+            originals = datamodule.diagnostic_samples(8)[0].to(self.device)
+            both = torch.cat([originals, self.reconstruct(originals)])
+            rows = [self.picture(both[:8], 32), self.picture(both[8:], 32)]
+            sheet = Image.new("RGB", (rows[0].width, rows[0].height * 2))
+            for i, row in enumerate(rows):
+                sheet.paste(row.convert("RGB"), (0, i * row.height))
+            sheet.save(folder / "reconstructions.png")
+        (folder / "README.md").write_text(
+            card or "# A vae_lightning model\n\nLoad it with `TrainedVAE.from_pretrained`.\n"
+        )
+        return folder
+
+    def push_to_hub(self, repo_id: str, datamodule: Any = None, card: str | None = None, private: bool = False) -> str:
+        """`save_pretrained` into the Hub repository `repo_id` (created if needed) for a user logged in with
+        `hf auth login`; returns the commit's URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, datamodule, card)
+            api = HfApi()
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            return str(api.upload_folder(repo_id=repo_id, folder_path=folder))
+
+    def preprocessing(self) -> dict[str, Any]:
+        """How images become the model's input: its shape, and a photo's crop and scaling."""
+        channels, height, width = self.input_shape
+        data = self.module.hparams.get("data") or {}
+        return {
+            "input_shape": [channels, height, width],
+            "grayscale": channels == 1,
+            "crop": f"the centre square ({data.get('fit', 'crop')}), or the face where one is found",
+            "pixel_scale": float(data.get("pixel_scale", 255.0)),
+        }
+
+    @torch.no_grad()
+    def data_summary(self, datamodule: Any) -> ExportedData:
+        """What the model keeps of `datamodule` when shared: every attribute's direction, the label names, the
+        mean code of each label of the training split, the default attribute."""
+        data = ExportedData(class_names=dict(getattr(datamodule, "class_names", {}) or {}))
+        for name in self.attributes(datamodule):
+            try:
+                data.directions[name] = self.attribute_direction(name, datamodule, cache=False)
+            except DataNotFoundError as unusable:  # e.g. no image without it: not exported
+                log.warning("Attribute %s is not exported: %s", name, unusable)
+        codes, labels = self.codes(datamodule.train_set), datamodule.train_set.labels
+        labels = labels if labels.dim() == 1 else labels[:, 0]
+        for label in sorted(set(labels.tolist())):
+            data.label_means[int(label)] = codes[labels == label].mean(0)
+        default = getattr(datamodule, "default_attribute", None)
+        data.default_attribute = default if default in data.directions else next(iter(data.directions), None)
+        return data
 
     @property
     def device(self) -> torch.device:
@@ -142,6 +243,11 @@ class TrainedVAE:
         """The data module the checkpoint was trained on, set up, with `changes` (e.g. {"root": "/data/mnist"})
         to the keys it has. Where its data is read, cached or downloaded is never the checkpoint's choice: the
         data set's default under `paths` (None: `VAE_DATA_DIR`, default ./data) unless `changes` names it."""
+        if self.exported is not None:
+            raise DataNotFoundError(
+                "An exported model carries no data set, only its attribute directions and label names: give the "
+                "photos to use (source=<photo>, target=<photo>)."
+            )
         changes = changes if OmegaConf.is_config(changes) else OmegaConf.create(dict(changes or {}))
         return checkpoint_datamodule(self.module, changes, paths, self.config_dirs)
 
@@ -171,6 +277,12 @@ class TrainedVAE:
         """The attributes of the training split of `datamodule` (name -> values per sample)."""
         return datamodule.attributes(datamodule.train_set)
 
+    def attribute_names(self, datamodule: Any = None) -> list[str]:
+        """The attributes one can morph along: those of `datamodule`, or those an exported model carries."""
+        if datamodule is None and self.exported is not None:
+            return list(self.exported.directions)
+        return list(self.attributes(datamodule if datamodule is not None else self.datamodule()))
+
     def attribute_direction(
         self, name: str | None = None, datamodule: Any = None, cache: bool = True
     ) -> tuple[torch.Tensor, str]:
@@ -178,6 +290,13 @@ class TrainedVAE:
         `dog` for faces and dogs) and what one unit of it is, from the training split of the checkpoint's data
         (`datamodule`, default `self.datamodule()`). Cached beside the checkpoint
         (`<checkpoint>.attribute_<name>.pt`, recomputed when the checkpoint file changes)."""
+        if datamodule is None and self.exported is not None:  # an exported model: its stored directions
+            name = str(name) if name is not None else self.exported.default_attribute
+            if name not in self.exported.directions:
+                offered = ", ".join(self.exported.directions) or "none"
+                raise ConfigValueError("attribute", f"must be one of the exported model's attributes: {offered}", name)
+            direction, what = self.exported.directions[name]
+            return direction.to(self.device), what
         datamodule = datamodule if datamodule is not None else self.datamodule()
         attributes = self.attributes(datamodule)
         name = str(name) if name is not None else datamodule.default_attribute  # `attribute=0`: the digit 0
@@ -238,6 +357,26 @@ class TrainedVAE:
         """The posterior means of every sample of a data module's split, in batches of 256, on the CPU."""
         batches = (split.__getitems__(range(i, min(i + 256, len(split))))[0] for i in range(0, len(split), 256))
         return torch.cat([self.module.net.encode(x.to(self.device)).loc.float().cpu() for x in batches])
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The local folder of Hub repository `repo_id` at `revision`, through huggingface_hub's cache (which
+    honours `HF_HUB_OFFLINE=1` and `HF_HUB_CACHE`)."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:
+        raise DataNotFoundError(
+            f"{repo_id} is no folder here, and reading a Hub repository needs huggingface_hub: "
+            'pip install "vae_lightning[hub]"'
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision))
+    except HFValidationError:
+        raise DataNotFoundError(f"{repo_id} is neither a folder nor a Hub repository id (user/repo).") from None
+    except Exception as bad:  # offline without it in the cache, not found, no network: huggingface_hub's errors
+        reason = str(bad).strip().splitlines()[0][:200] if str(bad).strip() else type(bad).__name__
+        raise DataNotFoundError(f"{repo_id} is no folder here and could not be had from the Hub ({reason}).") from None
 
 
 def read_cached_direction(path: Path, latent_dim: int) -> dict[str, Any] | None:

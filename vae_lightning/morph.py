@@ -52,8 +52,12 @@ def morph(cfg: DictConfig) -> tuple[Path, Path]:
         problems.add(ConfigValueError("mode", "must be interpolate or attribute", cfg.mode))
     problems.raise_if_any()
     torch.manual_seed(cfg.seed)
-    vae = TrainedVAE.load(cfg.ckpt_path, config_dirs=user_config_dirs())
-    needs_data = cfg.mode == "attribute" or cfg.source is None or cfg.target is None
+    vae = TrainedVAE.open(cfg.ckpt_path, config_dirs=user_config_dirs())  # a checkpoint or an exported model
+    exported = vae.exported is not None  # it carries its attribute directions: no data needed for them
+    if cfg.mode == "attribute":  # the direction (unless exported with the model) and a source to move
+        needs_data = not exported or cfg.source is None
+    else:  # the ends that are not given come from the validation split
+        needs_data = cfg.source is None or cfg.target is None
     datamodule = vae.datamodule(cfg.dataset, cfg.paths) if needs_data else None
     source = vae.images(cfg.source, find_face=bool(cfg.detect_face)) if cfg.source is not None else None
     target = vae.images(cfg.target) if cfg.target is not None else None

@@ -181,7 +181,7 @@ def _targets(tree: Any) -> Iterator[str]:
             yield from _targets(item)
 
 
-def _untrusted_target(hparams: dict[str, Any], config_dirs: tuple[str, ...]) -> tuple[str, str] | None:
+def untrusted_target_in(hparams: dict[str, Any], config_dirs: tuple[str, ...]) -> tuple[str, str] | None:
     """(the key, the target) of the first `_target_` in `hparams` that the project does not offer there."""
 
     def walk(tree: Any, key: str) -> Iterator[tuple[str, str]]:
@@ -203,19 +203,19 @@ def _untrusted_target(hparams: dict[str, Any], config_dirs: tuple[str, ...]) -> 
     return None
 
 
-def _interpolation(tree: Any, key: str = "") -> str | None:
+def interpolation_in(tree: Any, key: str = "") -> str | None:
     """The key of the first string in `tree` (keys included) that OmegaConf would resolve (`${`), else None."""
     if isinstance(tree, dict):
         for name, value in tree.items():
             where = f"{key}.{name}" if key else str(name)
             if "${" in str(name):
                 return where
-            found = _interpolation(value, f"{CONFIG_KEYS.get(name, name)}" if not key else where)
+            found = interpolation_in(value, f"{CONFIG_KEYS.get(name, name)}" if not key else where)
             if found is not None:
                 return found
     elif isinstance(tree, list | tuple):
         for i, item in enumerate(tree):
-            found = _interpolation(item, f"{key}[{i}]")
+            found = interpolation_in(item, f"{key}[{i}]")
             if found is not None:
                 return found
     elif isinstance(tree, str) and "${" in tree:
@@ -254,13 +254,13 @@ def read_checkpoint(
         raise CheckpointError(
             f"ckpt_path={path} was not written by vae_lightning's train.py (it has no VAE hyperparameters)."
         )
-    interpolated = _interpolation(hparams)
+    interpolated = interpolation_in(hparams)
     if interpolated is not None:
         raise CheckpointError(
             f"ckpt_path={path} was refused: its setting `{interpolated}` holds an interpolation (`${{...}}`), which "
             "train.py never stores and which is never resolved from a checkpoint."
         )
-    untrusted = _untrusted_target(hparams, tuple(str(Path(d)) for d in config_dirs))
+    untrusted = untrusted_target_in(hparams, tuple(str(Path(d)) for d in config_dirs))
     if untrusted is not None:
         key, target = untrusted
         raise CheckpointError(

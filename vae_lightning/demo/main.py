@@ -39,9 +39,9 @@ log = logging.getLogger("demo")
 def load_model(cfg: DictConfig) -> DemoModel:
     """The checkpoint as a `DemoModel`, with its training data where it is on this machine (else the page
     says why the attribute tab is missing)."""
-    vae = TrainedVAE.load(cfg.ckpt_path, config_dirs=user_config_dirs())
+    vae = TrainedVAE.open(cfg.ckpt_path, config_dirs=user_config_dirs())  # a checkpoint or an exported model
     try:
-        datamodule, problem = vae.datamodule(cfg.dataset, cfg.paths), None
+        datamodule, problem = (vae.datamodule(cfg.dataset, cfg.paths), None) if vae.exported is None else (None, None)
     except DataNotFoundError as missing:
         datamodule, problem = None, str(missing)
         log.warning("The checkpoint's data is not here, so the page has no attribute tab: %s", missing)
@@ -73,7 +73,7 @@ def stop_on_sigterm(signum, frame) -> None:
 
 
 def title(cfg: DictConfig, model: DemoModel) -> str:
-    data = str(model.vae.module.hparams.get("data", {}).get("_target_", "?")).rsplit(".", 1)[-1]
+    data = str((model.vae.module.hparams.get("data") or {}).get("_target_", "exported")).rsplit(".", 1)[-1]
     channels, height, width = model.vae.input_shape
     return (
         f"vae_lightning demo: {Path(cfg.ckpt_path).name}, a {model.vae.latent_dim}-D latent space "

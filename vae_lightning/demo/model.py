@@ -65,8 +65,11 @@ class DemoModel:
         self.datamodule = datamodule
         self.data_problem = data_problem
         self.find_face = find_face and vae.input_shape[0] == 3  # faces are looked for in colour models' photos
-        self.attributes: list[str] = list(vae.attributes(datamodule)) if datamodule is not None else []
-        default = getattr(datamodule, "default_attribute", None)
+        carried = datamodule is not None or vae.exported is not None  # an exported model carries its directions
+        self.attributes: list[str] = vae.attribute_names(datamodule) if carried else []
+        default = (
+            getattr(datamodule, "default_attribute", None) if vae.exported is None else vae.exported.default_attribute
+        )
         self.default_attribute = default if default in self.attributes else next(iter(self.attributes), None)
         self._directions: dict[str, tuple[torch.Tensor, str]] = {}
         self._lock = threading.Lock()
@@ -107,7 +110,7 @@ class DemoModel:
     def direction(self, attribute: str | None) -> tuple[torch.Tensor, str]:
         """The latent direction of `attribute` (None: the data set's default), computed once (and cached beside
         the checkpoint by `TrainedVAE.attribute_direction`)."""
-        if self.datamodule is None:
+        if self.datamodule is None and self.vae.exported is None:
             raise DemoInputError(f"Moving along an attribute needs the checkpoint's training data: {self.data_problem}")
         name = attribute or self.default_attribute
         if name not in self.attributes:
