@@ -25,6 +25,8 @@ from vae_lightning.core.config import CONF_DIR
 from vae_lightning.data import idx
 
 ROOT = Path(__file__).resolve().parents[1]
+# the tests' preprocessed data stays out of the user's cache (~/.cache/vae_lightning), in one folder per worker
+os.environ.setdefault("VAE_CACHE_DIR", tempfile.mkdtemp(prefix="vae-test-cache-"))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 MNIST_NAMES = {
     "train_images": "train-images-idx3-ubyte",

@@ -197,9 +197,12 @@ def test_tools_never_read_write_or_download_where_a_checkpoint_says(images_run, 
     assert not victim_cache.exists() and snapshot(victim_root) == before
     assert any((tmp_path / "user_cache").glob("*.pt"))  # the user's own cache folder instead
     # without a root given, the tool looks where this installation keeps data; the stored root is only a hint
-    with pytest.raises(VAELightningError, match=rf"trained with dataset\.root={victim_root}: give that"):
+    with pytest.raises(VAELightningError, match=rf"trained on {victim_root}, which is on this machine: give dataset"):
         evaluate(compose_tool("evaluate", [f"ckpt_path={hostile}", f"output={tmp_path / 'm.json'}"]))
     assert not victim_cache.exists() and snapshot(victim_root) == before
+    shutil.rmtree(victim_root)  # a root that is not on this machine: named as a hint in the data set's own error
+    with pytest.raises(VAELightningError, match=rf"trained with dataset\.root={victim_root}: give that"):
+        evaluate(compose_tool("evaluate", [f"ckpt_path={hostile}", f"output={tmp_path / 'm.json'}"]))
 
 
 def test_an_interpolation_in_a_checkpoint_never_reaches_the_output(digits_run, images_run, tmp_path, monkeypatch):
@@ -444,3 +447,6 @@ def test_a_wandb_run_resumed_with_a_changed_override_goes_on(tmp_path):
     result = run_train(["logger=wandb", "debug=fast", "trainer.max_epochs=2", "resume=true"], run)
     assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    _, resumed = sorted((run / "wandb").glob("offline-run-*"))  # the same run id, a second record log
+    (records,) = resumed.glob("run-*.wandb")
+    assert b"resumed/choice/trainer.max_epochs" in records.read_bytes()

@@ -201,3 +201,39 @@ def test_a_run_stores_its_data_folders_resolved(tmp_path, monkeypatch):
     cfg = compose_train(["dataset=images", "dataset.root=photos", "dataset.cache_dir=cache"], tmp_path / "run")
     assert sorted(absolute_locations(cfg.dataset)) == ["cache_dir", "root"]
     assert cfg.module.data.root == str(tmp_path / "photos") and cfg.dataset.cache_dir == str(tmp_path / "cache")
+
+
+def test_a_tool_started_in_another_folder_finds_the_data_the_run_prepared(tmp_path, monkeypatch, caplog):
+    """Trained with the README's relative roots in one folder, evaluated from another: the tool names the folder
+    to give (rather than download or fail), and with it reads the run's preprocessed data from the per-user
+    cache instead of preparing it again."""
+    import logging
+
+    from omegaconf import read_write
+
+    from tests.conftest import QUIET
+    from vae_lightning.core.config import user_cache_dir
+    from vae_lightning.evaluate import evaluate
+    from vae_lightning.train import train
+
+    monkeypatch.delenv("VAE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    write_photos(tmp_path / "a" / "photos")
+    args = ["dataset=images", "dataset.root=photos", "dataset.image_size=16", "model.channels=[8,16]", "debug=fast"]
+    cfg = compose_train([*QUIET, *args, "~callbacks.diagnostics"], tmp_path / "a" / "run")
+    with read_write(cfg):
+        cfg.paths.cache_dir = "${oc.env:VAE_CACHE_DIR,${user_cache_dir:}}"  # as train.py composes it
+    train(cfg)
+    assert any(Path(user_cache_dir()).glob("images-*.pt"))
+    ckpt = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    photos = tmp_path / "a" / "photos"
+    with pytest.raises(DataNotFoundError, match=rf"trained on {photos}, which is on this machine: give dataset\.root"):
+        evaluate(compose_tool("evaluate", [f"ckpt_path={ckpt}"]))
+    caplog.set_level(logging.INFO)
+    evaluate(compose_tool("evaluate", [f"ckpt_path={ckpt}", f"dataset.root={photos}", "output=m.json"]))
+    assert "images from the cache" in caplog.text and "preprocessed into" not in caplog.text
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["m.json"]

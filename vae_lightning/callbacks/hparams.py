@@ -12,7 +12,10 @@ Weights & Biases) gets the same choices as parameters named `choice/<name>`, and
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
@@ -23,6 +26,9 @@ from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
 from vae_lightning.core.config import CONF_DIR
+from vae_lightning.core.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 # TensorBoard shows the first five hyperparameters (by name) until one picks more: every run shows its data set
 # and model, then only what differs from the defaults: other group choices, and the keys given on the command
@@ -64,6 +70,30 @@ def experiment_hparams(choices: dict[str, Any], overrides: Sequence[str]) -> tup
         if value in options:
             domains[name] = options
     return values, domains
+
+
+# the choices a run logged to its trackers, kept in the run folder so that a resume can say what it changed
+TRACKED = "tracker_params.json"
+
+
+def changed_choices(record: Path, choices: dict[str, Any]) -> dict[str, str]:
+    """`resumed/<name>` = `<before> -> <now>` for each choice whose value differs from the one `record` kept from
+    the run's earlier start (a resume with a changed override); `record` then holds `choices`."""
+    try:
+        before = json.loads(record.read_text()) if record.is_file() else {}
+    except (OSError, ValueError):
+        before = {}
+    before = before if isinstance(before, dict) else {}
+    changed = {
+        f"resumed/{name}": f"{before[name]} -> {value}"
+        for name, value in choices.items()
+        if name in before and str(before[name]) != str(value)
+    }
+    try:
+        atomic_write(record, lambda f: f.write(json.dumps(before | choices, indent=2, default=str).encode()))
+    except OSError as bad:
+        log.warning("Could not keep the tracked choices in %s (%s).", record, bad)
+    return changed
 
 
 def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -115,11 +145,15 @@ class HParams(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._write(trainer, first=True)
         choices = {f"choice/{name}": value for name, value in self.values.items()}
-        for logger in trainer.loggers:  # the trackers' own parameters (MLflow's params, W&B's config)
+        trackers = [logger for logger in trainer.loggers if not isinstance(logger, TensorBoardLogger | CSVLogger)]
+        if not trackers:
+            return
+        changed = changed_choices(Path(trainer.default_root_dir) / TRACKED, choices)
+        for logger in trackers:  # the trackers' own parameters (MLflow's params, W&B's config)
             if isinstance(logger, MLFlowLogger):
                 log_mlflow_params(logger, choices | {"module": dict(pl_module.hparams)})
-            elif not isinstance(logger, TensorBoardLogger | CSVLogger):
-                logger.log_hyperparams(choices | {"module": dict(pl_module.hparams)})  # W&B: a change overwrites
+            else:  # W&B takes a changed value; the change is noted beside it
+                logger.log_hyperparams(choices | {"module": dict(pl_module.hparams)} | changed)
 
     @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

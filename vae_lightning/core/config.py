@@ -3,6 +3,7 @@ and the config resolvers."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,13 @@ def tracker_run_name() -> str | None:
     return Path(hydra_cfg.runtime.output_dir).name
 
 
+def user_cache_dir() -> str:
+    """`${user_cache_dir:}`: the folder of this user's preprocessed data, `$XDG_CACHE_HOME/vae_lightning` (default
+    `~/.cache/vae_lightning`): one place for every command, whatever folder it starts in, so that a tool finds
+    what a run prepared instead of preparing it again."""
+    return str(Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser().resolve() / "vae_lightning")
+
+
 def run_id() -> str:
     """`${run_id:}`: six random hex digits that make a run or sweep folder name unique even when two runs start
     in the same second. Cached like Hydra's `${now:}`, so every use in one run (and its sweep jobs) agrees."""
@@ -107,6 +115,8 @@ def register_resolvers() -> None:
     for name, resolver in (("sweep_name", sweep_name), ("tracker_run_name", tracker_run_name)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
+    if not OmegaConf.has_resolver("user_cache_dir"):
+        OmegaConf.register_new_resolver("user_cache_dir", user_cache_dir)
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
 

@@ -119,6 +119,14 @@ def checkpoint_data_config(
     local = {key: ours.get(key, False if key.endswith("download") else None) for key in stored} | {
         key: value for key, value in given.items() if key in stored
     }
+    for key in sorted(stored):  # say so rather than download again, or report a missing folder, with the data here
+        theirs, mine = stored[key], local[key]
+        both = key.endswith("root") and key not in given and isinstance(theirs, str) and isinstance(mine, str)
+        if both and theirs != mine and not Path(mine).expanduser().exists() and Path(theirs).is_dir():
+            raise DataNotFoundError(
+                f"The checkpoint's data is not at {mine}; it was trained on {theirs}, which is on this machine: "
+                f"give dataset.{key}={theirs} to read it there (a checkpoint does not choose where a tool reads)."
+            )
     for key in sorted(stored):
         if stored[key] != local[key] and stored[key] not in (None, False):
             log.info(
