@@ -295,3 +295,34 @@ def test_every_estimator_uses_the_prior_it_is_given():
     )
     assert D_Z == 2
     torch.testing.assert_close(mixture, standard)
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1e-3])
+def test_the_mixture_density_keeps_float32_precision_at_small_scales(scale):
+    """200 components in 50 dimensions, means ~ N(0, 4), every scale `scale` (the mixture prior's min_scale is
+    1e-3), codes drawn from the mixture: float32 within 1e-3 nats of the same density in float64 on average."""
+    from vae_lightning.priors import GaussianMixturePrior
+
+    class Fixed(GaussianMixturePrior):
+        def __init__(self, logits, loc, scale):
+            torch.nn.Module.__init__(self)
+            self.latent_dim = loc.shape[1]
+            self.parts = (logits, loc, scale)
+
+        def components(self):
+            return self.parts
+
+    g = torch.Generator().manual_seed(0)
+    logits, loc = (
+        torch.randn(200, generator=g, dtype=torch.float64),
+        2 * torch.randn(200, 50, generator=g, dtype=torch.float64),
+    )
+    scales = torch.full((200, 50), scale, dtype=torch.float64)
+    chosen = torch.randint(0, 200, (1000,), generator=g)
+    z = loc[chosen] + scales[chosen] * torch.randn(1000, 50, generator=g, dtype=torch.float64)
+    exact = Fixed(logits, loc, scales).log_prob(z)
+    assert torch.allclose(exact, Fixed(logits, loc, scales).distribution().log_prob(z))  # the reference itself
+    single = Fixed(logits.float(), loc.float(), scales.float())
+    assert (single.log_prob(z.float()).double() - exact).abs().mean() < 1e-3
+    Fixed.CHUNK_ELEMENTS = 50 * 200 * 7  # chunks of 7 codes give the same values
+    torch.testing.assert_close(single.log_prob(z.float()), Fixed(*single.parts).distribution().log_prob(z.float()))
