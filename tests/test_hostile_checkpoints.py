@@ -443,10 +443,10 @@ def test_a_wandb_run_resumed_with_a_changed_override_goes_on(tmp_path):
     from tests.conftest import run_train
 
     run = tmp_path / "run"
-    assert run_train(["logger=wandb", "debug=fast"], run).returncode == 0
+    assert run_train(["logger=wandb", "debug=fast", "trainer.max_epochs=1"], run).returncode == 0
     result = run_train(["logger=wandb", "debug=fast", "trainer.max_epochs=2", "resume=true"], run)
     assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
     _, resumed = sorted((run / "wandb").glob("offline-run-*"))  # the same run id, a second record log
     (records,) = resumed.glob("run-*.wandb")
-    assert b"resumed/choice/trainer.max_epochs" in records.read_bytes()
+    assert b"resumed/choice/trainer.max_epochs" in records.read_bytes() and b"1 -> 2" in records.read_bytes()
