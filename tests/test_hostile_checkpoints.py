@@ -98,7 +98,11 @@ def test_the_checkpoint_io_removes_only_checkpoint_files_of_its_folder(tmp_path,
     own = folder / "best-epoch001.ckpt"
     own.write_bytes(b"x")
     (folder / "link.ckpt").symlink_to(victim / "keep" / "precious.txt")
+    (folder / "notes.txt").write_text("mine")
     io = AtomicCheckpointIO(checkpoint_dir=folder)
+    AtomicCheckpointIO().remove_checkpoint(victim / "keep" / "precious.txt")  # without a folder: .ckpt files only
+    io.remove_checkpoint(folder / "notes.txt")
+    assert (folder / "notes.txt").is_file() and (victim / "keep" / "precious.txt").is_file()
     before = snapshot(victim)
     for path in (victim, victim / "keep", folder / ".." / ".." / "victim", folder / "link.ckpt", folder, "memory://x"):
         io.remove_checkpoint(path)

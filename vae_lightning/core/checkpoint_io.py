@@ -92,9 +92,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return checkpoint
 
     def remove_checkpoint(self, path: str | os.PathLike) -> None:
-        """Remove the checkpoint file `path` if it is a regular file inside the checkpoint folder (resolved); any
-        other path (a folder, a link out, a file elsewhere, another file system) is left alone, with a warning."""
-        if inside(path, self.checkpoint_dir):
+        """Remove the checkpoint file `path` if it is a regular `.ckpt` file inside the checkpoint folder
+        (resolved; without a folder, anywhere); any other path (a folder, a link out, a file elsewhere, another
+        file system, a file of another kind) is left alone, with a warning."""
+        if inside(path, self.checkpoint_dir) and Path(path).suffix == ".ckpt":
             Path(path).unlink(missing_ok=True)
         elif Path(str(path)).exists() or "://" in str(path):
             log.warning("Not removing %s: only checkpoint files in %s are removed.", path, self.checkpoint_dir)
