@@ -63,7 +63,9 @@ def test_the_exported_folder_holds_no_pickle_and_a_model_card(exported):
     assert "library_name: vae_lightning" in front and "- ImageFolder" in front and "- nll" in front
     assert "| `test/nll` |" in card  # the command that trained it: in the wheel's test (a real train.py run)
     config = json.loads((folder / "config.json").read_text())
-    assert "data" not in config["hyper_parameters"] and config["preprocessing"]["input_shape"] == [3, 16, 16]
+    data = config["hyper_parameters"]["data"]  # the data set's settings without its folders
+    assert data["image_size"] == 16 and data["root"] is None and data["cache_dir"] is None
+    assert config["preprocessing"]["input_shape"] == [3, 16, 16]
     assert json.loads((folder / "data.json").read_text())["attributes"].keys() == {"cats", "dogs"}
 
 
@@ -84,7 +86,7 @@ def test_from_pretrained_works_with_no_training_data(exported, tmp_path, monkeyp
     assert vae.exported.class_names == {0: "cats", 1: "dogs"} and set(vae.exported.label_means) == {0, 1}
     with pytest.raises(ConfigValueError, match="exported model's attributes: cats, dogs"):
         vae.attribute_direction("Smiling")
-    with pytest.raises(DataNotFoundError, match="exported model carries no data set"):
+    with pytest.raises(DataNotFoundError, match="does not exist"):  # its data set, without its folders
         vae.datamodule()
 
 
@@ -112,6 +114,16 @@ def test_a_repo_id_loads_from_the_hub_cache_offline(exported, tmp_path, monkeypa
         TrainedVAE.from_pretrained("friends/cats")
 
 
+def test_evaluate_scores_the_folder_on_data_the_user_gives(exported, tmp_path):
+    from vae_lightning.evaluate import evaluate
+
+    folder, _, _ = exported
+    photos = write_photos(tmp_path / "photos")
+    metrics = evaluate(compose_tool("evaluate", [f"ckpt_path={folder}", f"dataset.root={photos}", "eval.nll_samples=2",
+                                                 f"output={tmp_path / 'm.json'}"]))  # fmt: skip
+    assert "test/nll" in metrics and (tmp_path / "m.json").is_file()
+
+
 def test_morph_and_the_demo_take_the_folder(exported, tmp_path):
     from vae_lightning.demo.main import load_model
     from vae_lightning.morph import morph
@@ -120,7 +132,7 @@ def test_morph_and_the_demo_take_the_folder(exported, tmp_path):
     args = [f"ckpt_path={folder}", f"source={friend}", "mode=attribute", "attribute=dogs", "steps=3"]
     gif, strip = morph(compose_tool("morph", [*args, f"output={tmp_path / 'm.gif'}"]))
     assert gif.is_file() and strip.is_file()
-    with pytest.raises(DataNotFoundError, match="give the photos to use"):
+    with pytest.raises(DataNotFoundError, match="does not exist"):  # the validation photos: data to give
         morph(compose_tool("morph", [f"ckpt_path={folder}", f"output={tmp_path / 'n.gif'}"]))
     model = load_model(compose_tool("demo", [f"ckpt_path={folder}"]))
     assert model.attributes == ["cats", "dogs"] and model.data_problem is None

@@ -243,11 +243,6 @@ class TrainedVAE:
         """The data module the checkpoint was trained on, set up, with `changes` (e.g. {"root": "/data/mnist"})
         to the keys it has. Where its data is read, cached or downloaded is never the checkpoint's choice: the
         data set's default under `paths` (None: `VAE_DATA_DIR`, default ./data) unless `changes` names it."""
-        if self.exported is not None:
-            raise DataNotFoundError(
-                "An exported model carries no data set, only its attribute directions and label names: give the "
-                "photos to use (source=<photo>, target=<photo>)."
-            )
         changes = changes if OmegaConf.is_config(changes) else OmegaConf.create(dict(changes or {}))
         return checkpoint_datamodule(self.module, changes, paths, self.config_dirs)
 

@@ -5,7 +5,8 @@
 
 Computes the test loss terms, `test/elbo`, `test/nll` (importance sampled, `eval.nll_samples` samples),
 `test/mse` and `test/psnr`, `test/active_units`, `test/mutual_info` and the KL of each latent dimension; prints
-them as JSON on stdout and writes them to `metrics.json` next to the checkpoint (or to `output`). `dataset.*`
+them as JSON on stdout and writes them to `metrics.json` next to the checkpoint (an exported model's folder or
+Hub repository id: in the current folder; or to `output`). `dataset.*`
 changes keys of the data set the checkpoint recorded, e.g. `dataset.root=/data/mnist` for the same data in
 another place. A Hydra app: `--cfg job` shows the config, `--help` the options.
 """
@@ -32,7 +33,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     # Deferred for start-up time: Lightning takes seconds to import; `--help` and a missing ckpt_path need none.
     import lightning as L
 
-    from vae_lightning.run.checkpoints import load_module
+    from vae_lightning.api import TrainedVAE
     from vae_lightning.run.tools import checkpoint_datamodule
     from vae_lightning.run.trainer import final_metrics, quiet_libraries
 
@@ -42,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         if cfg.eval[key] is not None:
             problems.check(checks.non_negative_int, f"eval.{key}", cfg.eval[key])
     problems.raise_if_any()
-    module = load_module(cfg.ckpt_path, config_dirs=user_config_dirs())
+    module = TrainedVAE.open(cfg.ckpt_path, config_dirs=user_config_dirs()).module  # or an exported folder
     if cfg.eval.nll_samples is not None:
         module.nll_samples = int(cfg.eval.nll_samples)
     if cfg.eval.mi_samples is not None:
@@ -66,7 +67,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = final_metrics(trainer, "test/")
-    target = Path(cfg.output).expanduser() if cfg.output else Path(cfg.ckpt_path).expanduser().parent / "metrics.json"
+    checkpoint = Path(cfg.ckpt_path).expanduser()
+    beside = checkpoint.parent / "metrics.json" if checkpoint.is_file() else Path("metrics.json")  # a folder, a repo
+    target = Path(cfg.output).expanduser() if cfg.output else beside
     try:
         write_metrics(target.parent, metrics, "completed", name=target.name)
     except OSError as bad:

@@ -1,8 +1,9 @@
 """A trained model as a folder people share: weights as safetensors, settings as JSON, no pickle anywhere.
 
     model.safetensors   every tensor of the model (network, prior, likelihood): `VAEModule.state_dict()`
-    config.json         what rebuilding it needs: the model's settings (`hyper_parameters` less the training data
-                        set's) and the preprocessing (input shape, pixel scaling, crop)
+    config.json         what rebuilding it needs: the model's settings (`hyper_parameters`; the training data set's
+                        with its folders emptied, which are the user's to give) and the preprocessing (input shape,
+                        pixel scaling, crop)
     data.json           what the tools need from the training data, which does not travel: attribute names and
                         what one unit of each is, the label names, the default attribute
     data.safetensors    the attribute directions (`direction/<name>`) and the mean code of each label
@@ -31,6 +32,7 @@ from vae_lightning.core.errors import CheckpointError, VAELightningError
 from vae_lightning.core.files import atomic_write
 from vae_lightning.module import VAEModule
 from vae_lightning.run.checkpoints import check_weights_fit
+from vae_lightning.run.tools import LOCATION_KEYS
 
 FORMAT = "vae_lightning.exported/1"
 WEIGHTS, CONFIG, DATA, DATA_TENSORS = "model.safetensors", "config.json", "data.json", "data.safetensors"
@@ -66,7 +68,7 @@ def write_exported(
     st = safetensors_torch()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    hparams = {key: value for key, value in dict(module.hparams).items() if key != "data"}
+    hparams = dict(module.hparams) | {"data": without_locations(module.hparams.get("data"))}
     config = {"format": FORMAT, "hyper_parameters": _jsonable(hparams), "preprocessing": preprocessing}
     weights = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in module.state_dict().items()}
     tensors = {f"direction/{name}": d.detach().float().cpu().contiguous() for name, (d, _) in data.directions.items()}
@@ -83,6 +85,14 @@ def write_exported(
         atomic_write(folder / DATA_TENSORS, lambda f: f.write(st.save(tensors))),
     ]
     return written
+
+
+def without_locations(tree: Any) -> Any:
+    """A data set's config with its folders, caches and downloads (`run.tools.LOCATION_KEYS`) emptied (null):
+    the keys stay, for the user to give."""
+    if isinstance(tree, dict):
+        return {key: None if key in LOCATION_KEYS else without_locations(value) for key, value in tree.items()}
+    return tree
 
 
 def _jsonable(tree: Any) -> Any:

@@ -159,8 +159,11 @@ def checkpoint_datamodule(
         hint = ", ".join(
             f"dataset.{key}={value}" for key, value in stored.items() if value and value != _flat(config).get(key)
         )
-        if not hint:
+        problems = missing.problems if isinstance(missing, ConfigErrors) else [missing]
+        if not all(isinstance(problem, DataNotFoundError) for problem in problems):
             raise
+        if not hint:  # missing data, as one kind of error whatever the number of folders
+            raise DataNotFoundError(str(missing)) from None
         raise DataNotFoundError(
             f"{missing}\nThe checkpoint was trained with {hint}: give that if the data is there (a checkpoint does "
             "not choose where a tool reads)."
