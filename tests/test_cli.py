@@ -29,7 +29,9 @@ def good_run(tmp_path_factory):
 
 TABLE = [
     # what only a real `train.py` process shows: Hydra's parsing, the Hydra callback, the exit code
-    (["model=nonexistent"], "Could not find 'model/nonexistent'"),
+    (["model=nonexistent"], "Error: model=nonexistent is not an option of the `model` group (conv, mlp)."),
+    (["dataset=mnsit"], "Did you mean mnist?"),
+    (["loss/likelihood=gausian"], "Did you mean gaussian?"),
     (["model.foo=1"], "Key 'foo' is not in struct"),
     (["hydra.run.dir=TMP/a_file/run"], "cannot be written"),
     (["model.latent_dim=0", "dataset.batch_size=-1"], "Bad config value `dataset.batch_size=-1`"),

@@ -197,3 +197,18 @@ def test_the_tools_accept_every_key_of_every_data_set():
         for key in keys(tree):
             top = key.split(".")[0]
             assert top in declared, f"{option.name}: {key}"
+
+
+def test_a_mistyped_option_gets_the_nearest_one(tmp_path):
+    from vae_lightning.core.config import unknown_option
+
+    assert unknown_option(["dataset=mnsit"]).endswith("Did you mean mnist?")
+    assert "`loss/likelihood` group" in unknown_option(["loss/likelihood=gausian", "model=conv"])
+    assert "Did you mean" not in unknown_option(["model=zzzz"])
+    assert unknown_option(["-m", "model=conv,mlp", "dataset=mnist", "model.latent_dim=2", "+x=1", "debug=null"]) is None
+    assert unknown_option(["model=cnv,mlp"]).startswith("model=cnv is not an option")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("_target_: my.Net\n")
+    assert unknown_option(["--config-dir", str(tmp_path), "model=mine"]) is None  # a user's own option
+    assert unknown_option(["model=mine"]) is not None
+    assert unknown_option(["hydra.searchpath=[file://x]", "model=mine"]) is None  # a search path not followed

@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.core import checks
-from vae_lightning.core.config import user_config_dirs  # importing it registers the config resolvers
+from vae_lightning.core.config import unknown_option, user_config_dirs  # importing it registers the resolvers
 from vae_lightning.core.errors import DivergedError, JobFailed, VAELightningError
 from vae_lightning.core.files import remove_leftovers, write_metrics
 from vae_lightning.core.signals import RunInterrupted, StopRequest, stop_on_signals
@@ -153,6 +153,10 @@ def hydra_app(cfg: DictConfig) -> float | None:
 def main() -> None:
     """The `vae-train` command (and `python train.py` in a clone)."""
     passive_waiting()  # before anything imports torch: OpenMP reads its wait policy once, when it loads
+    mistyped = unknown_option(sys.argv[1:])  # one line with the nearest option, before Hydra composes anything
+    if mistyped is not None:
+        print(f"Error: {mistyped}", file=sys.stderr)
+        sys.exit(1)
     hydra_app()
 
 

@@ -3,8 +3,10 @@ and the config resolvers."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,45 @@ def user_config_dirs() -> list[str]:
     if not HydraConfig.initialized():
         return []
     return [source.path for source in HydraConfig.get().runtime.config_sources if source.schema == "file"]
+
+
+def config_dirs_of(argv: Sequence[str]) -> list[Path] | None:
+    """The config folders a command line adds (`--config-dir X`, `-cd X`, `--config-dir=X`); None when it changes
+    the search path in a way this does not follow (`hydra.searchpath=...`, `--config-path`)."""
+    folders: list[Path] = []
+    for i, word in enumerate(argv):
+        if word.startswith(("hydra.searchpath", "+hydra.searchpath", "--config-path", "-cp")):
+            return None
+        if word in ("--config-dir", "-cd") and i + 1 < len(argv):
+            folders.append(Path(argv[i + 1]).expanduser())
+        elif word.startswith("--config-dir="):
+            folders.append(Path(word.split("=", 1)[1]).expanduser())
+    return folders
+
+
+def unknown_option(argv: Sequence[str]) -> str | None:
+    """One line for the first `group=option` of a command line whose option no config folder offers, with the
+    nearest existing one ("did you mean mnist?"), before Hydra answers with its own longer message; None when
+    every option exists (or the search path is one this does not follow)."""
+    folders = config_dirs_of(argv)
+    if folders is None:
+        return None
+    for word in argv:
+        key, sep, value = word.partition("=")
+        if not sep or key.startswith(("+", "~", "-", "hydra")) or "." in key:
+            continue
+        group = key.split("@")[0]
+        places = [root / group for root in (CONF_DIR, *folders) if (root / group).is_dir()]
+        if not places:
+            continue
+        options = sorted({path.stem for place in places for path in place.glob("*.yaml")})
+        for choice in (part.strip() for part in value.split(",")):  # a sweep's list too
+            if not choice or choice in options or choice == "null" or any(c in choice for c in "()[]${}*"):
+                continue
+            near = difflib.get_close_matches(choice, options, n=1)
+            hint = f" Did you mean {near[0]}?" if near else ""
+            return f"{group}={choice} is not an option of the `{group}` group ({', '.join(options)}).{hint}"
+    return None
 
 
 def as_plain(node: Any) -> Any:
