@@ -156,6 +156,7 @@ def test_morph_finds_the_face_in_an_ordinary_photo_and_adds_the_dog_direction(fa
     [
         (["source=/no/such.jpg", "target=/no/such.jpg"], "/no/such.jpg does not exist"),
         (["source=TEXT", "target=TEXT"], "could not be read"),
+        (["source=TEXT", "mode=attribute"], "could not be read"),  # before the data (not given here) is looked for
         (["steps=1"], "steps"),
         (["mode=sideways"], "mode"),
     ],

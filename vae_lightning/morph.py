@@ -58,9 +58,10 @@ def morph(cfg: DictConfig) -> tuple[Path, Path]:
         needs_data = not exported or cfg.source is None
     else:  # the ends that are not given come from the validation split
         needs_data = cfg.source is None or cfg.target is None
-    datamodule = vae.datamodule(cfg.dataset, cfg.paths) if needs_data else None
+    # the photos first: a file that is not an image is said before the data set is loaded
     source = vae.images(cfg.source, find_face=bool(cfg.detect_face)) if cfg.source is not None else None
     target = vae.images(cfg.target) if cfg.target is not None else None
+    datamodule = vae.datamodule(cfg.dataset, cfg.paths) if needs_data else None
     what = f"{cfg.source} -> {cfg.target}" if cfg.mode == "interpolate" else str(cfg.source)
     if source is None and cfg.mode == "attribute":  # the first diagnostic sample (faces and dogs: a human)
         source = datamodule.diagnostic_samples(1)[0]
