@@ -117,20 +117,15 @@ def test_the_wheel_trains_evaluates_and_morphs_from_an_empty_folder(wheel_env, w
     assert written == {"run", "eval.json", "morph.gif", "morph.png", *pictures}  # all of it where it was started
 
 
-def test_the_wheel_serves_the_demo_from_an_empty_folder(wheel_env, wheel_run, tmp_path):
-    """`vae-demo` of the installed wheel serves a checkpoint's page, writes nothing where it was started, and
-    stops cleanly on `kill`."""
-    if importlib.util.find_spec("gradio") is None:
-        pytest.skip('the demo extra is not installed: pip install -e ".[demo]"')
+def served_endpoints(command: list[str], cwd: Path, tmpdir: Path) -> set[str]:
+    """The named API endpoints of the page `command` (a `vae-demo ...`) serves, read once it answers; the server
+    is then stopped with `kill` and must exit cleanly."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = [str(wheel_env / "bin" / "vae-demo"), f"ckpt_path={wheel_run / 'run' / 'checkpoints' / 'last.ckpt'}"]
-    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path)}
-    user = tmp_path / "empty"
-    user.mkdir()
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmpdir)}
     demo = subprocess.Popen(
-        [*args, f"port={port}"], cwd=user, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, f"port={port}"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline, info = time.monotonic() + 180, None
@@ -141,11 +136,23 @@ def test_the_wheel_serves_the_demo_from_an_empty_folder(wheel_env, wheel_run, tm
             except OSError:
                 time.sleep(0.3)
         assert info is not None, demo.communicate(timeout=30)[1][-3000:]
-        assert {"/samples", "/explore_photo", "/grid_z1", "/between_first"} <= set(info["named_endpoints"])
     finally:
         demo.send_signal(signal.SIGTERM)
         _, err = demo.communicate(timeout=60)
     assert demo.returncode == 0, err[-3000:]
+    return set(info["named_endpoints"])
+
+
+def test_the_wheel_serves_the_demo_from_an_empty_folder(wheel_env, wheel_run, tmp_path):
+    """`vae-demo` of the installed wheel serves a checkpoint's page, writes nothing where it was started, and
+    stops cleanly on `kill`."""
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip('the demo extra is not installed: pip install -e ".[demo]"')
+    user = tmp_path / "empty"
+    user.mkdir()
+    ckpt = f"ckpt_path={wheel_run / 'run' / 'checkpoints' / 'last.ckpt'}"
+    endpoints = served_endpoints([str(wheel_env / "bin" / "vae-demo"), ckpt], user, tmp_path)
+    assert {"/samples", "/explore_photo", "/grid_z1", "/between_first"} <= endpoints
     assert not list(user.iterdir()) and not list(tmp_path.glob("vae-demo-*"))
 
 
@@ -237,25 +244,5 @@ def test_the_wheel_exports_a_model_that_works_without_its_data(wheel_env, tmp_pa
     assert ok(run([str(bin_ / "python"), "-c", use, "friends/dogs"], user, offline)).stdout.strip() == expected
     if importlib.util.find_spec("gradio") is None:
         pytest.skip('the demo extra is not installed: pip install -e ".[demo]"')
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp_path)}
-    demo = subprocess.Popen(
-        [str(bin_ / "vae-demo"), "ckpt_path=shared", f"port={port}"],
-        cwd=user, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline, info = time.monotonic() + 180, None
-        while info is None and time.monotonic() < deadline and demo.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2) as answer:
-                    info = json.loads(answer.read())
-            except OSError:
-                time.sleep(0.3)
-        assert info is not None, demo.communicate(timeout=30)[1][-3000:]
-        assert {"/friend_photo", "/samples", "/between_first"} <= set(info["named_endpoints"])
-    finally:
-        demo.send_signal(signal.SIGTERM)
-        _, err = demo.communicate(timeout=60)
-    assert demo.returncode == 0, err[-3000:]
+    endpoints = served_endpoints([str(bin_ / "vae-demo"), "ckpt_path=shared"], user, tmp_path)
+    assert {"/friend_photo", "/samples", "/between_first"} <= endpoints

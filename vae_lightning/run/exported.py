@@ -199,8 +199,11 @@ def _read_data(folder: Path, latent_dim: int) -> ExportedData:
             raise CheckpointError(f"{folder / DATA}: the label names are not numbered names.")
         data.class_names[int(label)] = name
     for key, tensor in tensors.items():
-        if key.startswith("label_mean/") and key[len("label_mean/") :].lstrip("-").isdigit():
-            data.label_means[int(key[len("label_mean/") :])] = tensor
+        label = key.removeprefix("label_mean/")
+        if label != key and label.lstrip("-").isdigit():
+            if tuple(tensor.shape) != (latent_dim,) or not bool(tensor.isfinite().all()):
+                raise CheckpointError(f"{folder}: the mean code of label {label} is not {latent_dim} finite numbers.")
+            data.label_means[int(label)] = tensor
     if data.default_attribute not in (None, *data.directions):
         data.default_attribute = None
     return data
