@@ -108,13 +108,19 @@ class TrainedVAE:
             return cls.load(path, device, config_dirs)  # a run folder: the checkpoint error names its last.ckpt
         return cls.from_pretrained(name, device=device, config_dirs=config_dirs)
 
-    def save_pretrained(self, folder: str | os.PathLike, datamodule: Any = None, card: str | None = None) -> Path:
+    def save_pretrained(
+        self,
+        folder: str | os.PathLike,
+        datamodule: Any = None,
+        card: str | None = None,
+        data: ExportedData | None = None,
+    ) -> Path:
         """The model as a folder to share (see `run.exported`): with `datamodule` (its training data), the
-        directions of every attribute, the label names and the mean code of each label go with it; `card` is the
-        model card's text (`README.md`; None: a short one), beside the samples and reconstructions pictures."""
-        data = self.exported or ExportedData()
-        if datamodule is not None:
-            data = self.data_summary(datamodule)
+        directions of every attribute, the label names and the mean code of each label go with it (`data`: that
+        summary, when already computed); `card` is the model card's text (`README.md`; None: a short one), beside
+        the samples and reconstructions pictures."""
+        if data is None:
+            data = self.data_summary(datamodule) if datamodule is not None else self.exported or ExportedData()
         folder = Path(folder).expanduser()
         write_exported(folder, self.module, self.preprocessing(), data)
         self.picture(self.sample(16, torch.Generator().manual_seed(0)), 32).save(folder / "samples.png")

@@ -42,7 +42,12 @@ def model_card(data_name: str, metrics: dict[str, Any], command: str | None, att
     rows = "\n".join(f"| `{name}` | {value:.6g} |" for name, value in sorted(metrics.items()))
     table = f"| metric | value |\n| --- | --- |\n{rows}" if rows else "No test metrics were recorded."
     trained = f"```\n{command}\n```" if command else "The command that trained it was not recorded."
-    moves = ", ".join(f"`{name}`" for name in attributes) or "none (it was exported without its training data)"
+    if attributes:
+        moves = "It carries the directions of its training data's attributes, so it morphs with no data set on the "
+        moves += "machine: " + ", ".join(f"`{name}`" for name in attributes) + "."
+    else:
+        moves = "It carries no attribute directions (no training data at hand when exported, or no attribute with "
+        moves += "images both with and without it)."
     return f"""---
 {yaml.safe_dump(front, sort_keys=False).strip()}
 ---
@@ -50,8 +55,7 @@ def model_card(data_name: str, metrics: dict[str, Any], command: str | None, att
 # A variational autoencoder trained with vae_lightning
 
 A {latent}-D latent space over the images of {data_name}. The weights are `model.safetensors` and the settings
-`config.json`; nothing in this folder runs code when loaded. It carries the attribute directions of its training
-data, so it morphs with no data set on the machine. Attributes: {moves}.
+`config.json`; nothing in this folder runs code when loaded. {moves}
 
 ## Test metrics
 
@@ -102,11 +106,12 @@ def export(cfg: DictConfig) -> Path:
         command = " ".join(["python train.py", *map(str, yaml.safe_load(overrides.read_text()) or [])])
     data_name = str((vae.module.hparams.get("data") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
     data_name = data_name.removesuffix("DataModule")
-    attributes = vae.attribute_names(datamodule) if datamodule is not None else []
+    data = vae.data_summary(datamodule) if datamodule is not None else None
+    attributes = list(data.directions) if data is not None else []  # those with a direction (both sides seen)
     card = model_card(data_name, metrics, command, attributes, vae.latent_dim)
     output = Path(cfg.output).expanduser()
     try:
-        vae.save_pretrained(output, datamodule, card)
+        vae.save_pretrained(output, datamodule, card, data)
     except OSError as bad:
         raise VAELightningError(f"Could not write {output} ({bad}). Choose another output=<folder>.") from None
     log.info("Exported %s to %s (%s)", ckpt, output, ", ".join(sorted(p.name for p in output.iterdir())))
