@@ -41,7 +41,10 @@ def load_model(cfg: DictConfig) -> DemoModel:
     says why the attribute tab is missing)."""
     vae = TrainedVAE.open(cfg.ckpt_path, config_dirs=user_config_dirs())  # a checkpoint or an exported model
     try:
-        datamodule, problem = (vae.datamodule(cfg.dataset, cfg.paths), None) if vae.exported is None else (None, None)
+        if vae.exported is None:
+            datamodule, problem = vae.datamodule(cfg.dataset, cfg.paths), None
+        else:  # an exported model carries its attribute directions, or says it has none
+            datamodule, problem = None, None if vae.exported.directions else "this exported model has no attributes."
     except DataNotFoundError as missing:
         datamodule, problem = None, str(missing)
         log.warning("The checkpoint's data is not here, so the page has no attribute tab: %s", missing)
