@@ -83,6 +83,20 @@ def test_a_resume_whose_callbacks_name_a_folder_outside_the_run_deletes_nothing(
     assert json.loads((run_copy / "metrics.json").read_text())["status"] == "completed"
 
 
+def test_callback_scores_that_are_not_numbers_are_dropped_before_lightning_compares_them(run_copy):
+    last = run_copy / "checkpoints" / "last.ckpt"
+    best = str(next((run_copy / "checkpoints").glob("best-*.ckpt")))
+
+    def scores_as_text(checkpoint):
+        for state in checkpoint["callbacks"].values():
+            state |= {"dirpath": str(run_copy / "checkpoints"), "best_model_score": "high", "kth_value": "x"}
+            state["best_k_models"] = {best: "not a number"}
+
+    payloads.training_state(last, last, scores_as_text)
+    train_in_process([*RESUME, "resume=true"], run_copy)
+    assert json.loads((run_copy / "metrics.json").read_text())["status"] == "completed"
+
+
 def test_a_checkpoint_given_as_ckpt_path_with_such_callbacks_deletes_nothing(digits_run, victim, tmp_path):
     hostile = payloads.callbacks_naming(
         digits_run / "checkpoints" / "last.ckpt", tmp_path / "shared.ckpt", tmp_path / "new" / "checkpoints", victim

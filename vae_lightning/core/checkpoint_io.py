@@ -11,7 +11,8 @@ an environment variable or a file when resolved) is refused.
 A checkpoint also names files: the `ModelCheckpoint` states inside it list the best, k-th best and last
 checkpoints, which Lightning removes when a better one comes. `AtomicCheckpointIO` is given the run's checkpoint
 folder: on load it keeps only the names of regular files inside that folder (resolved, so `..` and links cannot
-lead out), and it removes only such files, one at a time, never a folder, whatever asks it to.
+lead out) and scores that are numbers, and it removes only such `.ckpt` files, one at a time, never a folder,
+whatever asks it to.
 """
 
 from __future__ import annotations
@@ -136,11 +137,17 @@ def confine_callback_paths(checkpoint: dict, folder: Path) -> list[str]:
         if not isinstance(best, dict):
             dropped.append(f"best_k_models of {name}")
             best = {}
-        kept = {path: score for path, score in best.items() if inside(path, folder)}
+        kept = {path: score for path, score in best.items() if inside(path, folder) and _is_score(score)}
         dropped.extend(str(path) for path in best if path not in kept)
         state["best_k_models"] = kept
+        for field in ("best_model_score", "current_score"):  # compared with new scores: a number or none
+            if state.get(field) is not None and not _is_score(state[field]):
+                state[field] = None
+        if "kth_value" in state and not _is_score(state["kth_value"]):
+            del state["kth_value"]  # the callback keeps its own start value
         if "dirpath" in state and not (isinstance(state["dirpath"], str) and _same_folder(state["dirpath"], folder)):
             state["dirpath"] = None  # Lightning restores the file names only for its own folder
+    dropped = list(dict.fromkeys(dropped))
     if dropped:
         log.warning(
             "The checkpoint's callback state names files outside this run's checkpoint folder %s; they are ignored "
@@ -149,6 +156,10 @@ def confine_callback_paths(checkpoint: dict, folder: Path) -> list[str]:
             ", ".join(dropped),
         )
     return dropped
+
+
+def _is_score(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()
 
 
 def _same_folder(a: str, b: Path) -> bool:
