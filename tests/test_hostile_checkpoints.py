@@ -143,6 +143,10 @@ def negative_counter(checkpoint):
     checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["completed"] = -3
 
 
+def schedule_length_text(checkpoint):
+    checkpoint["beta_total_steps"] = "many"
+
+
 def short_random_state(checkpoint):
     checkpoint["random_state"]["cpu"] = torch.zeros(7, dtype=torch.uint8)
 
@@ -155,6 +159,7 @@ def short_random_state(checkpoint):
         (schedule_nan, r"lr_schedulers\[0\]\.base_lrs\[0\] is not a finite number"),
         (negative_counter, r"loops\.fit_loop\.epoch_progress\.total\.completed is not a count"),
         (short_random_state, r"random_state\.cpu is not a torch\.uint8 tensor of shape"),
+        (schedule_length_text, "beta_total_steps is not a count"),
     ],
 )
 def test_a_training_state_that_does_not_fit_is_refused_before_training(run_copy, change, named):

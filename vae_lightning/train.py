@@ -58,7 +58,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     stop_callback = StopOnSignal(stop or StopRequest(), last)
     ckpt_path = resume_path(cfg, output_dir)
     if cfg.get("resume") and ckpt_path is None:
-        log.warning("resume=true: %s holds no checkpoints/last.ckpt yet, so the run starts from the start.", output_dir)
+        log.warning("resume=true: %s holds no checkpoints/last.ckpt yet, so the run starts at step 0.", output_dir)
     resumed = None
     if ckpt_path is not None:
         module_cfg = OmegaConf.to_container(cfg.module, resolve=True)

@@ -98,9 +98,9 @@ def check_training_state(checkpoint: dict, module: Any, path: str | os.PathLike 
         problem = "lr_schedulers is not one state" if not isinstance(saved, list) or len(saved) > 1 else None
         if problem is None and saved:
             problem = _known_entries(saved[0], schedule.state_dict(), "lr_schedulers[0]")
-    for name in ("epoch", "global_step"):
+    for name, default in (("epoch", None), ("global_step", None), ("beta_total_steps", 1)):  # the last may be absent
         if problem is None:
-            problem = _counters(checkpoint.get(name), name)
+            problem = _counters(checkpoint.get(name, default), name)
     if problem is None:
         problem = _counters(checkpoint.get("loops", {}), "loops")
     if problem is None:
@@ -108,7 +108,10 @@ def check_training_state(checkpoint: dict, module: Any, path: str | os.PathLike 
     if problem is None and "random_state" in checkpoint:
         saved = checkpoint["random_state"]
         fresh = {"cpu": torch.get_rng_state()}
-        problem = _misfit({"cpu": saved.get("cpu")} if isinstance(saved, dict) else saved, fresh, "random_state")
+        if isinstance(saved, dict) and "cuda" in saved and torch.cuda.is_available():  # restored on a GPU only
+            fresh["cuda"] = torch.cuda.get_rng_state_all()
+        kept = {name: saved.get(name) for name in fresh} if isinstance(saved, dict) else saved
+        problem = _misfit(kept, fresh, "random_state")
     if problem is not None:
         where = f"ckpt_path={path}" if path is not None else "The checkpoint to resume from"
         raise CheckpointError(

@@ -26,7 +26,8 @@ def load_module(
             check_weights_fit(checkpoint, VAEModule(**checkpoint["hyper_parameters"]), path, "its settings build")
         module = VAEModule(**checkpoint["hyper_parameters"])
         module.load_state_dict(checkpoint["state_dict"])
-        module.on_load_checkpoint(checkpoint)
+        # what the module keeps of a checkpoint; the optimizer's state is for a resume, not checked nor used here
+        module.on_load_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_states"})
     except CheckpointError:
         raise
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, VAELightningError) as bad:
