@@ -54,7 +54,6 @@ def child(overrides: list[str], mode: str, seconds: float, late: bool) -> None:
     import torch
 
     from benchmarks.common import RandomImages, StepClock, compose_run, data_shape
-    from vae_lightning.callbacks.threads import CpuThreads
     from vae_lightning.core.config import build
     from vae_lightning.run.trainer import build_trainer
 
@@ -79,15 +78,15 @@ def child(overrides: list[str], mode: str, seconds: float, late: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         limits = ["trainer.max_epochs=1000", "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0"]
         limits.append(f"+trainer.max_time=00:00:00:{round(seconds):02d}")
-        cfg = compose_run([*overrides, "~callbacks.diagnostics", *limits], Path(tmp))
+        own_threads = [] if mode == "framework" else ["~callbacks.cpu_threads"]  # the framework chooses, or torch
+        cfg = compose_run([*overrides, "~callbacks.diagnostics", *own_threads, *limits], Path(tmp))
         shape, uint8 = data_shape(cfg.dataset)
         batch = int(cfg.dataset.batch_size)
         datamodule = RandomImages(shape, 200 * batch, batch, batch, uint8, batch)
         L.seed_everything(0)
         module = build(cfg.module, None, input_shape=shape)
         clock, later = StepClock(warmup=2), BusyLater(late)
-        extra = (clock, CpuThreads(), later) if mode == "framework" else (clock, later)  # as train.py adds it
-        trainer = build_trainer(cfg, extra_callbacks=extra)
+        trainer = build_trainer(cfg, extra_callbacks=(clock, later))
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 trainer.fit(module, datamodule=datamodule)

@@ -3,8 +3,9 @@
 - plain: what a user writes by hand for the same network, objective (the same plain-torch function as the bare
   column), optimizer (fused Adam) and batch size: index a shuffled in-memory tensor, forward, loss, backward,
   step;
-- bare Lightning: a LightningModule with manual optimization and nothing else (no logging, no callbacks, no
-  logger, no progress bar), computing the network's layers and the objective with plain torch operations (the
+- bare Lightning: a LightningModule under Lightning's training contract (automatic optimization, its loss in
+  `trainer.callback_metrics` every step through one `self.log`) and nothing else (no callbacks, no logger, no
+  progress bar), computing the network's layers and the objective with plain torch operations (the
   MLP's `nn.Sequential`s, `torch.nn.functional`, `torch.distributions`; none of our classes), fed by the same
   data module as the framework;
 - framework: the experiment composed from the packaged configs and built as `train.py` builds it (VAEModule, every
@@ -183,21 +184,19 @@ class PlainModel(nn.Module):
 
 
 class BareModule(L.LightningModule):
-    """The leanest LightningModule for the same network and objective in plain torch: manual optimization, no
-    logging."""
+    """The leanest LightningModule for the same network and objective in plain torch under Lightning's training
+    contract: automatic optimization, and its loss in `trainer.callback_metrics` every step (one `self.log`,
+    as Lightning's own examples write it), nothing else."""
 
     def __init__(self, model: PlainModel, optimizer_factory) -> None:
         super().__init__()
         self.model, self.optimizer_factory = model, optimizer_factory
-        self.automatic_optimization = False
 
-    def training_step(self, batch, batch_idx) -> None:
+    def training_step(self, batch, batch_idx) -> torch.Tensor:
         x, _ = batch
         loss = self.model(x)
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(x))
+        return loss
 
     def configure_optimizers(self):
         return call(self.optimizer_factory, "optimizer", self.parameters())
@@ -297,7 +296,8 @@ class BareTurns(L.Callback):
 
 def one_fit(overrides: list[str], steps: int, warmup: int, tmp: Path, threads: int | None) -> dict[str, float]:
     """Steps per second of each column in one interleaved fit."""
-    cfg = compose_run(overrides, tmp / "framework")
+    # every callback of the config but the CPU threads' choice: `--threads` sets the three columns' threads alike
+    cfg = compose_run([*overrides, "~callbacks.cpu_threads"], tmp / "framework")
     batch_size = cfg.dataset.batch_size
     shape, uint8 = data_shape(cfg.dataset)
     max_steps = warmup + steps + 1

@@ -88,11 +88,11 @@ def trained_data_args(checkpoint: Path) -> list[str]:
     return [f"dataset.{key}={value}" for key, value in _flat(trained_data(checkpoint)).items()]
 
 
-def train_in_process(overrides: list[str], output_dir: Path, stop=None) -> float | None:
+def train_in_process(overrides: list[str], output_dir: Path) -> float | None:
     """`train(cfg)` as `python train.py OVERRIDES hydra.run.dir=OUTPUT_DIR` would call it, in this process."""
     from vae_lightning.train import train
 
-    return train(compose_train([*QUIET, *overrides], output_dir), stop)
+    return train(compose_train([*QUIET, *overrides], output_dir))
 
 
 def tensorboard_events(log_dir: Path, **size_guidance: int):

@@ -140,7 +140,7 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("trainer.limit_train_batches=-2", "trainer.limit_train_batches"),
         ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches"),
         ("eval.nll_samples=-1", "eval.nll_samples"),
-        ("module.gradient_clip_val=0", "module.gradient_clip_val"),
+        ("+trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
     ],
 )
 def test_bad_values_name_the_key(override, key, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import shutil
 import textwrap
 from pathlib import Path
@@ -212,6 +213,39 @@ def test_a_checkpoint_of_the_format_before_the_family_loads_evaluates_morphs_and
     train_in_process([*short, "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'tiny_v1.ckpt'}"], run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["tested_epoch"] == 1
+
+
+V2 = FIXTURE.parent / "tiny_v2.ckpt"
+V2_SETTINGS = ["loss=iwae", "loss.k=2", "prior=mixture", "prior.n_components=2"]
+
+
+def test_a_checkpoint_of_the_manual_optimization_format_loads_and_resumes_exactly(tmp_path):
+    """`fixtures/tiny_v2.ckpt` (one epoch) was written while the module stepped its optimizer by hand and kept
+    `gradient_clip_val` among its settings; `tiny_v2_two_epochs.pt` holds the weights that the same version
+    reached after two epochs without a stop. Today's version loads it, evaluates it, and resumes it to exactly
+    those weights."""
+    from vae_lightning.evaluate import evaluate
+
+    saved = torch.load(V2, weights_only=True)
+    assert "gradient_clip_val" in saved["hyper_parameters"]
+    assert saved["loops"]["fit_loop"]["epoch_loop.manual_optimization.optim_step_progress"]["total"]["completed"] == 2
+    module = load_module(V2)
+    assert type(module.prior).__name__ == "MixtureOfGaussians" and module.loaded_step == 2
+    scores = evaluate(compose_tool("evaluate", [f"ckpt_path={V2}", "eval.nll_samples=4", f"output={tmp_path}/e"]))
+    assert math.isfinite(scores["test/nll"])
+    run = tmp_path / "resumed"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(V2, run / "checkpoints" / "last.ckpt")
+    from tests.test_baseline import TINY
+
+    short = [arg for arg in TINY if not arg.startswith("trainer.max_epochs")]
+    train_in_process([*short, *V2_SETTINGS, "trainer.max_epochs=2", "resume=true"], run)
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 4
+    expected = torch.load(FIXTURE.parent / "tiny_v2_two_epochs.pt", weights_only=True)
+    assert expected.keys() == resumed["state_dict"].keys()
+    for key, tensor in expected.items():
+        assert torch.equal(resumed["state_dict"][key], tensor), key
 
 
 @pytest.mark.parametrize("model", ["mlp", "conv"])

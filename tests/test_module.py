@@ -163,15 +163,40 @@ def test_divergence_stops_at_its_first_step_and_keeps_the_last_good_checkpoint(t
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
 
 
-def test_gradient_clipping_bounds_every_step():
-    norms = []
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_the_trainers_gradient_clipping_bounds_every_step(algorithm):
+    """The gradients the optimizer stepped with (still there at the batch's end) are clipped."""
+    clipped = []
 
     class Watch(Callback):
-        def on_before_optimizer_step(self, trainer, module, optimizer):
-            norms.append(float(torch.stack([p.grad.norm() for p in module.parameters()]).norm()))
+        def on_train_batch_end(self, trainer, module, *args):
+            grads = [p.grad for p in module.parameters()]
+            norm = torch.stack([g.norm() for g in grads]).norm()
+            clipped.append(float(norm if algorithm == "norm" else max(g.abs().max() for g in grads)))
 
-    fit_blobs([Watch()], module_kwargs={"gradient_clip_val": 0.5}, max_epochs=1)
-    assert len(norms) == 5 and max(norms) <= 0.5 + 1e-4
+    fit_blobs([Watch()], max_epochs=1, gradient_clip_val=0.05, gradient_clip_algorithm=algorithm)
+    assert len(clipped) == 5 and max(clipped) <= 0.05 + 1e-5
+
+
+def test_accumulating_gradients_halves_the_optimizer_steps_and_the_schedule_follows():
+    module, trainer = fit_blobs(max_epochs=2, limit_train_batches=6, accumulate_grad_batches=2)
+    assert trainer.global_step == 6 and module.total_steps == 6
+
+
+def test_a_callback_reads_the_training_figures_every_step():
+    """`train/loss` every step; the terms, beta and the learning rate on the steps the loggers write (every 2nd)."""
+    seen = []
+
+    class Reads(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            seen.append({name: float(value) for name, value in trainer.callback_metrics.items()})
+
+    fit_blobs([Reads()], max_epochs=1)
+    assert len(seen) == 5 and len({row["train/loss"] for row in seen}) == 5
+    for row in (seen[1], seen[3]):  # steps 2 and 4: the loss is its terms' sum (beta 1)
+        assert row["train/loss"] == pytest.approx(row["train/recon"] + row["train/kl"], rel=1e-5)
+        assert row["train/lr"] == pytest.approx(1e-3) and row["train/beta"] == 1.0
+    assert "train/kl" not in seen[0]
 
 
 def test_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path):

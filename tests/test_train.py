@@ -204,8 +204,8 @@ def test_a_signal_stops_the_run_with_a_checkpoint_metrics_and_a_resume_command(s
     run_dir = tmp_path / "run"
     signal_at = [f"+callbacks.signal={{_target_: tests.test_train.SignalAt, step: 30, signum: {int(signum)}}}"]
     cfg = compose_train([*QUIET, "trainer.max_epochs=3", NO_PICTURES, "logger=csv", *signal_at], run_dir)
-    with stop_on_signals() as stop, pytest.raises(RunInterrupted) as interrupted:
-        train(cfg, stop)
+    with stop_on_signals(), pytest.raises(RunInterrupted) as interrupted:
+        train(cfg)
     assert interrupted.value.exit_code == 128 + signum
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and "val/loss" in metrics  # the first epoch's validation
@@ -235,3 +235,24 @@ def test_seven_dog_photos_of_seven_breeds_train_with_every_picture(tmp_path):
     train_in_process(args, tmp_path / "run")  # strict pictures: any failing one fails the test
     assert completed(tmp_path / "run")["val/loss"] != 0
     assert len(list((tmp_path / "run" / "images").glob("*.png"))) >= 8
+
+
+def test_lightnings_clipping_and_accumulation_flags_train_the_default(tmp_path):
+    """The Trainer's own flags, as its documentation gives them: accumulating two batches per step halves the
+    optimizer steps (the schedules count those), and clipping by norm trains as usual."""
+    fast = ["debug=fast", NO_PICTURES, "logger=csv", "trainer.limit_train_batches=6"]
+    train_in_process([*fast, "+trainer.gradient_clip_val=0.5", "+trainer.gradient_clip_algorithm=norm"], tmp_path / "c")
+    assert completed(tmp_path / "c")["tested_step"] == 6
+    train_in_process([*fast, "+trainer.accumulate_grad_batches=2"], tmp_path / "a")
+    metrics = completed(tmp_path / "a")
+    assert metrics["tested_step"] == 3 and torch.load(tmp_path / "a/checkpoints/last.ckpt")["beta_total_steps"] == 3
+
+
+def test_an_early_stopping_callback_added_from_the_command_line_stops_the_run(tmp_path):
+    """`EarlyStopping` on `val/loss` (no improvement counts unless it is 1000 nats): stopped after the second
+    validation of five epochs, tested and recorded as completed."""
+    stopping = "{_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/loss, min_delta: 1000, patience: 1}"
+    args = ["debug=fast", NO_PICTURES, "logger=csv", "trainer.max_epochs=5", f"+callbacks.early_stop={stopping}"]
+    train_in_process(args, tmp_path / "run")
+    metrics = completed(tmp_path / "run")
+    assert metrics["tested_epoch"] == 1

@@ -9,35 +9,29 @@ from typing import Any
 import torch
 from lightning import LightningModule
 
-from vae_lightning.core import checks
-from vae_lightning.core.checkpoint_io import read_checkpoint
+from vae_lightning.core import checks, training_state
+from vae_lightning.core.checkpoint_io import CONSTANT_LR, STANDARD_NORMAL, current_settings, read_checkpoint
 from vae_lightning.core.config import as_plain, build, call
 from vae_lightning.core.errors import ConfigValueError, DivergedError
-from vae_lightning.core.training_state import check_training_state, random_state, set_random_state, trained_to
 from vae_lightning.losses import LossTerms, build_objective
 from vae_lightning.metrics import LatentStats, RunningMeans, factor_information_gaps, importance_sampled_log_likelihood
 from vae_lightning.nets.base import VAEOutput
 
-# the prior and learning-rate schedule of checkpoints written before these were config groups, and the defaults
-STANDARD_NORMAL = {"_target_": "vae_lightning.priors.StandardNormal"}
-CONSTANT_LR = {"_target_": "vae_lightning.optim.constant_lr", "_partial_": True}
-
 
 class VAEModule(LightningModule):
-    """A VAE trained on `loss` with KL weight `beta(step)`, one optimizer step per batch.
+    """A VAE trained on `loss` with KL weight `beta(step)` under Lightning's automatic optimization (so the
+    Trainer's `gradient_clip_val`, `gradient_clip_algorithm` and `accumulate_grad_batches` work as documented).
 
-    The sub-configs (`net`, `prior`, `loss` with its `likelihood`, `beta`, `optimizer`, `lr_schedule`, and `data`,
-    the data set it was trained on) are stored as hyperparameters and built here, so `load_module(path)` (in
-    `vae_lightning.run.checkpoints`) rebuilds the model from a checkpoint alone. The likelihood is built first (it
-    knows the image shape and how many decoder outputs per pixel it needs), then the objective around it, the
-    network, and the prior of that network; their parameters are all the model's.
+    The sub-configs (`net`, `prior`, `loss` with its `likelihood`, `beta`, `optimizer`, `lr_schedule`, `data`) are
+    stored as hyperparameters and built here, so `load_module(path)` rebuilds the model from a checkpoint alone:
+    the likelihood first (it knows how many decoder outputs per pixel it needs), the objective around it, the
+    network, and the prior of that network.
 
-    Logged: `train/loss`, `train/<term>` for each term of the objective, `train/beta` and `train/lr` every
-    `trainer.log_every_n_steps` steps (straight to the loggers: `self.log` costs more than a small MLP's step),
-    `train/*_epoch` means, and `val/*`, `test/*` means over all processes, at the schedule's final beta (so
-    `val/loss` compares across a ramp's epochs). The test adds `test/elbo`, `test/nll`, `test/mse`, `test/psnr`,
-    latent health, `test/total_correlation`, `test/mig` and `test/mig_<factor>`. A non-finite training loss
-    stops the run (`DivergedError`) before the next checkpoint."""
+    Logged: `train/loss`, `train/<term>`, `train/beta`, `train/lr` (see `training_step`), `train/*_epoch`, and
+    `val/*`, `test/*` means over all processes at the schedule's final beta (so `val/loss` compares across a
+    ramp's epochs); the test adds `test/elbo`, `test/nll`, `test/mse`, `test/psnr`, latent health,
+    `test/total_correlation`, `test/mig(_<factor>)`. A non-finite training loss stops the run (`DivergedError`)
+    before the next checkpoint."""
 
     def __init__(
         self,
@@ -46,7 +40,6 @@ class VAEModule(LightningModule):
         beta: dict[str, Any],
         optimizer: dict[str, Any],
         input_shape: tuple[int, ...],
-        gradient_clip_val: float | None = None,
         compile: bool = False,
         data: dict[str, Any] | None = None,
         nll_samples: int = 100,
@@ -70,13 +63,10 @@ class VAEModule(LightningModule):
         self.lr_schedule_factory = build(lr_schedule, "lr_schedule")
         probe = call(self.optimizer_factory, "optimizer", [torch.nn.Parameter(torch.zeros(1))])  # bad values fail now
         call(self.lr_schedule_factory, "lr_schedule", probe, total_steps=2)
-        if gradient_clip_val is not None:
-            checks.number("module.gradient_clip_val", gradient_clip_val, low=0.0, low_inclusive=False)
         self.nll_samples = checks.non_negative_int("eval.nll_samples", nll_samples)
         self.mi_samples = checks.non_negative_int("eval.mi_samples", mi_samples) if mutual_info else 0
         if compile:
             self.net.compile()  # in place: the state dict keeps its keys
-        self.automatic_optimization = False
         self.example_input_array = torch.zeros(2, *input_shape)  # the model summary's sizes and FLOPs
         self.total_steps, self.beta_schedule = 0, call(self.beta_factory, "beta", total_steps=1)
         self.train_means, self.eval_means = RunningMeans(self.terms), RunningMeans(self.terms)
@@ -87,10 +77,18 @@ class VAEModule(LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> VAEModule:
-        """Lightning's loader with `weights_only=True`, after the checks of `core.checkpoint_io.read_checkpoint`."""
-        read_checkpoint(checkpoint_path)
-        kwargs["weights_only"] = True
-        return super().load_from_checkpoint(checkpoint_path, map_location, **kwargs)
+        """The model of a checkpoint read with the checks of `core.checkpoint_io.read_checkpoint` (weights only;
+        Lightning's other arguments are not used), in eval mode."""
+        return cls.from_checkpoint(read_checkpoint(checkpoint_path, map_location or "cpu"))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> VAEModule:
+        """The model of a checkpoint already read (settings of any earlier format, see `current_settings`), in
+        eval mode; its optimizer state, for a resume, is neither used nor checked."""
+        module = cls(**current_settings(checkpoint["hyper_parameters"]))
+        module.load_state_dict(checkpoint["state_dict"])
+        module.on_load_checkpoint({key: value for key, value in checkpoint.items() if key != "optimizer_states"})
+        return module.eval()
 
     # -- set-up -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -122,25 +120,26 @@ class VAEModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.stop_if_diverged()  # never save weights that a non-finite loss has touched
-        checkpoint |= {"beta_total_steps": self.total_steps, "random_state": random_state()}
+        checkpoint |= {"beta_total_steps": self.total_steps, "random_state": training_state.random_state()}
         checkpoint["trained_to"] = {"step": self.global_step, "epoch": self.trained_epoch}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore what the module saved; a training state (a resume) is checked against this model first, on the
         very dict Lightning then gives the optimizer and the schedule (`core.training_state.check_training_state`)."""
         if "optimizer_states" in checkpoint:
-            check_training_state(checkpoint, self)
+            training_state.check_training_state(checkpoint, self)
+            training_state.count_manual_steps_as_automatic(checkpoint)
         self.total_steps = int(checkpoint.get("beta_total_steps", 1)) or 1
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=self.total_steps)
         self.restored_random_state = checkpoint.get("random_state")
-        self.loaded_step, self.trained_epoch = trained_to(checkpoint)
+        self.loaded_step, self.trained_epoch = training_state.trained_to(checkpoint)
 
     def on_train_start(self) -> None:
         """A resumed run continues with the random state it was saved with (sampling noise), so it reproduces the
         uninterrupted run; restored here, after Lightning's sanity check has drawn from it."""
         self.loaded_step = self.validated_step = None  # from now on the weights are this run's own
         if self.restored_random_state is not None:
-            set_random_state(self.restored_random_state)
+            training_state.set_random_state(self.restored_random_state)
             self.restored_random_state = None
 
     def on_train_epoch_start(self) -> None:
@@ -163,22 +162,24 @@ class VAEModule(LightningModule):
         means.add(torch.stack([terms.loss, *terms.terms.values()]), len(batch[0]), self.global_step)
         return terms
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """The loss of one batch for Lightning to optimize. `train/loss` reaches `trainer.callback_metrics` every
+        step; the terms, beta and lr (each `self.log` is costly next to a small MLP's step) when loggers write."""
         terms = self._shared_step(batch, "train")
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(terms.loss)
-        if self.hparams.gradient_clip_val is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val)
-        optimizer.step()
-        if self.global_step < self.total_steps:  # a run continued past its schedule keeps the schedule's last rate
-            self.lr_schedulers().step()
-        if self.global_step % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes to the loggers
+        self.log("train/loss", terms.loss, on_step=True, on_epoch=False, batch_size=len(batch[0]))
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes to the loggers
             self.stop_if_diverged()
-            values = {"loss": terms.loss, **terms.terms, "beta": terms.beta, "lr": optimizer.param_groups[0]["lr"]}
-            logged = {f"train/{name}": float(torch.as_tensor(value).detach()) for name, value in values.items()}
-            for logger in self.loggers:  # not `self.log`: its bookkeeping per key outweighs a small model's step
-                logger.log_metrics(logged, step=self.global_step)
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            figures = {f"train/{name}": value for name, value in terms.terms.items()}
+            # the x-axis (`step`): the optimizer steps taken once this batch's is, as for val and test
+            figures |= {"train/beta": float(terms.beta), "train/lr": float(lr), "step": float(self.global_step + 1)}
+            self.log_dict(figures, on_step=True, on_epoch=False, batch_size=len(batch[0]))
+        return terms.loss
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """After each optimizer step; a run continued past its schedule keeps the schedule's last rate."""
+        if self.global_step < self.total_steps:
+            scheduler.step()
 
     def _x_axis(self, stage: str) -> dict[str, float]:
         """The loggers' x-axis (logged as `step`, so Lightning adds no `epoch` scalar): the optimizer steps taken

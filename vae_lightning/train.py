@@ -17,22 +17,20 @@ from vae_lightning.core import checks
 from vae_lightning.core.config import unknown_option, user_config_dirs  # importing it registers the resolvers
 from vae_lightning.core.errors import DivergedError, JobFailed, VAELightningError
 from vae_lightning.core.files import remove_leftovers, write_metrics
-from vae_lightning.core.signals import RunInterrupted, StopRequest, stop_on_signals
+from vae_lightning.core.signals import RunInterrupted, stop_on_signals
 from vae_lightning.core.threads import passive_waiting
 
 log = logging.getLogger("train")
 
 
-def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
+def train(cfg: DictConfig) -> float | None:
     """Seed, build everything from the config, fit, save the final weights, test the best checkpoint, write
     metrics.json (naming the tested checkpoint); returns the metric a sweeper optimises. A signal (see
-    `core.signals`) ends the run as `interrupted`, resumable."""
+    `core.signals`, received through the `stop_on_signal` callback) ends the run as `interrupted`, resumable."""
     # Deferred for start-up time: `--help` and `--cfg job` answer without importing Lightning and torch.
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from vae_lightning.callbacks.stop import StopOnSignal
-    from vae_lightning.callbacks.threads import CpuThreads
     from vae_lightning.core.training_state import check_training_state
     from vae_lightning.run.checkpoints import check_resume, check_weights_fit
     from vae_lightning.run.final import save_final_weights, tested_weights
@@ -52,10 +50,10 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     for folder in (output_dir / "checkpoints", Path(cfg.paths.cache_dir)):
         remove_leftovers(folder)  # the temporary files of writes that a killed run left behind
-    threads = None if cfg.get("threads") is None else checks.positive_int("threads", cfg.threads)  # before building
+    if cfg.get("threads") is not None:
+        checks.positive_int("threads", cfg.threads)  # before anything is built
     L.seed_everything(cfg.seed, workers=True)
     last = output_dir / "checkpoints" / "last.ckpt"
-    stop_callback = StopOnSignal(stop or StopRequest(), last)
     ckpt_path = resume_path(cfg, output_dir)
     if cfg.get("resume") and ckpt_path is None:
         log.warning("resume=true: %s holds no checkpoints/last.ckpt yet, so the run starts at step 0.", output_dir)
@@ -64,8 +62,7 @@ def train(cfg: DictConfig, stop: StopRequest | None = None) -> float | None:
         module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
         resumed = check_resume(ckpt_path, module_cfg, cfg.trainer, user_config_dirs())
     resume_step = None if resumed is None else int(resumed["global_step"])
-    callbacks = (stop_callback, CpuThreads(threads))  # the threads are chosen as fitting starts, then follow the load
-    datamodule, model, trainer = build_run(cfg, extra_callbacks=callbacks, resume_step=resume_step)
+    datamodule, model, trainer = build_run(cfg, resume_step=resume_step)
     if resumed is not None:
         check_weights_fit(resumed, model, ckpt_path)
         check_training_state(resumed, model, ckpt_path)
@@ -115,7 +112,7 @@ def enormous_loss(metrics: dict[str, float]) -> str | None:
     values = ", ".join(f"{name}={value:.3g}" for name, value in sorted(shown.items()))
     return (
         f"The run completed, but its loss is finite and enormous ({values}): it has most likely diverged. Try a lower "
-        "`optimizer.lr` or gradient clipping with `module.gradient_clip_val=1.0`."
+        "`optimizer.lr` or gradient clipping with `+trainer.gradient_clip_val=1.0`."
     )
 
 
@@ -133,9 +130,9 @@ def hydra_app(cfg: DictConfig) -> float | None:
     """`train(cfg)` as a Hydra app: Ctrl-C and SIGTERM stop it cleanly, an error of ours is one line and a
     `metrics.json` with the run's status, and a failed job of a sweep lets the other jobs run."""
     hydra_cfg = HydraConfig.get()
-    with stop_on_signals() as stop:
+    with stop_on_signals():
         try:
-            return train(cfg, stop)
+            return train(cfg)
         except RunInterrupted as interrupted:
             sys.exit(interrupted.exit_code)  # not an Exception: in a sweep it ends the sweep too
         except VAELightningError as error:

@@ -10,7 +10,7 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from vae_lightning.core.signals import RunInterrupted, StopRequest
+from vae_lightning.core.signals import RunInterrupted, StopRequest, installed_request
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +18,19 @@ log = logging.getLogger(__name__)
 class StopOnSignal(Callback):
     """Stops training at the end of the batch during which a signal arrived and saves `checkpoint` there.
 
-    Under DDP the processes agree first (the signal may reach them at different batches), at every training
-    batch's end; a single process also stops during validation."""
+    `request`: the signals' record (None: the one `core.signals.stop_on_signals` installed for this process,
+    when it starts training). Under DDP the processes agree first (the signal may reach them at different
+    batches), at every training batch's end; a single process also stops during validation. Without this
+    callback a signal ends the run at once, without a checkpoint."""
 
-    def __init__(self, request: StopRequest, checkpoint: str | Path) -> None:
-        self.request = request
+    def __init__(self, checkpoint: str | Path, request: StopRequest | None = None) -> None:
         self.checkpoint = Path(checkpoint)
+        self.request = request or StopRequest()
+        self.given = request is not None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self.given:
+            self.request = installed_request()
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.request.graceful = True
@@ -37,6 +44,9 @@ class StopOnSignal(Callback):
             asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
         if asked:
             raise RunInterrupted(self.request.signum or signal.SIGTERM)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        self._stop_if_asked(trainer)  # a signal that came after the last batch's end (from another callback)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         self._stop_if_asked(trainer)

@@ -57,6 +57,19 @@ CONFIG_KEYS = {
     "data": "dataset",
 }
 
+# the prior and learning-rate schedule of checkpoints written before these were config groups
+STANDARD_NORMAL = {"_target_": "vae_lightning.priors.StandardNormal"}
+CONSTANT_LR = {"_target_": "vae_lightning.optim.constant_lr", "_partial_": True}
+# settings that earlier checkpoints stored with the model and that today belong to the Trainer (gradient clipping
+# is `trainer.gradient_clip_val`): a resume takes them from the run's config, so rebuilding a model drops them
+TRAINER_SETTINGS = ("gradient_clip_val",)
+
+
+def current_settings(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of today's `VAEModule` for the hyperparameters stored by any version's checkpoint
+    or exported folder."""
+    return {key: value for key, value in hparams.items() if key not in TRAINER_SETTINGS}
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with atomic saves (a kill or a full disk leaves the previous file intact), the

@@ -118,4 +118,10 @@ def trainer_values(trainer_cfg: Any) -> list[ConfigValueError]:
         problems.add(
             ConfigValueError(f"trainer.{name}", "must be a count (integer >= 0) or a fraction in [0.0, 1.0]", value)
         )
+    clip = trainer_cfg.get("gradient_clip_val")
+    if clip is not None:
+        problems.check(number, "trainer.gradient_clip_val", clip, low=0.0, low_inclusive=False)
+    algorithm = trainer_cfg.get("gradient_clip_algorithm")
+    if algorithm not in (None, "norm", "value"):
+        problems.add(ConfigValueError("trainer.gradient_clip_algorithm", "must be norm or value", algorithm))
     return problems.errors  # type: ignore[return-value]

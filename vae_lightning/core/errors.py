@@ -65,7 +65,7 @@ class DivergedError(VAELightningError):
         super().__init__(
             f"Training diverged at optimizer step {step}: the loss is not finite ({shown}). "
             "The run stops here; the checkpoints saved before this step are kept (none after it). "
-            "Try a lower `optimizer.lr` or gradient clipping with `module.gradient_clip_val=1.0`."
+            "Try a lower `optimizer.lr` or gradient clipping with `+trainer.gradient_clip_val=1.0`."
         )
 
 

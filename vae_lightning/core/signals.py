@@ -48,6 +48,13 @@ class StopRequest:
         log.warning("%s received: stopping after this batch.", signal.Signals(signum).name)
 
 
+def installed_request() -> StopRequest:
+    """The StopRequest whose handler receives this process's SIGTERM now (installed by `stop_on_signals`), or a
+    fresh one that never will (a run started without it, e.g. `train(cfg)` from Python)."""
+    owner = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return owner if isinstance(owner, StopRequest) else StopRequest()
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
     """Install the handlers of a new StopRequest for SIGINT and SIGTERM (main thread only); restore the old ones."""

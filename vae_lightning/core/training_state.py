@@ -34,6 +34,23 @@ def trained_to(checkpoint: dict) -> tuple[int, int]:
     return step, int(epoch)
 
 
+MANUAL_STEPS = "epoch_loop.manual_optimization.optim_step_progress"
+AUTOMATIC_PROGRESS = "epoch_loop.automatic_optimization.optim_progress"
+
+
+def count_manual_steps_as_automatic(checkpoint: dict) -> None:
+    """Checkpoints written while the module stepped its optimizer by hand (manual optimization) count their
+    optimizer steps in the manual loop's progress, which Lightning's automatic optimization does not read: moved
+    to the automatic loop's step progress, in place, so that such a checkpoint resumes at its own step."""
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    manual, automatic = loops.get(MANUAL_STEPS), loops.get(AUTOMATIC_PROGRESS)
+    if not isinstance(manual, dict) or not isinstance(automatic, dict):
+        return
+    step = automatic.get("optimizer", {}).get("step")
+    if isinstance(step, dict) and step.get("total", {}).get("completed", 0) == 0:
+        step["total"], step["current"] = dict(manual.get("total", {})), dict(manual.get("current", {}))
+
+
 def _misfit(saved: Any, fresh: Any, key: str) -> str | None:
     """Where `saved` (a state read from a checkpoint) differs in form from `fresh` (the same state as this run
     makes it): other keys, list lengths, tensor shapes or dtypes, types, or a non-finite number; None if it fits.

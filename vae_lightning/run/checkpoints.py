@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from vae_lightning.core.checkpoint_io import CONFIG_KEYS, read_checkpoint
+from vae_lightning.core.checkpoint_io import CONFIG_KEYS, STANDARD_NORMAL, current_settings, read_checkpoint
 from vae_lightning.core.errors import CheckpointError, VAELightningError
-from vae_lightning.module import STANDARD_NORMAL, VAEModule
+from vae_lightning.module import VAEModule
 
 
 def load_module(
@@ -23,17 +23,15 @@ def load_module(
     checkpoint = read_checkpoint(path, map_location, config_dirs)
     try:
         with torch.device("meta"):  # the model described, without memory: its sizes are checked before building
-            check_weights_fit(checkpoint, VAEModule(**checkpoint["hyper_parameters"]), path, "its settings build")
-        module = VAEModule(**checkpoint["hyper_parameters"])
-        module.load_state_dict(checkpoint["state_dict"])
-        # what the module keeps of a checkpoint; the optimizer's state is for a resume, not checked nor used here
-        module.on_load_checkpoint({k: v for k, v in checkpoint.items() if k != "optimizer_states"})
+            skeleton = VAEModule(**current_settings(checkpoint["hyper_parameters"]))
+            check_weights_fit(checkpoint, skeleton, path, "its settings build")
+        module = VAEModule.from_checkpoint(checkpoint)
     except CheckpointError:
         raise
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, VAELightningError) as bad:
         reason = str(bad).splitlines()[0][:200]
         raise CheckpointError(f"ckpt_path={path} does not match the model it describes ({reason}).") from None
-    return module.eval()
+    return module
 
 
 # keys added to the model's config after checkpoints were first written, with the value that earlier checkpoints
