@@ -76,8 +76,11 @@ def test_a_resume_is_checked_against_the_config(digits_run):
     with pytest.raises(CheckpointError, match=r"optimizer step 10 but `trainer.max_steps=5`"):
         check_resume(good, module, {"max_epochs": -1, "max_steps": 5})
     changed = module | {"net": module["net"] | {"latent_dim": 5}}
-    with pytest.raises(CheckpointError, match=r"`model\.latent_dim` is 2 in the checkpoint but 5 in this config"):
-        check_resume(good, changed, {"max_epochs": 4})
+    with pytest.raises(CheckpointError, match=r"`model\.latent_dim` is None in the checkpoint but 5 in this config"):
+        check_resume(good, changed, {"max_epochs": 4})  # the default network's latent_dim: None, its own choice
+    with pytest.raises(CheckpointError, match=r"`model\.latent_dim` is None in the checkpoint but 5 in this config"):
+        check_resume(good, changed, {"max_epochs": 4}, given=["model.latent_dim"])
+    assert check_resume(good, changed, {"max_epochs": 4}, given=["model.hidden_dims", "beta"])["epoch"] == 1
     other_shape = load_module(good)
     other_shape.net.decoder[-1] = torch.nn.Linear(512, 10)
     with pytest.raises(CheckpointError, match="saved from a different model"):

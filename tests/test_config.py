@@ -25,7 +25,11 @@ GROUPS = [
     if p.is_dir() and any(p.glob("*.yaml")) and p.relative_to(CONF_DIR).parts[0] not in TOOL_GROUPS
 ]
 # A nested group exists inside one option of its parent group; some options need a matching data set.
-PARENT_OPTION = {"dataset/binarize": ["dataset=mnist"], "loss/likelihood": ["loss=elbo"]}
+PARENT_OPTION = {
+    "dataset/binarize": ["dataset=mnist"],
+    "loss/likelihood": ["loss=elbo"],
+    "model/posterior_scale": ["model=mlp"],
+}
 COMPANION = {"model=conv": ["dataset=utkface"]}  # 64x64 images: the digits' 8x8 are too small for its 4 blocks
 
 
@@ -94,9 +98,54 @@ def test_every_option_composes_and_builds(overrides, photo_roots, tmp_path):
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
+# the groups whose options may set keys of other groups: experiments and debug modes compose a whole run
+WHOLE_RUN = ("experiment", "debug")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [o for o in options() if o[-1].split("=")[0].split("/")[0] not in WHOLE_RUN],
+    ids=lambda o: o[-1],
+)
+def test_an_option_sets_only_the_keys_of_its_own_group(overrides, tmp_path):
+    """`dataset=utkface` leaves the network and the objective as the default's (the default network and
+    likelihood follow the data's images instead), `prior=vamp` the network, `hparams_search=optuna` the KL
+    schedule: every top-level node but the option's own group (and Hydra's) is the default's, unresolved."""
+    group = overrides[-1].split("=")[0].split("/")[0]
+    default = compose_train(overrides[:-1], tmp_path / "default")
+    chosen = compose_train(overrides, tmp_path / "default")
+    for key in default.keys() | chosen.keys():
+        if key in (group, "hydra") or (group == "hparams_search" and key == "optimized_metric"):
+            continue
+        before, after = (OmegaConf.to_container(c, resolve=False).get(key) for c in (default, chosen))
+        assert before == after, f"{overrides[-1]} changed `{key}`"
+
+
+def test_the_headline_command_trains_a_network_and_likelihood_fit_for_photos(photo_roots, tmp_path):
+    """`dataset=faces_dogs beta=ramp` with the default network and likelihood: the convolutional VAE (latent 128)
+    and Gaussian pixels on the 64x64 photos; the digits keep the seed's MLP and Bernoulli pixels."""
+    cfg = compose_train(["dataset=faces_dogs", "beta=ramp", *roots_for(["dataset=faces_dogs"], photo_roots)], tmp_path)
+    _, module, _ = build_run(cfg)
+    assert type(module.net).__name__ == "ConvVAE" and module.net.latent_dim == 128
+    assert type(module.loss_fn.likelihood).__name__ == "Gaussian" and module.loss_fn.likelihood.sigma == 0.1
+    _, digits, _ = build_run(compose_train([], tmp_path / "digits"))
+    assert type(digits.net).__name__ == "MLPVAE" and digits.net.latent_dim == 2
+    assert type(digits.loss_fn.likelihood).__name__ == "Bernoulli"
+
+
+def test_photos_the_default_network_cannot_take_name_the_options_to_choose(photo_roots, tmp_path):
+    roots = roots_for(["dataset=utkface"], photo_roots)
+    cfg = compose_train(["dataset=utkface", "dataset.image_size=50", *roots], tmp_path)
+    with pytest.raises(ConfigErrors) as error:
+        build_run(cfg)
+    message = str(error.value)
+    assert "`model=auto`" in message and "dataset.image_size=48 or 64, or model=mlp" in message
+    assert "\n" not in message.strip()
+
+
 def test_defaults(tmp_path):
     cfg = compose_train([], tmp_path)
-    assert cfg.dataset._target_.endswith("DigitsDataModule") and cfg.model._target_.endswith("MLPVAE")
+    assert cfg.dataset._target_.endswith("DigitsDataModule") and cfg.model._target_.endswith("network_for_images")
     assert cfg.optimized_metric == "val/loss" and cfg.ckpt_path is None and isinstance(cfg.seed, int)
     assert cfg.hydra.run.dir.startswith("outputs/")
     _datamodule, module, trainer = build_run(cfg)

@@ -225,8 +225,11 @@ def test_the_default_runs_sprite_is_coloured(digits_run):
     assert np.abs(pixels - pixels.mean(axis=2, keepdims=True)).max() > 100  # not grey
 
 
-def test_hparams_show_the_data_set_model_and_what_differs_from_the_defaults():
+def test_hparams_show_every_group_of_the_runs_choices_and_the_keys_given():
+    """Every group that shapes the model or its training, a user's own (`augment`) included; not Hydra's, nor
+    paths, callbacks, loggers, debug modes."""
     choices = {
+        "augment": "flips",
         "beta": "ramp",
         "model": "mlp",
         "hydra/launcher": "basic",
@@ -239,8 +242,8 @@ def test_hparams_show_the_data_set_model_and_what_differs_from_the_defaults():
     }
     overrides = ["beta=ramp", "model.latent_dim=8", "debug=fast", "hydra.run.dir=x", "trainer=ddp", "~callbacks.x"]
     values, domains = experiment_hparams(choices, overrides)
-    # at most five: TensorBoard shows five until one picks more, so a sweep's keys are on screen
-    assert values == {"dataset": "digits", "model": "mlp", "beta": "ramp", "model.latent_dim": 8, "trainer": "ddp"}
+    expected = {"augment": "flips", "dataset": "digits", "model": "mlp", "beta": "ramp", "model.latent_dim": 8}
+    assert values == expected | {"trainer": "ddp", "experiment": "none", "optimizer": "adam", "loss": "elbo"}
     assert domains["beta"] == ["constant", "cyclical", "ramp", "sigmoid", "warmup", "zero"]
     assert "model.latent_dim" not in domains
     experiment = {"experiment": "haskell_mnist", "dataset": "mnist", "model": "mlp", "loss": "seed", "beta": "zero"}

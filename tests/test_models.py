@@ -326,11 +326,18 @@ def test_vamp_pseudo_inputs_can_start_as_training_images(caplog):
     torch.testing.assert_close(dark.pseudo_inputs(), before)  # off: the dark start stays
     with pytest.raises(ConfigValueError, match=r"start_from_data=True`: needs a training set with an images_at"):
         prior.fit_to_data(torch.utils.data.TensorDataset(images))
-    assert "set model.output_bias_from_data=true" in caplog.text  # this net's decoder does not start from the data
+    assert "set prior.decoder_from_data=true" in caplog.text  # this net's decoder does not start from the data
     caplog.clear()
     started_net = MLPVAE((1, 4, 4), hidden_dims=[8], output_bias_from_data=True)
     VampPrior(started_net, n_pseudo_inputs=6).fit_to_data(dataset)
-    assert "output_bias_from_data" not in caplog.text
+    assert "decoder_from_data" not in caplog.text
+    asked = VampPrior(net, n_pseudo_inputs=6, decoder_from_data=True)  # the prior's own key starts the decoder
+    asked.fit_to_data(dataset)
+    with torch.no_grad():
+        net.decoder[-1].weight.zero_()
+        drawn = torch.sigmoid(net.decode(torch.zeros(1, 2)))[0, 0]
+    torch.testing.assert_close(drawn, dataset.mean_image().clamp(1e-3, 1 - 1e-3), atol=1e-5, rtol=0)
+    assert "decoder_from_data" not in caplog.text
 
 
 LAPLACE = '''
@@ -431,16 +438,18 @@ def test_the_configs_of_the_family_build(tmp_path):
 
 
 def test_the_vamp_option_starts_the_decoder_from_the_data_mean(tmp_path):
-    """`prior=vamp` also sets `model.output_bias_from_data` (with PyTorch's default start its codes collapsed
-    onto the prior), for either network and under `mnist_nll`; the key can still be set back."""
+    """`prior=vamp` starts the decoder at the data's mean (with PyTorch's default start its codes collapsed onto
+    the prior) through its own key, leaving the network's settings alone; the key can be set back."""
     from tests.conftest import compose_train
+    from vae_lightning.run.trainer import build_run
 
-    for overrides in (["prior=vamp"], ["prior=vamp", "model=conv"], ["experiment=mnist_nll", "prior=vamp"]):
+    for overrides in (["prior=vamp"], ["experiment=mnist_nll", "prior=vamp"]):
         cfg = compose_train(overrides, tmp_path)
-        assert cfg.model.output_bias_from_data is True, overrides
-        assert cfg.module.prior._target_ == "vae_lightning.priors.VampPrior"
-    assert (
-        compose_train(["prior=vamp", "model.output_bias_from_data=false"], tmp_path).model.output_bias_from_data
-        is False
-    )
-    assert compose_train(["experiment=mnist_nll"], tmp_path).model.output_bias_from_data is False
+        assert cfg.prior.decoder_from_data is True and cfg.model.output_bias_from_data is False, overrides
+    cfg = compose_train(["prior=vamp", "prior.n_pseudo_inputs=3", "trainer.limit_train_batches=1"], tmp_path / "r")
+    datamodule, module, _ = build_run(cfg)
+    datamodule.setup("fit")
+    module.prior.fit_to_data(datamodule.train_dataloader().dataset)
+    mean = datamodule.train_dataloader().dataset.mean_image().clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(torch.sigmoid(module.net.decoder[-1].bias), mean.flatten())
+    assert compose_train(["prior=vamp", "prior.decoder_from_data=false"], tmp_path).prior.decoder_from_data is False

@@ -174,3 +174,16 @@ class DiscretisedLogistic(Likelihood):
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params[:, 0])
+
+
+def likelihood_for_images(
+    input_shape: Sequence[int], max_bernoulli_values: int = 1024, sigma: float = 0.1
+) -> Bernoulli | Gaussian:
+    """The default decoder likelihood, the one that fits the data's images: Bernoulli pixels for images of at
+    most `max_bernoulli_values` values (digits, MNIST), else Gaussian pixels of standard deviation `sigma` for
+    photos (their codes collapse onto the prior under a Bernoulli cross-entropy on colour pixels). Any other
+    option of `loss/likelihood` chooses one outright."""
+    limit = checks.positive_int("loss.likelihood.max_bernoulli_values", max_bernoulli_values)
+    if math.prod(input_shape) <= limit:
+        return Bernoulli(input_shape)
+    return Gaussian(input_shape, sigma)

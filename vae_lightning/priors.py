@@ -181,18 +181,25 @@ class VampPrior(GaussianMixturePrior):
 
     They start as dark images with a little noise, or with `start_from_data` as K training images drawn at
     random (kept `DATA_MARGIN` inside (0, 1)): the dark ones barely move in a short run (their differences are
-    the encoder's to spread), while images of the data give the mixture components where the codes are."""
+    the encoder's to spread), while images of the data give the mixture components where the codes are. With
+    `decoder_from_data` the network's decoder starts at the training images' mean, as the network's own
+    `output_bias_from_data` does: without either, the codes collapsed onto this prior in the MNIST runs measured."""
 
-    def __init__(self, net: VAENet, n_pseudo_inputs: int = 500, start_from_data: bool = False) -> None:
+    def __init__(
+        self, net: VAENet, n_pseudo_inputs: int = 500, start_from_data: bool = False, decoder_from_data: bool = False
+    ) -> None:
         super().__init__(net)
         self.n_pseudo_inputs = checks.positive_int("n_pseudo_inputs", n_pseudo_inputs)
         self.start_from_data = checks.boolean("start_from_data", start_from_data)
-        self.decoder_from_data = net.output_bias_from_data
+        # where the network starts its decoder from the data itself, it need not be asked twice
+        self.starts_decoder = checks.boolean("decoder_from_data", decoder_from_data) and not net.output_bias_from_data
+        self.decoder_from_data = self.starts_decoder or net.output_bias_from_data
+        self.start_decoder_from_data = net.start_decoder_from_data  # bound methods, not the network: its weights
         start = torch.full(
             (self.n_pseudo_inputs, *net.input_shape), math.log(INITIAL_INTENSITY / (1 - INITIAL_INTENSITY))
         )
         self.raw_pseudo_inputs = nn.Parameter(start + 0.1 * torch.randn_like(start))
-        self.encode = net.encode  # a bound method, not a submodule: the network's weights are saved once, as net.*
+        self.encode = net.encode  # are saved once, as net.*
 
     def pseudo_inputs(self) -> torch.Tensor:
         return torch.sigmoid(self.raw_pseudo_inputs)
@@ -204,8 +211,10 @@ class VampPrior(GaussianMixturePrior):
         if not self.decoder_from_data:
             log.warning(
                 "With the VampPrior the codes collapsed onto the prior (test/active_units 0) in most MNIST runs "
-                "measured whose decoder did not start from the data's mean: set model.output_bias_from_data=true"
+                "measured whose decoder did not start from the data's mean: set prior.decoder_from_data=true"
             )
+        if self.starts_decoder:
+            self.start_decoder_from_data(dataset, "prior.decoder_from_data")
         if not self.start_from_data:
             return
         if not hasattr(dataset, "images_at"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lightning.core import checks
 from vae_lightning.core.config import unknown_option, user_config_dirs  # importing it registers the resolvers
@@ -32,7 +32,7 @@ def train(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from vae_lightning.core.training_state import check_training_state
-    from vae_lightning.run.checkpoints import check_resume, check_weights_fit
+    from vae_lightning.run.checkpoints import check_resume, check_weights_fit, resumed_model, set_on_command_line
     from vae_lightning.run.final import save_final_weights, tested_weights
     from vae_lightning.run.folder import resume_path
     from vae_lightning.run.tools import absolute_locations
@@ -60,7 +60,10 @@ def train(cfg: DictConfig) -> float | None:
     resumed = None
     if ckpt_path is not None:
         module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
-        resumed = check_resume(ckpt_path, module_cfg, cfg.trainer, user_config_dirs())
+        given = set_on_command_line(command_line())
+        resumed = check_resume(ckpt_path, module_cfg, cfg.trainer, user_config_dirs(), given)
+        with open_dict(cfg):  # the run continues the checkpoint's model, whatever today's defaults are
+            cfg.model, cfg.prior, cfg.loss = (resumed_model(resumed)[name] for name in ("net", "prior", "loss"))
     resume_step = None if resumed is None else int(resumed["global_step"])
     datamodule, model, trainer = build_run(cfg, resume_step=resume_step)
     if resumed is not None:
@@ -114,6 +117,14 @@ def enormous_loss(metrics: dict[str, float]) -> str | None:
         f"The run completed, but its loss is finite and enormous ({values}): it has most likely diverged. Try a lower "
         "`optimizer.lr` or gradient clipping with `+trainer.gradient_clip_val=1.0`."
     )
+
+
+def command_line() -> list[str] | None:
+    """The run's command-line overrides (None: not run by Hydra, e.g. `train(cfg)` from Python)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return None
 
 
 def record(folder: str | Path, metrics: dict, status: str, **extra) -> None:

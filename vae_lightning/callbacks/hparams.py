@@ -21,7 +21,6 @@ from typing import Any
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
@@ -30,11 +29,6 @@ from vae_lightning.core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-# TensorBoard shows the first five hyperparameters (by name) until one picks more: every run shows its data set
-# and model, then only what differs from the defaults: other group choices, and the keys given on the command
-# line (in a sweep, the swept ones)
-ALWAYS = ("dataset", "model")
-CHOICES = ("prior", "loss", "loss/likelihood", "beta", "experiment")
 NOT_OVERRIDES = ("hydra", "paths", "callbacks", "logger", "debug", "hparams_search", "resume", "ckpt_path", "threads")
 
 
@@ -49,16 +43,14 @@ def plain_value(text: str) -> Any:
 
 
 def experiment_hparams(choices: dict[str, Any], overrides: Sequence[str]) -> tuple[dict, dict]:
-    """({name: value}, {group: its options}) for the HPARAMS tab: the data set and the model, the group choices
-    that differ from `conf/train.yaml`'s defaults, and the keys and groups given on the command line."""
-    defaults = {}
-    for entry in OmegaConf.load(CONF_DIR / "train.yaml").defaults:
-        if isinstance(entry, DictConfig):
-            defaults |= {str(group): option for group, option in entry.items()}
-    values: dict[str, Any] = {}
-    for group in (*ALWAYS, *CHOICES):
-        if group in choices and (group in ALWAYS or choices[group] != defaults.get(group)):
-            values[group] = "none" if choices[group] is None else str(choices[group])
+    """({name: value}, {group: its options}) for the HPARAMS tab: the option of every config group of the run
+    that shapes the model or its training, the user's own groups included (not Hydra's, nor where files go and
+    how runs are shown: `NOT_OVERRIDES`), and the keys given on the command line."""
+    values: dict[str, Any] = {
+        str(group): "none" if option is None else str(option)
+        for group, option in choices.items()
+        if str(group).split("/")[0] not in NOT_OVERRIDES
+    }
     for override in overrides:
         key, _, value = override.partition("=")
         name = key.lstrip("+")

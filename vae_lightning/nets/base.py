@@ -40,11 +40,15 @@ class VAENet(nn.Module):
         """Called with the training set before training starts (and before a resumed run's weights are restored,
         so those win). With `output_bias_from_data` the decoder starts at the logit of the training images' mean:
         see `start_decoder_at`."""
-        if not self.output_bias_from_data:
-            return
+        if self.output_bias_from_data:
+            self.start_decoder_from_data(dataset, "model.output_bias_from_data")
+
+    def start_decoder_from_data(self, dataset: Any, key: str) -> None:
+        """`start_decoder_at` the training images' mean (kept `MEAN_MARGIN` inside (0, 1)); `key`: the setting
+        that asked for it, named if the data set cannot give its mean."""
         if not hasattr(dataset, "mean_image"):
             reason = "needs a training set with a mean_image() method (the package's data sets have one)"
-            raise ConfigValueError("model.output_bias_from_data", reason, True)
+            raise ConfigValueError(key, reason, True)
         self.start_decoder_at(dataset.mean_image().clamp(MEAN_MARGIN, 1 - MEAN_MARGIN))
 
     def start_decoder_at(self, mean: torch.Tensor) -> None:

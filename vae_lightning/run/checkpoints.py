@@ -48,15 +48,30 @@ def _flat(tree: Any, prefix: str) -> dict[str, Any]:
     return {prefix: list(tree) if isinstance(tree, tuple) else tree}
 
 
+def set_on_command_line(overrides: Sequence[str] | None) -> list[str] | None:
+    """The config keys that command-line overrides set: `model.latent_dim=8` -> model.latent_dim; an option,
+    `model=conv` or `loss/likelihood=gaussian`, -> its class, model._target_ or loss.likelihood._target_ (its
+    other keys are the option's defaults, which may have changed since). None: unknown."""
+    if overrides is None:
+        return None
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides]
+    return [key if "." in key else f"{key.replace('/', '.')}._target_" for key in keys]
+
+
 def check_resume(
     path: str | os.PathLike,
     module_cfg: dict[str, Any],
     trainer_cfg: dict[str, Any],
     config_dirs: Sequence[str | os.PathLike] = (),
+    given: Sequence[str] | None = None,
 ) -> dict:
     """Refuse, with one line naming the key, a resume that Lightning would refuse with a traceback or that would
     silently train another model: a checkpoint without training state, one already past `trainer.max_epochs` or
-    `trainer.max_steps`, or one whose model settings (`model.*`, `prior.*`, `loss.*`) differ from the config's."""
+    `trainer.max_steps`, or one whose model settings (`model.*`, `prior.*`, `loss.*`) differ from the config's.
+
+    A resume continues the checkpoint's own model (`resumed_model`), so a default that changed since it was
+    written does not stop it: with `given` (the keys set on the command line, `set_on_command_line`) only those
+    settings are compared; without it, all of them."""
     checkpoint = read_checkpoint(path, "cpu", config_dirs)
     if "optimizer_states" not in checkpoint or "loops" not in checkpoint:
         raise CheckpointError(f"ckpt_path={path} holds weights only, no training state to resume from.")
@@ -72,21 +87,28 @@ def check_resume(
             f"Cannot resume: the checkpoint {path} is at optimizer step {step} but `trainer.max_steps={max_steps}` "
             "asks for fewer; give a larger `trainer.max_steps`."
         )
-    hparams = checkpoint["hyper_parameters"]
+    saved_model = resumed_model(checkpoint)
     for name in ("net", "prior", "loss"):
-        saved, wanted = hparams.get(name), module_cfg.get(name)
+        saved, wanted = saved_model[name], module_cfg.get(name)
         if name == "prior":  # checkpoints from before the prior was a choice were trained with the standard normal
-            saved, wanted = saved or STANDARD_NORMAL, wanted or STANDARD_NORMAL
+            wanted = wanted or STANDARD_NORMAL
         saved, wanted = _flat(saved, CONFIG_KEYS[name]), _flat(wanted, CONFIG_KEYS[name])
         saved = {key: value for key, value in LATER_KEYS.items() if key in wanted} | saved
         for key in sorted(saved.keys() | wanted.keys()):
-            if saved.get(key) != wanted.get(key):
+            compared = given is None or any(key == g or key.startswith(f"{g}.") for g in given)
+            if compared and saved.get(key) != wanted.get(key):
                 raise CheckpointError(
                     f"Cannot resume from {path}: `{key}` is {saved.get(key)!r} in the checkpoint but "
                     f"{wanted.get(key)!r} in this config. Resume with the settings it was trained with "
                     "(its run folder's .hydra/config.yaml)."
                 )
     return checkpoint
+
+
+def resumed_model(checkpoint: dict) -> dict[str, Any]:
+    """The `net`, `prior` and `loss` settings that a resume of `checkpoint` trains on: its own."""
+    hparams = checkpoint["hyper_parameters"]
+    return {"net": hparams["net"], "prior": hparams.get("prior") or STANDARD_NORMAL, "loss": hparams["loss"]}
 
 
 def check_weights_fit(
