@@ -255,9 +255,7 @@ def test_each_labelled_factor_gets_its_mig_on_the_test_loaders_first_samples():
             return DiagonalGaussian(x.flatten(1) + self.anchor, torch.ones(len(x), 2))
 
     class Data:
-        test_set = None
-
-        def factors(self, split):
+        def test_factors(self):
             return {"age": age.masked_fill(unknown, -1), "one": torch.where(unknown, -1, 3)}
 
         def test_dataloader(self):

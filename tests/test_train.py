@@ -14,6 +14,7 @@ from lightning import Callback
 from tests.conftest import SHARED_DATA, tensorboard_events, train_in_process, write_mnist
 from tests.photo_fixtures import write_cu_dogs, write_utkface
 from vae_lightning.core.signals import RunInterrupted, stop_on_signals
+from vae_lightning.data.protocol import VAEDataModule
 from vae_lightning.module import VAEModule
 from vae_lightning.run.checkpoints import load_module
 
@@ -256,3 +257,57 @@ def test_an_early_stopping_callback_added_from_the_command_line_stops_the_run(tm
     train_in_process(args, tmp_path / "run")
     metrics = completed(tmp_path / "run")
     assert metrics["tested_epoch"] == 1
+
+
+class TwoShapes(VAEDataModule):
+    """A user's own data module, no class of the package's data layer but the contract's defaults: 8x8 grey
+    squares and crosses in Lightning's own loaders of `(images, labels)` batches."""
+
+    input_shape = (1, 8, 8)
+
+    def setup(self, stage: str) -> None:
+        g = torch.Generator().manual_seed(0)
+        images = torch.rand(96, 1, 8, 8, generator=g) * 0.2
+        images[:48, :, 2:6, 2:6] += 0.8  # squares
+        images[48:, :, 3:5, :] += 0.8  # crosses
+        images[48:, :, :, 3:5] = 0.9
+        self.sets = {
+            split: torch.utils.data.TensorDataset(images[index], (index >= 48).long())
+            for split, index in (("train", torch.arange(0, 96, 2)), ("val", torch.arange(1, 96, 4)),
+                                 ("test", torch.arange(3, 96, 4)))
+        }  # fmt: skip
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.sets["train"], batch_size=8, shuffle=True)
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(self.sets["val"], batch_size=8)
+
+    def test_dataloader(self):
+        return torch.utils.data.DataLoader(self.sets["test"], batch_size=8)
+
+
+def test_a_users_own_data_module_trains_and_draws_its_pictures(tmp_path):
+    """Given as an option of the user's own config folder (which also makes its class trusted in checkpoints)."""
+    (tmp_path / "conf" / "dataset").mkdir(parents=True)
+    (tmp_path / "conf" / "dataset" / "two_shapes.yaml").write_text("_target_: tests.test_train.TwoShapes\n")
+    args = ["dataset=two_shapes", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "trainer.max_epochs=2"]
+    train_in_process([*args, "logger=csv"], tmp_path / "run")
+    metrics = completed(tmp_path / "run")
+    assert metrics["test/active_units"] >= 1
+    drawn = {path.stem for path in (tmp_path / "run" / "images").glob("*.png")}
+    assert {"reconstructions", "samples", "latent_scatter", "interpolations"} <= drawn
+
+
+def test_a_data_module_outside_the_contract_is_named(tmp_path):
+    from omegaconf import open_dict
+
+    from tests.conftest import compose_train
+    from vae_lightning.core.errors import ConfigErrors
+    from vae_lightning.run.trainer import build_run
+
+    cfg = compose_train([], tmp_path / "run")
+    with open_dict(cfg):
+        cfg.dataset = {"_target_": "lightning.LightningDataModule"}
+    with pytest.raises(ConfigErrors, match=r"`dataset._target_='lightning.LightningDataModule'`: is not a data module"):
+        build_run(cfg)

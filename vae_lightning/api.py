@@ -165,7 +165,7 @@ class TrainedVAE:
     def data_summary(self, datamodule: Any) -> ExportedData:
         """What the model keeps of `datamodule` when shared: every attribute's direction, the label names, the
         mean code of each label of the training split, the default attribute."""
-        data = ExportedData(class_names=dict(getattr(datamodule, "class_names", {}) or {}))
+        data = ExportedData(class_names=dict(datamodule.class_names))
         for name in self.attributes(datamodule):
             try:
                 data.directions[name] = self.attribute_direction(name, datamodule, cache=False)
@@ -175,7 +175,7 @@ class TrainedVAE:
         labels = labels if labels.dim() == 1 else labels[:, 0]
         for label in sorted(set(labels.tolist())):
             data.label_means[int(label)] = codes[labels == label].mean(0)
-        default = getattr(datamodule, "default_attribute", None)
+        default = datamodule.default_attribute
         data.default_attribute = default if default in data.directions else next(iter(data.directions), None)
         return data
 
@@ -258,8 +258,7 @@ class TrainedVAE:
         `val/interpolations` picture chooses its first pair (from the data set's `interpolation_ends` when it names
         them, faces and dogs: a human and a dog), and a phrase saying which they are."""
         val = datamodule.val_set
-        names = dict(getattr(datamodule, "class_names", {}) or {})
-        ends = getattr(datamodule, "interpolation_ends", None)
+        names, ends = dict(datamodule.class_names), datamodule.interpolation_ends
         present = set(val.labels.tolist())
         if ends is not None and not set(ends) <= present:
             missing = [str(names.get(label, label)) for label in ends if label not in present]

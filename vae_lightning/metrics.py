@@ -166,10 +166,10 @@ def mutual_information_gap(codes: torch.Tensor, labels: torch.Tensor, bins: int 
 
 
 def factor_information_gaps(net, datamodule, n: int) -> dict[str, float]:
-    """`mig_<factor>` for each labelled factor of the test split (`datamodule.factors(split)`: name -> (N,)
+    """`mig_<factor>` for each labelled factor of the test split (`datamodule.test_factors()`: name -> (N,)
     labels, negative where unknown, which are left out), on the posterior means of the first `n` test samples
     in the data module's own test loader (the same samples on every process)."""
-    factors = datamodule.factors(datamodule.test_set)
+    factors = datamodule.test_factors()
     if not factors or n < 2:
         return {}
     device, codes, seen = next(net.parameters()).device, [], 0

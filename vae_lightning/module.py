@@ -4,6 +4,7 @@ weight schedule and the optimizer."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -11,21 +12,22 @@ from lightning import LightningModule
 
 from vae_lightning.core import checks, training_state
 from vae_lightning.core.checkpoint_io import CONSTANT_LR, STANDARD_NORMAL, current_settings, read_checkpoint
-from vae_lightning.core.config import as_plain, build, call
+from vae_lightning.core.config import as_plain, call, is_config, part
 from vae_lightning.core.errors import ConfigValueError, DivergedError
-from vae_lightning.losses import LossTerms, build_objective
+from vae_lightning.losses import LossTerms, Objective, build_objective
 from vae_lightning.metrics import LatentStats, RunningMeans, factor_information_gaps, importance_sampled_log_likelihood
-from vae_lightning.nets.base import VAEOutput
+from vae_lightning.nets.base import VAENet, VAEOutput
+from vae_lightning.priors import Prior
 
 
 class VAEModule(LightningModule):
     """A VAE trained on `loss` with KL weight `beta(step)` under Lightning's automatic optimization (so the
     Trainer's `gradient_clip_val`, `gradient_clip_algorithm` and `accumulate_grad_batches` work as documented).
 
-    The sub-configs (`net`, `prior`, `loss` with its `likelihood`, `beta`, `optimizer`, `lr_schedule`, `data`) are
-    stored as hyperparameters and built here, so `load_module(path)` rebuilds the model from a checkpoint alone:
-    the likelihood first (it knows how many decoder outputs per pixel it needs), the objective around it, the
-    network, and the prior of that network.
+    The parts (`net`, `prior`, `loss` with its likelihood, `beta`, `optimizer`, `lr_schedule`) are configs,
+    stored as hyperparameters with `data` so that `load_module(path)` rebuilds the model from a checkpoint alone
+    (the likelihood first: it knows how many decoder outputs per pixel the network needs), or the objects
+    themselves (not stored: give them again to `load_from_checkpoint(path, net=..., ...)`).
 
     Logged: `train/loss`, `train/<term>`, `train/beta`, `train/lr` (see `training_step`), `train/*_epoch`, and
     `val/*`, `test/*` means over all processes at the schedule's final beta (so `val/loss` compares across a
@@ -35,32 +37,34 @@ class VAEModule(LightningModule):
 
     def __init__(
         self,
-        net: dict[str, Any],
-        loss: dict[str, Any],
-        beta: dict[str, Any],
-        optimizer: dict[str, Any],
-        input_shape: tuple[int, ...],
+        net: dict[str, Any] | VAENet,
+        loss: dict[str, Any] | Objective,
+        beta: dict[str, Any] | Callable[..., Any],
+        optimizer: dict[str, Any] | Callable[..., torch.optim.Optimizer],
+        input_shape: tuple[int, ...] | None = None,
         compile: bool = False,
         data: dict[str, Any] | None = None,
         nll_samples: int = 100,
         mutual_info: bool = True,
         mi_samples: int = 2000,
-        prior: dict[str, Any] | None = None,
-        lr_schedule: dict[str, Any] | None = None,
+        prior: dict[str, Any] | Prior | None = None,
+        lr_schedule: dict[str, Any] | Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
-        net, loss, beta, optimizer, data = (as_plain(node) for node in (net, loss, beta, optimizer, data))
-        prior = as_plain(prior) if prior is not None else STANDARD_NORMAL
-        lr_schedule = as_plain(lr_schedule) if lr_schedule is not None else CONSTANT_LR
-        input_shape = tuple(as_plain(input_shape))
-        self.save_hyperparameters(logger=False)  # HPARAMS shows the experiment's choices, not these dicts
-        self.loss_fn = build_objective(loss, input_shape)
-        self.net = build(net, "model", input_shape=input_shape, outputs_per_pixel=self.loss_fn.outputs_per_pixel)
-        self.prior = build(prior, "prior", net=self.net)
+        prior, lr_schedule = prior or STANDARD_NORMAL, lr_schedule or CONSTANT_LR
+        parts = {"net": net, "loss": loss, "beta": beta, "optimizer": optimizer, "prior": prior}
+        objects = [name for name, part in (parts | {"lr_schedule": lr_schedule}).items() if not is_config(part)]
+        net, loss, beta, optimizer, prior, lr_schedule, data = (
+            as_plain(node) if is_config(node) else node for node in (*parts.values(), lr_schedule, data)
+        )
+        input_shape = tuple(as_plain(input_shape if input_shape is not None else net.input_shape))
+        self.save_hyperparameters(ignore=objects, logger=False)  # HPARAMS shows the run's choices, not these
+        self.loss_fn = build_objective(loss, input_shape) if is_config(loss) else loss
+        self.net = part(net, "model", input_shape=input_shape, outputs_per_pixel=self.loss_fn.outputs_per_pixel)
+        self.prior = part(prior, "prior", net=self.net)
         self.terms = ("loss", *self.loss_fn.term_names)
-        self.beta_factory = build(beta, "beta")
-        self.optimizer_factory = build(optimizer, "optimizer")
-        self.lr_schedule_factory = build(lr_schedule, "lr_schedule")
+        self.beta_factory, self.optimizer_factory = part(beta, "beta"), part(optimizer, "optimizer")
+        self.lr_schedule_factory = part(lr_schedule, "lr_schedule")
         probe = call(self.optimizer_factory, "optimizer", [torch.nn.Parameter(torch.zeros(1))])  # bad values fail now
         call(self.lr_schedule_factory, "lr_schedule", probe, total_steps=2)
         self.nll_samples = checks.non_negative_int("eval.nll_samples", nll_samples)
@@ -70,22 +74,22 @@ class VAEModule(LightningModule):
         self.example_input_array = torch.zeros(2, *input_shape)  # the model summary's sizes and FLOPs
         self.total_steps, self.beta_schedule = 0, call(self.beta_factory, "beta", total_steps=1)
         self.train_means, self.eval_means = RunningMeans(self.terms), RunningMeans(self.terms)
-        self.latent_stats = LatentStats()
         self.restored_random_state: dict[str, Any] | None = None
         self.trained_epoch = 0  # the epoch (from 0) of the last optimizer step
         self.validated_step = self.loaded_step = None  # the steps behind the weights last validated, and loaded
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> VAEModule:
-        """The model of a checkpoint read with the checks of `core.checkpoint_io.read_checkpoint` (weights only;
-        Lightning's other arguments are not used), in eval mode."""
-        return cls.from_checkpoint(read_checkpoint(checkpoint_path, map_location or "cpu"))
+        """The model of a checkpoint read with the checks of `core.checkpoint_io.read_checkpoint` (weights only),
+        in eval mode; `kwargs` give parts (objects or configs) that replace or complete its stored settings."""
+        kwargs = {key: value for key, value in kwargs.items() if key not in ("hparams_file", "strict", "weights_only")}
+        return cls.from_checkpoint(read_checkpoint(checkpoint_path, map_location or "cpu"), **kwargs)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> VAEModule:
+    def from_checkpoint(cls, checkpoint: dict[str, Any], **parts: Any) -> VAEModule:
         """The model of a checkpoint already read (settings of any earlier format, see `current_settings`), in
         eval mode; its optimizer state, for a resume, is neither used nor checked."""
-        module = cls(**current_settings(checkpoint["hyper_parameters"]))
+        module = cls(**current_settings(checkpoint["hyper_parameters"]) | parts)
         module.load_state_dict(checkpoint["state_dict"])
         module.on_load_checkpoint({key: value for key, value in checkpoint.items() if key != "optimizer_states"})
         return module.eval()
@@ -103,8 +107,8 @@ class VAEModule(LightningModule):
         self.total_steps = max(int(total), 1)
         loader = self.trainer.train_dataloader or self.trainer.datamodule.train_dataloader()
         self.loss_fn.fit_to_data(len(loader.dataset))
-        for part in (self.net, self.prior):
-            part.fit_to_data(loader.dataset)
+        for piece in (self.net, self.prior):
+            piece.fit_to_data(loader.dataset)
         self.beta_schedule = call(self.beta_factory, "beta", total_steps=self.total_steps)
 
     def beta_at(self, stage: str) -> float:
@@ -249,7 +253,7 @@ class VAEModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         extra = self.test_means.means(self._summed)
         extra |= self.latent_stats.results(self._summed, mutual_info=self.mi_samples > 0)
-        if hasattr(self.trainer.datamodule, "factors"):  # labelled factors beyond the batch label
+        if self.trainer.datamodule is not None:  # labelled factors beyond the batch label (`VAEData.test_factors`)
             extra |= factor_information_gaps(self.net, self.trainer.datamodule, self.mi_samples)
         if "mse" in extra:
             extra["psnr"] = 10 * math.log10(1 / max(extra["mse"], 1e-12))

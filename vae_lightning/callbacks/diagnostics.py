@@ -81,8 +81,8 @@ class Diagnostics(Callback):
         noise generator so that drawing does not change the run's random state)."""
         if self.samples is None:
             datamodule = trainer.datamodule
-            if datamodule is None or not hasattr(datamodule, "diagnostic_samples"):
-                raise RuntimeError("the pictures need a data module with `diagnostic_samples(n)`")
+            if datamodule is None:
+                raise RuntimeError("the pictures need the run's data module (trainer.fit(..., datamodule=...))")
             self.samples = datamodule.diagnostic_samples(self.n_samples)
         images, labels = self.samples
         if len(images) == 0:
@@ -106,8 +106,7 @@ class Diagnostics(Callback):
                     kls.append(None if kl is None else kl.float().cpu())
         finally:
             module.train(was_training)
-        names = dict(getattr(trainer.datamodule, "class_names", None) or {})
-        ends = getattr(trainer.datamodule, "interpolation_ends", None)
+        names, ends = dict(trainer.datamodule.class_names), trainer.datamodule.interpolation_ends
         loc, scale, loss = torch.cat(locs), torch.cat(scales), torch.cat(losses)
         kl_per_dim = None if kls[0] is None else torch.cat(kls).mean(0)
         return View(images, labels.cpu(), names, ends, loc, scale, loss, kl_per_dim, module, trainer.current_epoch)

@@ -275,7 +275,7 @@ def read_checkpoint(
             "it may be truncated. Use another one, e.g. checkpoints/last.ckpt."
         ) from None
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or not {"net", "input_shape"} <= set(hparams):
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "input_shape" not in hparams:
         raise CheckpointError(
             f"ckpt_path={path} was not written by vae_lightning's train.py (it has no VAE hyperparameters)."
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 
@@ -75,6 +75,16 @@ def as_plain(node: Any) -> Any:
     if OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=True)
     return node
+
+
+def is_config(value: Any) -> bool:
+    """Whether a part is given as a config (a mapping, e.g. a `_target_` node) rather than as the object itself."""
+    return isinstance(value, Mapping | DictConfig)
+
+
+def part(value: Any, key: str, **kwargs: Any) -> Any:
+    """A part of a model: `build(value, key, **kwargs)` where it is given as a config, else the object itself."""
+    return build(value, key, **kwargs) if is_config(value) else value
 
 
 def _placed(error: VAELightningError, key: str | None) -> VAELightningError:

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vae_lightning.core import checks
+from vae_lightning.data.protocol import VAEDataModule
 from vae_lightning.data.samplers import EpochShuffle
 
 log = logging.getLogger(__name__)
@@ -98,18 +98,12 @@ def one_vs_rest(labels: torch.Tensor, names: dict[int, str]) -> dict[str, Attrib
     return {name: Attribute(torch.where(known, (labels == label).float(), unknown)) for label, name in names.items()}
 
 
-class InMemoryDataModule(LightningDataModule):
+class InMemoryDataModule(VAEDataModule):
     """Base class: subclasses load the splits in `load_splits` and declare `input_shape` (C, H, W).
 
     Training batches are shuffled per (seed, epoch); validation and test batches come in order. A batch size
     larger than the training split is cut to the split's size, with a warning.
     """
-
-    input_shape: tuple[int, int, int]
-    class_names: dict[int, str] = {}  # label -> name, for legends (labels without a name show as numbers)
-    default_attribute: str | None = None  # the attribute a morph moves along when none is named
-    # the labels (from, to) that interpolations join when the data set has two domains; None: any two labels
-    interpolation_ends: tuple[int, int] | None = None
 
     def __init__(
         self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0, val_fraction: float = 0.1
@@ -154,6 +148,9 @@ class InMemoryDataModule(LightningDataModule):
         """Labelled factors of variation of each sample of `split` beyond its label (name -> (N,) int64 labels,
         negative where unknown), scored by `test/mig_<name>`; none by default (`test/mig` scores the label)."""
         return {}
+
+    def test_factors(self) -> dict[str, torch.Tensor]:
+        return self.factors(self._set_up(self.test_set))
 
     def diagnostic_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` validation samples (images, labels): the same ones in every epoch and process, so that

@@ -67,9 +67,7 @@ class DemoModel:
         self.find_face = find_face and vae.input_shape[0] == 3  # faces are looked for in colour models' photos
         carried = datamodule is not None or vae.exported is not None  # an exported model carries its directions
         self.attributes: list[str] = vae.attribute_names(datamodule) if carried else []
-        default = (
-            getattr(datamodule, "default_attribute", None) if vae.exported is None else vae.exported.default_attribute
-        )
+        default = datamodule.default_attribute if vae.exported is None else vae.exported.default_attribute
         self.default_attribute = default if default in self.attributes else next(iter(self.attributes), None)
         self._directions: dict[str, tuple[torch.Tensor, str]] = {}
         self._lock = threading.Lock()

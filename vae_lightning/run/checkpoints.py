@@ -21,6 +21,11 @@ def load_module(
     built on the meta device (no memory) and its tensor shapes compared with the stored weights, so that settings
     that do not fit them (a huge width in a small file) are refused before any memory is spent."""
     checkpoint = read_checkpoint(path, map_location, config_dirs)
+    if "net" not in checkpoint["hyper_parameters"]:
+        raise CheckpointError(
+            f"ckpt_path={path} holds a model built from objects in Python, whose network was not stored as a config: "
+            "load it with VAEModule.load_from_checkpoint(path, net=..., prior=..., loss=..., ...)."
+        )
     try:
         with torch.device("meta"):  # the model described, without memory: its sizes are checked before building
             skeleton = VAEModule(**current_settings(checkpoint["hyper_parameters"]))

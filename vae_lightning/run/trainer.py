@@ -18,8 +18,9 @@ from omegaconf import DictConfig
 
 from vae_lightning.core import checks
 from vae_lightning.core.config import build
-from vae_lightning.core.errors import ConfigErrors, VAELightningError
+from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 from vae_lightning.core.threads import has_bf16_instructions
+from vae_lightning.data.protocol import not_vae_data
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,11 @@ def build_run(
         return None
 
     datamodule = attempt(lambda: build(cfg.dataset, "dataset"))
+    lacks = None if datamodule is None else not_vae_data(datamodule)
+    if lacks is not None:
+        reason = f"is not a data module of the `VAEData` contract (vae_lightning.data.protocol); it lacks {lacks}"
+        problems.add(ConfigValueError("dataset._target_", reason, cfg.dataset.get("_target_")))
+        datamodule = None
     module = None
     if datamodule is not None:
         module = attempt(lambda: build(cfg.module, None, input_shape=datamodule.input_shape))
