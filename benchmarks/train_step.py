@@ -68,20 +68,24 @@ def short_name(cfg, key: str) -> str:
 class PlainModel(nn.Module):
     """The experiment's network and objective written with plain torch operations (`torch.nn.functional`,
     `torch.distributions`) on the network's own torch layers and on plain copies of the prior's and the
-    likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, beta-TCVAE and the
-    MMD-VAE; the standard normal, mixture and VampPrior priors; the Bernoulli, continuous Bernoulli, fixed and
-    learned-sigma Gaussian likelihoods and the discretised logistic."""
+    likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, beta-TCVAE, the
+    MMD-VAE and FactorVAE (on its discriminator's own torch layers); the standard normal, mixture and VampPrior
+    priors; the Bernoulli, continuous Bernoulli, fixed and learned-sigma Gaussian likelihoods and the discretised
+    logistic."""
 
     def __init__(self, cfg, module) -> None:
         super().__init__()
         self.objective, self.prior_name = short_name(cfg, "loss"), short_name(cfg, "prior")
         self.likelihood_name = short_name(cfg, "loss.likelihood") or "Bernoulli"
-        known = ("SeedLoss", "ELBO", "IWAE", "BetaTCVAE", "InfoVAE")
+        known = ("SeedLoss", "ELBO", "IWAE", "BetaTCVAE", "InfoVAE", "FactorVAE")
         if self.objective not in known:
             raise SystemExit(f"no plain-torch column for {cfg.loss._target_} with {self.likelihood_name}")
         self.net = copy.deepcopy(module.net)
         # the prior's and the likelihood's trained tensors, as plain parameters under their own names
         extra = [*module.prior.named_parameters(), *module.loss_fn.named_parameters()]
+        extra = [(name, p) for name, p in extra if not name.startswith("discriminator.")]
+        # FactorVAE's discriminator: its own torch layers (an `nn.Sequential` of Linear and LeakyReLU)
+        self.discriminator = copy.deepcopy(getattr(module.loss_fn, "discriminator", None))
         self.extra = nn.ParameterDict({name.rsplit(".", 1)[-1]: nn.Parameter(p.detach().clone()) for name, p in extra})
         self.softplus_scale = cfg.model.posterior_scale._target_.endswith("SoftplusScale")
         self.sigma = float(OmegaConf.select(cfg, "loss.likelihood.sigma", default=0.1))
@@ -168,6 +172,14 @@ class PlainModel(nn.Module):
         recon = -self.log_px(x, logits)
         if self.objective == "ELBO":
             return (recon + BETA * kl).mean()
+        if self.objective == "FactorVAE":  # the discriminator's TC estimate; its own cross-entropy on detached codes
+            fixed = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+            logits = torch.func.functional_call(self.discriminator, fixed, (z,))
+            codes = z.detach()
+            permuted = codes.gather(0, torch.rand(codes.shape).argsort(dim=0))
+            labels = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).long()
+            critic = F.cross_entropy(self.discriminator(torch.cat([codes, permuted])), labels)
+            return (recon + BETA * kl + self.tc_weight * (logits[:, 0] - logits[:, 1])).mean() + critic
         if self.objective == "BetaTCVAE":  # minibatch-weighted sampling
             pairwise = Normal(loc[None], scale[None], validate_args=False).log_prob(z[:, None])  # (N, N, latent)
             log_norm = math.log(self.n_data * len(x))
@@ -358,6 +370,7 @@ MODELS = {
     "iwae": ["loss=iwae"],
     "tcvae": ["loss=tcvae"],
     "mmd": ["loss=mmd"],
+    "factor": ["loss=factor"],
     "mixture": ["prior=mixture"],
     "vamp": ["prior=vamp"],
     "continuous_bernoulli": ["loss/likelihood=continuous_bernoulli"],

@@ -100,6 +100,7 @@ RUNS = {
         "loss/likelihood=gaussian_pixel_sigma",
     ],
     "mmd_logistic": ["loss=mmd", "loss/likelihood=logistic", "model.output_bias_from_data=true"],
+    "factor_gaussian": ["loss=factor", "loss.hidden_dims=[16,16]", "loss/likelihood=gaussian"],
     "conv_vamp_channel_sigma": [
         "model=conv",
         "model.channels=[8,16]",
@@ -129,7 +130,8 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     saved = torch.load(checkpoint, weights_only=True)["state_dict"]
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, saved[key])  # the prior's and likelihood's parameters come back
-    assert any(key.startswith(("prior.", "loss_fn.likelihood.")) for key in saved) or name == "mmd_logistic"
+    owned = ("prior.", "loss_fn.likelihood.", "loss_fn.discriminator.")
+    assert any(key.startswith(owned) for key in saved) or name == "mmd_logistic"
     output = tmp_path / "evaluate.json"
     scores = evaluate(compose_tool("evaluate", [f"ckpt_path={checkpoint}", "eval.nll_samples=4", f"output={output}"]))
     assert scores["test/loss"] == scores["test/loss"] and output.is_file()
@@ -453,3 +455,49 @@ def test_the_vamp_option_starts_the_decoder_from_the_data_mean(tmp_path):
     mean = datamodule.train_dataloader().dataset.mean_image().clamp(1e-3, 1 - 1e-3)
     torch.testing.assert_close(torch.sigmoid(module.net.decoder[-1].bias), mean.flatten())
     assert compose_train(["prior=vamp", "prior.decoder_from_data=false"], tmp_path).prior.decoder_from_data is False
+
+
+def test_factorvae_trains_its_discriminator_with_its_own_settings_and_only_on_its_own_loss():
+    """The discriminator's cross-entropy reaches only the discriminator (the codes are detached), the TC
+    estimate only the VAE (the discriminator's weights are detached there); the optimizer steps the
+    discriminator as a group of its own, with the paper's Adam settings."""
+    from vae_lightning.losses import FactorVAE
+    from vae_lightning.nets.mlp import MLPVAE
+    from vae_lightning.priors import StandardNormal
+
+    net = MLPVAE((1, 4, 4), hidden_dims=[8], latent_dim=3)
+    objective = FactorVAE(hidden_dims=[8])
+    objective.fit_to_net(net)
+    terms = objective(net, StandardNormal(net), torch.rand(6, 1, 4, 4), 1.0, torch.Generator().manual_seed(0))
+    vae, critic = list(net.parameters()), list(objective.discriminator.parameters())
+    assert all(
+        g is None for g in torch.autograd.grad(terms.terms["discriminator"], vae, allow_unused=True, retain_graph=True)
+    )
+    assert all(g is None for g in torch.autograd.grad(terms.terms["tc"], critic, allow_unused=True, retain_graph=True))
+    assert all(g is not None for g in torch.autograd.grad(terms.loss, [*vae, *critic], allow_unused=True))
+    module = VAEModule(net, objective, {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
+                       {"_target_": "vae_lightning.optim.adam", "_partial_": True, "lr": 1e-3})  # fmt: skip
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    assert [len(g["params"]) for g in groups] == [len(vae), len(critic)]
+    assert (groups[0]["lr"], groups[0]["betas"], groups[1]["lr"], groups[1]["betas"]) == (
+        1e-3,
+        (0.9, 0.999),
+        1e-4,
+        (0.5, 0.9),
+    )
+
+
+def test_factorvae_resumes_exactly_with_its_discriminator_and_its_optimizer_state(tmp_path):
+    """Four epochs at once, or two then `resume=true` for the rest: the same weights of the VAE and of the
+    discriminator (whose Adam moments come back with the model's, as one optimizer's groups)."""
+    args = [*SHORT, "loss=factor", "loss.hidden_dims=[16,16]", "trainer.max_epochs=4"]
+    train_in_process(args, tmp_path / "straight")
+    train_in_process([*args[:-1], "trainer.max_epochs=2"], tmp_path / "resumed")
+    train_in_process([*args, "resume=true"], tmp_path / "resumed")
+    final = {
+        n: torch.load(tmp_path / n / "checkpoints" / "last.ckpt", weights_only=True) for n in ("straight", "resumed")
+    }
+    assert final["resumed"]["global_step"] == final["straight"]["global_step"] == 16
+    assert any(key.startswith("loss_fn.discriminator.") for key in final["straight"]["state_dict"])
+    for key, tensor in final["straight"]["state_dict"].items():
+        assert torch.equal(tensor, final["resumed"]["state_dict"][key]), key

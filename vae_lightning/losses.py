@@ -16,6 +16,12 @@ reduction; `beta` is the schedule's weight of the KL (or of its parts). One clas
   MMD^2 is the unbiased estimate between the batch's codes and as many prior samples (Gaussian kernel of
   bandwidth^2 = latent dims); kl_weight 0 is the MMD-VAE. The MMD is one number for the batch, added to each
   sample's loss.
+- `FactorVAE`: Kim & Mnih 2018. loss = mean over the batch of (recon + beta * kl + tc_weight * tc_i), where
+  tc_i = logit_joint - logit_product of a discriminator D at the sample's code (the density-ratio estimate of the
+  total correlation KL(q(z) || prod_j q(z_j))), plus D's own loss: its cross-entropy (mean over the 2N codes
+  it classifies, nats) between the batch's codes and the same codes with each dimension permuted across the
+  batch. D is the objective's network: its cross-entropy reaches only D (the codes are detached), the TC term
+  only the VAE (D's weights are detached there).
 - `SeedLoss`: exactly the seed's reduction. recon = squared error averaged over the batch AND the pixels
   (of the sigmoid image), kl = KL summed over the batch AND the latent dims; loss = recon + beta * kl.
   The per-sample ELBO's beta equals the seed's beta times n_pixels times batch_size.
@@ -23,7 +29,9 @@ reduction; `beta` is the schedule's weight of the KL (or of its parts). One clas
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +84,15 @@ class Objective(nn.Module):
 
     def fit_to_data(self, n_train: int) -> None:
         """Told the training set's size when training starts (for estimators that need it)."""
+
+    def fit_to_net(self, net: VAENet) -> None:
+        """Told the network once it is built (an objective with networks of its own sizes them by its codes)."""
+
+    def optimizer_groups(self, parameters: Iterable[nn.Parameter]) -> Any:
+        """What the optimizer is given of the model's `parameters`: all of them alike, unless the objective brings
+        networks of its own with optimizer settings of their own (then a parameter group each: one Adam with
+        two groups steps each group as two Adams would, and is saved and resumed with the model's)."""
+        return parameters
 
     def forward(
         self, net: VAENet, prior: Prior, x: torch.Tensor, beta: float, generator: torch.Generator | None = None
@@ -209,6 +226,64 @@ class InfoVAE(WithLikelihood):
         per_sample = recon + beta * self.kl_weight * kl + self.mmd_weight * mmd
         terms = {"recon": recon.mean(), "kl": kl.mean(), "mmd": mmd}
         return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
+
+
+class FactorVAE(WithLikelihood):
+    """FactorVAE: the ELBO with its total correlation penalised by `tc_weight`, estimated by a discriminator of
+    `hidden_dims` (LeakyReLU 0.2; the paper's has five layers of 1000) trained in the same step with its own
+    optimizer settings, `discriminator_lr` and `discriminator_betas` (the paper's Adam: 1e-4, (0.5, 0.9)), a
+    parameter group of the run's optimizer. The codes are permuted from the batch itself. Logs recon, kl, tc (the
+    estimate, nats per sample) and discriminator (its cross-entropy, nats per code; 0.69 is chance)."""
+
+    term_names = ("recon", "kl", "tc", "discriminator")
+
+    def __init__(
+        self,
+        likelihood: Likelihood | None = None,
+        tc_weight: float = 10.0,
+        hidden_dims: Sequence[int] = (1000, 1000, 1000),
+        discriminator_lr: float = 1e-4,
+        discriminator_betas: Sequence[float] = (0.5, 0.9),
+    ) -> None:
+        super().__init__(likelihood)
+        self.tc_weight = checks.number("tc_weight", tc_weight, low=0.0)
+        self.hidden_dims = checks.positive_int_list("hidden_dims", hidden_dims)
+        self.discriminator_lr = checks.number("discriminator_lr", discriminator_lr, low=0.0, low_inclusive=False)
+        if len(discriminator_betas) != 2:
+            raise ConfigValueError("discriminator_betas", "must be two numbers in [0, 1)", discriminator_betas)
+        self.discriminator_betas = tuple(float(b) for b in discriminator_betas)
+        self.discriminator: nn.Sequential | None = None
+
+    def fit_to_net(self, net: VAENet) -> None:
+        sizes = [net.latent_dim, *self.hidden_dims]
+        layers: list[nn.Module] = []
+        for n_in, n_out in itertools.pairwise(sizes):
+            layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
+        self.discriminator = nn.Sequential(*layers, nn.Linear(sizes[-1], 2))
+
+    def optimizer_groups(self, parameters: Iterable[nn.Parameter]) -> Any:
+        own = list(self.discriminator.parameters())
+        owned = set(own)
+        rest = [p for p in parameters if p not in owned]
+        settings = {"lr": self.discriminator_lr, "betas": self.discriminator_betas}
+        return [{"params": rest}, {"params": own, **settings}]
+
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        out = net(x, generator)
+        recon = -self.likelihood.log_prob(x, out.params)
+        kl = prior.kl(out.posterior, out.z)
+        fixed = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        logits = torch.func.functional_call(self.discriminator, fixed, (out.z.float(),))
+        tc = logits[:, 0] - logits[:, 1]  # log D(z) / (1 - D(z)): the density ratio of q(z) to prod_j q(z_j)
+        codes = out.z.detach().float()
+        order = torch.rand(codes.shape, device=codes.device, generator=generator).argsort(dim=0)
+        permuted = codes.gather(0, order)  # each dimension shuffled across the batch: prod_j q(z_j)
+        both = self.discriminator(torch.cat([codes, permuted]))
+        labels = torch.cat([torch.zeros(len(codes)), torch.ones(len(codes))]).long().to(codes.device)
+        discriminator = nn.functional.cross_entropy(both, labels)
+        per_sample = recon + beta * kl + self.tc_weight * tc
+        terms = {"recon": recon.mean(), "kl": kl.mean(), "tc": tc.mean(), "discriminator": discriminator}
+        return LossTerms(per_sample.mean() + discriminator, terms, beta, per_sample.detach(), out)
 
 
 class SeedLoss(Objective):

@@ -61,6 +61,7 @@ class VAEModule(LightningModule):
         self.save_hyperparameters(ignore=objects, logger=False)  # HPARAMS shows the run's choices, not these
         self.loss_fn = build_objective(loss, input_shape) if is_config(loss) else loss
         self.net = part(net, "model", input_shape=input_shape, outputs_per_pixel=self.loss_fn.outputs_per_pixel)
+        self.loss_fn.fit_to_net(self.net)  # an objective's own networks (a discriminator) are sized by the codes
         self.prior = part(prior, "prior", net=self.net)
         self.terms = ("loss", *self.loss_fn.term_names)
         self.beta_factory, self.optimizer_factory = part(beta, "beta"), part(optimizer, "optimizer")
@@ -116,9 +117,8 @@ class VAEModule(LightningModule):
         return float(self.beta_schedule(self.global_step if stage == "train" else self.total_steps))
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """The optimizer and its learning-rate schedule over `total_steps`, stepped after every optimizer step
-        (Lightning saves and restores its state with the optimizer's)."""
-        optimizer = call(self.optimizer_factory, "optimizer", self.parameters())
+        """The optimizer (of the objective's parameter groups) and its schedule over `total_steps`."""
+        optimizer = call(self.optimizer_factory, "optimizer", self.loss_fn.optimizer_groups(self.parameters()))
         schedule = call(self.lr_schedule_factory, "lr_schedule", optimizer, total_steps=max(self.total_steps, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

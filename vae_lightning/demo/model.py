@@ -67,7 +67,10 @@ class DemoModel:
         self.find_face = find_face and vae.input_shape[0] == 3  # faces are looked for in colour models' photos
         carried = datamodule is not None or vae.exported is not None  # an exported model carries its directions
         self.attributes: list[str] = vae.attribute_names(datamodule) if carried else []
-        default = datamodule.default_attribute if vae.exported is None else vae.exported.default_attribute
+        if vae.exported is not None:
+            default = vae.exported.default_attribute
+        else:
+            default = datamodule.default_attribute if datamodule is not None else None
         self.default_attribute = default if default in self.attributes else next(iter(self.attributes), None)
         self._directions: dict[str, tuple[torch.Tensor, str]] = {}
         self._lock = threading.Lock()
