@@ -30,6 +30,7 @@ def good_run(tmp_path_factory):
 TABLE = [
     # what only a real `train.py` process shows: Hydra's parsing, the Hydra callback, the exit code
     (["model=nonexistent"], "Error: model=nonexistent is not an option of the `model` group (auto, conv, mlp)."),
+    (["module.gradient_clip_val=1"], "Error: `module.gradient_clip_val` has moved: use +trainer.gradient_clip_val"),
     (["dataset=mnsit"], "Did you mean mnist?"),
     (["loss/likelihood=gausian"], "Did you mean gaussian?"),
     (["model.foo=1"], "Key 'foo' is not in struct"),

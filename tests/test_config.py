@@ -18,7 +18,7 @@ from vae_lightning.losses import SeedLoss
 from vae_lightning.run.trainer import build_run
 from vae_lightning.schedules import Constant, DelayedRamp
 
-TOOL_GROUPS = ("hydra", "tool_dataset")  # not options of train.py
+TOOL_GROUPS = ("hydra",)  # not options of train.py
 GROUPS = [
     p
     for p in sorted(CONF_DIR.rglob("*"))
@@ -230,22 +230,27 @@ def test_a_sub_config_error_is_placed_under_its_group():
     assert error.value.key == "beta.delay"
 
 
-def test_the_tools_accept_every_key_of_every_data_set():
-    """`evaluate` and `morph` declare the keys a user may change (Hydra refuses undeclared ones)."""
-    declared = set(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "tool_dataset" / "keys.yaml")))
+def test_the_tools_accept_every_key_of_every_data_set_with_no_hand_kept_list(tmp_path):
+    """`evaluate`, `morph`, the demo and `vae-export` declare every key of every data set option (Hydra refuses
+    undeclared ones), computed from the options themselves, a user's config folder's included."""
+    from tests.conftest import compose_tool
+    from vae_lightning.core.config import data_set_keys
 
     def keys(tree, prefix=""):
         for key, value in tree.items():
-            if isinstance(value, dict) and "_target_" in value:
-                yield from keys(value, f"{key}.")
-            elif not key.startswith("_") and key != "defaults" and not isinstance(value, dict):
+            if isinstance(value, dict):
+                yield from keys(value, f"{prefix}{key}.")
+            elif not key.startswith("_") and key != "defaults":
                 yield f"{prefix}{key}"
 
+    declared = set(keys(data_set_keys([CONF_DIR])))
     for option in (CONF_DIR / "dataset").glob("*.yaml"):
-        tree = OmegaConf.to_container(OmegaConf.load(option))
-        for key in keys(tree):
-            top = key.split(".")[0]
-            assert top in declared, f"{option.name}: {key}"
+        assert set(keys(OmegaConf.to_container(OmegaConf.load(option)))) <= declared, option.name
+    cfg = compose_tool("evaluate", ["ckpt_path=x.ckpt", "dataset.fit=pad", "dataset.faces.landmarks=/l.txt"])
+    assert cfg.dataset.fit == "pad" and cfg.dataset.faces.landmarks == "/l.txt" and cfg.dataset.root is None
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "mine.yaml").write_text("_target_: my.Data\nshards: 8\nroot: /x\n")
+    assert {"shards", "root", "fit"} <= set(data_set_keys([CONF_DIR, tmp_path]))
 
 
 def test_a_mistyped_option_gets_the_nearest_one(tmp_path):

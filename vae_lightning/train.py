@@ -14,7 +14,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lightning.core import checks
-from vae_lightning.core.config import unknown_option, user_config_dirs  # importing it registers the resolvers
+from vae_lightning.core.config import (  # importing it registers the resolvers
+    moved_key,
+    unknown_option,
+    user_config_dirs,
+)
 from vae_lightning.core.errors import DivergedError, JobFailed, VAELightningError
 from vae_lightning.core.files import remove_leftovers, write_metrics
 from vae_lightning.core.signals import RunInterrupted, stop_on_signals
@@ -161,7 +165,8 @@ def hydra_app(cfg: DictConfig) -> float | None:
 def main() -> None:
     """The `vae-train` command (and `python train.py` in a clone)."""
     passive_waiting()  # before anything imports torch: OpenMP reads its wait policy once, when it loads
-    mistyped = unknown_option(sys.argv[1:])  # one line with the nearest option, before Hydra composes anything
+    # one line with the nearest option or the key's new place, before Hydra composes anything
+    mistyped = unknown_option(sys.argv[1:]) or moved_key(sys.argv[1:])
     if mistyped is not None:
         print(f"Error: {mistyped}", file=sys.stderr)
         sys.exit(1)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import difflib
 import os
 import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -43,6 +45,22 @@ def config_dirs_of(argv: Sequence[str]) -> list[Path] | None:
         elif word.startswith("--config-dir="):
             folders.append(Path(word.split("=", 1)[1]).expanduser())
     return folders
+
+
+# keys that moved, and where to: an old command line gets one line naming the new key, not Hydra's struct error
+MOVED_KEYS = {
+    "module.gradient_clip_val": "+trainer.gradient_clip_val (Lightning's own flag; with "
+    "+trainer.gradient_clip_algorithm=norm|value)",
+}
+
+
+def moved_key(argv: Sequence[str]) -> str | None:
+    """One line for the first override of a key that has moved (`MOVED_KEYS`), naming where it is now."""
+    for word in argv:
+        key = word.partition("=")[0].lstrip("+~")
+        if key in MOVED_KEYS:
+            return f"`{key}` has moved: use {MOVED_KEYS[key]}."
+    return None
 
 
 def unknown_option(argv: Sequence[str]) -> str | None:
@@ -172,4 +190,35 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
 
 
+def data_set_keys(folders: Sequence[Path]) -> dict[str, Any]:
+    """Every key of every data set option in `folders` (config folders), each null, nested where the option
+    nests (the mixed set's `faces.root`): what the tools let a user change with `dataset.<key>=<value>`."""
+    keys: dict[str, Any] = {}
+
+    def add(into: dict[str, Any], node: dict[str, Any]) -> None:
+        for key, value in node.items():
+            if key == "defaults" or key.startswith("_"):
+                continue
+            if isinstance(value, dict):
+                add(into.setdefault(key, {}), value)
+            else:
+                into.setdefault(key, None)
+
+    for folder in folders:
+        for option in sorted(Path(folder, "dataset").glob("*.yaml")):
+            node = OmegaConf.to_container(OmegaConf.load(option))
+            if isinstance(node, dict):
+                add(keys, node)
+    return keys
+
+
+def register_tool_dataset_keys() -> None:
+    """`tool_dataset/keys` in Hydra's ConfigStore: the keys of the packaged data set options and of the config
+    folders the command line adds (`--config-dir`), so the tools take a change of any of them with no hand-kept
+    list (Hydra refuses keys a config does not declare)."""
+    folders = [CONF_DIR, *(config_dirs_of(sys.argv[1:]) or [])]
+    ConfigStore.instance().store(group="tool_dataset", name="keys", node=data_set_keys(folders))
+
+
 register_resolvers()
+register_tool_dataset_keys()
