@@ -1,7 +1,10 @@
 """The peer's side of `benchmarks/models.py`, run in pythae's own virtual environment (pythae is a peer, never a
-dependency of ours): trains pythae 0.1.2's VAE, IWAE, beta-TCVAE, beta-VAE and VAMP on the given training
+dependency of ours): trains pythae 0.1.2's VAE, IWAE, beta-TCVAE, beta-VAE, VAMP and FactorVAE on the given training
 images with the same 784-200-200-50 tanh network, dynamic binarisation, Adam (lr 1e-3), batch 100 and epochs,
 and saves each trained encoder, decoder (and pseudo-inputs) as plain tensors, so that our estimator scores them.
+FactorVAE: TC weight 10 and our discriminator's layout (three hidden layers of 1000, LeakyReLU 0.2; pythae's
+default has five), trained by pythae's adversarial trainer with the paper's Adam for the discriminator (lr 1e-4,
+betas 0.5, 0.9); pythae splits each batch in two halves, one for the VAE and one for the permuted codes.
 
     <pythae venv>/bin/python benchmarks/peers/pythae_models.py --data train.npz --out DIR --epochs 50 --seeds 1 2
 """
@@ -25,14 +28,16 @@ from pythae.models import (
     BetaTCVAEConfig,
     BetaVAE,
     BetaVAEConfig,
+    FactorVAE,
+    FactorVAEConfig,
     IWAEConfig,
     VAEConfig,
     VAMPConfig,
 )
 from pythae.models.base.base_utils import ModelOutput
-from pythae.models.nn import BaseDecoder, BaseEncoder
+from pythae.models.nn import BaseDecoder, BaseDiscriminator, BaseEncoder
 from pythae.pipelines import TrainingPipeline
-from pythae.trainers import BaseTrainerConfig
+from pythae.trainers import AdversarialTrainerConfig, BaseTrainerConfig
 from torch import nn
 
 LATENT, HIDDEN, PIXELS = 50, 200, 784
@@ -42,6 +47,7 @@ MODELS = {
     "tcvae": (BetaTCVAE, lambda: BetaTCVAEConfig(alpha=1.0, beta=6.0, gamma=1.0, use_mss=False)),
     "beta_vae": (BetaVAE, lambda: BetaVAEConfig(beta=6.0)),
     "vamp": (VAMP, lambda: VAMPConfig(number_components=500)),
+    "factor_vae": (FactorVAE, lambda: FactorVAEConfig(gamma=10.0)),
 }
 
 
@@ -72,6 +78,21 @@ class Decoder(BaseDecoder):
 
     def forward(self, z):
         return ModelOutput(reconstruction=torch.sigmoid(self.layers(z)).view(len(z), 1, 28, 28))
+
+
+class Discriminator(BaseDiscriminator):
+    """Our FactorVAE's discriminator layout: the codes, three hidden layers of 1000 with LeakyReLU 0.2, 2 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        sizes = [LATENT, 1000, 1000, 1000]
+        layers: list[nn.Module] = []
+        for n_in, n_out in pairwise(sizes):
+            layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
+        self.layers = nn.Sequential(*layers, nn.Linear(sizes[-1], 2))
+
+    def forward(self, z):
+        return self.layers(z)
 
 
 class DynamicallyBinarised(torch.utils.data.Dataset):
@@ -108,17 +129,25 @@ def main() -> None:
             config = make_config()
             config.input_dim, config.latent_dim, config.reconstruction_loss = (1, 28, 28), LATENT, "bce"
             model = model_cls(config, encoder=Encoder(), decoder=Decoder())
-            trainer = BaseTrainerConfig(
-                output_dir=str(args.out / f"{name}_seed{seed}_pythae"),
-                num_epochs=args.epochs,
-                learning_rate=1e-3,
-                per_device_train_batch_size=100,
-                per_device_eval_batch_size=100,
-                optimizer_cls="Adam",
-                no_cuda=True,
-                seed=seed,
-                steps_saving=None,
-            )
+            common = {
+                "output_dir": str(args.out / f"{name}_seed{seed}_pythae"),
+                "num_epochs": args.epochs,
+                "per_device_train_batch_size": 100,
+                "per_device_eval_batch_size": 100,
+                "no_cuda": True,
+                "seed": seed,
+                "steps_saving": None,
+            }
+            if name == "factor_vae":
+                model.set_discriminator(Discriminator())
+                trainer = AdversarialTrainerConfig(
+                    **common,
+                    autoencoder_learning_rate=1e-3,
+                    discriminator_learning_rate=1e-4,
+                    discriminator_optimizer_params={"betas": (0.5, 0.9)},
+                )
+            else:
+                trainer = BaseTrainerConfig(**common, learning_rate=1e-3, optimizer_cls="Adam")
             start = time.perf_counter()
             TrainingPipeline(model=model, training_config=trainer)(
                 train_data=DynamicallyBinarised(data["train"]), eval_data=DynamicallyBinarised(data["val"])
