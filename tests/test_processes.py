@@ -56,10 +56,17 @@ MODEL_WITH_PARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("model", [[], MODEL_WITH_PARAMETERS], ids=["default", "vamp_iwae_learned_sigma"])
+# an objective with a network and optimizer settings of its own: FactorVAE's discriminator, its Adam group
+FACTOR = ["loss=factor", "loss.hidden_dims=[64,64]", "model.latent_dim=4"]
+
+
+@pytest.mark.parametrize(
+    "model", [[], MODEL_WITH_PARAMETERS, FACTOR], ids=["default", "vamp_iwae_learned_sigma", "factor"]
+)
 def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(model, tmp_path):
-    """With the delayed ramp, so that the schedule's position and length are restored too; and a model whose
-    prior and likelihood have parameters of their own (and Adam's state for them)."""
+    """With the delayed ramp, so that the schedule's position and length are restored too; a model whose prior
+    and likelihood have parameters of their own (and Adam's state for them); and FactorVAE, whose discriminator
+    and its optimizer group come back too."""
     args = ["trainer.max_epochs=12", "beta=ramp", "logger=csv", "~callbacks.diagnostics", *model]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     uninterrupted = start_train(args, straight, tmp_path / "data")  # side by side, to share the imports' wait
