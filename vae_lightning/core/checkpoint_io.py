@@ -279,19 +279,25 @@ def read_checkpoint(
         raise CheckpointError(
             f"ckpt_path={path} was not written by vae_lightning's train.py (it has no VAE hyperparameters)."
         )
+    refuse_unsafe_settings(hparams, config_dirs, f"ckpt_path={path}")
+    return checkpoint
+
+
+def refuse_unsafe_settings(hparams: dict[str, Any], config_dirs: Sequence[str | os.PathLike], what: str) -> None:
+    """Refuse, in one line starting with `what` (the checkpoint or folder), stored settings that hold an
+    interpolation or name a class that no config option offers for their place (`untrusted_target_in`)."""
     interpolated = interpolation_in(hparams)
     if interpolated is not None:
         raise CheckpointError(
-            f"ckpt_path={path} was refused: its setting `{interpolated}` holds an interpolation (`${{...}}`), which "
-            "train.py never stores and which is never resolved from a checkpoint."
+            f"{what} was refused: its setting `{interpolated}` holds an interpolation (`${{...}}`), which "
+            "train.py never stores and which is never resolved from a stored model."
         )
     untrusted = untrusted_target_in(hparams, tuple(str(Path(d)) for d in config_dirs))
     if untrusted is not None:
         key, target = untrusted
         raise CheckpointError(
-            f"ckpt_path={path} was refused: its setting `{key}` names `{target}`, which is not one of "
-            "the classes that the configs offer for it. Nothing from the file was run. A class of your own is "
+            f"{what} was refused: its setting `{key}` names `{target}`, which is not one of "
+            "the classes that the configs offer for it. Nothing from it was run. A class of your own is "
             f"trusted when an option file of the `{key.split('.')[0].split('[')[0]}` group in a config folder you "
             "give names it (--config-dir <folder>)."
         )
-    return checkpoint

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from vae_lightning.core.checkpoint_io import current_settings, interpolation_in, untrusted_target_in
+from vae_lightning.core.checkpoint_io import current_settings, refuse_unsafe_settings
 from vae_lightning.core.errors import CheckpointError, VAELightningError
 from vae_lightning.core.files import atomic_write
 from vae_lightning.module import VAEModule
@@ -155,16 +155,7 @@ def read_exported(
     hparams = config.get("hyper_parameters")
     if not isinstance(hparams, dict) or not {"net", "input_shape"} <= set(hparams):
         raise CheckpointError(f"{folder / CONFIG} does not describe a model (no hyper_parameters).")
-    where = interpolation_in(hparams)
-    if where is not None:
-        raise CheckpointError(f"{folder} was refused: its setting `{where}` holds an interpolation (`${{...}}`).")
-    untrusted = untrusted_target_in(hparams, tuple(str(Path(d)) for d in config_dirs))
-    if untrusted is not None:
-        key, target = untrusted
-        raise CheckpointError(
-            f"{folder} was refused: its setting `{key}` names `{target}`, which is not one of the classes that the "
-            "configs offer for it. Nothing from it was run."
-        )
+    refuse_unsafe_settings(hparams, config_dirs, str(folder))
     shapes = _header_shapes(folder / WEIGHTS)
     try:
         with torch.device("meta"):
