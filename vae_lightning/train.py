@@ -43,6 +43,7 @@ def train(cfg: DictConfig) -> float | None:
     from vae_lightning.run.trackers import finish
     from vae_lightning.run.trainer import (
         build_run,
+        command_line,
         final_metrics,
         quiet_libraries,
         resume_command,
@@ -121,14 +122,6 @@ def enormous_loss(metrics: dict[str, float]) -> str | None:
         f"The run completed, but its loss is finite and enormous ({values}): it has most likely diverged. Try a lower "
         "`optimizer.lr` or gradient clipping with `+trainer.gradient_clip_val=1.0`."
     )
-
-
-def command_line() -> list[str] | None:
-    """The run's command-line overrides (None: not run by Hydra, e.g. `train(cfg)` from Python)."""
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:
-        return None
 
 
 def record(folder: str | Path, metrics: dict, status: str, **extra) -> None:

@@ -120,13 +120,18 @@ def final_metrics(trainer: Trainer, prefix: str) -> dict[str, float]:
     }
 
 
+def command_line() -> list[str] | None:
+    """The run's command-line overrides (None: not run by Hydra, e.g. `train(cfg)` from Python)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return None
+
+
 def resume_command(output_dir: Path) -> str:
     """The command that continues this run in its folder: the same overrides, `resume=true`, the folder."""
-    try:
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # not under Hydra (tests call train() directly)
-        overrides = []
-    kept = [o for o in overrides if o.split("=")[0].lstrip("+~") not in ("resume", "hydra.run.dir", "ckpt_path")]
+    dropped = ("resume", "hydra.run.dir", "ckpt_path")
+    kept = [o for o in command_line() or [] if o.split("=")[0].lstrip("+~") not in dropped]
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0].endswith(".py") else "train.py"
     words = ["python", script, *kept, "resume=true", f"hydra.run.dir={output_dir}"]
     return " ".join(shlex.quote(word) for word in words)
