@@ -228,6 +228,15 @@ class InfoVAE(WithLikelihood):
         return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
 
 
+def density_ratio_tc(discriminator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The total correlation estimate of each code (nats): logit_joint - logit_product of `discriminator` at `z`,
+    i.e. log q(z) - log prod_j q(z_j) where the discriminator is optimal (the density-ratio trick). Its weights
+    are detached here, so the estimate's gradient reaches the codes only."""
+    fixed = {name: p.detach() for name, p in discriminator.named_parameters()}
+    logits = torch.func.functional_call(discriminator, fixed, (z,))
+    return logits[:, 0] - logits[:, 1]
+
+
 class FactorVAE(WithLikelihood):
     """FactorVAE: the ELBO with its total correlation penalised by `tc_weight`, estimated by a discriminator of
     `hidden_dims` (LeakyReLU 0.2; the paper's has five layers of 1000) trained in the same step with its own
@@ -272,9 +281,7 @@ class FactorVAE(WithLikelihood):
         out = net(x, generator)
         recon = -self.likelihood.log_prob(x, out.params)
         kl = prior.kl(out.posterior, out.z)
-        fixed = {name: p.detach() for name, p in self.discriminator.named_parameters()}
-        logits = torch.func.functional_call(self.discriminator, fixed, (out.z.float(),))
-        tc = logits[:, 0] - logits[:, 1]  # log D(z) / (1 - D(z)): the density ratio of q(z) to prod_j q(z_j)
+        tc = density_ratio_tc(self.discriminator, out.z.float())
         codes = out.z.detach().float()
         order = torch.rand(codes.shape, device=codes.device, generator=generator).argsort(dim=0)
         permuted = codes.gather(0, order)  # each dimension shuffled across the batch: prod_j q(z_j)
