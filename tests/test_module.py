@@ -255,3 +255,19 @@ def test_a_model_built_from_objects_saves_and_loads_with_its_objects_given_again
 
     with pytest.raises(CheckpointError, match=r"built from objects in Python.*load_from_checkpoint\(path, net="):
         load_module(tmp_path / "m.ckpt")  # the tools rebuild a model from its configs
+    from vae_lightning.run.checkpoints import check_resume
+
+    with pytest.raises(CheckpointError, match=r"no network or objective settings.*trainer.fit\(VAEModule\(net="):
+        check_resume(tmp_path / "m.ckpt", {}, {})  # train.py's resume, which trains the checkpoint's own model
+
+
+@pytest.mark.parametrize(
+    "loops",
+    [[1], {"fit_loop": "x"}, {"fit_loop": {"epoch_loop.manual_optimization.optim_step_progress": {"total": "9"}}}],
+)
+def test_counting_manual_steps_leaves_loops_that_are_not_counters_alone(loops):
+    from vae_lightning.core.training_state import count_manual_steps_as_automatic
+
+    checkpoint = {"loops": loops}
+    count_manual_steps_as_automatic(checkpoint)
+    assert checkpoint == {"loops": loops}

@@ -42,13 +42,19 @@ def count_manual_steps_as_automatic(checkpoint: dict) -> None:
     """Checkpoints written while the module stepped its optimizer by hand (manual optimization) count their
     optimizer steps in the manual loop's progress, which Lightning's automatic optimization does not read: moved
     to the automatic loop's step progress, in place, so that such a checkpoint resumes at its own step."""
-    loops = checkpoint.get("loops", {}).get("fit_loop", {})
-    manual, automatic = loops.get(MANUAL_STEPS), loops.get(AUTOMATIC_PROGRESS)
-    if not isinstance(manual, dict) or not isinstance(automatic, dict):
+    loops = checkpoint.get("loops")
+    fit = loops.get("fit_loop") if isinstance(loops, dict) else None
+    manual = fit.get(MANUAL_STEPS) if isinstance(fit, dict) else None
+    automatic = fit.get(AUTOMATIC_PROGRESS) if isinstance(fit, dict) else None
+    optimizer = automatic.get("optimizer") if isinstance(automatic, dict) else None
+    step = optimizer.get("step") if isinstance(optimizer, dict) else None
+    if not isinstance(manual, dict) or not isinstance(step, dict):
         return
-    step = automatic.get("optimizer", {}).get("step")
-    if isinstance(step, dict) and step.get("total", {}).get("completed", 0) == 0:
-        step["total"], step["current"] = dict(manual.get("total", {})), dict(manual.get("current", {}))
+    counts = [manual.get("total"), manual.get("current"), step.get("total")]
+    if not all(isinstance(c, dict) and all(isinstance(v, int) for v in c.values()) for c in counts):
+        return  # not counters: `check_training_state` refuses such loops before this runs
+    if step["total"].get("completed", 0) == 0:
+        step["total"], step["current"] = dict(manual["total"]), dict(manual["current"])
 
 
 def _misfit(saved: Any, fresh: Any, key: str) -> str | None:

@@ -113,6 +113,11 @@ def check_resume(
 def resumed_model(checkpoint: dict) -> dict[str, Any]:
     """The `net`, `prior` and `loss` settings that a resume of `checkpoint` trains on: its own."""
     hparams = checkpoint["hyper_parameters"]
+    if not isinstance(hparams.get("net"), dict) or not isinstance(hparams.get("loss"), dict):
+        raise CheckpointError(
+            "Cannot resume: the checkpoint holds no network or objective settings (a model built from objects in "
+            "Python); resume it in Python: trainer.fit(VAEModule(net=..., loss=..., ...), ckpt_path=<the checkpoint>)."
+        )
     return {"net": hparams["net"], "prior": hparams.get("prior") or STANDARD_NORMAL, "loss": hparams["loss"]}
 
 
