@@ -282,7 +282,7 @@ def test_each_labelled_factor_gets_its_mig_on_the_test_loaders_first_samples():
             super().__init__()
             self.anchor = torch.nn.Parameter(torch.zeros(()))
 
-        def encode(self, x):
+        def infer(self, x):
             return DiagonalGaussian(x.flatten(1) + self.anchor, torch.ones(len(x), 2))
 
     class Data:

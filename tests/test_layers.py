@@ -17,6 +17,7 @@ LAYERS = {
     "schedules": 1,
     "optim": 1,
     "metrics": 1,
+    "posteriors": 1,
     "nets": 2,
     "likelihoods": 2,
     "priors": 2,

@@ -101,6 +101,7 @@ RUNS = {
     ],
     "mmd_logistic": ["loss=mmd", "loss/likelihood=logistic", "model.output_bias_from_data=true"],
     "factor_gaussian": ["loss=factor", "loss.hidden_dims=[16,16]", "loss/likelihood=gaussian"],
+    "iaf": ["posterior=iaf", "posterior.hidden_dims=[16,16]"],
     "conv_vamp_channel_sigma": [
         "model=conv",
         "model.channels=[8,16]",
@@ -122,15 +123,18 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     train_in_process(args, run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed"
-    for key in ("test/nll", "test/elbo", "test/total_correlation", "test/mutual_info", "test/mig"):
+    gaussian = "posterior=iaf" not in RUNS[name]  # a flow's posteriors have no per-dimension densities
+    information = ("test/total_correlation", "test/mutual_info") if gaussian else ()
+    for key in ("test/nll", "test/elbo", "test/active_units", "test/mig", *information):
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
-    assert ("test/kl_dim_000" in metrics) == ("prior=" not in " ".join(RUNS[name]))  # only where p(z) factorises
+    factorise = "prior=" not in " ".join(RUNS[name]) and gaussian
+    assert ("test/kl_dim_000" in metrics) == factorise  # only where p(z) and q(z|x) factorise
     checkpoint = run / "checkpoints" / "last.ckpt"
     module = load_module(checkpoint)
     saved = torch.load(checkpoint, weights_only=True)["state_dict"]
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, saved[key])  # the prior's and likelihood's parameters come back
-    owned = ("prior.", "loss_fn.likelihood.", "loss_fn.discriminator.")
+    owned = ("prior.", "loss_fn.likelihood.", "loss_fn.discriminator.", "net.posterior.")
     assert any(key.startswith(owned) for key in saved) or name == "mmd_logistic"
     output = tmp_path / "evaluate.json"
     scores = evaluate(compose_tool("evaluate", [f"ckpt_path={checkpoint}", "eval.nll_samples=4", f"output={output}"]))
@@ -224,8 +228,10 @@ V2_SETTINGS = ["loss=iwae", "loss.k=2", "prior=mixture", "prior.n_components=2"]
 def test_a_checkpoint_of_the_manual_optimization_format_loads_and_resumes_exactly(tmp_path):
     """`fixtures/tiny_v2.ckpt` (one epoch) was written while the module stepped its optimizer by hand and kept
     `gradient_clip_val` among its settings; `tiny_v2_two_epochs.pt` holds the weights that the same version
-    reached after two epochs without a stop. Today's version loads it, evaluates it, and resumes it to exactly
-    those weights."""
+    reached after two epochs without a stop. Today's version loads it, evaluates it, and resumes it to those
+    weights up to float rounding (its IWAE draws the codes and their log density in one call, since the posterior
+    is a part, which orders the sums of the backward pass differently: 1e-8 apart after two steps, where a lost
+    optimizer state or step count would be orders of magnitude more)."""
     from vae_lightning.evaluate import evaluate
 
     saved = torch.load(V2, weights_only=True)
@@ -247,7 +253,7 @@ def test_a_checkpoint_of_the_manual_optimization_format_loads_and_resumes_exactl
     expected = torch.load(FIXTURE.parent / "tiny_v2_two_epochs.pt", weights_only=True)
     assert expected.keys() == resumed["state_dict"].keys()
     for key, tensor in expected.items():
-        assert torch.equal(resumed["state_dict"][key], tensor), key
+        torch.testing.assert_close(resumed["state_dict"][key], tensor, rtol=1e-5, atol=1e-6, msg=key)
 
 
 @pytest.mark.parametrize("model", ["mlp", "conv"])

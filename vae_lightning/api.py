@@ -13,7 +13,8 @@ Loading reads the file as `evaluate` and `morph` do: `torch.load(weights_only=Tr
 packaged configs (or the config folders given as `config_dirs`) offer are built. Images are preprocessed as the
 model's input: a photo (a path or a PIL image) upright, its centre square (or, with `find_face=True`, the square
 that frames the face as UTKFace does) resized to the model's size, grey or colour as trained; a tensor must
-already have the model's shape, with values in [0, 1] (float) or 0..255 (uint8). Codes are the posterior means.
+already have the model's shape, with values in [0, 1] (float) or 0..255 (uint8). Codes are the posteriors' codes
+(a Gaussian posterior's mean; a flow's: the flow at the network's mean).
 Every result is on the model's device.
 
 `save_pretrained(folder)` writes the model as a folder people share (safetensors weights, JSON settings, the
@@ -215,8 +216,8 @@ class TrainedVAE:
     # -- the model ----------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: Images, find_face: bool = False) -> torch.Tensor:
-        """The posterior means (N, latent_dim) of `images`."""
-        return self.module.net.encode(self.images(images, find_face)).loc
+        """The codes (N, latent_dim) of `images`: the posteriors' `code`, a Gaussian posterior's mean."""
+        return self.module.net.infer(self.images(images, find_face)).code
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -233,7 +234,7 @@ class TrainedVAE:
         return self.decode(self.module.prior.sample(n, generator))
 
     def reconstruct(self, images: Images, find_face: bool = False) -> torch.Tensor:
-        """The decodes of the posterior means of `images`, (N, C, H, W) in [0, 1]."""
+        """The decodes of the codes of `images`, (N, C, H, W) in [0, 1]."""
         return self.decode(self.encode(images, find_face))
 
     def interpolate(self, a: ImageLike, b: ImageLike, steps: int = 10, find_face: bool = False) -> torch.Tensor:
@@ -354,9 +355,9 @@ class TrainedVAE:
 
     @torch.no_grad()
     def codes(self, split: Any) -> torch.Tensor:
-        """The posterior means of every sample of a data module's split, in batches of 256, on the CPU."""
+        """The codes of every sample of a data module's split, in batches of 256, on the CPU."""
         batches = (split.__getitems__(range(i, min(i + 256, len(split))))[0] for i in range(0, len(split), 256))
-        return torch.cat([self.module.net.encode(x.to(self.device)).loc.float().cpu() for x in batches])
+        return torch.cat([self.module.net.infer(x.to(self.device)).code.float().cpu() for x in batches])
 
 
 def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:

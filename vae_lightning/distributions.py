@@ -1,4 +1,5 @@
-"""The diagonal Gaussian posterior q(z|x): reparameterised samples (one or k per row) and its density.
+"""What a posterior q(z|x) offers the rest of the package (`PosteriorDistribution`), and the diagonal Gaussian,
+the networks' output and the default posterior: reparameterised samples (one or k per row) and its density.
 
 The density and the closed-form KL to the standard normal are written out here rather than taken from
 `torch.distributions.Normal`: they are the seed's formulas, so today's presets keep their numbers to the last
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch.distributions import Independent, Normal
@@ -17,12 +19,64 @@ from torch.distributions import Independent, Normal
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+class PosteriorDistribution(Protocol):
+    """q(z|x) of a batch of N rows, as everything downstream asks it (the objectives, test/nll, the latent
+    statistics, the pictures, the Python API and the demo):
+
+    - `rsample_with_log_prob(generator, k)`: reparameterised codes, (N, latent) or with `k`, (k, N, latent),
+      and log q(z|x) of each (nats, summed over the latent dimensions);
+    - `draw(generator)`: one code per row for a training step, with its log q(z|x) where drawing gives it for
+      free (a flow's), else None (the Gaussian's, whose closed-form KL needs none; `log_prob` gives it);
+    - `code`: the one code per row that the pictures and `encode` use (the Gaussian's mean);
+    - `stddev`: a spread per row and dimension, (N, latent), for latent traversals (the Gaussian's scale);
+    - `gaussian`: the posterior itself where it is a diagonal Gaussian (closed-form KL to a standard normal,
+      densities per dimension, which the total correlation estimates need), else None.
+    """
+
+    @property
+    def code(self) -> torch.Tensor: ...
+
+    @property
+    def stddev(self) -> torch.Tensor: ...
+
+    @property
+    def gaussian(self) -> DiagonalGaussian | None: ...
+
+    def rsample_with_log_prob(
+        self, generator: torch.Generator | None = None, k: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
 @dataclass(frozen=True)
 class DiagonalGaussian:
-    """N(loc, diag(scale^2)) over the last dimension. `scale` is the standard deviation."""
+    """N(loc, diag(scale^2)) over the last dimension. `scale` is the standard deviation. A
+    `PosteriorDistribution`."""
 
     loc: torch.Tensor
     scale: torch.Tensor
+
+    @property
+    def code(self) -> torch.Tensor:
+        return self.loc
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.scale
+
+    @property
+    def gaussian(self) -> DiagonalGaussian:
+        return self
+
+    def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
+        return self.rsample(generator), None
+
+    def rsample_with_log_prob(
+        self, generator: torch.Generator | None = None, k: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.rsample(generator, k)
+        return z, self.log_prob(z)
 
     def rsample(self, generator: torch.Generator | None = None, k: int | None = None) -> torch.Tensor:
         """Reparameterised samples z = loc + scale * eps, eps ~ N(0, I): one per row, shaped like `loc`, or with

@@ -122,7 +122,7 @@ class ELBO(WithLikelihood):
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
         out = net(x, generator)
         recon_per_sample = -self.likelihood.log_prob(x, out.params)
-        kl_per_sample = prior.kl(out.posterior, out.z)
+        kl_per_sample = prior.kl(out.posterior, out.z, out.log_q)
         per_sample = recon_per_sample + beta * kl_per_sample
         terms = {"recon": recon_per_sample.mean(), "kl": kl_per_sample.mean()}
         return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
@@ -137,16 +137,16 @@ class IWAE(WithLikelihood):
         self.k = checks.positive_int("k", k)
 
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
-        posterior = net.encode(x)
-        z = posterior.rsample(generator, self.k)  # (k, N, latent)
+        posterior = net.infer(x)
+        z, log_q = posterior.rsample_with_log_prob(generator, self.k)  # (k, N, latent), (k, N)
         params = net.decode(z.flatten(0, 1))
         repeated = x.expand(self.k, *x.shape).flatten(0, 1)
         log_px_z = self.likelihood.log_prob(repeated, params).view(self.k, len(x))
-        log_ratio = posterior.log_prob(z) - prior.log_prob(z)  # log q(z|x) - log p(z), (k, N)
+        log_ratio = log_q - prior.log_prob(z)  # log q(z|x) - log p(z), (k, N)
         bound = torch.logsumexp(log_px_z - beta * log_ratio, dim=0) - math.log(self.k)
         per_sample = -bound
         terms = {"recon": -log_px_z.mean(), "kl": log_ratio.mean()}
-        sample = VAEOutput(posterior, z[0], params[: len(x)])
+        sample = VAEOutput(posterior, z[0], params[: len(x)], log_q[0])
         return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), sample)
 
 
@@ -164,6 +164,14 @@ class BetaTCVAE(WithLikelihood):
     def fit_to_data(self, n_train: int) -> None:
         self.dataset_size.fill_(int(n_train))
 
+    def fit_to_net(self, net: VAENet) -> None:
+        if not net.posterior.factorised:
+            reason = (
+                "does not go with loss=tcvae, whose estimate of log q(z) needs per-dimension densities: "
+                "use posterior=gaussian"
+            )
+            raise ConfigValueError("posterior", reason, type(net.posterior).__name__)
+
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
         n_data = int(self.dataset_size)
         if n_data < len(x):
@@ -171,7 +179,7 @@ class BetaTCVAE(WithLikelihood):
                 "loss", "BetaTCVAE needs the training set's size, given when training starts", n_data
             )
         out = net(x, generator)
-        posterior, z = out.posterior, out.z
+        posterior, z = out.posterior.gaussian, out.z
         recon = -self.likelihood.log_prob(x, out.params)
         # log q(z_i | x_j) of every code i under every posterior j of the batch, per dimension: (N, N, latent)
         pairwise = DiagonalGaussian(posterior.loc[None], posterior.scale[None]).log_prob_per_dim(z[:, None])
@@ -218,7 +226,7 @@ class InfoVAE(WithLikelihood):
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
         out = net(x, generator)
         recon = -self.likelihood.log_prob(x, out.params)
-        kl = prior.kl(out.posterior, out.z)
+        kl = prior.kl(out.posterior, out.z, out.log_q)
         if len(x) > 1:
             mmd = mmd_squared(out.z, prior.sample(len(x), generator).to(out.z.dtype), float(out.z.shape[-1]))
         else:
@@ -280,7 +288,7 @@ class FactorVAE(WithLikelihood):
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
         out = net(x, generator)
         recon = -self.likelihood.log_prob(x, out.params)
-        kl = prior.kl(out.posterior, out.z)
+        kl = prior.kl(out.posterior, out.z, out.log_q)
         tc = density_ratio_tc(self.discriminator, out.z.float())
         codes = out.z.detach().float()
         order = torch.rand(codes.shape, device=codes.device, generator=generator).argsort(dim=0)
@@ -303,7 +311,7 @@ class SeedLoss(Objective):
         out = net(x, generator)
         image = torch.sigmoid(only_output(out.params))
         squared_error_per_sample = (image - x).pow(2).flatten(1).mean(-1)
-        kl_per_sample = prior.kl(out.posterior, out.z)
+        kl_per_sample = prior.kl(out.posterior, out.z, out.log_q)
         recon = squared_error_per_sample.mean()
         kl = kl_per_sample.sum()
         per_sample = squared_error_per_sample + beta * kl_per_sample

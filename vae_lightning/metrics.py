@@ -6,7 +6,8 @@
   - log q(z_k|x)] - log K with z_k ~ q(z|x) and the model's prior p(z); a stochastic lower bound that tightens as
   K grows. Per sample, nats.
 - `LatentStats`: over a whole test split, streamed batch by batch: active units (Burda et al. 2016: dimensions u
-  with Cov_x(E_q[z_u]) > 0.01), the KL of each latent dimension averaged over the samples (where the prior
+  with Cov_x(E_q[z_u]) > 0.01, E_q[z] read as the posterior's `code`: a flow's is its code at the Gaussian's
+  mean, not its mean), the KL of each latent dimension averaged over the samples (where the prior
   factorises), and a seeded uniform subsample of the posteriors (with their labels) for
 - `aggregate_posterior_information`: with the aggregate posterior q(z) taken as the mixture of the given N
   posteriors and one z drawn from each, the usual estimate of I(x; z) under q (Hoffman & Johnson 2016, as
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from sklearn.metrics import mutual_info_score
 
-from vae_lightning.distributions import LOG_2PI, DiagonalGaussian
+from vae_lightning.distributions import LOG_2PI, DiagonalGaussian, PosteriorDistribution
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -95,17 +96,17 @@ class RunningMeans:
 def importance_sampled_log_likelihood(
     net, prior, likelihood, x: torch.Tensor, k: int, chunk: int = 100, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """log p(x) estimated with `k` importance samples from q(z|x), `chunk` samples at a time; shape (batch,)."""
-    posterior = net.encode(x)
+    """log p(x) estimated with `k` importance samples from q(z|x), `chunk` samples at a time; shape (batch,).
+    `generator` (on the images' device) makes the draws reproducible."""
+    posterior = net.infer(x)
     log_weights = []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
-        eps = torch.randn((n, *posterior.loc.shape), generator=generator, dtype=posterior.loc.dtype).to(x.device)
-        z = posterior.loc + posterior.scale * eps  # (n, batch, latent)
+        z, log_q = posterior.rsample_with_log_prob(generator, n)  # (n, batch, latent), (n, batch)
         params = net.decode(z.reshape(-1, z.shape[-1]))
         repeated_x = x.unsqueeze(0).expand(n, *x.shape).reshape(-1, *x.shape[1:])
         log_px_z = likelihood.log_prob(repeated_x, params).view(n, -1)
-        log_weights.append(log_px_z + prior.log_prob(z) - posterior.log_prob(z))
+        log_weights.append(log_px_z + prior.log_prob(z) - log_q)
     return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)
 
 
@@ -175,7 +176,7 @@ def factor_information_gaps(net, datamodule, n: int) -> dict[str, float]:
     device, codes, seen = next(net.parameters()).device, [], 0
     for x, _ in datamodule.test_dataloader():
         with torch.no_grad():
-            codes.append(net.encode(x.to(device)).loc)
+            codes.append(net.infer(x.to(device)).code)
         seen += len(x)
         if seen >= n:
             break
@@ -201,13 +202,21 @@ class LatentStats:
         # (3 or 2, latent): sum of loc, sum of loc^2 and, where the prior factorises, sum of KL; in float64
         self.sums: torch.Tensor | None = None
         self.kept: tuple[torch.Tensor, ...] | None = None  # keys, loc, scale, labels
+        self.gaussian = True  # every posterior added was a diagonal Gaussian
 
     def add(
-        self, posterior: DiagonalGaussian, kl_per_dim: torch.Tensor | None = None, labels: torch.Tensor | None = None
+        self,
+        posterior: PosteriorDistribution,
+        kl_per_dim: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> None:
         """A batch's posteriors, the KL of each of their dimensions (None where the prior does not factorise)
-        and their labels (for MIG)."""
-        loc, scale = posterior.loc.detach(), posterior.scale.detach()
+        and their labels (for MIG). Active units and MIG read each posterior's `code`; the mutual information and
+        total correlation need diagonal Gaussian posteriors and are left out for others."""
+        loc = posterior.code.detach()
+        gaussian = posterior.gaussian
+        self.gaussian = self.gaussian and gaussian is not None
+        scale = gaussian.scale.detach() if gaussian is not None else torch.ones_like(loc)
         rows = [loc, loc.pow(2)] + ([kl_per_dim.detach()] if kl_per_dim is not None else [])
         batch = torch.stack(rows).double().sum(1)
         self.sums = batch if self.sums is None else self.sums + batch
@@ -235,7 +244,7 @@ class LatentStats:
         mean, mean_square, *kl = (totals[:-1].view(rows, -1) / count).unbind()
         variance = (mean_square - mean.pow(2)) * count / max(count - 1, 1)
         values = {"active_units": float(active_units(variance)) if count > 1 else 0.0}
-        if mutual_info and self.kept is not None:
+        if mutual_info and self.kept is not None and self.gaussian:
             generator = torch.Generator().manual_seed(int(self.generator.initial_seed()))
             values |= aggregate_posterior_information(DiagonalGaussian(*self.kept[1:3]), generator)
         if self.kept is not None and len(self.kept[1]) > 1:

@@ -11,12 +11,13 @@ import torch
 from lightning import LightningModule
 
 from vae_lightning.core import checks, training_state
-from vae_lightning.core.checkpoint_io import CONSTANT_LR, STANDARD_NORMAL, current_settings, read_checkpoint
+from vae_lightning.core.checkpoint_io import CONSTANT_LR, GAUSSIAN, STANDARD_NORMAL, current_settings, read_checkpoint
 from vae_lightning.core.config import as_plain, call, is_config, part
 from vae_lightning.core.errors import ConfigValueError, DivergedError
 from vae_lightning.losses import LossTerms, Objective, build_objective
 from vae_lightning.metrics import LatentStats, RunningMeans, factor_information_gaps, importance_sampled_log_likelihood
 from vae_lightning.nets.base import VAENet, VAEOutput
+from vae_lightning.posteriors import Posterior
 from vae_lightning.priors import Prior
 
 
@@ -24,10 +25,10 @@ class VAEModule(LightningModule):
     """A VAE trained on `loss` with KL weight `beta(step)` under Lightning's automatic optimization (so the
     Trainer's `gradient_clip_val`, `gradient_clip_algorithm` and `accumulate_grad_batches` work as documented).
 
-    The parts (`net`, `prior`, `loss` with its likelihood, `beta`, `optimizer`, `lr_schedule`) are configs,
-    stored as hyperparameters with `data` so that `load_module(path)` rebuilds the model from a checkpoint alone
-    (the likelihood first: it knows how many decoder outputs per pixel the network needs), or the objects
-    themselves (not stored: give them again to `load_from_checkpoint(path, net=..., ...)`).
+    The parts (`net`, `posterior`, `prior`, `loss` with its likelihood, `beta`, `optimizer`, `lr_schedule`) are
+    configs, stored as hyperparameters with `data` so that `load_module(path)` rebuilds the model from a
+    checkpoint alone (the likelihood first: it knows the decoder's outputs per pixel), or the objects themselves
+    (not stored: give them again to `load_from_checkpoint(path, net=..., ...)`).
 
     Logged: `train/loss`, `train/<term>`, `train/beta`, `train/lr` (see `training_step`), `train/*_epoch`, and
     `val/*`, `test/*` means over all processes at the schedule's final beta (so `val/loss` compares across a
@@ -49,18 +50,20 @@ class VAEModule(LightningModule):
         mi_samples: int = 2000,
         prior: dict[str, Any] | Prior | None = None,
         lr_schedule: dict[str, Any] | Callable[..., Any] | None = None,
+        posterior: dict[str, Any] | Posterior | None = None,
     ) -> None:
         super().__init__()
-        prior, lr_schedule = prior or STANDARD_NORMAL, lr_schedule or CONSTANT_LR
-        parts = {"net": net, "loss": loss, "beta": beta, "optimizer": optimizer, "prior": prior}
-        objects = [name for name, part in (parts | {"lr_schedule": lr_schedule}).items() if not is_config(part)]
-        net, loss, beta, optimizer, prior, lr_schedule, data = (
-            as_plain(node) if is_config(node) else node for node in (*parts.values(), lr_schedule, data)
+        parts = {"net": net, "loss": loss, "beta": beta, "optimizer": optimizer, "prior": prior or STANDARD_NORMAL}
+        parts |= {"lr_schedule": lr_schedule or CONSTANT_LR, "posterior": posterior or GAUSSIAN}
+        objects = [name for name, part in parts.items() if not is_config(part)]
+        net, loss, beta, optimizer, prior, lr_schedule, posterior, data = (
+            as_plain(node) if is_config(node) else node for node in (*parts.values(), data)
         )
         input_shape = tuple(as_plain(input_shape if input_shape is not None else net.input_shape))
         self.save_hyperparameters(ignore=objects, logger=False)  # HPARAMS shows the run's choices, not these
         self.loss_fn = build_objective(loss, input_shape) if is_config(loss) else loss
         self.net = part(net, "model", input_shape=input_shape, outputs_per_pixel=self.loss_fn.outputs_per_pixel)
+        self.net.use_posterior(part(posterior, "posterior", latent_dim=self.net.latent_dim))
         self.loss_fn.fit_to_net(self.net)  # an objective's own networks (a discriminator) are sized by the codes
         self.prior = part(prior, "prior", net=self.net)
         self.terms = ("loss", *self.loss_fn.term_names)
@@ -193,8 +196,7 @@ class VAEModule(LightningModule):
 
     def stop_if_diverged(self) -> None:
         if (bad := self.train_means.first_non_finite()) is not None:
-            step, values = bad
-            raise DivergedError(step, values | {"beta": float(self.beta_schedule(step))})
+            raise DivergedError(bad[0], bad[1] | {"beta": float(self.beta_schedule(bad[0]))})
 
     def on_train_epoch_end(self) -> None:
         self.stop_if_diverged()
@@ -233,18 +235,16 @@ class VAEModule(LightningModule):
         self.latent_stats = LatentStats(keep=self.mi_samples, seed=0)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """The loss terms; `mse` of the reconstruction from the posterior mean; where the loss has a likelihood,
+        """The loss terms; `mse` of the reconstruction from the posterior's code; where the loss has a likelihood,
         `elbo` (beta 1, nats per sample) and `nll` (-log p(x) importance-sampled with the prior's log p(z)); and
         the latent statistics of `metrics.LatentStats`."""
         x, labels = batch
-        terms = self._shared_step(batch, "test")
-        out = terms.sample
-        posterior = out.posterior
+        posterior = (out := self._shared_step(batch, "test").sample).posterior
         self.latent_stats.add(posterior, self.prior.kl_per_dim(posterior), labels)
-        values = [(self.decode_image(posterior.loc) - x).pow(2).mean()]
+        values = [(self.decode_image(posterior.code) - x).pow(2).mean()]
         likelihood = self.loss_fn.likelihood
         if likelihood is not None:
-            values.append((likelihood.log_prob(x, out.params) - self.prior.kl(posterior, out.z)).mean())
+            values.append((likelihood.log_prob(x, out.params) - self.prior.kl(posterior, out.z, out.log_q)).mean())
             if self.nll_samples:
                 log_px = importance_sampled_log_likelihood(self.net, self.prior, likelihood, x, self.nll_samples)
                 values.append(-log_px.mean())

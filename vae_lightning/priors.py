@@ -7,9 +7,10 @@ What everything downstream asks of a prior (the objectives, test/nll, the pictur
 - `log_prob(z)`: log p(z) summed over the latent dimensions, one value per row (nats); `z` may carry leading
   sample dimensions;
 - `sample(n, generator)`: n codes, (n, latent) (from `distribution()` unless a prior draws them itself);
-- `kl(posterior, z)`: KL(q(z|x) || p(z)) per row (nats): closed form where one exists (the standard normal),
-  else the single-sample Monte Carlo estimate log q(z|x) - log p(z) at the code(s) `z` drawn from q;
-- `kl_per_dim(posterior)`: the KL of each latent dimension where p(z) factorises over them, else None;
+- `kl(posterior, z, log_q)`: KL(q(z|x) || p(z)) per row (nats): closed form where one exists (the standard
+  normal, for a diagonal Gaussian posterior), else the single-sample Monte Carlo estimate log q(z|x) - log p(z)
+  at the code(s) `z` drawn from q, with `log_q` their log density where the draw gave it;
+- `kl_per_dim(posterior)`: the KL of each latent dimension where p(z) and q(z|x) factorise over them, else None;
 - `mean()` and `stddev()`: the prior's mean and marginal standard deviation per dimension (the centre and the
   scale of latent traversals and interpolations).
 """
@@ -27,7 +28,7 @@ from torch.nn import functional as F
 
 from vae_lightning.core import checks
 from vae_lightning.core.errors import ConfigValueError
-from vae_lightning.distributions import LOG_2PI, DiagonalGaussian
+from vae_lightning.distributions import LOG_2PI, PosteriorDistribution
 from vae_lightning.nets.base import VAENet
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,14 @@ class Prior(nn.Module):
             torch.manual_seed(seed)
             return self.distribution().sample((n,))
 
-    def kl(self, posterior: DiagonalGaussian, z: torch.Tensor) -> torch.Tensor:
-        """Monte Carlo: log q(z|x) - log p(z), averaged over the leading sample dimension when `z` has one."""
-        value = posterior.log_prob(z) - self.log_prob(z)
-        return value.mean(0) if z.dim() > posterior.loc.dim() else value
+    def kl(self, posterior: PosteriorDistribution, z: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+        """Monte Carlo: log q(z|x) - log p(z), averaged over the leading sample dimension when `z` has one;
+        `log_q` None: from the (Gaussian) posterior's density at `z`."""
+        log_q = log_q if log_q is not None else posterior.gaussian.log_prob(z)
+        value = log_q - self.log_prob(z)
+        return value.mean(0) if z.dim() > posterior.code.dim() else value
 
-    def kl_per_dim(self, posterior: DiagonalGaussian) -> torch.Tensor | None:
+    def kl_per_dim(self, posterior: PosteriorDistribution) -> torch.Tensor | None:
         return None
 
     def fit_to_data(self, dataset: Any) -> None:
@@ -109,11 +112,13 @@ class StandardNormal(Prior):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.noise((n, self.latent_dim), generator)
 
-    def kl(self, posterior: DiagonalGaussian, z: torch.Tensor) -> torch.Tensor:
-        return posterior.kl_to_standard_normal_per_dim().sum(-1)
+    def kl(self, posterior: PosteriorDistribution, z: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+        if posterior.gaussian is None:  # a flow: Monte Carlo
+            return super().kl(posterior, z, log_q)
+        return posterior.gaussian.kl_to_standard_normal_per_dim().sum(-1)
 
-    def kl_per_dim(self, posterior: DiagonalGaussian) -> torch.Tensor:
-        return posterior.kl_to_standard_normal_per_dim()
+    def kl_per_dim(self, posterior: PosteriorDistribution) -> torch.Tensor | None:
+        return None if posterior.gaussian is None else posterior.gaussian.kl_to_standard_normal_per_dim()
 
     def mean(self) -> torch.Tensor:
         return self.origin
@@ -177,7 +182,8 @@ class VampPrior(GaussianMixturePrior):
     """The VampPrior (Tomczak & Welling 2018): the mixture, with equal weights, of the posteriors of K learned
     pseudo-inputs, p(z) = 1/K sum_k q(z | u_k). The pseudo-inputs are images in [0, 1] (sigmoids of trained
     parameters); they are encoded by the model's own encoder at every use, so the prior follows the encoder.
-    Costs one encoder pass over K images per training step.
+    Costs one encoder pass over K images per training step. With a flow posterior the components are the
+    network's Gaussians of the pseudo-inputs, before the flow (whose density is known at its own samples only).
 
     They start as dark images with a little noise, or with `start_from_data` as K training images drawn at
     random (kept `DATA_MARGIN` inside (0, 1)): the dark ones barely move in a short run (their differences are

@@ -14,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lightning.core import checks
+from vae_lightning.core.checkpoint_io import CONFIG_KEYS
 from vae_lightning.core.config import (  # importing it registers the resolvers
     moved_key,
     unknown_option,
@@ -68,7 +69,8 @@ def train(cfg: DictConfig) -> float | None:
         given = set_on_command_line(command_line())
         resumed = check_resume(ckpt_path, module_cfg, cfg.trainer, user_config_dirs(), given)
         with open_dict(cfg):  # the run continues the checkpoint's model, whatever today's defaults are
-            cfg.model, cfg.prior, cfg.loss = (resumed_model(resumed)[name] for name in ("net", "prior", "loss"))
+            for name, value in resumed_model(resumed).items():
+                cfg[CONFIG_KEYS[name]] = value
     resume_step = None if resumed is None else int(resumed["global_step"])
     datamodule, model, trainer = build_run(cfg, resume_step=resume_step)
     if resumed is not None:

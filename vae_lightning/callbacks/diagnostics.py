@@ -99,8 +99,8 @@ class Diagnostics(Callback):
                     x = images[start : start + ENCODE_BATCH]
                     terms = module.objective(x, beta, generator)
                     posterior = terms.sample.posterior
-                    locs.append(posterior.loc)
-                    scales.append(posterior.scale)
+                    locs.append(posterior.code)
+                    scales.append(posterior.stddev)
                     losses.append(terms.per_sample.float().cpu())
                     kl = module.prior.kl_per_dim(posterior)
                     kls.append(None if kl is None else kl.float().cpu())

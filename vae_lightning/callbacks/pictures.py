@@ -33,8 +33,8 @@ class View:
     labels: torch.Tensor  # (N,), on the CPU
     names: dict[int, str]  # label -> name
     ends: tuple[int, int] | None  # the labels interpolations join (the data module's `interpolation_ends`)
-    loc: torch.Tensor  # (N, latent) posterior means
-    scale: torch.Tensor  # (N, latent) posterior standard deviations
+    loc: torch.Tensor  # (N, latent) the posteriors' codes (a Gaussian's: its mean)
+    scale: torch.Tensor  # (N, latent) the posteriors' standard deviations
     losses: torch.Tensor  # (N,) each sample's validation loss, on the CPU
     kl_per_dim: torch.Tensor | None  # (latent,) the mean KL of each dimension, where the prior factorises
     module: Any  # the VAEModule (for `decode_image` and its prior)

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # hyperparameter of VAEModule -> the config groups whose targets it may name
 TRUSTED_GROUPS = {
     "net": ("model",),
+    "posterior": ("posterior",),
     "prior": ("prior",),
     "loss": ("loss",),
     "beta": ("beta",),
@@ -49,6 +50,7 @@ TRUSTED_GROUPS = {
 # hyperparameter -> the config key a user sets it with
 CONFIG_KEYS = {
     "net": "model",
+    "posterior": "posterior",
     "prior": "prior",
     "loss": "loss",
     "beta": "beta",
@@ -57,9 +59,13 @@ CONFIG_KEYS = {
     "data": "dataset",
 }
 
-# the prior and learning-rate schedule of checkpoints written before these were config groups
+# the posterior, prior and learning-rate schedule of checkpoints written before these were config groups
+GAUSSIAN = {"_target_": "vae_lightning.posteriors.DiagonalGaussianPosterior"}
 STANDARD_NORMAL = {"_target_": "vae_lightning.priors.StandardNormal"}
 CONSTANT_LR = {"_target_": "vae_lightning.optim.constant_lr", "_partial_": True}
+# the hyperparameters that define the model a checkpoint resumes (a resume trains on its own), with what a
+# checkpoint that has none of one was trained with
+MODEL_PARTS = {"net": None, "posterior": GAUSSIAN, "prior": STANDARD_NORMAL, "loss": None}
 # settings that earlier checkpoints stored with the model and that today belong to the Trainer (gradient clipping
 # is `trainer.gradient_clip_val`): a resume takes them from the run's config, so rebuilding a model drops them
 TRAINER_SETTINGS = ("gradient_clip_val",)

@@ -41,8 +41,8 @@ class DemoInputError(VAELightningError):
 
 @dataclass
 class Photo:
-    """An uploaded photo, encoded: its crop as the model sees it, the posterior mean and standard deviation of
-    its code (latent,), on the CPU, and a line saying how it was cropped."""
+    """An uploaded photo, encoded: its crop as the model sees it, its code and the posterior's standard deviation
+    (latent,), on the CPU, and a line saying how it was cropped."""
 
     name: str
     crop: Crop
@@ -92,11 +92,12 @@ class DemoModel:
         except VAELightningError as bad:
             raise DemoInputError(str(bad)) from None
         with torch.no_grad():
-            posterior = self.vae.module.net.encode(crop.pixels[None].to(self.vae.device))
+            posterior = self.vae.module.net.infer(crop.pixels[None].to(self.vae.device))
+            loc, scale = posterior.code[0].float().cpu(), posterior.stddev[0].float().cpu()
         width, height = crop.size
         how = "the face" if crop.faces else "the centre square"
         message = crop.note or f"Cropped to {how} of the {width}x{height} photo."
-        return Photo(name, crop, posterior.loc[0].float().cpu(), posterior.scale[0].float().cpu(), message)
+        return Photo(name, crop, loc, scale, message)
 
     def crop_image(self, photo: Photo) -> Image.Image:
         return shown(photo.crop.pixels[None])
@@ -162,13 +163,14 @@ class DemoModel:
         return to_pil(make_grid(enlarge(images, 96), nrow=min(n, 8)))
 
     def activity(self, photo: Photo) -> tuple[torch.Tensor, str]:
-        """Each latent dimension's KL(q(z_d|x) || p(z_d)) for the photo (nats): exact where the prior factorises;
-        else the KL to a Gaussian with the prior's mean and standard deviation of that dimension."""
-        prior = self.vae.module.prior
+        """Each latent dimension's KL(q(z_d|x) || p(z_d)) for the photo (nats): exact where the prior and the
+        posterior factorise; with a flow posterior, of the Gaussian with its code and spread; else the KL to a
+        Gaussian with the prior's mean and standard deviation of that dimension."""
+        prior, exact = self.vae.module.prior, self.vae.module.net.posterior.factorised
         with torch.no_grad():
             if prior.factorises:
                 posterior = DiagonalGaussian(photo.loc[None].to(self.vae.device), photo.scale[None].to(self.vae.device))
-                return prior.kl_per_dim(posterior)[0].float().cpu(), "KL"
+                return prior.kl_per_dim(posterior)[0].float().cpu(), "KL" if exact else "KL of a Gaussian of q's spread"
             mean, std = prior.mean().float().cpu(), prior.stddev().float().cpu()
         return kl_divergence(Normal(photo.loc, photo.scale), Normal(mean, std)), "KL to the prior's moments"
 

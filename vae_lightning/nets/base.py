@@ -2,8 +2,10 @@
 
 A network subclasses `VAENet`, sets `input_shape`, `latent_dim` and `outputs_per_pixel` (how many values per
 pixel its decoder returns: the likelihood's need, given by the model when it builds the network), and implements
-`encode(x) -> DiagonalGaussian` and `decode(z)`, which returns the likelihood's parameters of shape
-(N, outputs_per_pixel, *input_shape) for codes z of shape (N, latent_dim). A network that can start its decoder
+`encode(x) -> DiagonalGaussian` (the parameters of a diagonal Gaussian per row) and `decode(z)`, which returns
+the likelihood's parameters of shape (N, outputs_per_pixel, *input_shape) for codes z of shape (N, latent_dim).
+The network carries the model's posterior part (`use_posterior`; the Gaussian itself by default), and `infer(x)`
+is q(z|x), what everything that draws codes asks. A network that can start its decoder
 at the data's mean image (`output_bias_from_data`) implements `start_decoder_at(mean)`.
 """
 
@@ -16,7 +18,8 @@ import torch
 from torch import nn
 
 from vae_lightning.core.errors import ConfigValueError
-from vae_lightning.distributions import DiagonalGaussian
+from vae_lightning.distributions import DiagonalGaussian, PosteriorDistribution
+from vae_lightning.posteriors import DiagonalGaussianPosterior, Posterior
 
 # the mean intensities whose logits start the decoder are kept this far inside (0, 1): a pixel that is 0 in every
 # training image starts at logit 0.001, about -6.9, not at minus infinity
@@ -25,9 +28,10 @@ MEAN_MARGIN = 1e-3
 
 @dataclass(frozen=True)
 class VAEOutput:
-    posterior: DiagonalGaussian
+    posterior: PosteriorDistribution
     z: torch.Tensor  # one code per row, drawn from the posterior
     params: torch.Tensor  # the decoder's outputs at z: the likelihood's parameters
+    log_q: torch.Tensor | None = None  # log q(z|x) where the draw gave it (a flow's), else None
 
 
 class VAENet(nn.Module):
@@ -35,6 +39,15 @@ class VAENet(nn.Module):
     latent_dim: int
     outputs_per_pixel: int = 1
     output_bias_from_data: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posterior: Posterior = DiagonalGaussianPosterior()
+
+    def use_posterior(self, posterior: Posterior) -> None:
+        """Draw codes from `posterior` (built for this network's `latent_dim`): its weights become the network's,
+        saved as `posterior.*` under it."""
+        self.posterior = posterior
 
     def fit_to_data(self, dataset: Any) -> None:
         """Called with the training set before training starts (and before a resumed run's weights are restored,
@@ -65,9 +78,13 @@ class VAENet(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def infer(self, x: torch.Tensor) -> PosteriorDistribution:
+        """q(z|x) of each row: the posterior part applied to the network's Gaussian."""
+        return self.posterior(self.encode(x))
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
-        """Encode, draw one code per row, decode: what a single-sample objective needs (compiled with
+        """Infer, draw one code per row, decode: what a single-sample objective needs (compiled with
         `compile=true`)."""
-        posterior = self.encode(x)
-        z = posterior.rsample(generator)
-        return VAEOutput(posterior, z, self.decode(z))
+        posterior = self.infer(x)
+        z, log_q = posterior.draw(generator)
+        return VAEOutput(posterior, z, self.decode(z), log_q)

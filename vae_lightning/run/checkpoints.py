@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from vae_lightning.core.checkpoint_io import CONFIG_KEYS, STANDARD_NORMAL, current_settings, read_checkpoint
+from vae_lightning.core.checkpoint_io import CONFIG_KEYS, MODEL_PARTS, current_settings, read_checkpoint
 from vae_lightning.core.errors import CheckpointError, VAELightningError
 from vae_lightning.module import VAEModule
 
@@ -72,7 +72,8 @@ def check_resume(
 ) -> dict:
     """Refuse, with one line naming the key, a resume that Lightning would refuse with a traceback or that would
     silently train another model: a checkpoint without training state, one already past `trainer.max_epochs` or
-    `trainer.max_steps`, or one whose model settings (`model.*`, `prior.*`, `loss.*`) differ from the config's.
+    `trainer.max_steps`, or one whose model settings (`model.*`, `posterior.*`, `prior.*`, `loss.*`) differ from
+    the config's.
 
     A resume continues the checkpoint's own model (`resumed_model`), so a default that changed since it was
     written does not stop it: with `given` (the keys set on the command line, `set_on_command_line`) only those
@@ -93,10 +94,8 @@ def check_resume(
             "asks for fewer; give a larger `trainer.max_steps`."
         )
     saved_model = resumed_model(checkpoint)
-    for name in ("net", "prior", "loss"):
-        saved, wanted = saved_model[name], module_cfg.get(name)
-        if name == "prior":  # checkpoints from before the prior was a choice were trained with the standard normal
-            wanted = wanted or STANDARD_NORMAL
+    for name, earlier in MODEL_PARTS.items():
+        saved, wanted = saved_model[name], module_cfg.get(name) or earlier
         saved, wanted = _flat(saved, CONFIG_KEYS[name]), _flat(wanted, CONFIG_KEYS[name])
         saved = {key: value for key, value in LATER_KEYS.items() if key in wanted} | saved
         for key in sorted(saved.keys() | wanted.keys()):
@@ -111,14 +110,15 @@ def check_resume(
 
 
 def resumed_model(checkpoint: dict) -> dict[str, Any]:
-    """The `net`, `prior` and `loss` settings that a resume of `checkpoint` trains on: its own."""
+    """The settings of the model's parts (`MODEL_PARTS`: network, posterior, prior, objective) that a resume of
+    `checkpoint` trains on: its own."""
     hparams = checkpoint["hyper_parameters"]
     if not isinstance(hparams.get("net"), dict) or not isinstance(hparams.get("loss"), dict):
         raise CheckpointError(
             "Cannot resume: the checkpoint holds no network or objective settings (a model built from objects in "
             "Python); resume it in Python: trainer.fit(VAEModule(net=..., loss=..., ...), ckpt_path=<the checkpoint>)."
         )
-    return {"net": hparams["net"], "prior": hparams.get("prior") or STANDARD_NORMAL, "loss": hparams["loss"]}
+    return {name: hparams.get(name) or earlier for name, earlier in MODEL_PARTS.items()}
 
 
 def check_weights_fit(

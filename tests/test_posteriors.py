@@ -1,0 +1,145 @@
+"""The posterior part against answers known in closed form: the inverse autoregressive flow's density is exact,
+its steps are autoregressive, a one-dimensional flow is a Gaussian whose KL is known, and everything downstream
+(the objectives, test/nll, the latent statistics, the API) draws through the part."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from vae_lightning.core.errors import ConfigValueError
+from vae_lightning.distributions import DiagonalGaussian
+from vae_lightning.likelihoods import Bernoulli
+from vae_lightning.losses import ELBO, IWAE, BetaTCVAE
+from vae_lightning.metrics import LatentStats, importance_sampled_log_likelihood
+from vae_lightning.nets.mlp import MLPVAE
+from vae_lightning.posteriors import DiagonalGaussianPosterior, FlowedGaussian, InverseAutoregressiveFlow
+from vae_lightning.priors import StandardNormal
+
+
+def flow(latent=4, seed=0, dtype=torch.float64, **settings) -> InverseAutoregressiveFlow:
+    """A flow whose steps are not at their (zero) start: every weight random, so each step does something."""
+    torch.manual_seed(seed)
+    iaf = InverseAutoregressiveFlow(latent, **({"hidden_dims": [8, 8]} | settings)).to(dtype)
+    with torch.no_grad():
+        for p in iaf.parameters():
+            p.normal_(0, 0.4)
+    return iaf
+
+
+def base(n=3, d=4, seed=1) -> DiagonalGaussian:
+    g = torch.Generator().manual_seed(seed)
+    loc = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return DiagonalGaussian(loc, 0.2 + torch.rand(n, d, generator=g, dtype=torch.float64))
+
+
+def test_each_step_is_autoregressive_and_the_log_determinant_is_the_jacobians():
+    """Output d of one step depends on inputs before d in its order only (a triangular Jacobian), and the
+    flow's log-determinant equals log |det J| of the whole flow computed by autograd, for several codes."""
+    iaf = flow(latent=5, n_steps=3, hidden_dims=[7, 9])
+    for t, step in enumerate(iaf.steps):
+        jacobian = torch.autograd.functional.jacobian(lambda z, step=step: step(z), torch.randn(5, dtype=torch.float64))
+        shift, gate = jacobian[:5], jacobian[5:]
+        order = torch.arange(5) if t % 2 == 0 else torch.arange(4, -1, -1)
+        for out in range(5):
+            for inp in range(5):
+                if order[inp] >= order[out]:  # not before `out` in this step's order
+                    assert shift[out, inp] == 0 and gate[out, inp] == 0, (t, out, inp)
+        assert jacobian.abs().sum() > 0
+    for z in torch.randn(4, 5, dtype=torch.float64):
+        full = torch.autograd.functional.jacobian(lambda v: iaf.transform(v)[0], z)
+        torch.testing.assert_close(iaf.transform(z)[1], torch.linalg.slogdet(full).logabsdet)
+
+
+def test_the_flows_log_density_is_the_change_of_variables_of_its_samples():
+    """log q(z_T) = log N(z_0; loc, scale) - log |det dz_T/dz_0| at each of k samples per row."""
+    q = FlowedGaussian(base(), flow())
+    z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(2), k=5)
+    assert z.shape == (5, 3, 4) and log_q.shape == (5, 3)
+    generator = torch.Generator().manual_seed(2)
+    z0 = q.base.loc + q.base.scale * torch.randn((5, 3, 4), generator=generator, dtype=torch.float64)
+    for i in range(5):
+        for row in range(3):
+            full = torch.autograd.functional.jacobian(lambda v: q.flow.transform(v)[0], z0[i, row])
+            expected = Normal(q.base.loc[row], q.base.scale[row]).log_prob(z0[i, row]).sum()
+            expected -= torch.linalg.slogdet(full).logabsdet
+            torch.testing.assert_close(log_q[i, row], expected)
+            torch.testing.assert_close(z[i, row], q.flow.transform(z0[i, row])[0])
+
+
+def test_a_one_dimensional_flow_is_a_gaussian_and_its_kl_converges_to_the_closed_form():
+    """With one latent dimension each step is affine (its MADE sees no input): z_T = a z_0 + c, so q is
+    N(a loc + c, (a scale)^2). Its log density is that Gaussian's, and the standard normal prior's Monte Carlo
+    KL through the flow converges to the closed-form KL of that Gaussian."""
+    iaf = flow(latent=1, n_steps=3)
+    q = FlowedGaussian(DiagonalGaussian(torch.tensor([[0.7]]).double(), torch.tensor([[0.4]]).double()), iaf)
+    c = iaf.transform(torch.zeros(1, dtype=torch.float64))[0]
+    a = iaf.transform(torch.ones(1, dtype=torch.float64))[0] - c
+    gaussian = Normal(a * 0.7 + c, a.abs() * 0.4)
+    z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(0), k=200_000)
+    torch.testing.assert_close(log_q, gaussian.log_prob(z).sum(-1))
+    prior = StandardNormal(MLPVAE((1, 2, 2), hidden_dims=[3], latent_dim=1))
+    estimate = prior.kl(q, z, log_q).mean()  # averaged over the 200,000 draws
+    exact = kl_divergence(gaussian, Normal(0.0, 1.0)).sum()
+    assert abs(float(estimate) - float(exact)) < 0.01, (float(estimate), float(exact))
+    assert prior.kl_per_dim(q) is None  # no per-dimension KL through a flow
+    torch.testing.assert_close(q.code, (a * 0.7 + c)[None])  # the flow at the Gaussian's mean
+
+
+def test_the_gaussian_posterior_is_the_networks_output_and_keeps_the_closed_form_kl():
+    net = MLPVAE((1, 4, 4), hidden_dims=[8], latent_dim=3)
+    assert isinstance(net.posterior, DiagonalGaussianPosterior) and net.posterior.factorised
+    x = torch.rand(5, 1, 4, 4)
+    q = net.infer(x)
+    assert q is q.gaussian and torch.equal(q.code, net.encode(x).loc)
+    out = net(x)
+    assert out.log_q is None  # the closed-form KL needs none
+    prior = StandardNormal(net)
+    torch.testing.assert_close(prior.kl(out.posterior, out.z, out.log_q), q.kl_to_standard_normal_per_dim().sum(-1))
+
+
+def test_a_network_with_a_flow_trains_every_objective_that_can_take_it_and_names_the_one_that_cannot():
+    torch.manual_seed(0)
+    net = MLPVAE((1, 4, 4), hidden_dims=[8], latent_dim=3)
+    net.use_posterior(InverseAutoregressiveFlow(3, hidden_dims=[6]))
+    prior, x = StandardNormal(net), torch.bernoulli(torch.rand(6, 1, 4, 4))
+    assert any(name.startswith("posterior.steps.") for name in net.state_dict())
+    for objective in (ELBO(Bernoulli()), IWAE(Bernoulli(), k=4)):
+        net.zero_grad()
+        terms = objective(net, prior, x, 1.0)
+        assert terms.sample.log_q is not None and torch.isfinite(terms.loss)
+        terms.loss.backward()
+        last = net.posterior.steps[0][-1]
+        assert last.weight.grad.abs().sum() > 0  # the flow is trained through the KL and the likelihood
+    with pytest.raises(ConfigValueError, match=r"`posterior=.*loss=tcvae.*per-dimension densities.*posterior=gaussian"):
+        BetaTCVAE(Bernoulli()).fit_to_net(net)
+
+
+def test_importance_sampling_with_a_flow_proposal_matches_the_elbo_at_one_sample():
+    """With k = 1 the importance-sampled log p(x) is the single-sample ELBO at the same draw: the proposal's
+    density is the flow's own."""
+    torch.manual_seed(0)
+    net = MLPVAE((1, 4, 4), hidden_dims=[8], latent_dim=3)
+    net.use_posterior(flow(latent=3, dtype=torch.float32))
+    prior, likelihood, x = StandardNormal(net), Bernoulli(), torch.bernoulli(torch.rand(5, 1, 4, 4))
+    seeded = torch.Generator().manual_seed(3)
+    estimate = importance_sampled_log_likelihood(net, prior, likelihood, x, 1, generator=seeded)
+    q = net.infer(x)
+    z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(3), 1)
+    elbo = likelihood.log_prob(x, net.decode(z[0])) + prior.log_prob(z[0]) - log_q[0]
+    torch.testing.assert_close(estimate, elbo)
+
+
+def test_latent_statistics_of_a_flow_count_active_units_from_its_codes_and_leave_out_the_gaussian_measures():
+    stats = LatentStats(keep=50)
+    q = FlowedGaussian(base(n=40, d=4), flow())
+    stats.add(q, None, torch.zeros(40, dtype=torch.long))
+    values = stats.results()
+    assert "mutual_info" not in values and "total_correlation" not in values
+    variance = q.code.var(0)
+    assert values["active_units"] == float((variance > 0.01).sum())
+    assert q.stddev.shape == (40, 4) and bool((q.stddev > 0).all())
+    assert math.isfinite(float(q.stddev.sum()))
