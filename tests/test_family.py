@@ -11,10 +11,10 @@ import torch
 from torch.distributions import ContinuousBernoulli as TorchContinuousBernoulli
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from tests.test_metrics import D_Z, IdentityMeanGaussian, LinearGaussian
+from tests.test_metrics import D_Z, SIGMA, IdentityMeanGaussian, LinearGaussian
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.likelihoods import ContinuousBernoulli, DiscretisedLogistic, GaussianChannelSigma
-from vae_lightning.losses import ELBO, IWAE, BetaTCVAE, InfoVAE, mmd_squared
+from vae_lightning.losses import CIWAE, ELBO, IWAE, MIWAE, BetaTCVAE, InfoVAE, importance_weights, mmd_squared
 from vae_lightning.metrics import aggregate_posterior_information, mutual_information_gap
 from vae_lightning.nets.mlp import MLPVAE
 from vae_lightning.priors import MixtureOfGaussians, StandardNormal, VampPrior
@@ -114,6 +114,109 @@ def test_the_iwae_bound_tightens_towards_the_exact_log_likelihood_as_k_grows():
     torch.manual_seed(0)
     elbo = -float(ELBO(IdentityMeanGaussian())(model, prior, x, 1.0).loss)
     assert elbo == pytest.approx(exact - gaps[1], abs=0.3)  # k = 1 is the ELBO (other draws, same expectation)
+
+
+class ExactLinearGaussian(torch.nn.Module):
+    """p(z) = N(0, I), p(x|z) = N(W z + b, SIGMA^2 I) with orthogonal columns of W, so that the exact posterior
+    N(A^T (x - b), diag(cov)) is a diagonal Gaussian: an encoder x A + c, exp(log_scale) starts there, `offset`
+    away from it in every parameter (0: exact)."""
+
+    latent_dim = D_Z
+
+    def __init__(self, offset: float = 0.0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        columns, _ = torch.linalg.qr(torch.randn(5, D_Z, generator=g, dtype=torch.float64))
+        w = columns * torch.tensor([1.5, 0.7], dtype=torch.float64)
+        b = torch.randn(5, generator=g, dtype=torch.float64)
+        cov = 1 / (1 + w.pow(2).sum(0) / SIGMA**2)
+        a = w * cov / SIGMA**2
+        self.w, self.b = torch.nn.Parameter(w), torch.nn.Parameter(b)
+        self.a = torch.nn.Parameter(a + offset)
+        self.c = torch.nn.Parameter(-b @ a + offset)
+        self.log_scale = torch.nn.Parameter(0.5 * cov.log() + offset)
+
+    def infer(self, x):
+        loc = x @ self.a + self.c
+        return DiagonalGaussian(loc, self.log_scale.exp().expand_as(loc))
+
+    def decode(self, z):
+        return z @ self.w.T + self.b
+
+    def sample_x(self, n, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            mean = self.decode(torch.randn(n, D_Z, generator=g, dtype=torch.float64))
+        return mean + SIGMA * torch.randn(n, 5, generator=g, dtype=torch.float64)
+
+
+def gradients(objective, model, prior, x, seed):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    terms = objective(model, prior, x, 1.0)
+    terms.loss.backward()
+    return terms, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+ENCODER, DECODER = ("a", "c", "log_scale"), ("w", "b")
+
+
+def test_dreg_gives_the_encoder_no_gradient_at_the_exact_posterior_and_the_decoder_the_iwae_gradient():
+    """At the exact posterior every log weight is log p(x), constant in z: the doubly reparameterised encoder
+    gradient is exactly 0, while the IWAE's plain one is score-function noise; the decoder's gradient and the
+    loss are the IWAE's."""
+    model = ExactLinearGaussian()
+    prior, x = StandardNormal(model).double(), model.sample_x(30)
+    plain_terms, plain = gradients(IWAE(IdentityMeanGaussian(), k=5), model, prior, x, 0)
+    dreg_terms, dreg = gradients(IWAE(IdentityMeanGaussian(), k=5, dreg=True), model, prior, x, 0)
+    torch.testing.assert_close(dreg_terms.loss, plain_terms.loss)
+    for name in DECODER:
+        torch.testing.assert_close(dreg[name], plain[name])
+    for name in ENCODER:
+        assert float(dreg[name].abs().max()) < 1e-10, name
+        assert float(plain[name].abs().max()) > 1e-3, name
+
+
+def test_dreg_is_unbiased_with_less_variance_away_from_the_exact_posterior():
+    """Off the exact posterior, the mean of 400 DReG encoder gradients equals the mean of 400 IWAE ones (within
+    four standard errors of their difference), and DReG's spread is smaller."""
+    model = ExactLinearGaussian(offset=0.3)
+    prior, x = StandardNormal(model).double(), model.sample_x(8)
+    draws = {}
+    for dreg in (False, True):
+        objective = IWAE(IdentityMeanGaussian(), k=10, dreg=dreg)
+        draws[dreg] = torch.stack(
+            [torch.cat([gradients(objective, model, prior, x, s)[1][n].flatten() for n in ENCODER]) for s in range(400)]
+        )
+    difference = draws[True].mean(0) - draws[False].mean(0)
+    error = (draws[True].var(0) / 400 + draws[False].var(0) / 400).sqrt()
+    assert bool((difference.abs() < 4 * error + 1e-9).all()), (difference, error)
+    assert float(draws[True].var(0).sum()) < 0.5 * float(draws[False].var(0).sum())
+
+
+def test_miwae_and_ciwae_reduce_to_the_iwae_and_the_elbo_at_their_ends():
+    """MIWAE with m = 1 is the IWAE; with k = 1 the mean of m single-sample ELBOs; CIWAE's elbo_weight 0 is the
+    IWAE of its k codes, 1 their mean log weight (the ELBO), and between, the convex combination."""
+    model = ExactLinearGaussian(offset=0.2)
+    prior, x, likelihood = StandardNormal(model).double(), model.sample_x(16), IdentityMeanGaussian()
+
+    def loss(objective):
+        torch.manual_seed(3)
+        return objective(model, prior, x, 1.0).loss
+
+    torch.manual_seed(3)
+    log_w = importance_weights(model, prior, likelihood, x, 1.0, 6).log_w
+    iwae, elbo = -(torch.logsumexp(log_w, 0) - math.log(6)).mean(), -log_w.mean()
+    torch.testing.assert_close(loss(IWAE(likelihood, k=6)), iwae)
+    torch.testing.assert_close(loss(MIWAE(likelihood, k=6, m=1)), iwae)
+    torch.testing.assert_close(loss(MIWAE(likelihood, k=1, m=6)), elbo)
+    torch.testing.assert_close(loss(CIWAE(likelihood, k=6, elbo_weight=0.0)), iwae)
+    torch.testing.assert_close(loss(CIWAE(likelihood, k=6, elbo_weight=1.0)), elbo)
+    torch.testing.assert_close(loss(CIWAE(likelihood, k=6, elbo_weight=0.25)), 0.25 * elbo + 0.75 * iwae)
+    assert float(elbo) > float(iwae)  # the IWAE bound is the tighter
+    grouped = log_w.view(2, 3, -1)
+    two_bounds = -(torch.logsumexp(grouped, 1) - math.log(3)).mean()
+    torch.testing.assert_close(loss(MIWAE(likelihood, k=3, m=2)), two_bounds)
 
 
 def test_the_tcvae_parts_sum_to_the_kl_and_its_total_correlation_is_zero_for_independent_codes():

@@ -102,6 +102,8 @@ RUNS = {
     "mmd_logistic": ["loss=mmd", "loss/likelihood=logistic", "model.output_bias_from_data=true"],
     "factor_gaussian": ["loss=factor", "loss.hidden_dims=[16,16]", "loss/likelihood=gaussian"],
     "iaf": ["posterior=iaf", "posterior.hidden_dims=[16,16]"],
+    "miwae_dreg": ["loss=miwae", "loss.k=2", "loss.m=2", "loss.dreg=true"],
+    "ciwae": ["loss=ciwae", "loss.k=3"],
     "conv_vamp_channel_sigma": [
         "model=conv",
         "model.channels=[8,16]",
@@ -135,7 +137,7 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, saved[key])  # the prior's and likelihood's parameters come back
     owned = ("prior.", "loss_fn.likelihood.", "loss_fn.discriminator.", "net.posterior.")
-    assert any(key.startswith(owned) for key in saved) or name == "mmd_logistic"
+    assert any(key.startswith(owned) for key in saved) or name in ("mmd_logistic", "miwae_dreg", "ciwae")
     output = tmp_path / "evaluate.json"
     scores = evaluate(compose_tool("evaluate", [f"ckpt_path={checkpoint}", "eval.nll_samples=4", f"output={output}"]))
     assert scores["test/loss"] == scores["test/loss"] and output.is_file()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vae_lightning.core.errors import ConfigValueError
+from vae_lightning.core.errors import ConfigValueError, VAELightningError
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.likelihoods import Bernoulli
 from vae_lightning.losses import ELBO, IWAE, BetaTCVAE
@@ -37,11 +37,17 @@ def base(n=3, d=4, seed=1) -> DiagonalGaussian:
 
 
 def test_each_step_is_autoregressive_and_the_log_determinant_is_the_jacobians():
-    """Output d of one step depends on inputs before d in its order only (a triangular Jacobian), and the
-    flow's log-determinant equals log |det J| of the whole flow computed by autograd, for several codes."""
+    """Output d of one step depends on the codes before d in its order only (a triangular Jacobian; the image's
+    context enters every output), and the flow's log-determinant equals log |det J| of the whole flow computed
+    by autograd, for several codes."""
     iaf = flow(latent=5, n_steps=3, hidden_dims=[7, 9])
+    one = base(n=1, d=5)
+    context = torch.cat([one.loc[0], one.scale[0].log()])
     for t, step in enumerate(iaf.steps):
-        jacobian = torch.autograd.functional.jacobian(lambda z, step=step: step(z), torch.randn(5, dtype=torch.float64))
+        z = torch.randn(5, dtype=torch.float64)
+        jacobian = torch.autograd.functional.jacobian(lambda v, step=step: step(v, context), z)
+        by_context = torch.autograd.functional.jacobian(lambda c, step=step, z=z: step(z, c), context)
+        assert bool((by_context.abs().sum(1) > 0).all())  # every output sees the context
         shift, gate = jacobian[:5], jacobian[5:]
         order = torch.arange(5) if t % 2 == 0 else torch.arange(4, -1, -1)
         for out in range(5):
@@ -50,8 +56,8 @@ def test_each_step_is_autoregressive_and_the_log_determinant_is_the_jacobians():
                     assert shift[out, inp] == 0 and gate[out, inp] == 0, (t, out, inp)
         assert jacobian.abs().sum() > 0
     for z in torch.randn(4, 5, dtype=torch.float64):
-        full = torch.autograd.functional.jacobian(lambda v: iaf.transform(v)[0], z)
-        torch.testing.assert_close(iaf.transform(z)[1], torch.linalg.slogdet(full).logabsdet)
+        full = torch.autograd.functional.jacobian(lambda v: iaf.transform(v, one)[0][0], z[None])[:, 0]
+        torch.testing.assert_close(iaf.transform(z[None], one)[1][0], torch.linalg.slogdet(full).logabsdet)
 
 
 def test_the_flows_log_density_is_the_change_of_variables_of_its_samples():
@@ -63,21 +69,22 @@ def test_the_flows_log_density_is_the_change_of_variables_of_its_samples():
     z0 = q.base.loc + q.base.scale * torch.randn((5, 3, 4), generator=generator, dtype=torch.float64)
     for i in range(5):
         for row in range(3):
-            full = torch.autograd.functional.jacobian(lambda v: q.flow.transform(v)[0], z0[i, row])
+            image = DiagonalGaussian(q.base.loc[row : row + 1], q.base.scale[row : row + 1])
+            full = torch.autograd.functional.jacobian(lambda v, g=image: q.flow.transform(v, g)[0][0], z0[i, row][None])
             expected = Normal(q.base.loc[row], q.base.scale[row]).log_prob(z0[i, row]).sum()
-            expected -= torch.linalg.slogdet(full).logabsdet
+            expected -= torch.linalg.slogdet(full[:, 0]).logabsdet
             torch.testing.assert_close(log_q[i, row], expected)
-            torch.testing.assert_close(z[i, row], q.flow.transform(z0[i, row])[0])
+            torch.testing.assert_close(z[i, row], q.flow.transform(z0[i, row][None], image)[0][0])
 
 
 def test_a_one_dimensional_flow_is_a_gaussian_and_its_kl_converges_to_the_closed_form():
-    """With one latent dimension each step is affine (its MADE sees no input): z_T = a z_0 + c, so q is
-    N(a loc + c, (a scale)^2). Its log density is that Gaussian's, and the standard normal prior's Monte Carlo
-    KL through the flow converges to the closed-form KL of that Gaussian."""
+    """With one latent dimension each step is affine in the code (its MADE sees only the image's context):
+    z_T = a z_0 + c, so q is N(a loc + c, (a scale)^2). Its log density is that Gaussian's, and the standard
+    normal prior's Monte Carlo KL through the flow converges to the closed-form KL of that Gaussian."""
     iaf = flow(latent=1, n_steps=3)
     q = FlowedGaussian(DiagonalGaussian(torch.tensor([[0.7]]).double(), torch.tensor([[0.4]]).double()), iaf)
-    c = iaf.transform(torch.zeros(1, dtype=torch.float64))[0]
-    a = iaf.transform(torch.ones(1, dtype=torch.float64))[0] - c
+    c = iaf.transform(torch.zeros(1, 1, dtype=torch.float64), q.base)[0][0]
+    a = iaf.transform(torch.ones(1, 1, dtype=torch.float64), q.base)[0][0] - c
     gaussian = Normal(a * 0.7 + c, a.abs() * 0.4)
     z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(0), k=200_000)
     torch.testing.assert_close(log_q, gaussian.log_prob(z).sum(-1))
@@ -112,7 +119,7 @@ def test_a_network_with_a_flow_trains_every_objective_that_can_take_it_and_names
         terms = objective(net, prior, x, 1.0)
         assert terms.sample.log_q is not None and torch.isfinite(terms.loss)
         terms.loss.backward()
-        last = net.posterior.steps[0][-1]
+        last = net.posterior.steps[0].last
         assert last.weight.grad.abs().sum() > 0  # the flow is trained through the KL and the likelihood
     with pytest.raises(ConfigValueError, match=r"`posterior=.*loss=tcvae.*per-dimension densities.*posterior=gaussian"):
         BetaTCVAE(Bernoulli()).fit_to_net(net)
@@ -143,3 +150,26 @@ def test_latent_statistics_of_a_flow_count_active_units_from_its_codes_and_leave
     assert values["active_units"] == float((variance > 0.01).sum())
     assert q.stddev.shape == (40, 4) and bool((q.stddev > 0).all())
     assert math.isfinite(float(q.stddev.sum()))
+
+
+def test_with_context_each_image_gets_a_flow_of_its_own_and_without_one_flow_serves_all():
+    """The same base code z_0 under two images' Gaussians: moved differently with `context`, alike without."""
+    z0 = torch.randn(1, 1, 4, dtype=torch.float64).expand(1, 2, 4)
+    two = base(n=2, d=4)
+    with_context, without = flow(), flow(context=False)
+    moved = with_context.transform(z0, two)[0][0]
+    assert not torch.allclose(moved[0], moved[1])
+    alike = without.transform(z0, two)[0][0]
+    torch.testing.assert_close(alike[0], alike[1])
+
+
+NEED_A_GAUSSIAN = [["loss=tcvae"], ["loss=iwae", "loss.dreg=true"], ["loss=miwae", "loss.dreg=true"]]
+
+
+@pytest.mark.parametrize("objective", NEED_A_GAUSSIAN)
+def test_an_objective_that_needs_a_gaussian_posterior_refuses_a_flow_in_one_line(objective, tmp_path):
+    from tests.conftest import compose_train
+    from vae_lightning.run.trainer import build_run
+
+    with pytest.raises(VAELightningError, match=r"`posterior=.*InverseAutoregressiveFlow.*use posterior=gaussian"):
+        build_run(compose_train(["posterior=iaf", *objective], tmp_path))

@@ -7,7 +7,9 @@ reduction; `beta` is the schedule's weight of the KL (or of its parts). One clas
   averaged over the batch; loss = recon + beta * kl. With beta = 1 the loss is the negative ELBO per sample.
 - `IWAE`: the importance-weighted bound (Burda et al. 2016) with k samples per row, drawn and decoded as one
   batch: loss = -mean_x [logsumexp_k (log p(x|z_k) + beta (log p(z_k) - log q(z_k|x))) - log k], nats per
-  sample; k = 1 is the ELBO.
+  sample; k = 1 is the ELBO. `dreg`: the doubly reparameterised gradient (Tucker et al. 2019).
+- `MIWAE`: Rainforth et al. 2018. The mean of m independent IWAE bounds of k samples each; nats per sample.
+- `CIWAE`: Rainforth et al. 2018. elbo_weight * ELBO + (1 - elbo_weight) * IWAE bound on the same k samples.
 - `BetaTCVAE`: Chen et al. 2018. The KL split into index-code mutual information, total correlation (TC) and
   dimension-wise KL, with log q(z) estimated by minibatch-weighted sampling over the batch, which needs the
   training set's size N (the model gives it when training starts); loss = recon + beta * (mi + tc_weight * tc +
@@ -128,26 +130,113 @@ class ELBO(WithLikelihood):
         return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
 
 
+@dataclass(frozen=True)
+class ImportanceWeights:
+    """`n` codes per row drawn from q(z|x) and their log weights log w = log p(x|z) - beta (log q(z|x) - log p(z)),
+    (n, N), with the terms the objectives log."""
+
+    log_w: torch.Tensor
+    log_px_z: torch.Tensor  # (n, N)
+    log_ratio: torch.Tensor  # log q(z|x) - log p(z), (n, N)
+    sample: VAEOutput  # the posterior and the first code of each row
+
+
+def importance_weights(
+    net: VAENet,
+    prior: Prior,
+    likelihood: Likelihood,
+    x: torch.Tensor,
+    beta: float,
+    n: int,
+    generator: torch.Generator | None = None,
+    dreg_groups: int = 0,
+) -> ImportanceWeights:
+    """The log weights of `n` codes per row, decoded in one batch of n * N codes. With `dreg_groups` g > 0, the
+    doubly reparameterised gradient (Tucker et al. 2019) of an objective that is sum_k w~_k log w_k within each of
+    g groups of n / g codes (w~: the normalised weights): log q(z|x) is taken with its parameters held fixed (no
+    score-function term), and the gradient reaching each code is scaled once more by its w~, so the encoder
+    receives sum_k w~_k^2 d log w_k / dz_k dz_k/dphi; the decoder's and the prior's parameters receive sum_k
+    w~_k d log w_k as in the IWAE gradient. Needs a diagonal Gaussian posterior (its density at any code)."""
+    posterior = net.infer(x)
+    z, log_q = posterior.rsample_with_log_prob(generator, n)  # (n, N, latent), (n, N)
+    if dreg_groups:
+        z = z.view_as(z)  # the codes as the weights see them; their gradient is rescaled below
+        log_q = posterior.gaussian.detach().log_prob(z)
+    params = net.decode(z.flatten(0, 1))
+    repeated = x.expand(n, *x.shape).flatten(0, 1)
+    log_px_z = likelihood.log_prob(repeated, params).view(n, len(x))
+    log_ratio = log_q - prior.log_prob(z)
+    log_w = log_px_z - beta * log_ratio
+    if dreg_groups and z.requires_grad:
+        normalised = torch.softmax(log_w.detach().view(dreg_groups, -1, len(x)), dim=1).view(n, len(x))
+        z.register_hook(lambda grad: grad * normalised[..., None])
+    return ImportanceWeights(log_w, log_px_z, log_ratio, VAEOutput(posterior, z[0], params[: len(x)], log_q[0]))
+
+
+def with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """`value`, differentiated as `surrogate` is: value + surrogate - surrogate.detach()."""
+    return value.detach() + surrogate - surrogate.detach()
+
+
 class IWAE(WithLikelihood):
     """The importance-weighted bound with `k` samples per row, decoded in one batch of k * N codes. The logged
-    recon and kl are the averages of -log p(x|z_k) and log q(z_k|x) - log p(z_k) over the k samples."""
+    recon and kl are the averages of -log p(x|z_k) and log q(z_k|x) - log p(z_k) over the k samples. With `dreg`
+    the gradient is the doubly reparameterised one (Tucker et al. 2019; `importance_weights`): the same loss, the
+    same gradient in expectation for beta 1, less variance for the encoder's; it needs `posterior=gaussian`."""
 
-    def __init__(self, likelihood: Likelihood | None = None, k: int = 5) -> None:
+    def __init__(self, likelihood: Likelihood | None = None, k: int = 5, dreg: bool = False) -> None:
         super().__init__(likelihood)
         self.k = checks.positive_int("k", k)
+        self.dreg = checks.boolean("dreg", dreg)
+        self.m = 1  # independent bounds averaged (MIWAE)
+
+    def fit_to_net(self, net: VAENet) -> None:
+        if self.dreg and not net.posterior.factorised:
+            reason = "does not go with the loss's `dreg: true`, which needs the posterior's density at any code"
+            raise ConfigValueError("posterior", reason + ": use posterior=gaussian", type(net.posterior).__name__)
 
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
-        posterior = net.infer(x)
-        z, log_q = posterior.rsample_with_log_prob(generator, self.k)  # (k, N, latent), (k, N)
-        params = net.decode(z.flatten(0, 1))
-        repeated = x.expand(self.k, *x.shape).flatten(0, 1)
-        log_px_z = self.likelihood.log_prob(repeated, params).view(self.k, len(x))
-        log_ratio = log_q - prior.log_prob(z)  # log q(z|x) - log p(z), (k, N)
-        bound = torch.logsumexp(log_px_z - beta * log_ratio, dim=0) - math.log(self.k)
+        n = self.m * self.k
+        weights = importance_weights(net, prior, self.likelihood, x, beta, n, generator, self.m if self.dreg else 0)
+        grouped = weights.log_w.view(self.m, self.k, len(x))
+        bound = (torch.logsumexp(grouped, dim=1) - math.log(self.k)).mean(0)  # (N,)
         per_sample = -bound
-        terms = {"recon": -log_px_z.mean(), "kl": log_ratio.mean()}
-        sample = VAEOutput(posterior, z[0], params[: len(x)], log_q[0])
-        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), sample)
+        loss = per_sample.mean()
+        if self.dreg:
+            normalised = torch.softmax(grouped.detach(), dim=1)
+            loss = with_gradient_of(loss, -(normalised * grouped).sum(1).mean(0).mean())
+        terms = {"recon": -weights.log_px_z.mean(), "kl": weights.log_ratio.mean()}
+        return LossTerms(loss, terms, beta, per_sample.detach(), weights.sample)
+
+
+class MIWAE(IWAE):
+    """MIWAE (Rainforth et al. 2018): the mean of `m` independent importance-weighted bounds of `k` samples each
+    (m * k codes per row, decoded in one batch), nats per sample, averaged over the batch. m = 1 is the IWAE,
+    k = 1 the ELBO averaged over m samples; a larger m at the same m * k trades bound tightness for a better
+    encoder gradient."""
+
+    def __init__(self, likelihood: Likelihood | None = None, k: int = 10, m: int = 5, dreg: bool = False) -> None:
+        super().__init__(likelihood, k, dreg)
+        self.m = checks.positive_int("m", m)
+
+
+class CIWAE(WithLikelihood):
+    """CIWAE (Rainforth et al. 2018): per sample, elbo_weight * ELBO + (1 - elbo_weight) * IWAE bound, both on the
+    same `k` codes (the ELBO as their mean log weight), nats per sample, averaged over the batch. elbo_weight 1 is
+    the ELBO of k samples, 0 the IWAE."""
+
+    def __init__(self, likelihood: Likelihood | None = None, k: int = 10, elbo_weight: float = 0.5) -> None:
+        super().__init__(likelihood)
+        self.k = checks.positive_int("k", k)
+        self.elbo_weight = checks.number("elbo_weight", elbo_weight, low=0.0, high=1.0)
+
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        weights = importance_weights(net, prior, self.likelihood, x, beta, self.k, generator)
+        iwae = torch.logsumexp(weights.log_w, dim=0) - math.log(self.k)
+        bound = self.elbo_weight * weights.log_w.mean(0) + (1 - self.elbo_weight) * iwae
+        per_sample = -bound
+        terms = {"recon": -weights.log_px_z.mean(), "kl": weights.log_ratio.mean()}
+        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), weights.sample)
 
 
 class BetaTCVAE(WithLikelihood):

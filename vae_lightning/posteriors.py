@@ -7,10 +7,11 @@ What a posterior offers the rest of the package is `distributions.PosteriorDistr
 - `InverseAutoregressiveFlow`: Kingma et al. 2016. The Gaussian's reparameterised sample z_0 passes through
   `n_steps` autoregressive steps, each a MADE (Germain et al. 2015) of `hidden_dims` over the code that gives a
   shift m and a gate g = sigmoid(s + gate_bias) per dimension, z_t = g * z_{t-1} + (1 - g) * m (the paper's
-  numerically stable step); the order of the dimensions is reversed from one step to the next. The Jacobian is
-  triangular, so log q(z_T|x) = log N(z_0; loc, scale) - sum_t sum_d log g_td, exact, computed with the sample.
-  The MADE sees the code only (no context vector from the encoder), as pythae's VAE_IAF does. The code the
-  pictures and `encode` use is the flow at the Gaussian's mean.
+  numerically stable step); the order of the dimensions is reversed from one step to the next. Each step's
+  Jacobian is triangular, so log q(z_T|x) = log N(z_0; loc, scale) - sum_t sum_d log g_td, exact, computed with
+  the sample. As the paper's context vector, the image's Gaussian (loc, log scale) enters every MADE (`context`),
+  so each image gets a flow of its own. The code the pictures and `encode` use is the flow at the Gaussian's
+  mean.
 """
 
 from __future__ import annotations
@@ -64,52 +65,80 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def made(degrees: torch.Tensor, hidden_dims: Sequence[int], outputs_per_dim: int) -> nn.Sequential:
-    """A MADE over inputs of the given `degrees` (a permutation of 1..D): output j of dimension d depends only
-    on the inputs of lower degree. `outputs_per_dim` blocks of D outputs, in the inputs' order."""
-    d = len(degrees)
-    layer_degrees = [degrees] + [torch.arange(h) % max(d - 1, 1) + 1 for h in hidden_dims]
-    layers: list[nn.Module] = []
-    for before, after in pairwise(layer_degrees):
-        layers += [MaskedLinear(after[:, None] >= before[None, :]), nn.ELU()]
-    out_degrees = degrees.repeat(outputs_per_dim)
-    last = MaskedLinear(out_degrees[:, None] > layer_degrees[-1][None, :])
-    nn.init.zeros_(last.weight)  # each step starts as a fixed gate towards 0: z_t = sigmoid(gate_bias) * z_{t-1}
-    nn.init.zeros_(last.bias)
-    return nn.Sequential(*layers, last)
+class MADE(nn.Module):
+    """A MADE (Germain et al. 2015) over inputs of the given `degrees` (a permutation of 1..D): output j of
+    dimension d depends only on the inputs of lower degree, and on all of `context` (`context_dim` values per
+    row, added to the first hidden layer and to the outputs; 0: none). `outputs_per_dim` blocks of D outputs, in
+    the inputs' order. The layers into the outputs start at zero."""
+
+    def __init__(
+        self, degrees: torch.Tensor, hidden_dims: Sequence[int], outputs_per_dim: int, context_dim: int = 0
+    ) -> None:
+        super().__init__()
+        d = len(degrees)
+        layer_degrees = [degrees] + [torch.arange(h) % max(d - 1, 1) + 1 for h in hidden_dims]
+        self.hidden = nn.ModuleList(
+            MaskedLinear(after[:, None] >= before[None, :]) for before, after in pairwise(layer_degrees)
+        )
+        out_degrees = degrees.repeat(outputs_per_dim)
+        self.last = MaskedLinear(out_degrees[:, None] > layer_degrees[-1][None, :])
+        # the context reaches the first hidden layer and, as the first dimension sees no hidden unit, the outputs
+        self.context = nn.Linear(context_dim, hidden_dims[0], bias=False) if context_dim else None
+        self.context_out = nn.Linear(context_dim, len(out_degrees), bias=False) if context_dim else None
+        for layer in (self.last, self.context_out):
+            for p in layer.parameters() if layer is not None else ():
+                nn.init.zeros_(p)
+
+    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        h = z
+        for i, layer in enumerate(self.hidden):
+            h = layer(h)
+            if i == 0 and self.context is not None:
+                h = h + self.context(context)
+            h = F.elu(h)
+        return self.last(h) if self.context_out is None else self.last(h) + self.context_out(context)
 
 
 class InverseAutoregressiveFlow(Posterior):
     """The IAF posterior: `n_steps` gated autoregressive steps of MADEs with `hidden_dims` (ELU) on the
-    Gaussian's sample; `gate_bias` starts each gate near sigmoid(gate_bias) (the paper: 1 or 2). The defaults
-    are pythae's VAE_IAF (2 blocks of 3 hidden layers of 128)."""
+    Gaussian's sample. `gate_bias` starts each gate near sigmoid(gate_bias), each step near the identity (the
+    last layers start at zero). With `context` each step also sees the image's Gaussian (its loc and log scale),
+    so that the flow differs from image to image, as the paper's context vector makes it; without, one flow
+    serves every image (pythae's VAE_IAF). Sizes by default: pythae's (2 blocks of 3 hidden layers of 128)."""
 
     def __init__(
         self,
         latent_dim: int,
         n_steps: int = 2,
         hidden_dims: Sequence[int] = (128, 128, 128),
-        gate_bias: float = 1.0,
+        gate_bias: float = 3.0,
+        context: bool = True,
     ) -> None:
         super().__init__(checks.positive_int("latent_dim", latent_dim))
         self.n_steps = checks.positive_int("n_steps", n_steps)
         self.hidden_dims = checks.positive_int_list("hidden_dims", hidden_dims)
         self.gate_bias = checks.number("gate_bias", gate_bias)
+        self.uses_context = checks.boolean("context", context)
         forward_order = torch.arange(1, self.latent_dim + 1)
+        context_dim = 2 * self.latent_dim if self.uses_context else 0
         self.steps = nn.ModuleList(
-            made(forward_order if t % 2 == 0 else forward_order.flip(0), self.hidden_dims, 2)
+            MADE(forward_order if t % 2 == 0 else forward_order.flip(0), self.hidden_dims, 2, context_dim)
             for t in range(self.n_steps)
         )
 
-    def transform(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_T and sum_t sum_d log g_td (the log-determinant of the flow's Jacobian) for codes `z` (..., latent)."""
+    def transform(self, z: torch.Tensor, gaussian: DiagonalGaussian | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_T and sum_t sum_d log g_td (the log-determinant of the flow's Jacobian) for codes `z` (..., N,
+        latent) of the images whose Gaussian is `gaussian` (the context; needed with `context`); in the codes'
+        precision also under mixed precision (the log-determinant sums many terms)."""
+        context = torch.cat([gaussian.loc, gaussian.scale.log()], -1) if self.uses_context else None
         log_det = z.new_zeros(z.shape[:-1])
-        for step in self.steps:
-            shift, gate_logit = step(z).chunk(2, dim=-1)
-            gate_logit = gate_logit + self.gate_bias
-            gate = torch.sigmoid(gate_logit)
-            z = gate * z + (1 - gate) * shift
-            log_det = log_det + F.logsigmoid(gate_logit).sum(-1)
+        with torch.autocast(z.device.type, enabled=False):
+            for step in self.steps:
+                shift, gate_logit = step(z, context).chunk(2, dim=-1)
+                gate_logit = gate_logit + self.gate_bias
+                gate = torch.sigmoid(gate_logit)
+                z = gate * z + (1 - gate) * shift
+                log_det = log_det + F.logsigmoid(gate_logit).sum(-1)
         return z, log_det
 
     def forward(self, gaussian: DiagonalGaussian) -> FlowedGaussian:
@@ -126,7 +155,7 @@ class FlowedGaussian:
 
     @property
     def code(self) -> torch.Tensor:
-        return self.flow.transform(self.base.loc)[0]
+        return self.flow.transform(self.base.loc, self.base)[0]
 
     @property
     def stddev(self) -> torch.Tensor:
@@ -142,7 +171,7 @@ class FlowedGaussian:
         self, generator: torch.Generator | None = None, k: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         z, log_q = self.base.rsample_with_log_prob(generator, k)
-        z, log_det = self.flow.transform(z)
+        z, log_det = self.flow.transform(z, self.base)
         return z, log_q - log_det
 
     def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

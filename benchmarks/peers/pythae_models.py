@@ -2,6 +2,8 @@
 dependency of ours): trains pythae 0.1.2's VAE, IWAE, beta-TCVAE, beta-VAE, VAMP and FactorVAE on the given training
 images with the same 784-200-200-50 tanh network, dynamic binarisation, Adam (lr 1e-3), batch 100 and epochs,
 and saves each trained encoder, decoder (and pseudo-inputs) as plain tensors, so that our estimator scores them.
+VAE_IAF (2 MADE blocks of 3 x 128, pythae's defaults, as our `posterior=iaf`), whose flow our network cannot hold,
+is scored here on our test images with our estimator's formula (`flow_posterior_scores`).
 FactorVAE: TC weight 10 and our discriminator's layout (three hidden layers of 1000, LeakyReLU 0.2; pythae's
 default has five), trained by pythae's adversarial trainer with the paper's Adam for the discriminator (lr 1e-4,
 betas 0.5, 0.9); pythae splits each batch in two halves, one for the VAE and one for the permuted codes.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -21,16 +24,22 @@ import numpy as np
 import torch
 from pythae.data.datasets import DatasetOutput
 from pythae.models import (
+    CIWAE,
     IWAE,
+    MIWAE,
     VAE,
+    VAE_IAF,
     VAMP,
     BetaTCVAE,
     BetaTCVAEConfig,
     BetaVAE,
     BetaVAEConfig,
+    CIWAEConfig,
     FactorVAE,
     FactorVAEConfig,
     IWAEConfig,
+    MIWAEConfig,
+    VAE_IAF_Config,
     VAEConfig,
     VAMPConfig,
 )
@@ -48,7 +57,42 @@ MODELS = {
     "beta_vae": (BetaVAE, lambda: BetaVAEConfig(beta=6.0)),
     "vamp": (VAMP, lambda: VAMPConfig(number_components=500)),
     "factor_vae": (FactorVAE, lambda: FactorVAEConfig(gamma=10.0)),
+    "vae_iaf": (VAE_IAF, lambda: VAE_IAF_Config(n_made_blocks=2, n_hidden_in_made=3, hidden_size=128)),
+    "miwae": (MIWAE, lambda: MIWAEConfig(number_gradient_estimates=5, number_samples=10)),
+    "ciwae": (CIWAE, lambda: CIWAEConfig(number_samples=10, beta=0.5)),
 }
+# models whose posterior our network cannot hold (pythae's flow): scored here, with our estimator's formula
+SCORED_HERE = ("vae_iaf",)
+LOG_2PI = math.log(2 * math.pi)
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def flow_posterior_scores(model, images: torch.Tensor, k: int = 1000, chunk: int = 100) -> dict[str, float]:
+    """test/nll and active units of a VAE_IAF, computed as our module computes them: -log p(x) by importance
+    sampling with `k` codes per image from the flow posterior (its log density by the change of variables) and the
+    standard normal prior, all constants included; active units from the flow at the Gaussian's mean."""
+    nlls, codes = [], []
+    with torch.no_grad():
+        for x in images.split(100):
+            out = model.encoder(x)
+            mu, std = out.embedding, torch.exp(0.5 * out.log_covariance)
+            codes.append(model.iaf_flow.inverse(mu).out)
+            log_weights = []
+            for _ in range(k // chunk):
+                z0 = mu + std * torch.randn((chunk, *mu.shape))
+                flowed = model.iaf_flow.inverse(z0.flatten(0, 1))
+                z = flowed.out.view(chunk, *mu.shape)
+                log_q = (-0.5 * ((z0 - mu) / std).pow(2) - std.log() - 0.5 * LOG_2PI).sum(-1)
+                log_q = log_q - flowed.log_abs_det_jac.view(chunk, -1)
+                log_pz = (-0.5 * z.pow(2) - 0.5 * LOG_2PI).sum(-1)
+                logits = model.decoder.layers(z.flatten(0, 1))
+                repeated = x.flatten(1).expand(chunk, *x.flatten(1).shape).flatten(0, 1)
+                log_px_z = -nn.functional.binary_cross_entropy_with_logits(logits, repeated, reduction="none").sum(-1)
+                log_weights.append(log_px_z.view(chunk, -1) + log_pz - log_q)
+            nlls.append(-(torch.logsumexp(torch.cat(log_weights), 0) - math.log(k)))
+    variance = torch.cat(codes).var(0)
+    active = float((variance > ACTIVE_UNIT_THRESHOLD).sum())
+    return {"test/nll": float(torch.cat(nlls).mean()), "test/active_units": active}
 
 
 def stack(sizes: list[int]) -> nn.Sequential:
@@ -115,54 +159,82 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--test", type=Path, help="our test images (npz, `test`: float in [0, 1]) for SCORED_HERE")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = np.load(args.data)
     for name in args.models:
-        model_cls, make_config = MODELS[name]
         for seed in args.seeds:
             target = args.out / f"{name}_seed{seed}.pt"
-            if target.is_file():
-                continue
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            config = make_config()
-            config.input_dim, config.latent_dim, config.reconstruction_loss = (1, 28, 28), LATENT, "bce"
-            model = model_cls(config, encoder=Encoder(), decoder=Decoder())
-            common = {
-                "output_dir": str(args.out / f"{name}_seed{seed}_pythae"),
-                "num_epochs": args.epochs,
-                "per_device_train_batch_size": 100,
-                "per_device_eval_batch_size": 100,
-                "no_cuda": True,
-                "seed": seed,
-                "steps_saving": None,
-            }
-            if name == "factor_vae":
-                model.set_discriminator(Discriminator())
-                trainer = AdversarialTrainerConfig(
-                    **common,
-                    autoencoder_learning_rate=1e-3,
-                    discriminator_learning_rate=1e-4,
-                    discriminator_optimizer_params={"betas": (0.5, 0.9)},
-                )
-            else:
-                trainer = BaseTrainerConfig(**common, learning_rate=1e-3, optimizer_cls="Adam")
-            start = time.perf_counter()
-            TrainingPipeline(model=model, training_config=trainer)(
-                train_data=DynamicallyBinarised(data["train"]), eval_data=DynamicallyBinarised(data["val"])
-            )
-            seconds = time.perf_counter() - start
-            weights = {
-                "encoder": model.encoder.layers.state_dict(),
-                "decoder": model.decoder.layers.state_dict(),
-                "seconds": seconds,
-            }
-            if name == "vamp":
-                with torch.no_grad():
-                    weights["pseudo_inputs"] = model.pseudo_inputs(model.idle_input).view(-1, 1, 28, 28).clone()
-            torch.save(weights, target)
-            print(json.dumps({"model": name, "seed": seed, "seconds": round(seconds, 1)}), flush=True)
+            if not target.is_file():
+                train(name, seed, data, args.out, args.epochs, target)
+            if name in SCORED_HERE:
+                score_here(name, target, args.test)
+
+
+def build(name: str):
+    model_cls, make_config = MODELS[name]
+    config = make_config()
+    config.input_dim, config.latent_dim, config.reconstruction_loss = (1, 28, 28), LATENT, "bce"
+    return model_cls(config, encoder=Encoder(), decoder=Decoder())
+
+
+def score_here(name: str, target: Path, test: Path) -> None:
+    """Scores of a model in SCORED_HERE on the test images of `test` (kept in its weights file under the test
+    file's name), from its saved weights."""
+    weights = torch.load(target, weights_only=True)
+    scores = weights.setdefault("scores", {})
+    if test.stem in scores:
+        return
+    model = build(name)
+    model.encoder.layers.load_state_dict(weights["encoder"])
+    model.decoder.layers.load_state_dict(weights["decoder"])
+    model.iaf_flow.load_state_dict(weights["flow"])
+    torch.manual_seed(0)
+    scores[test.stem] = flow_posterior_scores(model.eval(), torch.from_numpy(np.load(test)["test"]))
+    torch.save(weights, target)
+
+
+def train(name: str, seed: int, data, out: Path, epochs: int, target: Path) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = build(name)
+    common = {
+        "output_dir": str(out / f"{name}_seed{seed}_pythae"),
+        "num_epochs": epochs,
+        "per_device_train_batch_size": 100,
+        "per_device_eval_batch_size": 100,
+        "no_cuda": True,
+        "seed": seed,
+        "steps_saving": None,
+    }
+    if name == "factor_vae":
+        model.set_discriminator(Discriminator())
+        trainer = AdversarialTrainerConfig(
+            **common,
+            autoencoder_learning_rate=1e-3,
+            discriminator_learning_rate=1e-4,
+            discriminator_optimizer_params={"betas": (0.5, 0.9)},
+        )
+    else:
+        trainer = BaseTrainerConfig(**common, learning_rate=1e-3, optimizer_cls="Adam")
+    start = time.perf_counter()
+    TrainingPipeline(model=model, training_config=trainer)(
+        train_data=DynamicallyBinarised(data["train"]), eval_data=DynamicallyBinarised(data["val"])
+    )
+    seconds = time.perf_counter() - start
+    weights = {
+        "encoder": model.encoder.layers.state_dict(),
+        "decoder": model.decoder.layers.state_dict(),
+        "seconds": seconds,
+    }
+    if name in SCORED_HERE:
+        weights["flow"] = model.iaf_flow.state_dict()
+    if name == "vamp":
+        with torch.no_grad():
+            weights["pseudo_inputs"] = model.pseudo_inputs(model.idle_input).view(-1, 1, 28, 28).clone()
+    torch.save(weights, target)
+    print(json.dumps({"model": name, "seed": seed, "seconds": round(seconds, 1)}), flush=True)
 
 
 if __name__ == "__main__":

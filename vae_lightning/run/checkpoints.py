@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 
 from vae_lightning.core.checkpoint_io import CONFIG_KEYS, MODEL_PARTS, current_settings, read_checkpoint
 from vae_lightning.core.errors import CheckpointError, VAELightningError
@@ -39,9 +41,25 @@ def load_module(
     return module
 
 
-# keys added to the model's config after checkpoints were first written, with the value that earlier checkpoints
-# were trained with (the class default): such a checkpoint resumes under a config that leaves them as they were
-LATER_KEYS = {"model.channels_last": False, "model.output_bias_from_data": False, "prior.start_from_data": False}
+def class_defaults(saved: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """For flat `keys` (e.g. `model.channels_last`) that a checkpoint's flat settings `saved` lack, because the
+    key was added to its option after the checkpoint was written, the value its model was built with: the
+    default of that parameter in the class its settings name beside it (`model._target_`), as instantiating
+    those settings uses it. Keys of a class without such a parameter or default are left out."""
+    defaults = {}
+    for key in keys:
+        parent, _, name = key.rpartition(".")
+        target = saved.get(f"{parent}._target_")
+        if key in saved or not isinstance(target, str):
+            continue
+        try:  # the checkpoint's classes were checked against the allowlist when it was read
+            parameter = inspect.signature(get_object(target)).parameters.get(name)
+        except (ImportError, AttributeError, ValueError, TypeError):
+            continue
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            default = parameter.default
+            defaults[key] = list(default) if isinstance(default, tuple) else default
+    return defaults
 
 
 def _flat(tree: Any, prefix: str) -> dict[str, Any]:
@@ -97,7 +115,7 @@ def check_resume(
     for name, earlier in MODEL_PARTS.items():
         saved, wanted = saved_model[name], module_cfg.get(name) or earlier
         saved, wanted = _flat(saved, CONFIG_KEYS[name]), _flat(wanted, CONFIG_KEYS[name])
-        saved = {key: value for key, value in LATER_KEYS.items() if key in wanted} | saved
+        saved |= class_defaults(saved, wanted)
         for key in sorted(saved.keys() | wanted.keys()):
             compared = given is None or any(key == g or key.startswith(f"{g}.") for g in given)
             if compared and saved.get(key) != wanted.get(key):
