@@ -18,6 +18,7 @@ LAYERS = {
     "optim": 1,
     "metrics": 1,
     "posteriors": 1,
+    "samplers": 2,
     "nets": 2,
     "likelihoods": 2,
     "priors": 2,

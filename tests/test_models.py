@@ -103,6 +103,7 @@ RUNS = {
     "factor_gaussian": ["loss=factor", "loss.hidden_dims=[16,16]", "loss/likelihood=gaussian"],
     "iaf": ["posterior=iaf", "posterior.hidden_dims=[16,16]"],
     "miwae_dreg": ["loss=miwae", "loss.k=2", "loss.m=2", "loss.dreg=true"],
+    "gmm_sampler": ["sampler=gmm", "sampler.n_components=3"],
     "ciwae": ["loss=ciwae", "loss.k=3"],
     "conv_vamp_channel_sigma": [
         "model=conv",
@@ -136,7 +137,7 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     saved = torch.load(checkpoint, weights_only=True)["state_dict"]
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, saved[key])  # the prior's and likelihood's parameters come back
-    owned = ("prior.", "loss_fn.likelihood.", "loss_fn.discriminator.", "net.posterior.")
+    owned = ("prior.", "loss_fn.likelihood.", "loss_fn.discriminator.", "net.posterior.", "sampler.")
     assert any(key.startswith(owned) for key in saved) or name in ("mmd_logistic", "miwae_dreg", "ciwae")
     output = tmp_path / "evaluate.json"
     scores = evaluate(compose_tool("evaluate", [f"ckpt_path={checkpoint}", "eval.nll_samples=4", f"output={output}"]))

@@ -242,7 +242,7 @@ def test_a_model_built_from_objects_saves_and_loads_with_its_objects_given_again
 
     module = VAEModule(**parts(), beta=BETA, optimizer=partial(torch.optim.Adam, lr=1e-2))
     stored = {"beta", "input_shape", "compile", "data", "nll_samples", "mutual_info", "mi_samples", "lr_schedule"}
-    stored.add("posterior")  # the default, a config
+    stored |= {"posterior", "sampler"}  # the defaults, configs
     assert set(module.hparams) == stored  # the configs; the objects are not
     options = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
     trainer = L.Trainer(max_steps=3, accelerator="cpu", default_root_dir=tmp_path, **options)

@@ -173,3 +173,15 @@ def test_an_objective_that_needs_a_gaussian_posterior_refuses_a_flow_in_one_line
 
     with pytest.raises(VAELightningError, match=r"`posterior=.*InverseAutoregressiveFlow.*use posterior=gaussian"):
         build_run(compose_train(["posterior=iaf", *objective], tmp_path))
+
+
+def test_a_fresh_flow_with_zero_last_layers_is_the_diagonal_gaussian_scaled_by_its_gates():
+    """Its layers into the outputs start at zero, so each step is z -> sigmoid(gate_bias) z: q is the diagonal
+    Gaussian N(a loc, (a scale)^2) with a = sigmoid(gate_bias)^n_steps, whatever the latent size."""
+    iaf = InverseAutoregressiveFlow(5, n_steps=3, gate_bias=2.0).double()
+    q = FlowedGaussian(base(n=4, d=5), iaf)
+    a = torch.sigmoid(torch.tensor(2.0, dtype=torch.float64)) ** 3
+    gaussian = Normal(a * q.base.loc, a * q.base.scale)
+    z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(0), k=7)
+    torch.testing.assert_close(log_q, gaussian.log_prob(z).sum(-1))
+    torch.testing.assert_close(q.code, a * q.base.loc)

@@ -229,9 +229,10 @@ class TrainedVAE:
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """`n` images decoded from codes drawn from the model's prior, (n, C, H, W) in [0, 1]; `generator` (on the
-        CPU or the model's device) makes them reproducible."""
-        return self.decode(self.module.prior.sample(n, generator))
+        """`n` images decoded from codes drawn by the model's sampler (its prior, or the mixture fitted to the
+        training codes with `sampler=gmm`), (n, C, H, W) in [0, 1]; `generator` (on the CPU or the model's
+        device) makes them reproducible."""
+        return self.decode(self.module.sampler.sample(n, self.module.prior, generator))
 
     def reconstruct(self, images: Images, find_face: bool = False) -> torch.Tensor:
         """The decodes of the codes of `images`, (N, C, H, W) in [0, 1]."""

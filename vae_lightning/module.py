@@ -11,7 +11,7 @@ import torch
 from lightning import LightningModule
 
 from vae_lightning.core import checks, training_state
-from vae_lightning.core.checkpoint_io import CONSTANT_LR, GAUSSIAN, STANDARD_NORMAL, current_settings, read_checkpoint
+from vae_lightning.core.checkpoint_io import DEFAULT_PARTS, current_settings, read_checkpoint
 from vae_lightning.core.config import as_plain, call, is_config, part
 from vae_lightning.core.errors import ConfigValueError, DivergedError
 from vae_lightning.losses import LossTerms, Objective, build_objective
@@ -19,16 +19,16 @@ from vae_lightning.metrics import LatentStats, RunningMeans, factor_information_
 from vae_lightning.nets.base import VAENet, VAEOutput
 from vae_lightning.posteriors import Posterior
 from vae_lightning.priors import Prior
+from vae_lightning.samplers import Sampler
 
 
 class VAEModule(LightningModule):
     """A VAE trained on `loss` with KL weight `beta(step)` under Lightning's automatic optimization (so the
     Trainer's `gradient_clip_val`, `gradient_clip_algorithm` and `accumulate_grad_batches` work as documented).
 
-    The parts (`net`, `posterior`, `prior`, `loss` with its likelihood, `beta`, `optimizer`, `lr_schedule`) are
-    configs, stored as hyperparameters with `data` so that `load_module(path)` rebuilds the model from a
-    checkpoint alone (the likelihood first: it knows the decoder's outputs per pixel), or the objects themselves
-    (not stored: give them again to `load_from_checkpoint(path, net=..., ...)`).
+    The parts (`net`, `posterior`, `prior`, `loss` with its likelihood, `beta`, `optimizer`, `lr_schedule`,
+    `sampler`) are configs, stored as hyperparameters with `data` so that `load_module(path)` rebuilds the model
+    from a checkpoint alone, or the objects themselves (not stored: give them again to `load_from_checkpoint`).
 
     Logged: `train/loss`, `train/<term>`, `train/beta`, `train/lr` (see `training_step`), `train/*_epoch`, and
     `val/*`, `test/*` means over all processes at the schedule's final beta (so `val/loss` compares across a
@@ -51,12 +51,14 @@ class VAEModule(LightningModule):
         prior: dict[str, Any] | Prior | None = None,
         lr_schedule: dict[str, Any] | Callable[..., Any] | None = None,
         posterior: dict[str, Any] | Posterior | None = None,
+        sampler: dict[str, Any] | Sampler | None = None,
     ) -> None:
         super().__init__()
-        parts = {"net": net, "loss": loss, "beta": beta, "optimizer": optimizer, "prior": prior or STANDARD_NORMAL}
-        parts |= {"lr_schedule": lr_schedule or CONSTANT_LR, "posterior": posterior or GAUSSIAN}
+        parts = {"net": net, "loss": loss, "beta": beta, "optimizer": optimizer, "prior": prior}
+        parts |= {"lr_schedule": lr_schedule, "posterior": posterior, "sampler": sampler}
+        parts = {name: DEFAULT_PARTS.get(name) if value is None else value for name, value in parts.items()}
         objects = [name for name, part in parts.items() if not is_config(part)]
-        net, loss, beta, optimizer, prior, lr_schedule, posterior, data = (
+        net, loss, beta, optimizer, prior, lr_schedule, posterior, sampler, data = (
             as_plain(node) if is_config(node) else node for node in (*parts.values(), data)
         )
         input_shape = tuple(as_plain(input_shape if input_shape is not None else net.input_shape))
@@ -66,6 +68,7 @@ class VAEModule(LightningModule):
         self.net.use_posterior(part(posterior, "posterior", latent_dim=self.net.latent_dim))
         self.loss_fn.fit_to_net(self.net)  # an objective's own networks (a discriminator) are sized by the codes
         self.prior = part(prior, "prior", net=self.net)
+        self.sampler = part(sampler, "sampler", latent_dim=self.net.latent_dim)  # codes of new images
         self.terms = ("loss", *self.loss_fn.term_names)
         self.beta_factory, self.optimizer_factory = part(beta, "beta"), part(optimizer, "optimizer")
         self.lr_schedule_factory = part(lr_schedule, "lr_schedule")
@@ -78,8 +81,7 @@ class VAEModule(LightningModule):
         self.example_input_array = torch.zeros(2, *input_shape)  # the model summary's sizes and FLOPs
         self.total_steps, self.beta_schedule = 0, call(self.beta_factory, "beta", total_steps=1)
         self.train_means, self.eval_means = RunningMeans(self.terms), RunningMeans(self.terms)
-        self.restored_random_state: dict[str, Any] | None = None
-        self.trained_epoch = 0  # the epoch (from 0) of the last optimizer step
+        self.restored_random_state, self.trained_epoch = None, 0  # a resume's random state; the epoch (from 0)
         self.validated_step = self.loaded_step = None  # the steps behind the weights last validated, and loaded
 
     @classmethod
@@ -100,8 +102,8 @@ class VAEModule(LightningModule):
 
     # -- set-up -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        """The beta schedule needs the training length, the objective the training set's size (the loader
-        counted the steps unless `max_epochs=-1`); the network and the prior may start from the data."""
+        """The training length for the beta schedule, the training set's size for the objective and its images
+        for the parts that start from the data."""
         if stage != "fit":
             return
         total = self.trainer.estimated_stepping_batches
@@ -189,8 +191,7 @@ class VAEModule(LightningModule):
             scheduler.step()
 
     def _x_axis(self, stage: str) -> dict[str, float]:
-        """The loggers' x-axis (logged as `step`, so Lightning adds no `epoch` scalar): the optimizer steps taken
-        when the values were logged (the test: the steps behind the tested checkpoint, its `tested_step`)."""
+        """The loggers' x-axis, `step` (so Lightning adds no `epoch` scalar): the optimizer steps behind the values."""
         tested = stage == "test" and self.loaded_step is not None
         return {"step": float(self.loaded_step if tested else self.global_step)}
 
@@ -200,8 +201,7 @@ class VAEModule(LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.stop_if_diverged()
-        epoch_means = {f"train/{name}_epoch": value for name, value in self.train_means.means().items()}
-        epoch_means |= self._x_axis("train")
+        epoch_means = {f"train/{n}_epoch": v for n, v in self.train_means.means().items()} | self._x_axis("train")
         self.train_means.reset()
         self.log_dict(epoch_means, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
 

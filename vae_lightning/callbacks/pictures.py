@@ -43,8 +43,9 @@ class View:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.module.decode_image(z.to(self.loc.device)).float().cpu()
 
-    def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return self.module.prior.sample(n, generator).float().cpu()
+    def new_codes(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """`n` codes of new images, from the model's sampler (its prior unless `sampler=` says otherwise)."""
+        return self.module.sampler.sample(n, self.module.prior, generator).float().cpu()
 
     def prior_mean(self) -> torch.Tensor:
         return self.module.prior.mean().detach().float().cpu()
@@ -104,8 +105,8 @@ class Reconstructions(Picture):
 
 
 class Samples(Picture):
-    """`val/samples`: decodes of codes drawn from the model's prior with a fixed seed (for the standard normal
-    the same codes in every drawing; a learned prior moves as it trains)."""
+    """`val/samples`: decodes of codes drawn by the model's sampler with a fixed seed (from the standard normal
+    prior the same codes in every drawing; a learned prior or a fitted mixture moves as it trains)."""
 
     def __init__(self, n_images: int = 16, seed: int = 0) -> None:
         self.n_images = checks.positive_int("n_images", n_images)
@@ -113,7 +114,7 @@ class Samples(Picture):
 
     def __call__(self, view: View) -> list[tuple[str, Any]]:
         generator = torch.Generator().manual_seed(self.seed)
-        z = view.prior_sample(self.n_images, generator)
+        z = view.new_codes(self.n_images, generator)
         return [("val/samples", picture(view.decode(z), nrow=min(8, self.n_images)))]
 
 

@@ -41,6 +41,7 @@ TRUSTED_GROUPS = {
     "net": ("model",),
     "posterior": ("posterior",),
     "prior": ("prior",),
+    "sampler": ("sampler",),
     "loss": ("loss",),
     "beta": ("beta",),
     "optimizer": ("optimizer",),
@@ -52,6 +53,7 @@ CONFIG_KEYS = {
     "net": "model",
     "posterior": "posterior",
     "prior": "prior",
+    "sampler": "sampler",
     "loss": "loss",
     "beta": "beta",
     "optimizer": "optimizer",
@@ -59,13 +61,16 @@ CONFIG_KEYS = {
     "data": "dataset",
 }
 
-# the posterior, prior and learning-rate schedule of checkpoints written before these were config groups
+# the posterior, prior, sampler and learning-rate schedule of checkpoints written before these were config groups
 GAUSSIAN = {"_target_": "vae_lightning.posteriors.DiagonalGaussianPosterior"}
+FROM_PRIOR = {"_target_": "vae_lightning.samplers.PriorSampler"}
 STANDARD_NORMAL = {"_target_": "vae_lightning.priors.StandardNormal"}
 CONSTANT_LR = {"_target_": "vae_lightning.optim.constant_lr", "_partial_": True}
 # the hyperparameters that define the model a checkpoint resumes (a resume trains on its own), with what a
 # checkpoint that has none of one was trained with
-MODEL_PARTS = {"net": None, "posterior": GAUSSIAN, "prior": STANDARD_NORMAL, "loss": None}
+MODEL_PARTS = {"net": None, "posterior": GAUSSIAN, "prior": STANDARD_NORMAL, "loss": None, "sampler": FROM_PRIOR}
+# what `VAEModule` builds for a part it is not given (the choice of every checkpoint without it)
+DEFAULT_PARTS = MODEL_PARTS | {"lr_schedule": CONSTANT_LR}
 # settings that earlier checkpoints stored with the model and that today belong to the Trainer (gradient clipping
 # is `trainer.gradient_clip_val`): a resume takes them from the run's config, so rebuilding a model drops them
 TRAINER_SETTINGS = ("gradient_clip_val",)

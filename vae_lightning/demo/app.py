@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Settings:
     """What the page offers: `scale` the slider's far end along an attribute, `steps` frames of a GIF,
-    `frame_ms` / `pause_ms` its timing, `n_samples` prior samples per draw, `n_dims` latent sliders,
+    `frame_ms` / `pause_ms` its timing, `n_samples` samples per draw, `n_dims` latent sliders,
     `max_file_bytes` the largest image taken, however it is sent."""
 
     scale: float = 1.5
@@ -221,7 +221,7 @@ def explore_tab(model: DemoModel, settings: Settings, read) -> None:
     with gr.Tab("Explore the latent space"):
         gr.Markdown("## Samples from the model's prior")
         draw = gr.Button("Draw new samples")
-        samples = gr.Image(label="Decoded prior samples", interactive=False, format="png")
+        samples = gr.Image(label="Decoded samples", interactive=False, format="png")
         seed = gr.State(0)
 
         def on_draw(n):

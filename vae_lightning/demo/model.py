@@ -157,9 +157,9 @@ class DemoModel:
 
     # -- the latent space ---------------------------------------------------------------------------------
     def samples(self, n: int, seed: int) -> Image.Image:
-        """`n` decodes of codes drawn from the model's prior (reproducible by `seed`), as one grid."""
+        """`n` decodes of codes drawn by the model's sampler (reproducible by `seed`), as one grid."""
         generator = torch.Generator().manual_seed(seed)
-        images = self.decode(self.vae.module.prior.sample(n, generator))
+        images = self.decode(self.vae.module.sampler.sample(n, self.vae.module.prior, generator))
         return to_pil(make_grid(enlarge(images, 96), nrow=min(n, 8)))
 
     def activity(self, photo: Photo) -> tuple[torch.Tensor, str]:

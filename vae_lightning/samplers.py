@@ -1,0 +1,96 @@
+"""Samplers: where the codes of new images come from (the pictures' `val/samples`, `TrainedVAE.sample`, the demo's
+explore tab). One class per config option (`conf/sampler/*.yaml`); each is an `nn.Module` inside the model, so
+what it fitted is saved in checkpoints (as tensors: they load with the weights, under the same checks).
+
+- `PriorSampler` (default): codes drawn from the model's prior p(z).
+- `GaussianMixtureSampler`: the ex-post density estimate of Ghosh et al. 2020: a mixture of `n_components`
+  Gaussians with full covariances fitted (scikit-learn's EM) to the codes of the training images after
+  training, where the aggregate posterior is rather than where the prior says it should be; it fills the "holes"
+  a prior sample falls into. Until it is fitted (the callback `callbacks.fit_sampler` fits it at every
+  validation, so every checkpoint holds the fit of its own weights) it draws from the prior.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from sklearn.mixture import GaussianMixture
+from torch import nn
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+from vae_lightning.core import checks
+
+log = logging.getLogger(__name__)
+
+
+class Sampler(nn.Module):
+    """Base class. `fits_codes`: it is fitted to the training images' codes (`fit`) before it draws its own."""
+
+    fits_codes = False
+
+    def __init__(self, latent_dim: int | None = None) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def sample(self, n: int, prior: nn.Module, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`n` codes, (n, latent); `prior`: the model's prior (what a sampler not yet fitted draws from)."""
+        return prior.sample(n, generator)
+
+    def fit(self, codes: torch.Tensor) -> None:
+        """Fit to the training images' codes (N, latent)."""
+
+
+class PriorSampler(Sampler):
+    """Codes from the model's prior p(z)."""
+
+
+class GaussianMixtureSampler(Sampler):
+    """A mixture of `n_components` full-covariance Gaussians fitted to the training codes (Ghosh et al. 2020).
+    Its weights, means and Cholesky factors are buffers of fixed shape; with fewer distinct codes than
+    components the spare components get weight 0."""
+
+    fits_codes = True
+
+    def __init__(self, latent_dim: int, n_components: int = 10, seed: int = 0) -> None:
+        super().__init__(checks.positive_int("latent_dim", latent_dim))
+        self.n_components = checks.positive_int("n_components", n_components)
+        self.seed = checks.non_negative_int("seed", seed)
+        k, d = self.n_components, self.latent_dim
+        self.register_buffer("fitted", torch.tensor(False))
+        self.register_buffer("weights", torch.full((k,), 1.0 / k))
+        self.register_buffer("means", torch.zeros(k, d))
+        self.register_buffer("scale_tril", torch.eye(d).repeat(k, 1, 1))
+
+    def fit(self, codes: torch.Tensor) -> None:
+        """EM (scikit-learn, `seed`, covariances regularised by 1e-6) on the codes in float64."""
+        values = codes.detach().double().cpu().numpy()
+        k = min(self.n_components, len(np.unique(values, axis=0)))
+        mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-6, random_state=self.seed).fit(values)
+        weights = torch.zeros(self.n_components, dtype=torch.float64)
+        means = torch.zeros(self.n_components, self.latent_dim, dtype=torch.float64)
+        scale_tril = torch.eye(self.latent_dim, dtype=torch.float64).repeat(self.n_components, 1, 1)
+        weights[:k] = torch.from_numpy(mixture.weights_)
+        means[:k] = torch.from_numpy(mixture.means_)
+        scale_tril[:k] = torch.linalg.cholesky(torch.from_numpy(mixture.covariances_))
+        for buffer, value in ((self.weights, weights), (self.means, means), (self.scale_tril, scale_tril)):
+            buffer.copy_(value.to(buffer.dtype))
+        self.fitted.fill_(True)
+
+    def distribution(self) -> MixtureSameFamily:
+        components = MultivariateNormal(self.means, scale_tril=self.scale_tril, validate_args=False)
+        return MixtureSameFamily(Categorical(probs=self.weights, validate_args=False), components, validate_args=False)
+
+    def sample(self, n: int, prior: nn.Module, generator: torch.Generator | None = None) -> torch.Tensor:
+        """From the mixture once fitted (with `generator`: under a seed taken from it, in a forked random state,
+        so the run's own random state is untouched), else from the prior."""
+        if not bool(self.fitted):
+            return prior.sample(n, generator)
+        if generator is None:
+            return self.distribution().sample((n,))
+        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+        device = self.means.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+            torch.manual_seed(seed)
+            return self.distribution().sample((n,))
