@@ -68,8 +68,9 @@ def short_name(cfg, key: str) -> str:
 class PlainModel(nn.Module):
     """The experiment's network and objective written with plain torch operations (`torch.nn.functional`,
     `torch.distributions`) on the network's own torch layers and on plain copies of the prior's and the
-    likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, beta-TCVAE, the
-    MMD-VAE and FactorVAE (on its discriminator's own torch layers); the standard normal, mixture and VampPrior
+    likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, MIWAE, CIWAE,
+    beta-TCVAE, the MMD-VAE and FactorVAE (on its discriminator's own torch layers); the IAF posterior (its MADE
+    weights and masks applied with `F.linear`); the standard normal, mixture and VampPrior
     priors; the Bernoulli, continuous Bernoulli, fixed and learned-sigma Gaussian likelihoods and the discretised
     logistic."""
 
@@ -77,7 +78,7 @@ class PlainModel(nn.Module):
         super().__init__()
         self.objective, self.prior_name = short_name(cfg, "loss"), short_name(cfg, "prior")
         self.likelihood_name = short_name(cfg, "loss.likelihood") or "Bernoulli"
-        known = ("SeedLoss", "ELBO", "IWAE", "BetaTCVAE", "InfoVAE", "FactorVAE")
+        known = ("SeedLoss", "ELBO", "IWAE", "MIWAE", "CIWAE", "BetaTCVAE", "InfoVAE", "FactorVAE")
         if self.objective not in known:
             raise SystemExit(f"no plain-torch column for {cfg.loss._target_} with {self.likelihood_name}")
         self.net = copy.deepcopy(module.net)
@@ -92,6 +93,11 @@ class PlainModel(nn.Module):
         self.min_sigma = float(OmegaConf.select(cfg, "loss.likelihood.min_sigma", default=0.0))
         self.min_scale = float(OmegaConf.select(cfg, "prior.min_scale", default=0.0))
         self.k = int(OmegaConf.select(cfg, "loss.k", default=1))
+        self.m = int(OmegaConf.select(cfg, "loss.m", default=1))
+        self.elbo_weight = float(OmegaConf.select(cfg, "loss.elbo_weight", default=0.0))
+        # an IAF posterior: its MADE layers' own tensors, applied with plain torch operations (`flow`)
+        iaf = short_name(cfg, "posterior") == "InverseAutoregressiveFlow"
+        self.flow = copy.deepcopy(module.net.posterior) if iaf else None
         self.tc_weight = float(OmegaConf.select(cfg, "loss.tc_weight", default=0.0))
         self.mmd_weight = float(OmegaConf.select(cfg, "loss.mmd_weight", default=0.0))
         self.kl_weight = float(OmegaConf.select(cfg, "loss.kl_weight", default=0.0))
@@ -139,6 +145,23 @@ class PlainModel(nn.Module):
         sigma = (self.extra["log_sigma"].exp() + self.min_sigma).expand(self.input_shape).flatten()
         return Normal(torch.sigmoid(logits), sigma, validate_args=False).log_prob(x).sum(-1)
 
+    def flowed(self, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The IAF's gated steps on codes z: (z_T, log-determinant), with its masked weights and the context."""
+        context, log_det = torch.cat([loc, scale.log()], -1), z.new_zeros(z.shape[:-1])
+        for step in self.flow.steps:
+            h = z
+            for i, layer in enumerate(step.hidden):
+                h = F.linear(h, layer.weight * layer.mask, layer.bias)
+                h = F.elu(h + F.linear(context, step.context.weight) if i == 0 else h)
+            out = F.linear(h, step.last.weight * step.last.mask, step.last.bias)
+            out = out + F.linear(context, step.context_out.weight)
+            shift, gate_logit = out.chunk(2, dim=-1)
+            gate_logit = gate_logit + self.flow.gate_bias
+            gate = torch.sigmoid(gate_logit)
+            z = gate * z + (1 - gate) * shift
+            log_det = log_det + F.logsigmoid(gate_logit).sum(-1)
+        return z, log_det
+
     def prior(self) -> Distribution:
         if self.prior_name == "StandardNormal":
             return Independent(Normal(0.0, torch.ones(self.net.latent_dim), validate_args=False), 1)
@@ -156,12 +179,21 @@ class PlainModel(nn.Module):
         loc, scale = self.encode(x)
         x = x.flatten(1)
         q, p = Independent(Normal(loc, scale, validate_args=False), 1), self.prior()
-        if self.objective == "IWAE":
-            z = q.rsample((self.k,))
-            log_px = self.log_px(x.expand(self.k, *x.shape).flatten(0, 1), self.decode(z.flatten(0, 1)))
-            log_w = log_px.view(self.k, len(x)) + p.log_prob(z) - q.log_prob(z)
-            return -(torch.logsumexp(log_w, dim=0) - math.log(self.k)).mean()
+        if self.objective in ("IWAE", "MIWAE", "CIWAE"):
+            n = self.k * self.m
+            z = q.rsample((n,))
+            log_px = self.log_px(x.expand(n, *x.shape).flatten(0, 1), self.decode(z.flatten(0, 1)))
+            log_w = (log_px.view(n, len(x)) + p.log_prob(z) - q.log_prob(z)).view(self.m, self.k, len(x))
+            iwae = (torch.logsumexp(log_w, dim=1) - math.log(self.k)).mean(0)
+            if self.objective == "CIWAE":
+                iwae = self.elbo_weight * log_w.mean((0, 1)) + (1 - self.elbo_weight) * iwae
+            return -iwae.mean()
         z = q.rsample()
+        if self.flow is not None:  # the ELBO through the flow: a single-sample KL
+            log_q0 = q.log_prob(z)
+            z, log_det = self.flowed(z, loc, scale)
+            recon = -self.log_px(x, self.decode(z))
+            return (recon + BETA * (log_q0 - log_det - p.log_prob(z))).mean()
         logits = self.decode(z)
         if self.prior_name == "StandardNormal":
             kl = (0.5 * (loc.pow(2) + scale.pow(2) - 1.0) - scale.log()).sum(-1)
@@ -371,6 +403,9 @@ MODELS = {
     "tcvae": ["loss=tcvae"],
     "mmd": ["loss=mmd"],
     "factor": ["loss=factor"],
+    "miwae": ["loss=miwae"],
+    "ciwae": ["loss=ciwae"],
+    "iaf": ["posterior=iaf"],
     "mixture": ["prior=mixture"],
     "vamp": ["prior=vamp"],
     "continuous_bernoulli": ["loss/likelihood=continuous_bernoulli"],

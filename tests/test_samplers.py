@@ -5,6 +5,7 @@ the prior until it is fitted, and the fit saved with the weights."""
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 
@@ -70,3 +71,38 @@ def test_a_run_with_the_mixture_sampler_saves_its_fit_and_its_samples_come_from_
     torch.testing.assert_close(vae.module.sampler.means, saved["state_dict"]["sampler.means"])
     images = vae.sample(6, torch.Generator().manual_seed(0))
     assert images.shape == (6, 1, 8, 8) and float(images.min()) >= 0 and float(images.max()) <= 1
+
+
+def test_the_sample_scores_of_known_class_probabilities():
+    """Uniform predictions: confidence 1/C, a score of 1, the class entropy log C. One confident class per
+    sample, all classes alike: confidence 1, a score of C. All samples one class: a score of 1, entropy 0."""
+    from vae_lightning.callbacks.sample_score import sample_scores
+
+    uniform = sample_scores(torch.full((40, 4), 0.25))
+    assert uniform["sample_confidence"] == 0.25 and abs(uniform["sample_inception_score"] - 1) < 1e-9
+    assert abs(uniform["sample_class_entropy"] - math.log(4)) < 1e-9
+    confident = sample_scores(torch.eye(4).repeat(10, 1))
+    assert abs(confident["sample_confidence"] - 1) < 1e-9 and abs(confident["sample_inception_score"] - 4) < 1e-6
+    one_class = sample_scores(torch.eye(4)[[2] * 40])
+    assert abs(one_class["sample_inception_score"] - 1) < 1e-6 and abs(one_class["sample_class_entropy"]) < 1e-6
+
+
+def test_a_run_scores_its_samples_with_a_classifier_of_its_labels(tmp_path):
+    run = tmp_path / "run"
+    args = ["trainer.max_epochs=3", "eval.nll_samples=4", "eval.mi_samples=50", "~callbacks.diagnostics"]
+    train_in_process(args, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test/sample_classifier_accuracy"] > 0.8  # the 8x8 digits are easy to classify
+    assert 1 <= metrics["test/sample_inception_score"] <= 10 and 0.1 <= metrics["test/sample_confidence"] <= 1
+    assert 0 <= metrics["test/sample_class_entropy"] <= math.log(10) + 1e-6
+
+
+def test_a_refit_starts_from_the_previous_fit_and_finds_the_same_mixture():
+    g = torch.Generator().manual_seed(0)
+    codes = torch.cat([torch.randn(400, 2, generator=g) * 0.5 + 4, torch.randn(400, 2, generator=g) * 0.5 - 4])
+    sampler = GaussianMixtureSampler(2, n_components=2)
+    sampler.fit(codes)
+    first = sampler.means.clone()
+    sampler.fit(codes)  # from the previous fit: the same optimum
+    torch.testing.assert_close(sampler.means, first, atol=1e-3, rtol=0)
+    assert sorted(first[:, 0].round().tolist()) == [-4.0, 4.0]

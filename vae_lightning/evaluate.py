@@ -34,6 +34,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from vae_lightning.api import TrainedVAE
+    from vae_lightning.callbacks.sample_score import SampleScore
+    from vae_lightning.callbacks.sampler import FitSampler
     from vae_lightning.run.tools import checkpoint_datamodule
     from vae_lightning.run.trainer import final_metrics, quiet_libraries
 
@@ -54,6 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
+        callbacks=[FitSampler(), SampleScore()],  # test/sample_*: the sampler's images scored by a classifier
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,

@@ -75,7 +75,7 @@ class Prior(nn.Module):
         `log_q` None: from the (Gaussian) posterior's density at `z`."""
         log_q = log_q if log_q is not None else posterior.gaussian.log_prob(z)
         value = log_q - self.log_prob(z)
-        return value.mean(0) if z.dim() > posterior.code.dim() else value
+        return value.mean(0) if value.dim() > 1 else value  # (k, N): k codes per row
 
     def kl_per_dim(self, posterior: PosteriorDistribution) -> torch.Tensor | None:
         return None

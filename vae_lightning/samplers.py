@@ -6,8 +6,8 @@ what it fitted is saved in checkpoints (as tensors: they load with the weights, 
 - `GaussianMixtureSampler`: the ex-post density estimate of Ghosh et al. 2020: a mixture of `n_components`
   Gaussians with full covariances fitted (scikit-learn's EM) to the codes of the training images after
   training, where the aggregate posterior is rather than where the prior says it should be; it fills the "holes"
-  a prior sample falls into. Until it is fitted (the callback `callbacks.fit_sampler` fits it at every
-  validation, so every checkpoint holds the fit of its own weights) it draws from the prior.
+  a prior sample falls into. Until it is fitted (by the callback `callbacks.fit_sampler`: every few epochs, at
+  the end of training and as the test starts) it draws from the prior.
 """
 
 from __future__ import annotations
@@ -64,10 +64,19 @@ class GaussianMixtureSampler(Sampler):
         self.register_buffer("scale_tril", torch.eye(d).repeat(k, 1, 1))
 
     def fit(self, codes: torch.Tensor) -> None:
-        """EM (scikit-learn, `seed`, covariances regularised by 1e-6) on the codes in float64."""
+        """EM (scikit-learn, `seed`, covariances regularised by 1e-6) on the codes in float64; a refit starts
+        from the previous fit (a few EM steps where the codes moved little)."""
         values = codes.detach().double().cpu().numpy()
         k = min(self.n_components, len(np.unique(values, axis=0)))
-        mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-6, random_state=self.seed).fit(values)
+        start = {}
+        if bool(self.fitted) and k == self.n_components:
+            precision_tril = torch.linalg.inv(self.scale_tril.double().cpu()).transpose(-1, -2)
+            precisions = (precision_tril @ precision_tril.transpose(-1, -2)).numpy()
+            weights = self.weights.double().cpu().clamp_min(1e-12)
+            start = {"weights_init": (weights / weights.sum()).numpy(), "means_init": self.means.double().cpu().numpy()}
+            start["precisions_init"] = precisions
+        mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-6, random_state=self.seed, **start)
+        mixture.fit(values)
         weights = torch.zeros(self.n_components, dtype=torch.float64)
         means = torch.zeros(self.n_components, self.latent_dim, dtype=torch.float64)
         scale_tril = torch.eye(self.latent_dim, dtype=torch.float64).repeat(self.n_components, 1, 1)

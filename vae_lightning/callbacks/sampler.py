@@ -1,6 +1,8 @@
-"""The callback that fits the model's sampler (`sampler=gmm`) to the training images' codes at every validation,
-before the pictures are drawn and the checkpoints saved, so that each checkpoint holds the fit of its own
-weights and the final weights (validated once more at the end of training) carry theirs."""
+"""The callback that fits the model's sampler (`sampler=gmm`) to the training images' codes: at the validations of
+every `every_n_epochs`-th epoch and of the last one (before the pictures are drawn and the checkpoints saved),
+at a validation of the final weights after training, and as the test starts (so that the test scores the
+tested weights' own fit). A checkpoint of another epoch holds the fit of an earlier one (a fit costs an encoder
+pass over the training images and an EM, seconds for MNIST)."""
 
 from __future__ import annotations
 
@@ -19,14 +21,24 @@ class FitSampler(Callback):
     posterior's mean) of the training images as stored (the grey levels of binarised sets), at most `max_images`
     of them (the first ones), in eval mode. Costs one encoder pass over them per validation."""
 
-    def __init__(self, max_images: int = 50_000) -> None:
-        self.max_images = max_images
+    def __init__(self, every_n_epochs: int = 5, max_images: int = 20_000) -> None:
+        self.every_n_epochs, self.max_images = every_n_epochs, max_images
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        epoch, max_epochs, max_steps = trainer.current_epoch + 1, trainer.max_epochs, trainer.max_steps
+        last = (max_epochs not in (None, -1) and epoch >= max_epochs) or (0 < max_steps <= trainer.global_step)
+        due = epoch % self.every_n_epochs == 0 or last or not trainer.training
+        if due and not trainer.sanity_checking:
+            self.fit(trainer, pl_module)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.fit(trainer, pl_module)
+
+    def fit(self, trainer: Trainer, pl_module: LightningModule) -> None:
         sampler = getattr(pl_module, "sampler", None)
-        if trainer.sanity_checking or sampler is None or not sampler.fits_codes:
+        if sampler is None or not sampler.fits_codes or trainer.datamodule is None:
             return
-        loader = trainer.train_dataloader or trainer.datamodule.train_dataloader()
+        loader = trainer.train_dataloader if trainer.training else trainer.datamodule.train_dataloader()
         dataset = loader.dataset
         if not hasattr(dataset, "images_at"):
             log.warning("sampler: the training set has no images_at() method; samples still come from the prior")
@@ -35,7 +47,7 @@ class FitSampler(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            with torch.no_grad():
+            with torch.inference_mode(False), torch.no_grad():
                 batches = (
                     dataset.images_at(torch.arange(i, min(i + ENCODE_BATCH, n))) for i in range(0, n, ENCODE_BATCH)
                 )

@@ -48,18 +48,8 @@ TRUSTED_GROUPS = {
     "lr_schedule": ("lr_schedule",),
     "data": ("dataset",),
 }
-# hyperparameter -> the config key a user sets it with
-CONFIG_KEYS = {
-    "net": "model",
-    "posterior": "posterior",
-    "prior": "prior",
-    "sampler": "sampler",
-    "loss": "loss",
-    "beta": "beta",
-    "optimizer": "optimizer",
-    "lr_schedule": "lr_schedule",
-    "data": "dataset",
-}
+# hyperparameter -> the config key a user sets it with (its group's)
+CONFIG_KEYS = {name: groups[0] for name, groups in TRUSTED_GROUPS.items()}
 
 # the posterior, prior, sampler and learning-rate schedule of checkpoints written before these were config groups
 GAUSSIAN = {"_target_": "vae_lightning.posteriors.DiagonalGaussianPosterior"}
