@@ -8,7 +8,7 @@ preset (`experiment=faces_dogs_conv sampler=gmm`) for `--faces-epochs` epochs on
 labels are human and dog). Pictures: `docs/images/samplers_mnist.png` and `samplers_faces.png`, the prior's 32
 samples above the mixture's 32.
 
-    python -m benchmarks.samplers --mnist-test ../shared/data/mnist_t10k_first500 [--faces-epochs 5]
+    python -m benchmarks.samplers --mnist-test ../shared/data/mnist_t10k_first500 [--faces-epochs 5 --corpus DIR]
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--faces-epochs", type=int, default=0, help="0: no faces run")
+    corpus = ROOT.parent / "shared" / "data" / "corpus"
+    parser.add_argument("--corpus", type=Path, default=corpus, help="the folder of utkface/ and dogs/")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "samplers")
     args = parser.parse_args()
     out = args.out.resolve()
@@ -102,6 +104,7 @@ def main() -> None:
             results.setdefault("means", {}).setdefault(name, {})[key] = statistics.fmean(values)
     if args.faces_epochs:
         faces = ["experiment=faces_dogs_conv", "sampler=gmm", f"trainer.max_epochs={args.faces_epochs}"]
+        faces += [f"paths.data_dir={args.corpus.resolve()}"]
         faces += ["eval.nll_samples=0", "eval.mutual_info=false", "seed=1"]
         module = load_module(train(faces, out / f"faces_{args.faces_epochs}_epochs")).eval()
         save_picture(both(module), "samplers_faces.png")

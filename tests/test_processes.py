@@ -60,8 +60,22 @@ MODEL_WITH_PARAMETERS = [
 FACTOR = ["loss=factor", "loss.hidden_dims=[64,64]", "model.latent_dim=4"]
 
 
+# a posterior with weights of its own (the IAF), a sampler with buffers of its own (the fitted mixture), CIWAE
+FLOW_AND_SAMPLER = [
+    "posterior=iaf",
+    "posterior.hidden_dims=[16]",
+    "sampler=gmm",
+    "sampler.n_components=2",
+    "loss=ciwae",
+    "loss.k=3",
+    "model.latent_dim=4",
+]
+
+
 @pytest.mark.parametrize(
-    "model", [[], MODEL_WITH_PARAMETERS, FACTOR], ids=["default", "vamp_iwae_learned_sigma", "factor"]
+    "model",
+    [[], MODEL_WITH_PARAMETERS, FACTOR, FLOW_AND_SAMPLER],
+    ids=["default", "vamp_iwae_learned_sigma", "factor", "iaf_gmm_ciwae"],
 )
 def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(model, tmp_path):
     """With the delayed ramp, so that the schedule's position and length are restored too; a model whose prior
@@ -169,6 +183,17 @@ def test_ddp_trains_a_model_with_a_learned_prior_and_the_tc_objective(tmp_path):
     assert status(tmp_path / "run") == "completed"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert all(math.isfinite(metrics[key]) for key in ("test/nll", "test/tc", "test/total_correlation"))
+
+
+def test_ddp_trains_a_flow_posterior_with_miwae_and_fits_the_mixture_sampler(tmp_path):
+    run = tmp_path / "run"
+    args = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "debug=fast", "trainer.max_epochs=2"]
+    args += ["posterior=iaf", "posterior.hidden_dims=[16]", "loss=miwae", "loss.k=2", "loss.m=2"]
+    result = run_train([*args, "sampler=gmm", "sampler.n_components=2", "eval.nll_samples=4"], run)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert all(math.isfinite(metrics[key]) for key in ("test/nll", "test/elbo", "test/sample_inception_score"))
+    assert bool(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]["sampler.fitted"])
 
 
 def test_a_diverging_model_of_the_family_stops_with_the_message_and_its_last_good_checkpoint(tmp_path):
