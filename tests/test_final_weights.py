@@ -289,3 +289,14 @@ def test_a_new_run_removes_the_temporary_files_of_killed_writers_and_keeps_live_
     train(cfg)
     for folder in (run_dir / "checkpoints", tmp_path / "cache"):
         assert not (folder / dead).exists() and (folder / live).exists()
+
+
+def test_the_end_of_run_summary_points_to_the_viewer_of_each_logger_and_to_none_it_did_not_write(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from vae_lightning.run.trainer import viewers
+
+    assert viewers([TensorBoardLogger(tmp_path)], tmp_path, None) == [f"tensorboard --logdir {tmp_path}"]
+    csv_only = viewers([CSVLogger(tmp_path)], tmp_path, None)
+    assert len(csv_only) == 1 and "tensorboard" not in csv_only[0] and "csv" in csv_only[0]
+    assert viewers([], tmp_path, None) == []

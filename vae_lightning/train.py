@@ -49,6 +49,7 @@ def train(cfg: DictConfig) -> float | None:
         quiet_libraries,
         resume_command,
         summary,
+        viewers,
     )
 
     quiet_libraries()
@@ -104,7 +105,8 @@ def train(cfg: DictConfig) -> float | None:
         noted = {"warning": warning} if warning else {}
         record(output_dir, metrics, "completed", **tested.as_metrics(output_dir), **noted)
         finish(trainer.loggers, output_dir, "completed")
-        log.info(summary(output_dir, metrics, tested, last))
+        seen_with = viewers(trainer.loggers, output_dir, cfg.paths.get("mlflow_uri"))
+        log.info(summary(output_dir, metrics, tested, last, seen_with))
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)
 

@@ -7,13 +7,14 @@ import math
 import shlex
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig
 
 from vae_lightning.core import checks
@@ -137,9 +138,20 @@ def resume_command(output_dir: Path) -> str:
     return " ".join(shlex.quote(word) for word in words)
 
 
-def summary(output_dir: Path, metrics: dict[str, float], tested: Any, last: Path) -> str:
+def viewers(loggers: Sequence[Any], output_dir: Path, mlflow_uri: str | None) -> list[str]:
+    """How to see what each of the run's loggers wrote (TensorBoard, MLflow, W&B, CSV files)."""
+    hints = {
+        TensorBoardLogger: f"tensorboard --logdir {output_dir}",
+        MLFlowLogger: f"mlflow ui --backend-store-uri {mlflow_uri}",
+        WandbLogger: "your W&B project page",
+        CSVLogger: f"the CSV files under {output_dir / 'csv'}",
+    }
+    return [hint for kind, hint in hints.items() if any(isinstance(logger, kind) for logger in loggers)]
+
+
+def summary(output_dir: Path, metrics: dict[str, float], tested: Any, last: Path, seen_with: Sequence[str]) -> str:
     """What a user wants to read at the end of a run: where things are, which weights were tested (a
-    `final.TrainedWeights`), the numbers, how to see them."""
+    `final.TrainedWeights`), the numbers, how to see them (`seen_with`: `viewers`)."""
     shown = "\n".join(
         f"  {name:<18} {value:.6g}" if math.isfinite(value) else f"  {name:<18} {value}"
         for name, value in sorted(metrics.items())
@@ -154,6 +166,6 @@ def summary(output_dir: Path, metrics: dict[str, float], tested: Any, last: Path
             f"  metrics.json:    {output_dir / 'metrics.json'}",
             "Final metrics:",
             shown,
-            f"See the curves and images: tensorboard --logdir {output_dir}",
+            *[f"See the curves and images: {hint}" for hint in seen_with],
         ]
     )
