@@ -160,6 +160,8 @@ def table(results: dict, seeds: list[int], epochs: int) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, (title, _, peer) in MODELS.items():
+        if not any(results["runs"].get(side, {}).get(name) for side in ("ours", "peer")):
+            continue  # not measured for this table
         row = [title]
         for side in ("ours", "peer"):
             runs = results["runs"].get(side, {}).get(name)
