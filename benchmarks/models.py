@@ -41,6 +41,8 @@ RECIPE = ["model.output_bias_from_data=true", "beta=warmup", "beta.ratio=0.5"]
 MODELS = {
     "vae": ("VAE (ELBO, standard normal)", [], "vae"),
     "iwae": ("IWAE, k = 5", ["loss=iwae", "loss.k=5"], "iwae"),
+    # CIWAE's k: the IWAE of as many codes, for CIWAE's place between it and the VAE
+    "iwae10": ("IWAE, k = 10", ["loss=iwae", "loss.k=10"], "iwae10"),
     "beta_vae": ("beta-VAE, beta 6", ["beta.value=6.0"], "beta_vae"),
     "tcvae": ("beta-TCVAE, TC weight 6", ["loss=tcvae", "loss.tc_weight=6.0"], "tcvae"),
     "vamp": (

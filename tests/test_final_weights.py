@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 
 import pytest
 import torch
@@ -146,8 +147,10 @@ def test_the_end_of_run_summary_says_where_everything_is_and_which_weights_were_
     assert f"tested weights:  {run_dir / metrics['tested_checkpoint']} (optimizer step 10, epoch 1)" in summary
     assert f"last checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}" in summary
     assert f"metrics.json:    {run_dir / 'metrics.json'}" in summary
-    for name in ("test/loss", "test/nll", "test/psnr", "val/loss"):
-        assert f"  {name:<18} {metrics[name]:.6g}" in summary
+    for name in ("test/loss", "test/nll", "test/psnr", "val/loss"):  # one column of values, however long the names
+        assert re.search(rf"^  {re.escape(name)} +{re.escape(f'{metrics[name]:.6g}')}$", summary, re.M), name
+    columns = {line.rindex(" ") for line in summary.splitlines() if line.startswith("  test/")}
+    assert len(columns) == 1, columns
     assert "kl_dim" not in summary and f"tensorboard --logdir {run_dir}" in summary
 
 

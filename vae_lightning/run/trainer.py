@@ -152,11 +152,10 @@ def viewers(loggers: Sequence[Any], output_dir: Path, mlflow_uri: str | None) ->
 def summary(output_dir: Path, metrics: dict[str, float], tested: Any, last: Path, seen_with: Sequence[str]) -> str:
     """What a user wants to read at the end of a run: where things are, which weights were tested (a
     `final.TrainedWeights`), the numbers, how to see them (`seen_with`: `viewers`)."""
-    shown = "\n".join(
-        f"  {name:<18} {value:.6g}" if math.isfinite(value) else f"  {name:<18} {value}"
-        for name, value in sorted(metrics.items())
-        if not name.startswith("test/kl_dim_")
-    )
+    names = sorted(name for name in metrics if not name.startswith("test/kl_dim_"))
+    width = max((len(name) for name in names), default=0)
+    values = {name: f"{metrics[name]:.6g}" if math.isfinite(metrics[name]) else str(metrics[name]) for name in names}
+    shown = "\n".join(f"  {name:<{width}} {values[name]}" for name in names)
     return "\n".join(
         [
             f"Run finished. Outputs in {output_dir}",
