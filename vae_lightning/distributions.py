@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch.distributions import Independent, Normal
+from torch.distributions import Distribution, Independent, Normal
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -114,3 +114,16 @@ class DiagonalGaussian:
 
     def detach(self) -> DiagonalGaussian:
         return DiagonalGaussian(self.loc.detach(), self.scale.detach())
+
+
+def sample_apart(
+    distribution: Distribution, n: int, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """`n` draws of `distribution` (whose tensors are on `device`); with `generator`, under a seed taken from it
+    inside a forked random state, so that the run's own random state is untouched."""
+    if generator is None:
+        return distribution.sample((n,))
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(seed)
+        return distribution.sample((n,))

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from vae_lightning.core import checks
 from vae_lightning.core.errors import ConfigValueError
-from vae_lightning.distributions import LOG_2PI, PosteriorDistribution
+from vae_lightning.distributions import LOG_2PI, PosteriorDistribution, sample_apart
 from vae_lightning.nets.base import VAENet
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,7 @@ class Prior(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n codes from `distribution()`; with `generator`, drawn under a seed taken from it, inside a forked random
         state, so that the run's own random state is untouched."""
-        if generator is None:
-            return self.distribution().sample((n,))
-        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-        device = self.origin.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
-            torch.manual_seed(seed)
-            return self.distribution().sample((n,))
+        return sample_apart(self.distribution(), n, generator, self.origin.device)
 
     def kl(self, posterior: PosteriorDistribution, z: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
         """Monte Carlo: log q(z|x) - log p(z), averaged over the leading sample dimension when `z` has one;

@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from vae_lightning.core import checks
+from vae_lightning.distributions import sample_apart
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,4 @@ class GaussianMixtureSampler(Sampler):
         so the run's own random state is untouched), else from the prior."""
         if not bool(self.fitted):
             return prior.sample(n, generator)
-        if generator is None:
-            return self.distribution().sample((n,))
-        seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-        device = self.means.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
-            torch.manual_seed(seed)
-            return self.distribution().sample((n,))
+        return sample_apart(self.distribution(), n, generator, self.means.device)
