@@ -139,6 +139,7 @@ class ImportanceWeights:
     log_px_z: torch.Tensor  # (n, N)
     log_ratio: torch.Tensor  # log q(z|x) - log p(z), (n, N)
     sample: VAEOutput  # the posterior and the first code of each row
+    normalised: torch.Tensor | None = None  # with `dreg_groups`: the weights normalised within each group, (n, N)
 
 
 def importance_weights(
@@ -167,10 +168,13 @@ def importance_weights(
     log_px_z = likelihood.log_prob(repeated, params).view(n, len(x))
     log_ratio = log_q - prior.log_prob(z)
     log_w = log_px_z - beta * log_ratio
-    if dreg_groups and z.requires_grad:
+    normalised = None
+    if dreg_groups:
         normalised = torch.softmax(log_w.detach().view(dreg_groups, -1, len(x)), dim=1).view(n, len(x))
-        z.register_hook(lambda grad: grad * normalised[..., None])
-    return ImportanceWeights(log_w, log_px_z, log_ratio, VAEOutput(posterior, z[0], params[: len(x)], log_q[0]))
+        if z.requires_grad:
+            z.register_hook(lambda grad: grad * normalised[..., None])
+    sample = VAEOutput(posterior, z[0], params[: len(x)], log_q[0])
+    return ImportanceWeights(log_w, log_px_z, log_ratio, sample, normalised)
 
 
 def with_gradient_of(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
@@ -203,7 +207,7 @@ class IWAE(WithLikelihood):
         per_sample = -bound
         loss = per_sample.mean()
         if self.dreg:
-            normalised = torch.softmax(grouped.detach(), dim=1)
+            normalised = weights.normalised.view(self.m, self.k, len(x))
             loss = with_gradient_of(loss, -(normalised * grouped).sum(1).mean(0).mean())
         terms = {"recon": -weights.log_px_z.mean(), "kl": weights.log_ratio.mean()}
         return LossTerms(loss, terms, beta, per_sample.detach(), weights.sample)
