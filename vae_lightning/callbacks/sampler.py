@@ -19,7 +19,7 @@ ENCODE_BATCH = 500
 class FitSampler(Callback):
     """Fits `module.sampler` (where it `fits_codes`) to the codes (`PosteriorDistribution.code`: a Gaussian
     posterior's mean) of the training images as stored (the grey levels of binarised sets), at most `max_images`
-    of them (the first ones), in eval mode. Costs one encoder pass over them per validation."""
+    of them (the first ones), in eval mode. Costs one encoder pass over them per fit."""
 
     def __init__(self, every_n_epochs: int = 5, max_images: int = 20_000) -> None:
         self.every_n_epochs, self.max_images = every_n_epochs, max_images
