@@ -55,7 +55,8 @@ class Tensors(InMemoryDataModule):
 
 def steps_per_second(datamodule, steps, warmup=30):
     torch.manual_seed(0)
-    module = VAEModule(NET, LOSS, BETA, OPTIMIZER, input_shape=datamodule.input_shape)
+    settings = {"net": NET, "loss": LOSS, "beta": BETA, "optimizer": OPTIMIZER}
+    module = VAEModule.from_settings(settings, input_shape=datamodule.input_shape)
     step_clock = StepClock(warmup)
     training_only_trainer(warmup + steps + 1, [step_clock]).fit(module, datamodule=datamodule)
     return step_clock.steps / step_clock.seconds

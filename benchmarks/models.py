@@ -132,9 +132,7 @@ def peer_module(name: str, weights: dict, mnist: Path, epochs: int, out: Path):
     from vae_lightning.module import VAEModule
 
     cfg = compose_run([*base_overrides(mnist, epochs), *MODELS[name][1]], out / "compose")
-    module = VAEModule(
-        **{k: v for k, v in cfg.module.items() if k != "_target_" and k != "_recursive_"}, input_shape=(1, 28, 28)
-    )
+    module = VAEModule.from_settings(cfg.module, input_shape=(1, 28, 28))
     module.loss_fn.fit_to_data(N_TRAIN)
     with torch.no_grad():
         module.net.encoder.load_state_dict(weights["encoder"])

@@ -46,11 +46,13 @@ CASES = {
 def make_view(n, latent, channels, side, labels, names) -> View:
     torch.manual_seed(0)
     net = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [8], "latent_dim": latent}
-    module = VAEModule(
-        net,
-        {"_target_": "vae_lightning.losses.ELBO"},
-        {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
-        {"_target_": "vae_lightning.optim.adam", "_partial_": True},
+    module = VAEModule.from_settings(
+        {
+            "net": net,
+            "loss": {"_target_": "vae_lightning.losses.ELBO"},
+            "beta": {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
+            "optimizer": {"_target_": "vae_lightning.optim.adam", "_partial_": True},
+        },
         input_shape=(channels, side, side),
     ).eval()
     images = torch.rand(n, channels, side, side)

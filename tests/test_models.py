@@ -4,6 +4,7 @@ the family still load, evaluate, morph and resume; a new prior is one class and 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -66,11 +67,13 @@ def test_every_pairing_of_prior_objective_and_likelihood_trains_a_step(model):
             loss["likelihood"] = option_config("loss/likelihood", likelihood)
         prior_config = option_config("prior", prior) | ({"n_pseudo_inputs": 3} if prior == "vamp" else {})
         torch.manual_seed(0)
-        module = VAEModule(
-            net,
-            loss,
-            {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
-            {"_target_": "vae_lightning.optim.adam", "_partial_": True, "lr": 0.1},
+        module = VAEModule.from_settings(
+            {
+                "net": net,
+                "loss": loss,
+                "beta": {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
+                "optimizer": {"_target_": "vae_lightning.optim.adam", "_partial_": True, "lr": 0.1},
+            },
             input_shape=(1, 4, 4),
             prior=prior_config,
         )
@@ -436,16 +439,19 @@ def test_a_new_objective_is_one_class_and_one_config_file(tmp_path, monkeypatch)
 
 
 def test_the_configs_of_the_family_build(tmp_path):
-    """Each new option file builds on its own (what the module builds from it), so a typo fails here."""
+    """Each option file builds a factory that builds its part (what the module calls it with), so a typo fails
+    here."""
+    from vae_lightning.core.config import made
     from vae_lightning.nets.mlp import MLPVAE
 
     net = MLPVAE((1, 4, 4), [4], 2)
     for name in PRIORS:
-        build(option_config("prior", name), "prior", net=net)
+        assert isinstance(made(build(option_config("prior", name), "prior"), "prior", net=net), torch.nn.Module)
     for name in LIKELIHOODS:
-        build(option_config("loss/likelihood", name), "loss.likelihood", input_shape=(1, 4, 4))
-    with pytest.raises(ConfigValueError):
-        build(option_config("prior", "vamp") | {"n_pseudo_inputs": 0}, "prior", net=net)
+        likelihood = build(option_config("loss/likelihood", name), "loss.likelihood")
+        assert isinstance(made(likelihood, "loss.likelihood", input_shape=(1, 4, 4)), torch.nn.Module)
+    with pytest.raises(ConfigValueError, match=r"prior\.n_pseudo_inputs"):
+        made(build(option_config("prior", "vamp") | {"n_pseudo_inputs": 0}, "prior"), "prior", net=net)
 
 
 def test_the_vamp_option_starts_the_decoder_from_the_data_mean(tmp_path):
@@ -484,8 +490,10 @@ def test_factorvae_trains_its_discriminator_with_its_own_settings_and_only_on_it
     )
     assert all(g is None for g in torch.autograd.grad(terms.terms["tc"], critic, allow_unused=True, retain_graph=True))
     assert all(g is not None for g in torch.autograd.grad(terms.loss, [*vae, *critic], allow_unused=True))
-    module = VAEModule(net, objective, {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
-                       {"_target_": "vae_lightning.optim.adam", "_partial_": True, "lr": 1e-3})  # fmt: skip
+    from vae_lightning.optim import adam
+    from vae_lightning.schedules import Constant
+
+    module = VAEModule(net, objective, Constant, functools.partial(adam, lr=1e-3))
     groups = module.configure_optimizers()["optimizer"].param_groups
     assert [len(g["params"]) for g in groups] == [len(vae), len(critic)]
     assert (groups[0]["lr"], groups[0]["betas"], groups[1]["lr"], groups[1]["betas"]) == (

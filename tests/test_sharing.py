@@ -212,7 +212,7 @@ def test_a_run_stores_its_data_folders_resolved(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = compose_train(["dataset=images", "dataset.root=photos", "dataset.cache_dir=cache"], tmp_path / "run")
     assert sorted(absolute_locations(cfg.dataset)) == ["cache_dir", "root"]
-    assert cfg.module.data.root == str(tmp_path / "photos") and cfg.dataset.cache_dir == str(tmp_path / "cache")
+    assert cfg.dataset.root == str(tmp_path / "photos") and cfg.dataset.cache_dir == str(tmp_path / "cache")
 
 
 def test_a_tool_started_in_another_folder_finds_the_data_the_run_prepared(tmp_path, monkeypatch, caplog):

@@ -24,11 +24,13 @@ from vae_lightning.module import VAEModule
 
 def mlp_module(hidden: list[int], latent: int, shape=(1, 8, 8)) -> VAEModule:
     net = {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": hidden, "latent_dim": latent}
-    return VAEModule(
-        net,
-        {"_target_": "vae_lightning.losses.ELBO"},
-        {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
-        {"_target_": "vae_lightning.optim.adam", "_partial_": True},
+    return VAEModule.from_settings(
+        {
+            "net": net,
+            "loss": {"_target_": "vae_lightning.losses.ELBO"},
+            "beta": {"_target_": "vae_lightning.schedules.Constant", "_partial_": True},
+            "optimizer": {"_target_": "vae_lightning.optim.adam", "_partial_": True},
+        },
         input_shape=shape,
     )
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +41,15 @@ import torch
 from torch import nn
 
 from vae_lightning.core import checks
-from vae_lightning.core.config import build
+from vae_lightning.core.config import call
 from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.likelihoods import Bernoulli, Likelihood, only_output
 from vae_lightning.nets.base import VAENet, VAEOutput
 from vae_lightning.priors import Prior
+
+# a likelihood, or a factory of one called with the images' shape (what a `_partial_` config builds)
+LikelihoodOrFactory = Likelihood | Callable[..., Likelihood]
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,9 @@ class Objective(nn.Module):
 
     term_names: tuple[str, ...] = ("recon", "kl")
 
-    def __init__(self, likelihood: Likelihood | None) -> None:
+    def __init__(self, likelihood: LikelihoodOrFactory | None) -> None:
         super().__init__()
-        self.likelihood = likelihood
+        self.likelihood = likelihood  # a factory (a `_partial_` config) is built by `fit_to_images`
 
     @property
     def outputs_per_pixel(self) -> int:
@@ -83,6 +86,12 @@ class Objective(nn.Module):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """The decoded image in [0, 1]: the likelihood's mean."""
         return self.likelihood.mean(params) if self.likelihood is not None else torch.sigmoid(only_output(params))
+
+    def fit_to_images(self, input_shape: tuple[int, ...]) -> None:
+        """Told the images' shape before the network is built: a likelihood given as a factory is built for it
+        (the automatic choice and the per-pixel and per-channel scales depend on it)."""
+        if self.likelihood is not None and not isinstance(self.likelihood, Likelihood):
+            self.likelihood = call(self.likelihood, "loss.likelihood", input_shape=input_shape)
 
     def fit_to_data(self, n_train: int) -> None:
         """Told the training set's size when training starts (for estimators that need it)."""
@@ -102,19 +111,10 @@ class Objective(nn.Module):
         raise NotImplementedError
 
 
-def build_objective(config: dict[str, Any], input_shape: tuple[int, ...]) -> Objective:
-    """The objective of `config` (the `loss` group) around its likelihood, which is built first, for images of
-    `input_shape`."""
-    config = dict(config)
-    if config.get("likelihood") is not None:
-        config["likelihood"] = build(config["likelihood"], "loss.likelihood", input_shape=input_shape)
-    return build(config, "loss")
-
-
 class WithLikelihood(Objective):
     """Base class of the objectives built on a likelihood (Bernoulli pixels when none is given)."""
 
-    def __init__(self, likelihood: Likelihood | None = None) -> None:
+    def __init__(self, likelihood: LikelihoodOrFactory | None = None) -> None:
         super().__init__(likelihood if likelihood is not None else Bernoulli())
 
 
@@ -188,7 +188,7 @@ class IWAE(WithLikelihood):
     the gradient is the doubly reparameterised one (Tucker et al. 2019; `importance_weights`): the same loss, the
     same gradient in expectation for beta 1, less variance for the encoder's; it needs `posterior=gaussian`."""
 
-    def __init__(self, likelihood: Likelihood | None = None, k: int = 5, dreg: bool = False) -> None:
+    def __init__(self, likelihood: LikelihoodOrFactory | None = None, k: int = 5, dreg: bool = False) -> None:
         super().__init__(likelihood)
         self.k = checks.positive_int("k", k)
         self.dreg = checks.boolean("dreg", dreg)
@@ -219,7 +219,9 @@ class MIWAE(IWAE):
     k = 1 the ELBO averaged over m samples; a larger m at the same m * k trades bound tightness for a better
     encoder gradient."""
 
-    def __init__(self, likelihood: Likelihood | None = None, k: int = 10, m: int = 5, dreg: bool = False) -> None:
+    def __init__(
+        self, likelihood: LikelihoodOrFactory | None = None, k: int = 10, m: int = 5, dreg: bool = False
+    ) -> None:
         super().__init__(likelihood, k, dreg)
         self.m = checks.positive_int("m", m)
 
@@ -229,7 +231,7 @@ class CIWAE(WithLikelihood):
     same `k` codes (the ELBO as their mean log weight), nats per sample, averaged over the batch. elbo_weight 1 is
     the ELBO of k samples, 0 the IWAE."""
 
-    def __init__(self, likelihood: Likelihood | None = None, k: int = 10, elbo_weight: float = 0.5) -> None:
+    def __init__(self, likelihood: LikelihoodOrFactory | None = None, k: int = 10, elbo_weight: float = 0.5) -> None:
         super().__init__(likelihood)
         self.k = checks.positive_int("k", k)
         self.elbo_weight = checks.number("elbo_weight", elbo_weight, low=0.0, high=1.0)
@@ -249,10 +251,16 @@ class BetaTCVAE(WithLikelihood):
 
     term_names = ("recon", "kl", "mi", "tc", "dw_kl")
 
-    def __init__(self, likelihood: Likelihood | None = None, tc_weight: float = 6.0) -> None:
+    def __init__(self, likelihood: LikelihoodOrFactory | None = None, tc_weight: float = 6.0) -> None:
         super().__init__(likelihood)
         self.tc_weight = checks.number("tc_weight", tc_weight, low=0.0)
         self.register_buffer("dataset_size", torch.tensor(0))  # saved, so that a loaded model can still be scored
+
+    def fit_to_images(self, input_shape: tuple[int, ...]) -> None:
+        """Told the images' shape before the network is built: a likelihood given as a factory is built for it
+        (the automatic choice and the per-pixel and per-channel scales depend on it)."""
+        if self.likelihood is not None and not isinstance(self.likelihood, Likelihood):
+            self.likelihood = call(self.likelihood, "loss.likelihood", input_shape=input_shape)
 
     def fit_to_data(self, n_train: int) -> None:
         self.dataset_size.fill_(int(n_train))
@@ -310,7 +318,7 @@ class InfoVAE(WithLikelihood):
     term_names = ("recon", "kl", "mmd")
 
     def __init__(
-        self, likelihood: Likelihood | None = None, mmd_weight: float = 1000.0, kl_weight: float = 0.0
+        self, likelihood: LikelihoodOrFactory | None = None, mmd_weight: float = 1000.0, kl_weight: float = 0.0
     ) -> None:
         super().__init__(likelihood)
         self.mmd_weight = checks.number("mmd_weight", mmd_weight, low=0.0)
@@ -349,7 +357,7 @@ class FactorVAE(WithLikelihood):
 
     def __init__(
         self,
-        likelihood: Likelihood | None = None,
+        likelihood: LikelihoodOrFactory | None = None,
         tc_weight: float = 10.0,
         hidden_dims: Sequence[int] = (1000, 1000, 1000),
         discriminator_lr: float = 1e-4,

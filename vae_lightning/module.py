@@ -4,22 +4,24 @@ weight schedule and the optimizer."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from lightning import LightningModule
 
 from vae_lightning.core import checks, training_state
-from vae_lightning.core.checkpoint_io import DEFAULT_PARTS, current_settings, read_checkpoint
-from vae_lightning.core.config import as_plain, call, is_config, part
+from vae_lightning.core.checkpoint_io import current_settings, read_checkpoint
+from vae_lightning.core.config import as_plain, build, call, is_plain, made
 from vae_lightning.core.errors import ConfigValueError, DivergedError
-from vae_lightning.losses import LossTerms, Objective, build_objective
+from vae_lightning.losses import LossTerms, Objective
 from vae_lightning.metrics import LatentStats, RunningMeans, factor_information_gaps, importance_sampled_log_likelihood
 from vae_lightning.nets.base import VAENet, VAEOutput
-from vae_lightning.posteriors import Posterior
-from vae_lightning.priors import Prior
-from vae_lightning.samplers import Sampler
+from vae_lightning.optim import adam, constant_lr
+from vae_lightning.posteriors import DiagonalGaussianPosterior, Posterior
+from vae_lightning.priors import Prior, StandardNormal
+from vae_lightning.samplers import PriorSampler, Sampler
+from vae_lightning.schedules import Constant
 
 
 class VAEModule(LightningModule):
@@ -27,8 +29,9 @@ class VAEModule(LightningModule):
     Trainer's `gradient_clip_val`, `gradient_clip_algorithm` and `accumulate_grad_batches` work as documented).
 
     The parts (`net`, `posterior`, `prior`, `loss` with its likelihood, `beta`, `optimizer`, `lr_schedule`,
-    `sampler`) are configs, stored as hyperparameters with `data` so that `load_module(path)` rebuilds the model
-    from a checkpoint alone, or the objects themselves (not stored: give them again to `load_from_checkpoint`).
+    `sampler`) are objects, or factories called with what they need of the parts built before them. A model
+    built by `from_settings` (as `train.py` does) stores its settings, so that `load_module(path)` rebuilds it
+    from a checkpoint alone; objects given in Python are not stored: give them again to `load_from_checkpoint`.
 
     Logged: `train/loss`, `train/<term>`, `train/beta`, `train/lr` (see `training_step`), `train/*_epoch`, and
     `val/*`, `test/*` means over all processes at the schedule's final beta (so `val/loss` compares across a
@@ -38,40 +41,34 @@ class VAEModule(LightningModule):
 
     def __init__(
         self,
-        net: dict[str, Any] | VAENet,
-        loss: dict[str, Any] | Objective,
-        beta: dict[str, Any] | Callable[..., Any],
-        optimizer: dict[str, Any] | Callable[..., torch.optim.Optimizer],
+        net: VAENet | Callable[..., VAENet],
+        loss: Objective,
+        beta: Callable[..., Any] = Constant,
+        optimizer: Callable[..., torch.optim.Optimizer] = adam,
         input_shape: tuple[int, ...] | None = None,
         compile: bool = False,
         data: dict[str, Any] | None = None,
         nll_samples: int = 100,
         mutual_info: bool = True,
         mi_samples: int = 2000,
-        prior: dict[str, Any] | Prior | None = None,
-        lr_schedule: dict[str, Any] | Callable[..., Any] | None = None,
-        posterior: dict[str, Any] | Posterior | None = None,
-        sampler: dict[str, Any] | Sampler | None = None,
+        prior: Prior | Callable[..., Prior] = StandardNormal,
+        lr_schedule: Callable[..., Any] = constant_lr,
+        posterior: Posterior | Callable[..., Posterior] = DiagonalGaussianPosterior,
+        sampler: Sampler | Callable[..., Sampler] = PriorSampler,
     ) -> None:
         super().__init__()
-        parts = {"net": net, "loss": loss, "beta": beta, "optimizer": optimizer, "prior": prior}
-        parts |= {"lr_schedule": lr_schedule, "posterior": posterior, "sampler": sampler}
-        parts = {name: DEFAULT_PARTS.get(name) if value is None else value for name, value in parts.items()}
-        objects = [name for name, part in parts.items() if not is_config(part)]
-        net, loss, beta, optimizer, prior, lr_schedule, posterior, sampler, data = (
-            as_plain(node) if is_config(node) else node for node in (*parts.values(), data)
-        )
-        input_shape = tuple(as_plain(input_shape if input_shape is not None else net.input_shape))
-        self.save_hyperparameters(ignore=objects, logger=False)  # HPARAMS shows the run's choices, not these
-        self.loss_fn = build_objective(loss, input_shape) if is_config(loss) else loss
-        self.net = part(net, "model", input_shape=input_shape, outputs_per_pixel=self.loss_fn.outputs_per_pixel)
-        self.net.use_posterior(part(posterior, "posterior", latent_dim=self.net.latent_dim))
+        input_shape = tuple(input_shape if input_shape is not None else net.input_shape)  # needed with a net factory
+        parts = ["net", "loss", "beta", "optimizer", "prior", "lr_schedule", "posterior", "sampler"]
+        self.save_hyperparameters(ignore=parts, logger=False)  # objects or factories: `from_settings` stores configs
+        self.loss_fn = loss
+        self.loss_fn.fit_to_images(input_shape)  # builds a likelihood given as a factory: it may need the shape
+        self.net = made(net, "model", input_shape=input_shape, outputs_per_pixel=loss.outputs_per_pixel)
+        self.net.use_posterior(made(posterior, "posterior", latent_dim=self.net.latent_dim))
         self.loss_fn.fit_to_net(self.net)  # an objective's own networks (a discriminator) are sized by the codes
-        self.prior = part(prior, "prior", net=self.net)
-        self.sampler = part(sampler, "sampler", latent_dim=self.net.latent_dim)  # codes of new images
+        self.prior = made(prior, "prior", net=self.net)
+        self.sampler = made(sampler, "sampler", latent_dim=self.net.latent_dim)  # codes of new images
         self.terms = ("loss", *self.loss_fn.term_names)
-        self.beta_factory, self.optimizer_factory = part(beta, "beta"), part(optimizer, "optimizer")
-        self.lr_schedule_factory = part(lr_schedule, "lr_schedule")
+        self.beta_factory, self.optimizer_factory, self.lr_schedule_factory = beta, optimizer, lr_schedule
         probe = call(self.optimizer_factory, "optimizer", [torch.nn.Parameter(torch.zeros(1))])  # bad values fail now
         call(self.lr_schedule_factory, "lr_schedule", probe, total_steps=2)
         self.nll_samples = checks.non_negative_int("eval.nll_samples", nll_samples)
@@ -85,6 +82,20 @@ class VAEModule(LightningModule):
         self.validated_step = self.loaded_step = None  # the steps behind the weights last validated, and loaded
 
     @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], **given: Any) -> VAEModule:
+        """The model of `settings` (the run's `module` config, or a checkpoint's of any version: `current_settings`)
+        built by Hydra with its parts, recursively (the parts that need others as `_partial_` factories), which
+        stores them so that its checkpoints rebuild it. `given`: values, configs or objects that replace settings
+        (objects are not stored); `data`, the data set's config, is stored only."""
+        settings = current_settings(dict(as_plain(settings)) | {key: as_plain(value) for key, value in given.items()})
+        settings = {key: value for key, value in settings.items() if not key.startswith("_")}
+        config = {key: value for key, value in settings.items() if key not in given.keys() | {"data"}}
+        config |= {"_target_": f"{cls.__module__}.{cls.__qualname__}", "_convert_": "all"}
+        module = build(config, None, **{key: settings[key] for key in given.keys() - {"data"}})
+        module.save_hyperparameters({key: value for key, value in settings.items() if is_plain(value)}, logger=False)
+        return module
+
+    @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> VAEModule:
         """The model of a checkpoint read with the checks of `core.checkpoint_io.read_checkpoint` (weights only),
         in eval mode; `kwargs` give parts (objects or configs) that replace or complete its stored settings."""
@@ -93,9 +104,8 @@ class VAEModule(LightningModule):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], **parts: Any) -> VAEModule:
-        """The model of a checkpoint already read (settings of any earlier format, see `current_settings`), in
-        eval mode; its optimizer state, for a resume, is neither used nor checked."""
-        module = cls(**current_settings(checkpoint["hyper_parameters"]) | parts)
+        """The model of a checkpoint already read, in eval mode; its optimizer state is neither used nor checked."""
+        module = cls.from_settings(checkpoint["hyper_parameters"], **parts)
         module.load_state_dict(checkpoint["state_dict"])
         module.on_load_checkpoint({key: value for key, value in checkpoint.items() if key != "optimizer_states"})
         return module.eval()

@@ -61,15 +61,28 @@ CONSTANT_LR = {"_target_": "vae_lightning.optim.constant_lr", "_partial_": True}
 MODEL_PARTS = {"net": None, "posterior": GAUSSIAN, "prior": STANDARD_NORMAL, "loss": None, "sampler": FROM_PRIOR}
 # what `VAEModule` builds for a part it is not given (the choice of every checkpoint without it)
 DEFAULT_PARTS = MODEL_PARTS | {"lr_schedule": CONSTANT_LR}
+# the parts built from others (the network from the images' shape and the likelihood, the posterior and the sampler
+# from the code size, the prior from the network): `_partial_` factories that the model calls
+FACTORY_PARTS = ("net", "posterior", "prior", "sampler")
 # settings that earlier checkpoints stored with the model and that today belong to the Trainer (gradient clipping
 # is `trainer.gradient_clip_val`): a resume takes them from the run's config, so rebuilding a model drops them
 TRAINER_SETTINGS = ("gradient_clip_val",)
 
 
 def current_settings(hparams: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of today's `VAEModule` for the hyperparameters stored by any version's checkpoint
-    or exported folder."""
-    return {key: value for key, value in hparams.items() if key not in TRAINER_SETTINGS}
+    """The settings of today's `VAEModule` (`VAEModule.from_settings`) for the hyperparameters stored by any
+    version's checkpoint or exported folder: the trainer's settings left out, the parts a checkpoint has none of
+    as it was trained with (`DEFAULT_PARTS`), and the parts that need others as factories (`_partial_`), as
+    today's configs give them."""
+    settings = {key: value for key, value in hparams.items() if key not in TRAINER_SETTINGS}
+    settings |= {name: part for name, part in DEFAULT_PARTS.items() if settings.get(name) is None and part}
+    for name in FACTORY_PARTS:
+        if isinstance(settings.get(name), dict) and "_target_" in settings[name]:
+            settings[name] = {**settings[name], "_partial_": True}
+    loss = settings.get("loss")
+    if isinstance(loss, dict) and isinstance(loss.get("likelihood"), dict):
+        settings["loss"] = {**loss, "likelihood": {**loss["likelihood"], "_partial_": True}}
+    return settings
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

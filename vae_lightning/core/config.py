@@ -4,9 +4,11 @@ and the config resolvers."""
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import secrets
 import sys
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 
@@ -100,9 +102,22 @@ def is_config(value: Any) -> bool:
     return isinstance(value, Mapping | DictConfig)
 
 
-def part(value: Any, key: str, **kwargs: Any) -> Any:
-    """A part of a model: `build(value, key, **kwargs)` where it is given as a config, else the object itself."""
-    return build(value, key, **kwargs) if is_config(value) else value
+def is_plain(value: Any) -> bool:
+    """Whether a value is plain data (numbers, strings, lists and mappings of them): a setting a checkpoint can
+    store, unlike an object or a factory."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, Mapping | DictConfig):
+        return all(is_plain(item) for item in value.values())
+    return isinstance(value, list | tuple | ListConfig) and all(is_plain(item) for item in value)
+
+
+def made(value: Any, key: str, **needs: Any) -> Any:
+    """A part of a model given as the object itself, or as a factory (a class, a function, or the partial that
+    Hydra builds for a `_partial_` config) that is called with what it `needs` from the parts built before it; a
+    bad value raises an error naming `key.<param>`."""
+    factory = isinstance(value, type | functools.partial | types.FunctionType | types.MethodType)
+    return call(value, key, **needs) if factory else value
 
 
 def _placed(error: VAELightningError, key: str | None) -> VAELightningError:
@@ -118,8 +133,9 @@ def build(node: Any, key: str | None, **kwargs: Any) -> Any:
         raise _placed(bad, key) from None
     except InstantiationException as failed:
         cause = failed.__cause__
-        if isinstance(cause, VAELightningError):
-            raise _placed(cause, key) from None
+        if isinstance(cause, VAELightningError):  # Hydra's message names the nested part that failed, if one did
+            inner = str(failed).rpartition("\nfull_key: ")[2] if "\nfull_key: " in str(failed) else None
+            raise _placed(cause, key or inner) from None
         raise VAELightningError(f"Could not build `{key or node.get('_target_')}` from the config: {failed}") from None
 
 

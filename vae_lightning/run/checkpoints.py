@@ -14,6 +14,9 @@ from vae_lightning.core.checkpoint_io import CONFIG_KEYS, MODEL_PARTS, current_s
 from vae_lightning.core.errors import CheckpointError, VAELightningError
 from vae_lightning.module import VAEModule
 
+# the keys that tell Hydra how to build a config, not what
+HYDRA_FLAGS = ("_partial_", "_convert_", "_recursive_")
+
 
 def load_module(
     path: str | os.PathLike, map_location: Any = "cpu", config_dirs: Sequence[str | os.PathLike] = ()
@@ -30,7 +33,7 @@ def load_module(
         )
     try:
         with torch.device("meta"):  # the model described, without memory: its sizes are checked before building
-            skeleton = VAEModule(**current_settings(checkpoint["hyper_parameters"]))
+            skeleton = VAEModule.from_settings(checkpoint["hyper_parameters"])
             check_weights_fit(checkpoint, skeleton, path, "its settings build")
         module = VAEModule.from_checkpoint(checkpoint)
     except CheckpointError:
@@ -117,6 +120,8 @@ def check_resume(
         saved, wanted = _flat(saved, CONFIG_KEYS[name]), _flat(wanted, CONFIG_KEYS[name])
         saved |= class_defaults(saved, wanted)
         for key in sorted(saved.keys() | wanted.keys()):
+            if key.rpartition(".")[2] in HYDRA_FLAGS:
+                continue  # how Hydra builds a part, not which part
             compared = given is None or any(key == g or key.startswith(f"{g}.") for g in given)
             if compared and saved.get(key) != wanted.get(key):
                 raise CheckpointError(
@@ -136,7 +141,8 @@ def resumed_model(checkpoint: dict) -> dict[str, Any]:
             "Cannot resume: the checkpoint holds no network or objective settings (a model built from objects in "
             "Python); resume it in Python: trainer.fit(VAEModule(net=..., loss=..., ...), ckpt_path=<the checkpoint>)."
         )
-    return {name: hparams.get(name) or earlier for name, earlier in MODEL_PARTS.items()}
+    settings = current_settings(hparams)  # as today's configs give them
+    return {name: settings.get(name) or earlier for name, earlier in MODEL_PARTS.items()}
 
 
 def check_weights_fit(

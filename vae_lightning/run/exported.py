@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from vae_lightning.core.checkpoint_io import current_settings, refuse_unsafe_settings
+from vae_lightning.core.checkpoint_io import refuse_unsafe_settings
 from vae_lightning.core.errors import CheckpointError, VAELightningError
 from vae_lightning.core.files import atomic_write
 from vae_lightning.module import VAEModule
@@ -159,10 +159,10 @@ def read_exported(
     shapes = _header_shapes(folder / WEIGHTS)
     try:
         with torch.device("meta"):
-            skeleton = VAEModule(**current_settings(hparams))
+            skeleton = VAEModule.from_settings(hparams)
         check_weights_fit({"state_dict": {k: torch.empty(s, device="meta") for k, s in shapes.items()}}, skeleton,
                           folder / WEIGHTS, "its config builds")  # fmt: skip
-        module = VAEModule(**current_settings(hparams))
+        module = VAEModule.from_settings(hparams)
         module.load_state_dict(_tensors(folder / WEIGHTS))
     except CheckpointError:
         raise

@@ -22,6 +22,7 @@ from vae_lightning.core.config import build
 from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 from vae_lightning.core.threads import has_bf16_instructions
 from vae_lightning.data.protocol import not_vae_data
+from vae_lightning.module import VAEModule
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def build_run(
         datamodule = None
     module = None
     if datamodule is not None:
-        module = attempt(lambda: build(cfg.module, None, input_shape=datamodule.input_shape))
+        shape = datamodule.input_shape  # the data set's config is stored with the model, for the tools
+        module = attempt(lambda: VAEModule.from_settings(cfg.module, input_shape=shape, data=cfg.dataset))
     trainer = attempt(lambda: build_trainer(cfg, extra_callbacks, resume_step))
     problems.raise_if_any()
     return datamodule, module, trainer
