@@ -178,8 +178,9 @@ def table(results: dict, seeds: list[int], epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(text: str, suffix: str) -> None:
-    readme = ROOT / "README.md"
+def write_page(text: str, suffix: str) -> None:
+    """The table into the documentation's models page, between its `models<suffix>` markers."""
+    readme = ROOT / "docs" / "models.md"
     content = readme.read_text()
     start, end = f"<!-- models{suffix}:start -->", f"<!-- models{suffix}:end -->"
     if start in content and end in content:
@@ -234,8 +235,7 @@ def main() -> None:
                 print("pythae", name, seed, peer[name][-1], flush=True)
     results_file.write_text(json.dumps(results, indent=1) + "\n")
     text = table(results, args.seeds, args.epochs)
-    (ROOT / "docs" / f"models{suffix}.md").write_text("# The model table\n\n" + text)
-    write_readme(text, suffix)
+    write_page(text, suffix)
     print(text)
 
 

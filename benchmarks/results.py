@@ -1,4 +1,4 @@
-"""Reproduce the README's results: train the presets on real data, measure them, and copy their pictures.
+"""Reproduce the documented results: train the presets on real data, measure them, and copy their pictures.
 
     python -m benchmarks.results --corpus ../shared/data/corpus --mnist-test ../shared/data/mnist_t10k_first500
 
@@ -13,9 +13,9 @@ the others are kept from `docs/results.json`). The faces recipe (`experiment=fac
 budgets, and the recipe it replaced (constant learning rate, the delayed KL ramp, float32) at two, for the
 time-to-quality table and plot (test PSNR and bits/dim against wall minutes, `docs/images/time_to_quality.png`).
 The script then morphs a validation human into a validation dog with every face model, and a friend's photo that
-is not pre-cropped into a dog (`mode=attribute`). It writes `docs/results.md` and `docs/results.json` (the
-tables) and `docs/images/`, and the same tables into README.md between its `results` and `time-to-quality`
-markers. Every number in the README's results section comes from here. Time the runs on a quiet machine: one
+is not pre-cropped into a dog (`mode=attribute`). It writes `docs/results.json` and `docs/images/`, and the
+tables into the documentation's results page (`docs/results.md`) between its `results` and `time-to-quality`
+markers. Every number of that page's tables comes from here. Time the runs on a quiet machine: one
 run at a time, nothing else busy.
 """
 
@@ -370,18 +370,9 @@ def write_table(new_rows: list[dict]) -> None:
     store.write_text(json.dumps(rows, indent=1) + "\n")
     text = table([r for p, r in rows.items() if p in MAIN_TABLE])
     quality = time_to_quality(rows)
-    (DOCS / "results.md").write_text(
-        "# Results\n\nWritten by `python -m benchmarks.results` on "
-        + time.strftime("%Y-%m-%d")
-        + ".\n\n"
-        + text
-        + "\n\n## Time to quality (faces and dogs)\n\n"
-        + quality
-        + "\n\n![time to quality](images/time_to_quality.png)\n"
-    )
-    readme = (ROOT / "README.md").read_text()
-    readme = replace_between(readme, "results", text)
-    (ROOT / "README.md").write_text(replace_between(readme, "time-to-quality", quality))
+    page = (DOCS / "results.md").read_text()
+    page = replace_between(page, "results", text)
+    (DOCS / "results.md").write_text(replace_between(page, "time-to-quality", quality))
     print(text + "\n\n" + quality)
 
 

@@ -1,5 +1,5 @@
-"""Write the README's Performance table and `benchmarks/README.md` from the figures the benchmarks saved in
-`benchmarks/results/` (run them first: `python -m benchmarks.<name>`).
+"""Write the documentation's Performance table (docs/performance.md) and `benchmarks/README.md` from the figures
+the benchmarks saved in `benchmarks/results/` (run them first: `python -m benchmarks.<name>`).
 
     python -m benchmarks.summary
 """
@@ -207,14 +207,14 @@ def main() -> None:
     lines = ["| what | measured | target | `python -m benchmarks.` |", "| --- | --- | --- | --- |"]
     lines += [f"| {what} | {figure} | {target} | `{command}` |" for what, figure, target, command in table]
     text = "\n".join(lines)
-    readme = (ROOT / "README.md").read_text()
-    head, rest = readme.split(START)
-    (ROOT / "README.md").write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+    page = ROOT / "docs" / "performance.md"
+    head, rest = page.read_text().split(START)
+    page.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
     details = [
         "# Benchmarks",
         "",
         "Each script prints JSON and saves it in `results/<name>.json`; "
-        "`python -m benchmarks.summary` turns those into the README's Performance table.",
+        "`python -m benchmarks.summary` turns those into the Performance table of docs/performance.md.",
         "",
     ]
     for path in sorted(RESULTS.glob("*.json")):

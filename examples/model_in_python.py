@@ -1,5 +1,5 @@
 """A VAE built from objects in plain Python and fitted by a plain `lightning.Trainer`: no Hydra, no `_target_`.
-The README prints the code below; `tests/test_module.py` runs it."""
+docs/python.md prints the code below; `tests/test_module.py` runs it."""
 
 from functools import partial
 

@@ -1,6 +1,6 @@
 """The Python API (`vae_lightning.api.TrainedVAE`) on real checkpoints: every operation's shapes and values
 against the model's own layers, each kind of image input preprocessed alike, the same safety checks as the tools,
-and the README's example script."""
+and the example script of docs/python.md."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_a_model_on_a_gpu_takes_cpu_images_and_returns_gpu_results(digits_run, v
 def test_the_readmes_example_script_runs_as_printed(digits_run, tmp_path, monkeypatch, capsys):
     script = ROOT / "examples" / "use_a_trained_model.py"
     code = script.read_text().split('"""', 2)[2].strip()
-    assert code in (ROOT / "README.md").read_text(), "the README shows examples/use_a_trained_model.py as it is"
+    assert code in (ROOT / "docs" / "python.md").read_text(), "docs/python.md shows examples/use_a_trained_model.py"
     monkeypatch.setattr(sys, "argv", [str(script), str(digits_run / "checkpoints" / "last.ckpt"), str(tmp_path)])
     runpy.run_path(str(script), run_name="__main__")
     assert "codes (8, 2) input (1, 8, 8)" in capsys.readouterr().out
