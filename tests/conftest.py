@@ -244,4 +244,5 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+    assert "Error: " in result.stderr, output[-3000:]  # in one voice, on stderr
     return output

@@ -33,7 +33,8 @@ TABLE = [
     (["module.gradient_clip_val=1"], "Error: `module.gradient_clip_val` has moved: use +trainer.gradient_clip_val"),
     (["dataset=mnsit"], "Did you mean mnist?"),
     (["loss/likelihood=gausian"], "Did you mean gaussian?"),
-    (["model.foo=1"], "Key 'foo' is not in struct"),
+    (["model.foo=1"], "Error: `model.foo` is not a key of `model`."),
+    (["trainer.max_epoch=3"], "Did you mean trainer.max_epochs?"),
     (["hydra.run.dir=TMP/a_file/run"], "cannot be written"),
     (["model.latent_dim=0", "dataset.batch_size=-1"], "Bad config value `dataset.batch_size=-1`"),
     (["dataset=mnist", "dataset.root=/no/such/folder", "dataset.download=false"], "MNIST files are missing"),
@@ -63,7 +64,7 @@ def test_the_tools_are_hydra_apps(good_run, tmp_path):
         )
         assert shown.returncode == 0 and f"ckpt_path: {checkpoint}" in shown.stdout, shown.stderr
         assert "ckpt_path is required" in one_line_error(missing)
-        assert "Could not override 'bogus'" in one_line_error(bogus)
+        assert "Error: `bogus` is not a key of the config" in one_line_error(bogus)
     result = run_command(
         [
             "-m",

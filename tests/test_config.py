@@ -266,3 +266,19 @@ def test_a_mistyped_option_gets_the_nearest_one(tmp_path):
     assert unknown_option(["--config-dir", str(tmp_path), "model=mine"]) is None  # a user's own option
     assert unknown_option(["model=mine"]) is not None
     assert unknown_option(["hydra.searchpath=[file://x]", "model=mine"]) is None  # a search path not followed
+
+
+def test_a_mistyped_key_gets_the_nearest_one_and_how_to_add_a_key(tmp_path):
+    """Hydra's seven lines for a key the config lacks become one, naming the nearest key of the same node."""
+    from vae_lightning.core.config import unknown_key
+
+    assert unknown_key(["model.latnt_dim=3"]) == (
+        "`model.latnt_dim` is not a key of `model`. Did you mean model.latent_dim? To add a key, give "
+        "+model.latnt_dim=3."
+    )
+    assert "Did you mean dataset.faces.root?" in unknown_key(["dataset=faces_dogs", "dataset.faces.rot=x"])
+    assert unknown_key(["bogus.x=1"]).startswith("`bogus` is not a key of the config. Its keys: seed,")
+    assert "Did you mean" in unknown_key(["accelerater=cpu"], "evaluate")  # the tools' configs too
+    for fine in (["model.latent_dim=3", "dataset=mnist"], ["model=conv"], ["+model.extra=1"], ["-m", "model.x=1,2"]):
+        assert unknown_key(fine) is None, fine
+    assert unknown_key(["--config-dir", str(tmp_path), "model.foo=1"]) is None  # a search path it does not follow

@@ -218,13 +218,13 @@ def test_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path):
 
 
 def test_the_readmes_plain_python_model_trains_with_a_plain_trainer(capsys):
-    """`examples/model_in_python.py`, as the README prints it: the parts as objects, no Hydra."""
+    """`examples/model_in_python.py`, as docs/python.md prints it: the parts as objects, no Hydra."""
     import runpy
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "model_in_python.py"
     code = script.read_text().split('"""', 2)[2].strip()
-    assert code in (script.parents[1] / "README.md").read_text(), "the README shows the example as it is"
+    assert code in (script.parents[1] / "docs" / "python.md").read_text(), "docs/python.md shows the example"
     runpy.run_path(str(script), run_name="__main__")
     assert "nats after 20 steps" in capsys.readouterr().out
 
@@ -328,3 +328,25 @@ def test_parts_given_as_factories_are_built_with_what_they_need(tmp_path):
     with pytest.raises(ConfigValueError, match=r"`prior\.n_components"):
         VAEModule(net=partial(MLPVAE, hidden_dims=[8]), loss=ELBO(), prior=partial(MixtureOfGaussians, n_components=0),
                   input_shape=(1, 4, 4))  # fmt: skip
+
+
+def test_plain_progress_writes_a_line_per_epoch_and_a_few_for_the_test(caplog):
+    """Where the output is not a terminal: no bars, a log line per epoch with its losses, a few for the test."""
+    import logging
+
+    from vae_lightning.callbacks.progress import PlainProgress, progress_bar
+
+    assert isinstance(progress_bar(), PlainProgress)  # pytest's captured output is not a terminal
+    settings = {"net": NET, "loss": LOSS, "beta": BETA, "optimizer": OPTIMIZER}
+    module = VAEModule.from_settings(settings, input_shape=(1, 4, 4), nll_samples=0, mutual_info=False)
+    options = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, "accelerator": "cpu"}
+    trainer = L.Trainer(
+        max_epochs=2, limit_train_batches=3, limit_test_batches=8, callbacks=[PlainProgress()], **options
+    )
+    with caplog.at_level(logging.INFO, logger="progress"):
+        trainer.fit(module, datamodule=Blobs(batch_size=4))
+        trainer.test(module, datamodule=Blobs(batch_size=4), verbose=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
+    assert [line.split(":")[0] for line in lines[:2]] == ["epoch 1/2", "epoch 2/2"]
+    assert "train/loss" in lines[0] and "val/loss" in lines[0]
+    assert lines[2:] == [line for line in lines[2:] if line.startswith("test: ")] and 2 <= len(lines[2:]) <= 5

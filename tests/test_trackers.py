@@ -94,8 +94,9 @@ def test_mlflow_runs_a_resumed_run_and_a_sweep_on_a_tracking_server(mlflow_serve
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4, 5]
     paths = artifact_paths(client, run.info.run_id)
     assert "metrics.json" in paths and "config/config.yaml" in paths and "images/samples.png" in paths
-    assert any(p.startswith("images/val~samples+step+5") for p in paths)  # the pictures by step
-    assert any(p.startswith("figures/val/latent_scatter/") for p in paths)
+    assert "images/val/samples/step_0000005.png" in paths  # the pictures by tag and step, one file each
+    assert any(p.startswith("images/val/latent_scatter/step_") for p in paths)
+    assert not any(p.endswith(".webp") or "~" in p for p in paths)
 
     # 2. a run stopped by Ctrl-C (KILLED), then resumed: the same MLflow run, FINISHED, each step logged once
     stopped = tmp_path / "stopped"

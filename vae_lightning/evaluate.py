@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from vae_lightning.core import checks
-from vae_lightning.core.config import user_config_dirs
+from vae_lightning.core.config import check_command_line, user_config_dirs
 from vae_lightning.core.errors import VAELightningError
 from vae_lightning.core.files import write_metrics
 from vae_lightning.run.tools import run_tool
@@ -34,6 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from vae_lightning.api import TrainedVAE
+    from vae_lightning.callbacks.progress import PlainProgress
     from vae_lightning.callbacks.sample_score import SampleScore
     from vae_lightning.callbacks.sampler import FitSampler
     from vae_lightning.run.tools import checkpoint_datamodule
@@ -56,11 +58,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
-        callbacks=[FitSampler(), SampleScore()],  # test/sample_*: the sampler's images scored by a classifier
+        # test/sample_*: the sampler's images scored by a classifier; progress as log lines on stderr (Lightning's
+        # bars write to stdout, which carries the results)
+        callbacks=[FitSampler(), SampleScore(), PlainProgress(test_lines=10)],
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=False,  # Lightning's bars write to stdout, which carries the results
     )
     log.info(
         "Evaluating %s on %d test images (%d importance samples each for test/nll)",
@@ -83,8 +86,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def hydra_app(cfg: DictConfig) -> None:
     run_tool(evaluate, cfg)
+
+
+def main() -> None:
+    """The `vae-evaluate` command."""
+    check_command_line(sys.argv[1:], "evaluate")  # a mistyped name is one line, before Hydra composes anything
+    hydra_app()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import hydra
 import yaml
 from omegaconf import DictConfig
 
-from vae_lightning.core.config import user_config_dirs
+from vae_lightning.core.config import check_command_line, user_config_dirs
 from vae_lightning.core.errors import ConfigErrors, DataNotFoundError, VAELightningError
 from vae_lightning.core.files import read_metrics
 from vae_lightning.run.tools import run_tool
@@ -120,8 +121,14 @@ def export(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
-def main(cfg: DictConfig) -> None:
+def hydra_app(cfg: DictConfig) -> None:
     run_tool(export, cfg)
+
+
+def main() -> None:
+    """The `vae-export` command."""
+    check_command_line(sys.argv[1:], "export")  # a mistyped name is one line, before Hydra composes anything
+    hydra_app()
 
 
 if __name__ == "__main__":

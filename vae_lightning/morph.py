@@ -23,6 +23,7 @@ and back with a pause at each end; the strip (`<output>.png`) shows the source, 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -32,7 +33,7 @@ from omegaconf import DictConfig
 from vae_lightning.api import TrainedVAE
 from vae_lightning.callbacks.grid import write_morph
 from vae_lightning.core import checks
-from vae_lightning.core.config import user_config_dirs
+from vae_lightning.core.config import check_command_line, user_config_dirs
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
 from vae_lightning.run.tools import run_tool
 from vae_lightning.run.trainer import quiet_libraries
@@ -90,8 +91,14 @@ def morph(cfg: DictConfig) -> tuple[Path, Path]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="morph")
-def main(cfg: DictConfig) -> None:
+def hydra_app(cfg: DictConfig) -> None:
     run_tool(morph, cfg)
+
+
+def main() -> None:
+    """The `vae-morph` command."""
+    check_command_line(sys.argv[1:], "morph")  # a mistyped name is one line, before Hydra composes anything
+    hydra_app()
 
 
 if __name__ == "__main__":

@@ -16,8 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_lightning.core import checks
 from vae_lightning.core.checkpoint_io import CONFIG_KEYS
 from vae_lightning.core.config import (  # importing it registers the resolvers
-    moved_key,
-    unknown_option,
+    check_command_line,
     user_config_dirs,
 )
 from vae_lightning.core.errors import DivergedError, JobFailed, VAELightningError
@@ -85,7 +84,7 @@ def train(cfg: DictConfig) -> float | None:
         save_final_weights(trainer, model, datamodule, last)
         val_metrics = final_metrics(trainer, "val/")
         tested = tested_weights(trainer, model, last)
-        trainer.test(model, datamodule=datamodule, ckpt_path=tested.path)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested.path, verbose=False)  # the summary shows them
     except (RunInterrupted, SIGTERMException) as stopped:
         interrupted = stopped if isinstance(stopped, RunInterrupted) else RunInterrupted(signal.SIGTERM)
         command = resume_command(output_dir)
@@ -150,9 +149,10 @@ def hydra_app(cfg: DictConfig) -> float | None:
         except VAELightningError as error:
             status = "diverged" if isinstance(error, DivergedError) else "failed"
             record(hydra_cfg.runtime.output_dir, {}, status, error=str(error))
-            log.error(str(error))
             if hydra_cfg.mode == RunMode.MULTIRUN:
+                log.error(str(error))  # in the job's log, beside the sweep's others
                 raise JobFailed(str(error)) from None  # this job fails, the sweep goes on with the others
+            print(f"Error: {error}", file=sys.stderr)  # as every command reports a bad input
         except Exception as error:
             record(hydra_cfg.runtime.output_dir, {}, "failed", error=f"{type(error).__name__}: {error}"[:500])
             raise
@@ -162,11 +162,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
 def main() -> None:
     """The `vae-train` command (and `python train.py` in a clone)."""
     passive_waiting()  # before anything imports torch: OpenMP reads its wait policy once, when it loads
-    # one line with the nearest option or the key's new place, before Hydra composes anything
-    mistyped = unknown_option(sys.argv[1:]) or moved_key(sys.argv[1:])
-    if mistyped is not None:
-        print(f"Error: {mistyped}", file=sys.stderr)
-        sys.exit(1)
+    check_command_line(sys.argv[1:], "train")  # a mistyped name is one line, before Hydra composes anything
     hydra_app()
 
 

@@ -1,6 +1,6 @@
 """Where the pictures go: one sink per logger of the run that can show them, each writing through its logger's own
 API. TensorBoard takes every kind of output (images, figures, histograms, the Projector's embedding); MLflow
-takes images (`MlflowClient.log_image`, shown by step in its UI) and figures (`log_figure`, as PNG artifacts);
+takes images and figures as PNG artifacts, `images/<tag>/step_<n>.png` (in the run's Artifacts in its UI);
 Weights & Biases takes images and figures as `wandb.Image`s and histograms as `wandb.Histogram`s. An output a
 logger has no place for is left out of that logger only. CSV takes no pictures.
 """
@@ -62,14 +62,15 @@ class TensorBoardSink(Sink):
 
 
 class MLflowSink(Sink):
-    """Images by key and step (the run's "Images" in the MLflow UI); figures as `figures/<tag>/step_<n>.png`."""
+    """Images and figures as PNG artifacts, `images/<tag>/step_<n>.png`: one file each, under a path that reads as
+    the tag (MLflow's images by key and step get encoded names and a compressed copy each)."""
 
     def write(self, tag: str, output: Any, step: int) -> bool:
-        client, run_id = self.logger.experiment, self.logger.run_id
+        client, run_id, path = self.logger.experiment, self.logger.run_id, f"images/{tag}/step_{step:07d}.png"
         if isinstance(output, np.ndarray):
-            client.log_image(run_id, output, key=tag, step=step)
+            client.log_image(run_id, output, artifact_file=path)
         elif isinstance(output, Figure):
-            client.log_figure(run_id, output, f"figures/{tag}/step_{step:07d}.png")
+            client.log_figure(run_id, output, path)
         else:
             return False
         return True

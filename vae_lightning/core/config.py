@@ -90,6 +90,53 @@ def unknown_option(argv: Sequence[str]) -> str | None:
     return None
 
 
+def unknown_key(argv: Sequence[str], config_name: str = "train") -> str | None:
+    """One line for the first `key=value` of a command line whose key the composed config lacks, with the nearest
+    key beside it and how to add a key; None when the config composes, or for a command line this does not follow
+    (a sweep, another search path), which Hydra then answers itself."""
+    if config_dirs_of(argv) != [] or any(word in ("-m", "--multirun") or word.startswith("-") for word in argv):
+        return None
+    overrides = [word for word in argv if "=" in word and not word.startswith("hydra")]
+    keys = [word.partition("=")[0] for word in overrides if not word.startswith(("+", "~"))]
+    if all("." not in key and "/" not in key and (CONF_DIR / key).is_dir() for key in keys):
+        return None  # no key to check: options (`group=option`) are checked by `unknown_option`
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        try:
+            compose(config_name, overrides=overrides)
+            return None
+        except ConfigCompositionException as failed:
+            first = str(failed).splitlines()[0]
+            bad = first.split("'")[1] if first.startswith("Could not override '") else None
+            if bad is None:
+                return None
+            word = next(word for word in overrides if word.partition("=")[0] == bad)
+            try:
+                config = compose(config_name, overrides=[other for other in overrides if other != word])
+            except ConfigCompositionException:
+                return None
+    parent, _, name = bad.rpartition(".")
+    while parent and not isinstance(OmegaConf.select(config, parent), DictConfig):  # `bogus.x`: no `bogus`
+        parent, _, name = parent.rpartition(".")
+    node = OmegaConf.select(config, parent) if parent else config
+    keys = [str(key) for key in node if not str(key).startswith("_")]
+    near = difflib.get_close_matches(name, keys, n=1)
+    hint = f" Did you mean {parent}.{near[0]}?" if near else f" Its keys: {', '.join(keys)}." if keys else ""
+    where = f"`{parent}`" if parent else "the config"
+    return f"`{'.'.join(filter(None, (parent, name)))}` is not a key of {where}.{hint} To add a key, give +{word}."
+
+
+def check_command_line(argv: Sequence[str], config_name: str) -> None:
+    """Before Hydra composes anything: a mistyped option or key, or a key that has moved, ends the command with one
+    line on stderr (`Error: ...`, with the nearest existing name) and exit code 1."""
+    mistyped = unknown_option(argv) or moved_key(argv) or unknown_key(argv, config_name)
+    if mistyped is not None:
+        print(f"Error: {mistyped}", file=sys.stderr)
+        sys.exit(1)
+
+
 def as_plain(node: Any) -> Any:
     """A DictConfig/ListConfig as resolved plain containers (what checkpoints store); anything else as is."""
     if OmegaConf.is_config(node):

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from omegaconf import DictConfig
 
 from vae_lightning.api import TrainedVAE
 from vae_lightning.core import checks
-from vae_lightning.core.config import user_config_dirs
+from vae_lightning.core.config import check_command_line, user_config_dirs
 from vae_lightning.core.errors import ConfigValueError, DataNotFoundError, VAELightningError
 from vae_lightning.core.threads import usable_cores
 from vae_lightning.demo.model import DemoInputError, DemoModel
@@ -138,8 +139,14 @@ def serve(cfg: DictConfig, port: int, settings: Any) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
-def main(cfg: DictConfig) -> None:
+def hydra_app(cfg: DictConfig) -> None:
     run_tool(demo, cfg)
+
+
+def main() -> None:
+    """The `vae-demo` command."""
+    check_command_line(sys.argv[1:], "demo")  # a mistyped name is one line, before Hydra composes anything
+    hydra_app()
 
 
 if __name__ == "__main__":

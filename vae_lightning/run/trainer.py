@@ -143,12 +143,14 @@ def resume_command(output_dir: Path) -> str:
 def viewers(loggers: Sequence[Any], output_dir: Path, mlflow_uri: str | None) -> list[str]:
     """How to see what each of the run's loggers wrote (TensorBoard, MLflow, W&B, CSV files)."""
     hints = {
-        TensorBoardLogger: f"tensorboard --logdir {output_dir}",
-        MLFlowLogger: f"mlflow ui --backend-store-uri {mlflow_uri}",
-        WandbLogger: "your W&B project page",
-        CSVLogger: f"the CSV files under {output_dir / 'csv'}",
+        TensorBoardLogger: lambda _: f"tensorboard --logdir {output_dir}",
+        MLFlowLogger: lambda logger: (
+            f"mlflow ui --backend-store-uri {mlflow_uri} (run {logger.run_id}; its pictures under Artifacts, images/)"
+        ),
+        WandbLogger: lambda _: "your W&B project page",
+        CSVLogger: lambda _: f"the CSV files under {output_dir / 'csv'}",
     }
-    return [hint for kind, hint in hints.items() if any(isinstance(logger, kind) for logger in loggers)]
+    return [hint(found[0]) for kind, hint in hints.items() if (found := [x for x in loggers if isinstance(x, kind)])]
 
 
 def summary(output_dir: Path, metrics: dict[str, float], tested: Any, last: Path, seen_with: Sequence[str]) -> str:
