@@ -350,3 +350,14 @@ def test_plain_progress_writes_a_line_per_epoch_and_a_few_for_the_test(caplog):
     assert [line.split(":")[0] for line in lines[:2]] == ["epoch 1/2", "epoch 2/2"]
     assert "train/loss" in lines[0] and "val/loss" in lines[0]
     assert lines[2:] == [line for line in lines[2:] if line.startswith("test: ")] and 2 <= len(lines[2:]) <= 5
+
+
+def test_a_long_loop_writes_a_few_lines_where_there_is_no_terminal(caplog):
+    import logging
+
+    from vae_lightning.core.progress import progress
+
+    with caplog.at_level(logging.INFO, logger="progress"):
+        assert list(progress(iter(range(10)), 10, "Preprocessing x", unit="image")) == list(range(10))
+    lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
+    assert [line.split(" (")[0] for line in lines] == [f"Preprocessing x: {n} of 10 images" for n in (2, 5, 8, 10)]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from vae_lightning.core.errors import DataNotFoundError
 from vae_lightning.core.files import atomic_write
+from vae_lightning.core.progress import progress
 from vae_lightning.core.threads import free_cores
 from vae_lightning.data.images import Item, decode_crop_resize
 
@@ -58,13 +58,11 @@ def fingerprint(items: Sequence[Item], params: dict) -> str:
 def _decode_all(items: Sequence[Item], size: int, grayscale: bool, margin: float, workers: int, desc: str):
     work = functools.partial(_decode, size=size, grayscale=grayscale, margin=margin)
     if workers <= 1 or len(items) < 4 * _CHUNK:
-        yield from tqdm(map(work, items), total=len(items), desc=desc, unit="img", mininterval=1.0)
+        yield from progress(map(work, items), len(items), desc, unit="image")
         return
     # fork: the workers need nothing but this function and the items, and start in milliseconds
     with get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
-        yield from tqdm(
-            pool.imap(work, items, chunksize=_CHUNK), total=len(items), desc=desc, unit="img", mininterval=1.0
-        )
+        yield from progress(pool.imap(work, items, chunksize=_CHUNK), len(items), desc, unit="image")
 
 
 def _worker_signals() -> None:
