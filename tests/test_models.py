@@ -8,6 +8,7 @@ import functools
 import itertools
 import json
 import math
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import compose_tool, train_in_process
+from tests.conftest import ROOT, compose_tool, train_in_process
 from vae_lightning.core.config import CONF_DIR, build
 from vae_lightning.core.errors import CheckpointError, ConfigValueError, VAELightningError
 from vae_lightning.module import VAEModule
@@ -354,32 +355,21 @@ def test_vamp_pseudo_inputs_can_start_as_training_images(caplog):
     assert "decoder_from_data" not in caplog.text
 
 
-LAPLACE = '''
-"""A prior of one's own: independent Laplace codes."""
-
-import torch
-from torch.distributions import Independent, Laplace
-
-from vae_lightning.priors import Prior
+def docs_block(language: str, first_line: str) -> str:
+    """The code block of docs/models.md ("Adding a model") that starts with `first_line`, as a user copies it."""
+    text = (ROOT / "docs" / "models.md").read_text()
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, re.S)
+    return next(block for block in blocks if block.startswith(first_line))
 
 
-class LaplacePrior(Prior):
-    """Independent Laplace(0, scale) codes, sparser than the standard normal's."""
-
-    def __init__(self, net, scale: float = 1.0) -> None:
-        super().__init__(net)
-        self.scale = scale
-
-    def distribution(self):
-        return Independent(Laplace(self.origin, torch.full_like(self.origin, self.scale)), 1)
-'''
+LAPLACE = docs_block("python", "# my_priors.py")
 
 
 def test_a_new_prior_is_one_class_and_one_config_file(tmp_path, monkeypatch):
-    """As the README's "Adding a model" shows: a class in the user's own module, a file in their config folder."""
+    """As docs/models.md's "Adding a model" shows: a class in the user's own module, a file in their config folder."""
     (tmp_path / "my_priors.py").write_text(textwrap.dedent(LAPLACE))
     (tmp_path / "conf" / "prior").mkdir(parents=True)
-    (tmp_path / "conf" / "prior" / "laplace.yaml").write_text("_target_: my_priors.LaplacePrior\nscale: 0.5\n")
+    (tmp_path / "conf" / "prior" / "laplace.yaml").write_text(docs_block("yaml", "# conf/prior/laplace.yaml"))
     monkeypatch.syspath_prepend(str(tmp_path))
     run = tmp_path / "run"
     train_in_process([*SHORT, "prior=laplace", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"], run)
@@ -391,39 +381,16 @@ def test_a_new_prior_is_one_class_and_one_config_file(tmp_path, monkeypatch):
         load_module(run / "checkpoints" / "last.ckpt")  # without the user's folder: refused, not run
 
 
-FREE_BITS = '''
-"""An objective of one's own: the ELBO with free bits."""
-
-from vae_lightning.losses import LossTerms, WithLikelihood
-
-
-class FreeBitsELBO(WithLikelihood):
-    """The ELBO with free bits (Kingma et al. 2016): each latent dimension's KL, averaged over the batch, counts
-    as no less than `free_nats`, so no dimension is pushed all the way onto the prior. Needs a prior that
-    factorises. Nats per sample, averaged over the batch."""
-
-    def __init__(self, likelihood=None, free_nats: float = 0.25) -> None:
-        super().__init__(likelihood)
-        self.free_nats = free_nats
-
-    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
-        out = net(x, generator)
-        recon = -self.likelihood.log_prob(x, out.params)  # (N,)
-        kl_per_dim = prior.kl_per_dim(out.posterior)  # (N, latent)
-        counted = kl_per_dim.mean(0).clamp(min=self.free_nats).sum()
-        per_sample = recon + beta * counted
-        terms = {"recon": recon.mean(), "kl": kl_per_dim.sum(-1).mean()}
-        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
-'''
+FREE_BITS = docs_block("python", "# my_objectives.py")
 
 
 def test_a_new_objective_is_one_class_and_one_config_file(tmp_path, monkeypatch):
-    """As the README's "Adding a model" shows: the class in the user's module, the option in their config folder
+    """As docs/models.md's "Adding a model" shows: the class in the user's module, the option in their config folder
     (its likelihood chosen from the packaged group); the run's loss counts each dimension's free nats."""
     (tmp_path / "my_objectives.py").write_text(textwrap.dedent(FREE_BITS))
     (tmp_path / "conf" / "loss").mkdir(parents=True)
     (tmp_path / "conf" / "loss" / "free_bits.yaml").write_text(
-        "defaults:\n  - likelihood: bernoulli\n  - _self_\n\n_target_: my_objectives.FreeBitsELBO\nfree_nats: 2.0\n"
+        docs_block("yaml", "# conf/loss/free_bits.yaml").replace("free_nats: 0.5", "free_nats: 2.0")
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     run = tmp_path / "run"

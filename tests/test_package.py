@@ -109,7 +109,8 @@ def test_the_wheel_trains_evaluates_and_morphs_from_an_empty_folder(wheel_env, w
             ([str(bin_ / "python"), str(script), ckpt, "."], tmp_path, env),
         ]
     )
-    assert "test/nll" in json.loads(ok(evaluated).stdout)
+    assert "test/nll" in json.loads(ok(evaluated).stdout)  # stdout: the results only
+    assert "test: done" in evaluated.stderr  # its progress, as log lines on stderr
     assert ok(morphed) and (tmp_path / "morph.gif").is_file() and (tmp_path / "morph.png").is_file()
     assert "codes (8, 2)" in ok(api).stdout and (tmp_path / "samples.png").is_file()
     pictures = {f"{name}.png" for name in ("inputs", "reconstructions", "samples", "interpolation")}
