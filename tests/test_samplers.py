@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from tests.conftest import train_in_process
@@ -71,6 +72,15 @@ def test_a_run_with_the_mixture_sampler_saves_its_fit_and_its_samples_come_from_
     torch.testing.assert_close(vae.module.sampler.means, saved["state_dict"]["sampler.means"])
     images = vae.sample(6, torch.Generator().manual_seed(0))
     assert images.shape == (6, 1, 8, 8) and float(images.min()) >= 0 and float(images.max()) <= 1
+    # a fit that is not a mixture (a stranger's file, altered) is refused as the checkpoint loads, in one line
+    from vae_lightning.core.errors import CheckpointError
+
+    for name, value in (("sampler.means", float("nan")), ("sampler.weights", -1.0), ("sampler.scale_tril", 0.0)):
+        broken = dict(saved) | {"state_dict": dict(saved["state_dict"])}
+        broken["state_dict"][name] = torch.full_like(saved["state_dict"][name], value)
+        torch.save(broken, tmp_path / "broken.ckpt")
+        with pytest.raises(CheckpointError, match="sampler=gmm"):
+            TrainedVAE.load(tmp_path / "broken.ckpt")
 
 
 def test_the_sample_scores_of_known_class_probabilities():

@@ -21,6 +21,7 @@ from torch import nn
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from vae_lightning.core import checks
+from vae_lightning.core.errors import CheckpointError
 from vae_lightning.distributions import sample_apart
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,20 @@ class GaussianMixtureSampler(Sampler):
         self.register_buffer("weights", torch.full((k,), 1.0 / k))
         self.register_buffer("means", torch.zeros(k, d))
         self.register_buffer("scale_tril", torch.eye(d).repeat(k, 1, 1))
+        self.register_load_state_dict_post_hook(refuse_a_broken_fit)
+
+    def is_a_mixture(self) -> bool:
+        """Whether the buffers describe a mixture: finite, weights that are a distribution, Cholesky factors with a
+        positive diagonal."""
+        tensors = (self.weights, self.means, self.scale_tril)
+        if any(tensor.is_meta for tensor in tensors):
+            return True  # a skeleton without values (sizes checked before a load)
+        diagonals = torch.diagonal(self.scale_tril, dim1=-2, dim2=-1)
+        finite = all(bool(torch.isfinite(tensor).all()) for tensor in tensors)
+        weights_sum = float(self.weights.double().sum())
+        return (
+            finite and bool((self.weights >= 0).all()) and abs(weights_sum - 1) < 1e-3 and bool((diagonals > 0).all())
+        )
 
     def fit(self, codes: torch.Tensor) -> None:
         """EM (scikit-learn, `seed`, covariances regularised by 1e-6) on the codes in float64; a refit starts
@@ -98,3 +113,13 @@ class GaussianMixtureSampler(Sampler):
         if not bool(self.fitted):
             return prior.sample(n, generator)
         return sample_apart(self.distribution(), n, generator, self.means.device)
+
+
+def refuse_a_broken_fit(sampler: GaussianMixtureSampler, incompatible_keys: object) -> None:
+    """After a load: a fit read from a file (someone else's checkpoint or exported folder) must be a mixture, or the
+    load fails here in one line, rather than the first sample later."""
+    if bool(sampler.fitted) and not sampler.is_a_mixture():
+        raise CheckpointError(
+            "The checkpoint's sampler (sampler=gmm) holds no valid mixture: its weights, means or scales are "
+            "not finite, or not a distribution. The file is damaged or was altered; it was not loaded."
+        )
