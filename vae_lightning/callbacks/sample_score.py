@@ -26,6 +26,8 @@ from lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torch.nn import functional as F
 
+from vae_lightning.data.protocol import training_images
+
 log = logging.getLogger(__name__)
 
 
@@ -55,12 +57,12 @@ class SampleScore(Callback):
         if not self.n_samples or trainer.datamodule is None:
             return
         try:
-            dataset = trainer.datamodule.train_dataloader().dataset
-        except (AttributeError, RuntimeError, TypeError, ValueError) as bad:  # a user's module not set up for it
-            log.warning("No sample score: the training images cannot be read (%s: %s)", type(bad).__name__, bad)
+            dataset = training_images(trainer)
+        except ValueError as missing:
+            log.warning("No sample score: %s", missing)
             return
         labels = getattr(dataset, "labels", None)
-        if not hasattr(dataset, "images_at") or labels is None or len(labels[labels >= 0].unique()) < 2:
+        if labels is None or len(labels[labels >= 0].unique()) < 2:
             return  # no two labelled classes (negative labels are unknown ones)
         with torch.random.fork_rng(devices=[]):  # the run's random state stays as it was
             torch.manual_seed(self.seed)

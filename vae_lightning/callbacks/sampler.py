@@ -11,6 +11,8 @@ import logging
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from vae_lightning.data.protocol import training_images
+
 log = logging.getLogger(__name__)
 
 ENCODE_BATCH = 500
@@ -36,12 +38,12 @@ class FitSampler(Callback):
 
     def fit(self, trainer: Trainer, pl_module: LightningModule) -> None:
         sampler = getattr(pl_module, "sampler", None)
-        if sampler is None or not sampler.fits_codes or trainer.datamodule is None:
+        if sampler is None or not sampler.fits_codes:
             return
-        loader = trainer.train_dataloader if trainer.training else trainer.datamodule.train_dataloader()
-        dataset = loader.dataset
-        if not hasattr(dataset, "images_at"):
-            log.warning("sampler: the training set has no images_at() method; samples still come from the prior")
+        try:
+            dataset = training_images(trainer)
+        except ValueError as missing:
+            log.warning("sampler: %s; samples still come from the prior", missing)
             return
         n = min(len(dataset), self.max_images)
         was_training = pl_module.training

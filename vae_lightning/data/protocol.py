@@ -54,6 +54,22 @@ class VAEDataModule(LightningDataModule):
         return {}
 
 
+def training_images(trainer: Any) -> Any:
+    """The training set of a run, for the parts that read its images (`images_at(indices)`, with `labels`): the
+    loader Lightning holds while fitting, else the data module's. Raises ValueError, naming what is missing, where
+    there is none with images (no data module, or a user's without `images_at`)."""
+    if trainer.datamodule is None:
+        raise ValueError("the run has no data module")
+    loader = trainer.train_dataloader if trainer.training and trainer.train_dataloader is not None else None
+    try:
+        dataset = (loader or trainer.datamodule.train_dataloader()).dataset
+    except (AttributeError, RuntimeError, TypeError, ValueError) as bad:  # a user's module not set up for it
+        raise ValueError(f"the training images cannot be read ({type(bad).__name__}: {bad})") from None
+    if not hasattr(dataset, "images_at"):
+        raise ValueError("the training set has no images_at() method")
+    return dataset
+
+
 def first_samples(loader: Any) -> Any:
     """The (image, label) samples of a loader of batches, one by one."""
     for images, labels in loader:
