@@ -2,7 +2,7 @@
 first tab, wait for the decoded image, move the slider. Used by the slow suite, and to take the README's
 screenshot of a running demo:
 
-    python -m tests.demo_browser http://127.0.0.1:7860/ PHOTO docs/demo.png
+    python -m tests.demo_browser http://127.0.0.1:7860/ PHOTO docs/demo.png [SLIDER, 1.0 by default]
 
 Needs Debian's `chromium` and `chromium-driver` and `pip install selenium`.
 """
@@ -78,6 +78,7 @@ def turn_into_a_dog(driver, url: str, photo: Path) -> tuple[str, str]:
 
 def main() -> None:
     url, photo, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    slider_value = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -85,7 +86,7 @@ def main() -> None:
     try:
         turn_into_a_dog(driver, url, photo)
         slider = driver.find_element(By.CSS_SELECTOR, "input[type=range]")
-        slider.send_keys(*[Keys.ARROW_RIGHT] * 100)  # from 0 to 1 (the mean dog), in steps of 0.01
+        slider.send_keys(*[Keys.ARROW_RIGHT] * round(100 * slider_value))  # 1: the mean dog; steps of 0.01
         time.sleep(2)
         driver.save_screenshot(str(out))
     finally:
