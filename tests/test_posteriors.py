@@ -36,11 +36,12 @@ def base(n=3, d=4, seed=1) -> DiagonalGaussian:
     return DiagonalGaussian(loc, 0.2 + torch.rand(n, d, generator=g, dtype=torch.float64))
 
 
-def test_each_step_is_autoregressive_and_the_log_determinant_is_the_jacobians():
+@pytest.mark.parametrize("gated", [True, False], ids=["gated", "affine"])
+def test_each_step_is_autoregressive_and_the_log_determinant_is_the_jacobians(gated):
     """Output d of one step depends on the codes before d in its order only (a triangular Jacobian; the image's
     context enters every output), and the flow's log-determinant equals log |det J| of the whole flow computed
-    by autograd, for several codes."""
-    iaf = flow(latent=5, n_steps=3, hidden_dims=[7, 9])
+    by autograd, for several codes; for the gated step and the affine one."""
+    iaf = flow(latent=5, n_steps=3, hidden_dims=[7, 9], gated=gated)
     one = base(n=1, d=5)
     context = torch.cat([one.loc[0], one.scale[0].log()])
     for t, step in enumerate(iaf.steps):
@@ -60,9 +61,10 @@ def test_each_step_is_autoregressive_and_the_log_determinant_is_the_jacobians():
         torch.testing.assert_close(iaf.transform(z[None], one)[1][0], torch.linalg.slogdet(full).logabsdet)
 
 
-def test_the_flows_log_density_is_the_change_of_variables_of_its_samples():
+@pytest.mark.parametrize("gated", [True, False], ids=["gated", "affine"])
+def test_the_flows_log_density_is_the_change_of_variables_of_its_samples(gated):
     """log q(z_T) = log N(z_0; loc, scale) - log |det dz_T/dz_0| at each of k samples per row."""
-    q = FlowedGaussian(base(), flow())
+    q = FlowedGaussian(base(), flow(gated=gated))
     z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(2), k=5)
     assert z.shape == (5, 3, 4) and log_q.shape == (5, 3)
     generator = torch.Generator().manual_seed(2)
@@ -185,3 +187,12 @@ def test_a_fresh_flow_with_zero_last_layers_is_the_diagonal_gaussian_scaled_by_i
     z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(0), k=7)
     torch.testing.assert_close(log_q, gaussian.log_prob(z).sum(-1))
     torch.testing.assert_close(q.code, a * q.base.loc)
+
+
+def test_a_fresh_affine_flow_is_the_diagonal_gaussian_itself():
+    """The affine step z -> z exp(s) + m starts with s = m = 0: a fresh flow is the identity, q the network's
+    Gaussian, its log density the Gaussian's at the same codes."""
+    q = FlowedGaussian(base(n=4, d=5), InverseAutoregressiveFlow(5, n_steps=3, gated=False).double())
+    z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(0), k=7)
+    torch.testing.assert_close(log_q, Normal(q.base.loc, q.base.scale).log_prob(z).sum(-1))
+    torch.testing.assert_close(q.code, q.base.loc)

@@ -101,11 +101,14 @@ class MADE(nn.Module):
 
 
 class InverseAutoregressiveFlow(Posterior):
-    """The IAF posterior: `n_steps` gated autoregressive steps of MADEs with `hidden_dims` (ELU) on the
-    Gaussian's sample. `gate_bias` starts each gate near sigmoid(gate_bias), each step near the identity (the
-    last layers start at zero). With `context` each step also sees the image's Gaussian (its loc and log scale),
-    so that the flow differs from image to image, as the paper's context vector makes it; without, one flow
-    serves every image (pythae's VAE_IAF). Sizes by default: pythae's (2 blocks of 3 hidden layers of 128)."""
+    """The IAF posterior: `n_steps` autoregressive steps of MADEs with `hidden_dims` (ELU) on the Gaussian's
+    sample. `gated` (Kingma et al.'s numerically stable step): z <- g z + (1 - g) m with g = sigmoid(s +
+    `gate_bias`), which can only contract (log-determinant sum log g), each step starting near z -> sigmoid(
+    gate_bias) z; else the affine step z <- z exp(s) + m, which may also stretch (log-determinant sum s), each
+    step starting at the identity. In both the last layers start at zero. With `context` each step also sees the
+    image's Gaussian (its loc and log scale), so that the flow differs from image to image, as the paper's
+    context vector makes it; without, one flow serves every image (pythae's VAE_IAF). Sizes by default:
+    pythae's (2 blocks of 3 hidden layers of 128)."""
 
     def __init__(
         self,
@@ -114,12 +117,14 @@ class InverseAutoregressiveFlow(Posterior):
         hidden_dims: Sequence[int] = (128, 128, 128),
         gate_bias: float = 3.0,
         context: bool = True,
+        gated: bool = True,
     ) -> None:
         super().__init__(checks.positive_int("latent_dim", latent_dim))
         self.n_steps = checks.positive_int("n_steps", n_steps)
         self.hidden_dims = checks.positive_int_list("hidden_dims", hidden_dims)
         self.gate_bias = checks.number("gate_bias", gate_bias)
         self.uses_context = checks.boolean("context", context)
+        self.gated = checks.boolean("gated", gated)
         forward_order = torch.arange(1, self.latent_dim + 1)
         context_dim = 2 * self.latent_dim if self.uses_context else 0
         self.steps = nn.ModuleList(
@@ -135,11 +140,14 @@ class InverseAutoregressiveFlow(Posterior):
         log_det = z.new_zeros(z.shape[:-1])
         with torch.autocast(z.device.type, enabled=False):
             for step in self.steps:
-                shift, gate_logit = step(z, context).chunk(2, dim=-1)
-                gate_logit = gate_logit + self.gate_bias
-                gate = torch.sigmoid(gate_logit)
-                z = gate * z + (1 - gate) * shift
-                log_det = log_det + F.logsigmoid(gate_logit).sum(-1)
+                shift, s = step(z, context).chunk(2, dim=-1)
+                if self.gated:
+                    gate = torch.sigmoid(s + self.gate_bias)
+                    z = gate * z + (1 - gate) * shift
+                    log_det = log_det + F.logsigmoid(s + self.gate_bias).sum(-1)
+                else:
+                    z = z * s.exp() + shift
+                    log_det = log_det + s.sum(-1)
         return z, log_det
 
     def forward(self, gaussian: DiagonalGaussian) -> FlowedGaussian:
