@@ -43,6 +43,8 @@ MODELS = {
     "iwae": ("IWAE, k = 5", ["loss=iwae", "loss.k=5"], "iwae"),
     # CIWAE's k: the IWAE of as many codes, for CIWAE's place between it and the VAE
     "iwae10": ("IWAE, k = 10", ["loss=iwae", "loss.k=10"], "iwae10"),
+    # MIWAE's 50 codes (m 5 x k 10) as one IWAE: Rainforth et al. place MIWAE between it and the VAE
+    "iwae50": ("IWAE, k = 50", ["loss=iwae", "loss.k=50"], "iwae50"),
     "beta_vae": ("beta-VAE, beta 6", ["beta.value=6.0"], "beta_vae"),
     "tcvae": ("beta-TCVAE, TC weight 6", ["loss=tcvae", "loss.tc_weight=6.0"], "tcvae"),
     "vamp": (

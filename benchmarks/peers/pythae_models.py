@@ -54,6 +54,7 @@ MODELS = {
     "vae": (VAE, lambda: VAEConfig()),
     "iwae": (IWAE, lambda: IWAEConfig(number_samples=5)),
     "iwae10": (IWAE, lambda: IWAEConfig(number_samples=10)),
+    "iwae50": (IWAE, lambda: IWAEConfig(number_samples=50)),
     "tcvae": (BetaTCVAE, lambda: BetaTCVAEConfig(alpha=1.0, beta=6.0, gamma=1.0, use_mss=False)),
     "beta_vae": (BetaVAE, lambda: BetaVAEConfig(beta=6.0)),
     "vamp": (VAMP, lambda: VAMPConfig(number_components=500)),
