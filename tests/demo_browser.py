@@ -1,5 +1,5 @@
 """The web demo in a real browser (headless Chromium through Selenium): load the page, upload a photo into the
-first tab, wait for the decoded image, move the slider. Used by the slow suite, and to take the README's
+first tab, wait for the decoded image, move the slider. Used by the slow suite, and to take the front page's
 screenshot of a running demo:
 
     python -m tests.demo_browser http://127.0.0.1:7860/ PHOTO docs/demo.png [SLIDER, 1.0 by default]

@@ -207,7 +207,7 @@ class VampPrior(GaussianMixturePrior):
     def fit_to_data(self, dataset: Any) -> None:
         """With `start_from_data`: the pseudo-inputs become K training images drawn without replacement (with it
         where the set has fewer than K), from the run's random state. Warns where the decoder does not start
-        from the data's mean: the posteriors then collapse onto this prior (README, "The models")."""
+        from the data's mean: the posteriors then collapse onto this prior (docs/models.md)."""
         if not self.decoder_from_data:
             log.warning(
                 "With the VampPrior the codes collapsed onto the prior (test/active_units 0) in most MNIST runs "

@@ -1,5 +1,5 @@
 """Train a VAE: `vae-train [group=option ...] [key=value ...]` (in a clone also `python train.py ...`).
-See README.md."""
+See README.md and docs/start.md."""
 
 from __future__ import annotations
 
