@@ -173,9 +173,9 @@ def test_every_packaged_preset_composes_from_the_wheel(wheel_env, tmp_path):
 
 
 def test_the_worked_user_config_folder_trains_evaluates_morphs_and_resumes(wheel_env, tmp_path):
-    """examples/my_project as docs/configuration.md runs it: its own experiment and network class, trained by the wheel's
-    console command, its checkpoint trusted by evaluate, morph and a resume given the same config folder (and
-    refused without it), with the commands of the wheel and of this checkout alike."""
+    """examples/my_project as docs/configuration.md runs it: its own experiment and network class, trained by the
+    wheel's console command, its checkpoint trusted by evaluate, morph and a resume given the same config folder
+    (and refused without it), with the commands of the wheel and of this checkout alike."""
     project = tmp_path / "my_project"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", "outputs"))
     bin_ = wheel_env / "bin"
