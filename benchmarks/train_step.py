@@ -146,7 +146,8 @@ class PlainModel(nn.Module):
         return Normal(torch.sigmoid(logits), sigma, validate_args=False).log_prob(x).sum(-1)
 
     def flowed(self, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The IAF's gated steps on codes z: (z_T, log-determinant), with its masked weights and the context."""
+        """The IAF's steps (gated or affine) on codes z: (z_T, log-determinant), with its masked weights and the
+        context."""
         context, log_det = torch.cat([loc, scale.log()], -1), z.new_zeros(z.shape[:-1])
         for step in self.flow.steps:
             h = z
@@ -155,11 +156,14 @@ class PlainModel(nn.Module):
                 h = F.elu(h + F.linear(context, step.context.weight) if i == 0 else h)
             out = F.linear(h, step.last.weight * step.last.mask, step.last.bias)
             out = out + F.linear(context, step.context_out.weight)
-            shift, gate_logit = out.chunk(2, dim=-1)
-            gate_logit = gate_logit + self.flow.gate_bias
-            gate = torch.sigmoid(gate_logit)
-            z = gate * z + (1 - gate) * shift
-            log_det = log_det + F.logsigmoid(gate_logit).sum(-1)
+            shift, s = out.chunk(2, dim=-1)
+            if self.flow.gated:
+                gate = torch.sigmoid(s + self.flow.gate_bias)
+                z = gate * z + (1 - gate) * shift
+                log_det = log_det + F.logsigmoid(s + self.flow.gate_bias).sum(-1)
+            else:  # the affine step
+                z = z * s.exp() + shift
+                log_det = log_det + s.sum(-1)
         return z, log_det
 
     def prior(self) -> Distribution:
