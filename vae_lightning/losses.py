@@ -256,12 +256,6 @@ class BetaTCVAE(WithLikelihood):
         self.tc_weight = checks.number("tc_weight", tc_weight, low=0.0)
         self.register_buffer("dataset_size", torch.tensor(0))  # saved, so that a loaded model can still be scored
 
-    def fit_to_images(self, input_shape: tuple[int, ...]) -> None:
-        """Told the images' shape before the network is built: a likelihood given as a factory is built for it
-        (the automatic choice and the per-pixel and per-channel scales depend on it)."""
-        if self.likelihood is not None and not isinstance(self.likelihood, Likelihood):
-            self.likelihood = call(self.likelihood, "loss.likelihood", input_shape=input_shape)
-
     def fit_to_data(self, n_train: int) -> None:
         self.dataset_size.fill_(int(n_train))
 

@@ -70,8 +70,6 @@ class GaussianMixtureSampler(Sampler):
         """Whether the buffers describe a mixture: finite, weights that are a distribution, Cholesky factors with a
         positive diagonal."""
         tensors = (self.weights, self.means, self.scale_tril)
-        if any(tensor.is_meta for tensor in tensors):
-            return True  # a skeleton without values (sizes checked before a load)
         diagonals = torch.diagonal(self.scale_tril, dim1=-2, dim2=-1)
         finite = all(bool(torch.isfinite(tensor).all()) for tensor in tensors)
         weights_sum = float(self.weights.double().sum())
@@ -118,6 +116,8 @@ class GaussianMixtureSampler(Sampler):
 def refuse_a_broken_fit(sampler: GaussianMixtureSampler, incompatible_keys: object) -> None:
     """After a load: a fit read from a file (someone else's checkpoint or exported folder) must be a mixture, or the
     load fails here in one line, rather than the first sample later."""
+    if sampler.fitted.is_meta:
+        return  # a skeleton without values (its sizes are checked before a load)
     if bool(sampler.fitted) and not sampler.is_a_mixture():
         raise CheckpointError(
             "The checkpoint's sampler (sampler=gmm) holds no valid mixture: its weights, means or scales are "

@@ -94,7 +94,7 @@ def unknown_key(argv: Sequence[str], config_name: str = "train") -> str | None:
     """One line for the first `key=value` of a command line whose key the composed config lacks, with the nearest
     key beside it and how to add a key; None when the config composes, or for a command line this does not follow
     (a sweep, another search path), which Hydra then answers itself."""
-    if config_dirs_of(argv) != [] or any(word in ("-m", "--multirun") or word.startswith("-") for word in argv):
+    if config_dirs_of(argv) != [] or any(word.startswith("-") for word in argv):  # a sweep (-m), --cfg, ...
         return None
     overrides = [word for word in argv if "=" in word and not word.startswith("hydra")]
     keys = [word.partition("=")[0] for word in overrides if not word.startswith(("+", "~"))]
@@ -112,7 +112,9 @@ def unknown_key(argv: Sequence[str], config_name: str = "train") -> str | None:
             bad = first.split("'")[1] if first.startswith("Could not override '") else None
             if bad is None:
                 return None
-            word = next(word for word in overrides if word.partition("=")[0] == bad)
+            word = next((word for word in overrides if word.partition("=")[0] == bad), None)
+            if word is None:
+                return None
             try:
                 config = compose(config_name, overrides=[other for other in overrides if other != word])
             except ConfigCompositionException:
@@ -142,11 +144,6 @@ def as_plain(node: Any) -> Any:
     if OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=True)
     return node
-
-
-def is_config(value: Any) -> bool:
-    """Whether a part is given as a config (a mapping, e.g. a `_target_` node) rather than as the object itself."""
-    return isinstance(value, Mapping | DictConfig)
 
 
 def is_plain(value: Any) -> bool:

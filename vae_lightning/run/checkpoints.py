@@ -141,8 +141,8 @@ def resumed_model(checkpoint: dict) -> dict[str, Any]:
             "Cannot resume: the checkpoint holds no network or objective settings (a model built from objects in "
             "Python); resume it in Python: trainer.fit(VAEModule(net=..., loss=..., ...), ckpt_path=<the checkpoint>)."
         )
-    settings = current_settings(hparams)  # as today's configs give them
-    return {name: settings.get(name) or earlier for name, earlier in MODEL_PARTS.items()}
+    settings = current_settings(hparams)  # as today's configs give them, the parts it has none of filled in
+    return {name: settings[name] for name in MODEL_PARTS}
 
 
 def check_weights_fit(
