@@ -72,9 +72,11 @@ MODELS = {
     ),
 }
 N_TRAIN = 4500  # 90% of the 5,000 rows
-MEASURES = ("test/nll", "test/active_units", "test/total_correlation", "test/mutual_info")
+# the table's measures, each with its standard error over the test images (`<measure>_se`) where it has one
+MEASURES = ("test/nll", "test/active_units", "test/total_correlation", "test/mutual_info", "test/mutual_info_lower")
+HEADINGS = ("test/nll", "active units", "total correlation", "mutual info (upper bound)", "mutual info (lower bound)")
 # kept in the results beside the table's measures: the ELBO, for the inference gap (ELBO against log p(x))
-KEPT = ("test/elbo",)
+KEPT = ("test/elbo", "test/elbo_se")
 
 
 def base_overrides(mnist: Path, epochs: int) -> list[str]:
@@ -126,7 +128,8 @@ def score(module, mnist: Path, epochs: int, out: Path) -> dict[str, float]:
     trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     torch.manual_seed(0)
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
-    return {key: float(metrics.get(key, math.nan)) for key in (*MEASURES, *KEPT)}  # NaN: not measured for it
+    keys = (*MEASURES, *(f"{key}_se" for key in MEASURES), *KEPT)
+    return {key: float(metrics.get(key, math.nan)) for key in keys}  # NaN: not measured for it
 
 
 def peer_module(name: str, weights: dict, mnist: Path, epochs: int, out: Path):
@@ -145,36 +148,68 @@ def peer_module(name: str, weights: dict, mnist: Path, epochs: int, out: Path):
     return module.eval()
 
 
-def mean_and_error(values: list[float]) -> tuple[float, float]:
+def summary(runs: list[dict], key: str) -> tuple[float, float]:
+    """The mean of `key` over the seeds' runs and its error: the standard error over seeds combined with the
+    runs' mean standard error over the test images (the same images for every seed, so it does not shrink with
+    more seeds); NaN where not measured."""
+    values = [r.get(key, math.nan) for r in runs]
+    if not all(math.isfinite(v) for v in values):
+        return math.nan, math.nan
     mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan"))
+    over_seeds = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    over_images = statistics.fmean(r.get(f"{key}_se", 0.0) for r in runs)
+    over_images = over_images if math.isfinite(over_images) else 0.0
+    return mean, math.hypot(over_seeds, over_images)
+
+
+def separable(cells: list[tuple[float, float]]) -> bool:
+    """Whether two of the cells differ by more than twice their combined error (a column worth showing)."""
+    finite = [(m, e) for m, e in cells if math.isfinite(m)]
+    return any(abs(a - b) > 2 * math.hypot(ea, eb) for i, (a, ea) in enumerate(finite) for b, eb in finite[i + 1 :])
+
+
+def fmt(mean: float, error: float) -> str:
+    if not math.isfinite(mean):
+        return "—"
+    digits = 0 if abs(mean) >= 100 or error >= 1 else 1 if error >= 0.1 else 2
+    return f"{mean + 0.0:.{digits}f} ± {error:.{digits}f}"
 
 
 def table(results: dict, seeds: list[int], epochs: int) -> str:
     *earlier, last = sorted(set(results["dates"].values()))
     dates = f"{', '.join(earlier)} and {last}" if earlier else last
+    names = [n for n in MODELS if any(results["runs"].get(side, {}).get(n) for side in ("ours", "peer"))]
+    cells = {
+        (side, name, key): summary(results["runs"][side][name], key)
+        for side in ("ours", "peer")
+        for name in names
+        if results["runs"].get(side, {}).get(name)
+        for key in MEASURES
+    }
+    shown = [key for key in MEASURES if separable([cell for (_, _, k), cell in cells.items() if k == key])]
+    hidden = [HEADINGS[MEASURES.index(key)] for key in MEASURES if key not in shown]
+    headings = [HEADINGS[MEASURES.index(key)] for key in shown]
     lines = [
-        f"Measured {dates} on {results['machine']}: {epochs} epochs, seeds {', '.join(map(str, seeds))}; "
-        "mean ± standard error over seeds; test/nll in nats on the test images (lower is better).",
+        f"Measured {dates} on {results['machine']}: {epochs} epochs, seeds {', '.join(map(str, seeds))}; mean over "
+        "seeds ± its error (the standard error over seeds and the one over the test images, combined); test/nll "
+        "in nats on the test images (lower is better); docs/estimates.md says how each figure is estimated."
+        + (f" Not shown, as no two rows differ by twice their error: {', '.join(hidden)}." if hidden else ""),
         "",
-        "| model | ours: test/nll | active units | total correlation | mutual info | train time | "
-        "pythae 0.1.2: test/nll | active units | total correlation | mutual info | train time |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | "
+        + " | ".join(f"ours: {headings[0]}", *headings[1:], "train time")
+        + " | "
+        + " | ".join(f"pythae 0.1.2: {headings[0]}", *headings[1:], "train time")
+        + " |",
+        "| --- |" + " --- |" * (2 * len(shown) + 2),
     ]
-    for name, (title, _, peer) in MODELS.items():
-        if not any(results["runs"].get(side, {}).get(name) for side in ("ours", "peer")):
-            continue  # not measured for this table
-        row = [title]
+    for name in names:
+        row = [MODELS[name][0]]
         for side in ("ours", "peer"):
             runs = results["runs"].get(side, {}).get(name)
             if not runs:
-                row += ["not offered" if side == "peer" and peer is None else "not run", "", "", "", ""]
+                row += ["not offered" if side == "peer" and MODELS[name][2] is None else "not run"] + [""] * len(shown)
                 continue
-            nll, err = mean_and_error([r["test/nll"] for r in runs])
-            row += [f"{nll:.1f} ± {err:.1f}"]
-            for key in MEASURES[1:]:
-                mean = round(statistics.fmean(r.get(key, math.nan) for r in runs), 2) + 0.0  # no "-0"
-                row.append(f"{mean:.2f}".rstrip("0").rstrip(".") if math.isfinite(mean) else "—")
+            row += [fmt(*cells[side, name, key]) for key in shown]
             row.append(f"{statistics.fmean(r['seconds'] for r in runs):.0f} s")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

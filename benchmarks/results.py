@@ -200,9 +200,10 @@ def morph(run_dir: Path, name: str, extra: list[str]) -> None:
 
 def bits_per_dimension(config, elbo: float | None, dims: int) -> float | None:
     """The test ELBO in bits per pixel value where it is a likelihood of the data: the discretised logistic's
-    (of the 8-bit values themselves), a Gaussian density on [0, 1] (plus log2(256) = 8 bits for the 8-bit value
-    it stands for), or Bernoulli on binarised pixels. Bernoulli on
-    grey levels (cross-entropy) and the seed's MSE are not likelihoods of the data: no figure."""
+    (of the 8-bit values themselves), a Gaussian density on [0, 1] (plus log2 of the data's `pixel_scale`, the
+    number of bins per unit: 255 by default, the seed's 256, for the bin of width 1 / pixel_scale each 8-bit
+    value stands for), or Bernoulli on binarised pixels. Bernoulli on grey levels (cross-entropy) and the seed's
+    MSE are not likelihoods of the data: no figure."""
     likelihood = str(OmegaConf.select(config, "loss.likelihood._target_", default=""))
     binarised = str(OmegaConf.select(config, "dataset.binarize._target_", default="")).endswith(
         ("StaticBinarization", "DynamicBinarization")
@@ -212,7 +213,7 @@ def bits_per_dimension(config, elbo: float | None, dims: int) -> float | None:
     if likelihood.endswith("DiscretisedLogistic"):
         return -elbo / (dims * LOG2)  # a likelihood of the 8-bit values themselves
     if likelihood.endswith(("Gaussian", "ChannelSigma", "PixelSigma")):
-        return -elbo / (dims * LOG2) + 8
+        return -elbo / (dims * LOG2) + math.log2(float(OmegaConf.select(config, "dataset.pixel_scale", default=255.0)))
     if likelihood.endswith(".Bernoulli") and binarised:
         return -elbo / (dims * LOG2)
     return None

@@ -41,6 +41,10 @@ CASES = {
         "model.channels_last=false",
     ],
 }
+# measures whose estimator has changed since the fixture was written (docs/estimates.md): the recorded
+# test/mutual_info was the lower bound now reported as test/mutual_info_lower, then with the posteriors' analytic
+# entropy in place of the drawn codes' own densities (which let it pass its ceiling, log N)
+REDEFINED = {"test/mutual_info"}
 TINY = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",
@@ -61,4 +65,6 @@ def test_todays_presets_give_todays_numbers(name, tmp_path):
     metrics = json.loads((tmp_path / name / "metrics.json").read_text())
     rel, abs_ = (1e-3, 5e-4) if name == "conv" else (1e-4, 1e-5)
     for key, value in expected.items():
+        if key in REDEFINED:
+            continue
         assert metrics[key] == pytest.approx(value, rel=rel, abs=abs_), key

@@ -29,6 +29,7 @@ PARENT_OPTION = {
     "dataset/binarize": ["dataset=mnist"],
     "loss/likelihood": ["loss=elbo"],
     "model/posterior_scale": ["model=mlp"],
+    "model/norm": ["model=conv", "dataset=utkface"],
 }
 COMPANION = {"model=conv": ["dataset=utkface"]}  # 64x64 images: the digits' 8x8 are too small for its 4 blocks
 

@@ -285,7 +285,8 @@ def test_hydra_builds_the_run_model_recursively_and_from_settings_stores_what_re
     from vae_lightning.posteriors import InverseAutoregressiveFlow
     from vae_lightning.priors import VampPrior
 
-    overrides = ["model=conv", "posterior=iaf", "prior=vamp", "prior.n_pseudo_inputs=3", "loss/likelihood=logistic"]
+    overrides = ["model=conv", "model/norm=group", "posterior=iaf", "prior=vamp", "prior.n_pseudo_inputs=3"]
+    overrides += ["loss/likelihood=logistic"]
     cfg = compose_train(overrides, tmp_path)
     torch.manual_seed(0)
     by_hydra = instantiate(cfg.module, input_shape=(3, 16, 16))

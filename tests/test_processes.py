@@ -163,7 +163,7 @@ def test_runs_started_together_never_share_a_folder(tmp_path):
     first.communicate(timeout=120)
 
 
-def test_ddp_trains_a_model_with_a_learned_prior_and_the_tc_objective(tmp_path):
+def test_ddp_trains_the_stratified_tc_objective_and_reports_the_whole_splits_estimates(tmp_path):
     result = run_train(
         [
             "trainer=ddp",
@@ -171,8 +171,8 @@ def test_ddp_trains_a_model_with_a_learned_prior_and_the_tc_objective(tmp_path):
             "trainer.devices=2",
             "debug=fast",
             "trainer.max_epochs=2",
-            "prior=mixture",
             "loss=tcvae",
+            "loss.stratified=true",
             "loss/likelihood=continuous_bernoulli",
             "eval.nll_samples=4",
         ],
@@ -182,7 +182,8 @@ def test_ddp_trains_a_model_with_a_learned_prior_and_the_tc_objective(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert status(tmp_path / "run") == "completed"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert all(math.isfinite(metrics[key]) for key in ("test/nll", "test/tc", "test/total_correlation"))
+    estimates = ("test/nll", "test/nll_se", "test/tc", "test/total_correlation", "test/total_correlation_se")
+    assert all(math.isfinite(metrics[key]) for key in estimates)
 
 
 def test_ddp_trains_a_flow_posterior_with_miwae_and_fits_the_mixture_sampler(tmp_path):

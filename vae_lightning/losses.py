@@ -11,9 +11,9 @@ reduction; `beta` is the schedule's weight of the KL (or of its parts). One clas
 - `MIWAE`: Rainforth et al. 2018. The mean of m independent IWAE bounds of k samples each; nats per sample.
 - `CIWAE`: Rainforth et al. 2018. elbo_weight * ELBO + (1 - elbo_weight) * IWAE bound on the same k samples.
 - `BetaTCVAE`: Chen et al. 2018. The KL split into index-code mutual information, total correlation (TC) and
-  dimension-wise KL, with log q(z) estimated by minibatch-weighted sampling over the batch, which needs the
-  training set's size N (the model gives it when training starts); loss = recon + beta * (mi + tc_weight * tc +
-  dw_kl), per sample, averaged over the batch.
+  dimension-wise KL, with log q(z) estimated over the batch by minibatch-weighted or (`stratified`)
+  minibatch-stratified sampling, which need the data set's size N (the model gives it); loss = recon + beta *
+  (mi + tc_weight * tc + dw_kl), per sample, averaged over the batch. A factorised prior only.
 - `InfoVAE`: Zhao et al. 2019. loss = recon + beta * kl_weight * kl + mmd_weight * MMD^2(q(z), p(z)), where
   MMD^2 is the unbiased estimate between the batch's codes and as many prior samples (Gaussian kernel of
   bandwidth^2 = latent dims); kl_weight 0 is the MMD-VAE. The MMD is one number for the batch, added to each
@@ -96,8 +96,14 @@ class Objective(nn.Module):
     def fit_to_data(self, n_train: int) -> None:
         """Told the training set's size when training starts (for estimators that need it)."""
 
+    def fit_to_eval_data(self, n: int) -> None:
+        """Told the size of the split about to be validated or tested (used in eval mode, for the same estimators)."""
+
     def fit_to_net(self, net: VAENet) -> None:
         """Told the network once it is built (an objective with networks of its own sizes them by its codes)."""
+
+    def fit_to_prior(self, prior: Prior) -> None:
+        """Told the prior once it is built (an objective that needs a kind of prior refuses others here)."""
 
     def optimizer_groups(self, parameters: Iterable[nn.Parameter]) -> Any:
         """What the optimizer is given of the model's `parameters`: all of them alike, unless the objective brings
@@ -246,18 +252,37 @@ class CIWAE(WithLikelihood):
 
 
 class BetaTCVAE(WithLikelihood):
-    """beta-TCVAE with minibatch-weighted sampling. Logs recon, kl (log q(z|x) - log p(z) at the drawn code,
-    which the three parts sum to), mi, tc and dw_kl."""
+    """beta-TCVAE. Logs recon, kl (log q(z|x) - log p(z) at the drawn code, which the three parts sum to), mi, tc
+    and dw_kl. log q(z) at each code of a batch of M is estimated from the batch's M posteriors (Chen et al.
+    2018, section 4.1 and appendix C), the data set of size N:
+
+    - minibatch-weighted sampling (the default): log q(z_i) ~ logsumexp_j log q(z_i|x_j) - log(N M); biased,
+      as the code's own posterior, far the largest term once posteriors are narrow, is weighted as if the
+      batch stood for N M / M samples like it;
+    - `stratified`: minibatch-stratified sampling: the code's own posterior weighted 1/N, one other (the next in
+      the batch) 1/(M-1) - 1/N, the rest 1/(M-1), an unbiased estimate of q(z_i) (log q(z_i) is then biased
+      only by the log's curvature).
+
+    N is the training set's size in training (given when training starts, saved with the model) and the split's
+    size in validation and test. The split into three parts needs a prior that factorises over the latent
+    dimensions (its dw_kl is a sum of per-dimension KLs); other priors are refused."""
 
     term_names = ("recon", "kl", "mi", "tc", "dw_kl")
 
-    def __init__(self, likelihood: LikelihoodOrFactory | None = None, tc_weight: float = 6.0) -> None:
+    def __init__(
+        self, likelihood: LikelihoodOrFactory | None = None, tc_weight: float = 6.0, stratified: bool = False
+    ) -> None:
         super().__init__(likelihood)
         self.tc_weight = checks.number("tc_weight", tc_weight, low=0.0)
+        self.stratified = checks.boolean("stratified", stratified)
         self.register_buffer("dataset_size", torch.tensor(0))  # saved, so that a loaded model can still be scored
+        self.eval_size = 0  # the size of the split validated or tested, given before it
 
     def fit_to_data(self, n_train: int) -> None:
         self.dataset_size.fill_(int(n_train))
+
+    def fit_to_eval_data(self, n: int) -> None:
+        self.eval_size = int(n)
 
     def fit_to_net(self, net: VAENet) -> None:
         if not net.posterior.factorised:
@@ -267,8 +292,26 @@ class BetaTCVAE(WithLikelihood):
             )
             raise ConfigValueError("posterior", reason, type(net.posterior).__name__)
 
+    def fit_to_prior(self, prior: Prior) -> None:
+        if not prior.factorises:
+            reason = (
+                "does not go with loss=tcvae, whose dimension-wise KL needs a prior that factorises over the latent "
+                "dimensions: use prior=standard_normal"
+            )
+            raise ConfigValueError("prior", reason, type(prior).__name__)
+
+    def log_weights(self, m: int, n_data: int, device: torch.device) -> torch.Tensor:
+        """(M, M): the log weight of posterior j in the estimate of q(z_i) (rows sum to 1 after exp)."""
+        if not self.stratified or m < 2:
+            return torch.full((m, m), -math.log(n_data * m), device=device)
+        weights = torch.full((m, m), 1.0 / (m - 1), dtype=torch.float64)
+        index = torch.arange(m)
+        weights[index, (index + 1) % m] = 1.0 / (m - 1) - 1.0 / n_data
+        weights[index, index] = 1.0 / n_data
+        return weights.log().float().to(device)
+
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
-        n_data = int(self.dataset_size)
+        n_data = int(self.dataset_size) if self.training or not self.eval_size else self.eval_size
         if n_data < len(x):
             raise ConfigValueError(
                 "loss", "BetaTCVAE needs the training set's size, given when training starts", n_data
@@ -276,11 +319,11 @@ class BetaTCVAE(WithLikelihood):
         out = net(x, generator)
         posterior, z = out.posterior.gaussian, out.z
         recon = -self.likelihood.log_prob(x, out.params)
-        # log q(z_i | x_j) of every code i under every posterior j of the batch, per dimension: (N, N, latent)
+        # log q(z_i | x_j) of every code i under every posterior j of the batch, per dimension: (M, M, latent)
         pairwise = DiagonalGaussian(posterior.loc[None], posterior.scale[None]).log_prob_per_dim(z[:, None])
-        log_norm = math.log(n_data * len(x))
-        log_qz = torch.logsumexp(pairwise.sum(-1), dim=1) - log_norm
-        log_prod_qz = (torch.logsumexp(pairwise, dim=1) - log_norm).sum(-1)
+        log_w = self.log_weights(len(x), n_data, z.device)
+        log_qz = torch.logsumexp(pairwise.sum(-1) + log_w, dim=1)
+        log_prod_qz = torch.logsumexp(pairwise + log_w[..., None], dim=1).sum(-1)
         log_qz_x, log_pz = posterior.log_prob(z), prior.log_prob(z)
         mi, tc, dw_kl = log_qz_x - log_qz, log_qz - log_prod_qz, log_prod_qz - log_pz
         per_sample = recon + beta * (mi + self.tc_weight * tc + dw_kl)

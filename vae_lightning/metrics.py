@@ -8,11 +8,9 @@
 - `LatentStats`: over a whole test split, streamed batch by batch: active units (Burda et al. 2016: dimensions u
   with Cov_x(E_q[z_u]) > 0.01, E_q[z] read as the posterior's `code`: a flow's is its code at the Gaussian's
   mean, not its mean), the KL of each latent dimension averaged over the samples (where the prior
-  factorises), and a seeded uniform subsample of the posteriors (with their labels) for
-- `aggregate_posterior_information`: with the aggregate posterior q(z) taken as the mixture of the given N
-  posteriors and one z drawn from each, the usual estimate of I(x; z) under q (Hoffman & Johnson 2016, as
-  computed by He et al. 2019), E_x[-H(q(z|x))] - E_z[log q(z)], and the total correlation of q(z) (Chen et al.
-  2018), E_z[log q(z) - sum_d log q(z_d)]; in blocks of samples and of components, so memory is independent of N;
+  factorises), the total correlation and an upper bound on I(x; z) of `gaussian_information` with jackknife
+  standard errors (`jackknife`), and on a seeded uniform subsample of the posteriors, the lower bound
+  `mutual_info_lower_bound` and MIG. docs/estimates.md says why these estimators and what each can miss.
 - `mutual_information_gap` (MIG, Chen et al. 2018): of a labelled factor, the gap between the two latent
   dimensions that carry the most information about it, over its entropy; 1 when one dimension alone encodes it;
   `factor_information_gaps` gives it for each labelled factor of a data set (UTKFace's age, gender and race).
@@ -90,7 +88,7 @@ class RunningMeans:
         if reduce is not None:
             totals = reduce(totals)
         *sums, count = totals.tolist()
-        return {name: total / count for name, total in zip(self.names, sums, strict=True)}
+        return with_standard_errors({name: total / count for name, total in zip(self.names, sums, strict=True)}, count)
 
 
 def importance_sampled_log_likelihood(
@@ -115,34 +113,83 @@ def active_units(variance: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOL
     return int((variance > threshold).sum())
 
 
-def aggregate_posterior_information(
+def counted_active_units(count: torch.Tensor, code_sum: torch.Tensor, outer_sum: torch.Tensor) -> torch.Tensor:
+    """`active_units` of the codes whose count, sum and sum of outer products are given (0 for fewer than 2)."""
+    mean = code_sum / count
+    variance = (outer_sum.diagonal() / count - mean.pow(2)) * count / (count - 1).clamp(min=1)
+    return torch.tensor(float(active_units(variance)) if float(count) > 1 else 0.0, dtype=torch.float64)
+
+
+def mutual_info_lower_bound(
     posterior: DiagonalGaussian,
     generator: torch.Generator | None = None,
     sample_block: int = 256,
     component_block: int = 1024,
-) -> dict[str, float]:
-    """{"mutual_info": I(x; z), "total_correlation": TC(q(z))} for the N samples whose posteriors are given, in
-    nats: O(N^2) time, memory of one (sample_block, component_block, latent) block."""
+) -> float:
+    """A lower bound on I(x; z) from the N posteriors given, nats: with one z_i drawn from each q(z|x_i),
+    mean_i [log q(z_i|x_i) - log (1/N sum_j q(z_i|x_j))], the InfoNCE bound with the critic log q(z|x) (Poole
+    et al. 2019; the usual estimate of Hoffman & Johnson 2016 and He et al. 2019), below I(x; z) in expectation
+    and never above log N. O(N^2) time; memory of one (sample_block, component_block, latent) block."""
     loc, scale = posterior.loc, posterior.scale
-    n, d = loc.shape
-    negative_entropy = (-0.5 * d * (1 + LOG_2PI) - scale.log().sum(-1)).mean()
-    z = loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype).to(loc.device)
-    log_q_sum, log_marginals_sum = 0.0, 0.0
+    n = len(loc)
+    noise = torch.randn(loc.shape, generator=generator, dtype=loc.dtype).to(loc.device)
+    z = loc + scale * noise
+    own = (-0.5 * noise.pow(2) - scale.log() - 0.5 * LOG_2PI).sum(-1).mean()  # log q(z_i|x_i): at most log N
+    log_q_sum = 0.0
     for start in range(0, n, sample_block):
         zb = z[start : start + sample_block, None, :]  # (b, 1, d) against components (1, c, d)
         log_q = torch.full((len(zb),), -math.inf, dtype=loc.dtype, device=loc.device)
-        log_marginals = torch.full((len(zb), d), -math.inf, dtype=loc.dtype, device=loc.device)
         for first in range(0, n, component_block):
             m, s = loc[None, first : first + component_block], scale[None, first : first + component_block]
             per_dim = -0.5 * ((zb - m) / s).pow(2) - s.log() - 0.5 * LOG_2PI
             log_q = torch.logaddexp(log_q, torch.logsumexp(per_dim.sum(-1), dim=1))
-            log_marginals = torch.logaddexp(log_marginals, torch.logsumexp(per_dim, dim=1))
         log_q_sum += float((log_q - math.log(n)).sum())
-        log_marginals_sum += float((log_marginals - math.log(n)).sum())
-    return {
-        "mutual_info": float(negative_entropy) - log_q_sum / n,
-        "total_correlation": (log_q_sum - log_marginals_sum) / n,
-    }
+    return float(own) - log_q_sum / n
+
+
+def gaussian_information(
+    count: torch.Tensor, code_sum: torch.Tensor, outer_sum: torch.Tensor, variance_sum: torch.Tensor, log_scale_sum
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(TC, MI) of the Gaussian with the aggregate posterior's mean and covariance, from the sums over N diagonal
+    Gaussian posteriors N(m_i, diag(s_i^2)) of m_i, m_i m_i^T, s_i^2 and sum_d log s_id; nats. The aggregate's
+    covariance is S = Cov(m) + diag(mean s^2) (the law of total covariance, exact for any posteriors).
+
+    - total correlation: 0.5 (sum_d log S_dd - log det S), the TC of N(mean m, S): exactly q(z)'s where q(z) is
+      Gaussian; in general it counts only the dependence a covariance carries.
+    - mutual information: 0.5 log det S - mean_i sum_d log s_id = E_x KL(q(z|x) || N(mean m, S)), which is
+      I(x; z) + KL(q(z) || N(mean m, S)): an upper bound on I(x; z), exact where q(z) is Gaussian, and the
+      smallest E_x KL(q(z|x) || g) over Gaussians g (so at most the rate of a standard normal prior)."""
+    mean = code_sum / count
+    covariance = outer_sum / count - torch.outer(mean, mean) + torch.diag(variance_sum / count)
+    log_det = torch.linalg.slogdet(covariance)[1]
+    total_correlation = 0.5 * (covariance.diagonal().log().sum() - log_det)
+    return total_correlation, 0.5 * log_det - log_scale_sum / count
+
+
+def jackknife(estimate: Callable[..., torch.Tensor], groups: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """(bias-corrected estimate, standard error) of a statistic of sums, by the delete-a-group jackknife (Efron &
+    Tibshirani 1993, ch. 11): `groups` are the sums of each of G groups of samples, stacked on the first
+    dimension; `estimate(*sums)` is the statistic. The correction removes the estimate's 1/N bias (that of a
+    log determinant of a sample covariance, here)."""
+    g = len(groups[0])
+    whole = estimate(*(part.sum(0) for part in groups))
+    left_out = torch.stack([estimate(*(part.sum(0) - part[i] for part in groups)) for i in range(g)])
+    corrected = g * whole - (g - 1) * left_out.mean()
+    error = ((g - 1) / g * (left_out - left_out.mean()).pow(2).sum()).sqrt()
+    return float(corrected), float(error)
+
+
+def with_standard_errors(means: dict[str, float], n: float) -> dict[str, float]:
+    """`means` with each `<name>_sq` (the mean of a per-sample value's square) replaced by `<name>_se`, the
+    standard error of the mean `<name>` over the `n` samples."""
+    values = {}
+    for name, value in means.items():
+        base = name.removesuffix("_sq")
+        if base != name and base in means:
+            values[f"{base}_se"] = math.sqrt(max(value - means[base] ** 2, 0.0) / max(n - 1, 1))
+        else:
+            values[name] = value
+    return values
 
 
 MIG_BINS = 20  # equal-width bins of each latent dimension's posterior means (Locatello et al. 2019)
@@ -192,15 +239,22 @@ def factor_information_gaps(net, datamodule, n: int) -> dict[str, float]:
 
 
 class LatentStats:
-    """Statistics of the posteriors of a whole data split, added batch by batch: memory of O(latent) plus
-    `keep` posteriors, a uniform random subsample (seeded; the `keep` smallest of one random key per sample)."""
+    """Statistics of the posteriors of a whole data split, added batch by batch: memory of O(latent^2) plus
+    `keep` posteriors, a uniform random subsample (seeded; the `keep` smallest of one random key per sample).
+
+    The sums are kept per group of samples (sample i of a process in group i mod `GROUPS`), for the jackknife's
+    standard errors; under DDP the processes' sums are added before anything is estimated, so every estimate
+    but the subsample's covers the whole split."""
+
+    GROUPS = 10
 
     def __init__(self, keep: int = 2000, seed: int = 0) -> None:
         self.keep = keep
         self.generator = torch.Generator().manual_seed(seed)
         self.count = 0
-        # (3 or 2, latent): sum of loc, sum of loc^2 and, where the prior factorises, sum of KL; in float64
-        self.sums: torch.Tensor | None = None
+        # per group, in float64: count, sums of the codes, of their outer products, of the posteriors' variances,
+        # of sum_d log scale, and (where the prior factorises) of the KL of each dimension
+        self.sums: dict[str, torch.Tensor] = {}
         self.kept: tuple[torch.Tensor, ...] | None = None  # keys, loc, scale, labels
         self.gaussian = True  # every posterior added was a diagonal Gaussian
 
@@ -217,9 +271,19 @@ class LatentStats:
         gaussian = posterior.gaussian
         self.gaussian = self.gaussian and gaussian is not None
         scale = gaussian.scale.detach() if gaussian is not None else torch.ones_like(loc)
-        rows = [loc, loc.pow(2)] + ([kl_per_dim.detach()] if kl_per_dim is not None else [])
-        batch = torch.stack(rows).double().sum(1)
-        self.sums = batch if self.sums is None else self.sums + batch
+        group = (torch.arange(len(loc), device=loc.device) + self.count) % self.GROUPS
+        one_hot = torch.nn.functional.one_hot(group, self.GROUPS).double().T  # (groups, batch)
+        code = loc.double()
+        rows = {
+            "count": one_hot.sum(1),
+            "code": one_hot @ code,
+            "outer": torch.einsum("gn,ni,nj->gij", one_hot, code, code),
+            "variance": one_hot @ scale.double().pow(2),
+            "log_scale": one_hot @ scale.double().log().sum(-1),
+        }
+        if kl_per_dim is not None:
+            rows["kl"] = one_hot @ kl_per_dim.detach().double()
+        self.sums = {key: self.sums[key] + value if key in self.sums else value for key, value in rows.items()}
         self.count += len(loc)
         if self.keep:
             keys = torch.rand(len(loc), generator=self.generator).to(loc.device)
@@ -231,26 +295,34 @@ class LatentStats:
             self.kept = tuple(part[order] for part in kept)
 
     def results(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, mutual_info: bool = True):
-        """{"active_units", "mutual_info" and "total_correlation" (on this process's subsample), "mig" (of the
-        labels, where they take two values or more), "kl_dim_NNN" (where the prior factorises)}; `reduce` sums
-        the streamed sums over processes."""
-        if self.sums is None:
+        """{"active_units", "kl_dim_NNN" (where the prior factorises), "total_correlation" and "mutual_info" (the
+        Gaussian estimates of `gaussian_information` on the whole split, jackknife-corrected, each with its
+        "_se"), "mutual_info_lower" (`mutual_info_lower_bound` on this process's subsample), "mig" (of the labels,
+        where they take two values or more)}; `reduce` sums the streamed sums over processes."""
+        if not self.sums:
             return {}
-        rows = len(self.sums)
-        totals = torch.cat([self.sums.flatten(), self.sums.new_tensor([self.count])])
+        shapes = {key: value.shape for key, value in self.sums.items()}
+        totals = torch.cat([value.flatten() for value in self.sums.values()])
         if reduce is not None:
             totals = reduce(totals)
-        count = float(totals[-1])
-        mean, mean_square, *kl = (totals[:-1].view(rows, -1) / count).unbind()
-        variance = (mean_square - mean.pow(2)) * count / max(count - 1, 1)
-        values = {"active_units": float(active_units(variance)) if count > 1 else 0.0}
-        if mutual_info and self.kept is not None and self.gaussian:
+        sums = dict(zip(shapes, totals.split([value.numel() for value in self.sums.values()]), strict=True))
+        sums = {key: value.view(shapes[key]) for key, value in sums.items()}
+        count = float(sums["count"].sum())
+        codes = [sums[key] for key in ("count", "code", "outer")]
+        values = {"active_units": float(counted_active_units(*(part.sum(0) for part in codes)))}
+        if bool((sums["count"] > 1).all()):
+            values["active_units_se"] = jackknife(counted_active_units, codes)[1]
+        if "kl" in sums:
+            values |= {f"kl_dim_{i:03d}": value for i, value in enumerate((sums["kl"].sum(0) / count).tolist())}
+        if mutual_info and self.gaussian and bool((sums["count"] > 1).all()):
+            parts = [sums[key] for key in ("count", "code", "outer", "variance", "log_scale")]
+            for i, name in enumerate(("total_correlation", "mutual_info")):
+                values[name], values[f"{name}_se"] = jackknife(lambda *s, i=i: gaussian_information(*s)[i], parts)
+        if mutual_info and self.kept is not None and self.gaussian and len(self.kept[1]) > 1:
             generator = torch.Generator().manual_seed(int(self.generator.initial_seed()))
-            values |= aggregate_posterior_information(DiagonalGaussian(*self.kept[1:3]), generator)
+            values["mutual_info_lower"] = mutual_info_lower_bound(DiagonalGaussian(*self.kept[1:3]), generator)
         if self.kept is not None and len(self.kept[1]) > 1:
             mig = mutual_information_gap(self.kept[1], self.kept[3])
             if mig is not None:
                 values["mig"] = mig
-        if kl:
-            values |= {f"kl_dim_{i:03d}": value for i, value in enumerate(kl[0].tolist())}
         return values

@@ -35,9 +35,8 @@ class VAEModule(LightningModule):
 
     Logged: `train/loss`, `train/<term>`, `train/beta`, `train/lr` (see `training_step`), `train/*_epoch`, and
     `val/*`, `test/*` means over all processes at the schedule's final beta (so `val/loss` compares across a
-    ramp's epochs); the test adds `test/elbo`, `test/nll`, `test/mse`, `test/psnr`, latent health,
-    `test/total_correlation`, `test/mig(_<factor>)`. A non-finite training loss stops the run (`DivergedError`)
-    before the next checkpoint."""
+    ramp's epochs); the test adds `test/elbo`, `test/nll` (each with its `_se`), `test/mse`, `test/psnr` and
+    `metrics.LatentStats`'. A non-finite training loss stops the run (`DivergedError`) before the next checkpoint."""
 
     def __init__(
         self,
@@ -66,6 +65,7 @@ class VAEModule(LightningModule):
         self.net.use_posterior(made(posterior, "posterior", latent_dim=self.net.latent_dim))
         self.loss_fn.fit_to_net(self.net)  # an objective's own networks (a discriminator) are sized by the codes
         self.prior = made(prior, "prior", net=self.net)
+        self.loss_fn.fit_to_prior(self.prior)
         self.sampler = made(sampler, "sampler", latent_dim=self.net.latent_dim)  # codes of new images
         self.terms = ("loss", *self.loss_fn.term_names)
         self.beta_factory, self.optimizer_factory, self.lr_schedule_factory = beta, optimizer, lr_schedule
@@ -219,6 +219,7 @@ class VAEModule(LightningModule):
         if self.trainer.training:
             self.stop_if_diverged()
         self.eval_means.reset()
+        self.loss_fn.fit_to_eval_data(len(self.trainer.val_dataloaders.dataset))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -240,8 +241,10 @@ class VAEModule(LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.eval_means.reset()
+        self.loss_fn.fit_to_eval_data(len(self.trainer.test_dataloaders.dataset))
         has_likelihood = self.loss_fn.likelihood is not None
-        self.test_means = RunningMeans(("mse", "elbo", "nll")[: 1 + has_likelihood * (1 + (self.nll_samples > 0))])
+        names = ("mse", "elbo", "elbo_sq", "nll", "nll_sq")[: 1 + has_likelihood * (2 + 2 * (self.nll_samples > 0))]
+        self.test_means = RunningMeans(names)  # `<name>_sq` gives `<name>_se` (`metrics.with_standard_errors`)
         self.latent_stats = LatentStats(keep=self.mi_samples, seed=0)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -254,10 +257,11 @@ class VAEModule(LightningModule):
         values = [(self.decode_image(posterior.code) - x).pow(2).mean()]
         likelihood = self.loss_fn.likelihood
         if likelihood is not None:
-            values.append((likelihood.log_prob(x, out.params) - self.prior.kl(posterior, out.z, out.log_q)).mean())
+            elbo = likelihood.log_prob(x, out.params) - self.prior.kl(posterior, out.z, out.log_q)
+            values += [elbo.mean(), elbo.pow(2).mean()]
             if self.nll_samples:
                 log_px = importance_sampled_log_likelihood(self.net, self.prior, likelihood, x, self.nll_samples)
-                values.append(-log_px.mean())
+                values += [-log_px.mean(), log_px.pow(2).mean()]
         self.test_means.add(torch.stack(values), len(x))
 
     def on_test_epoch_end(self) -> None:

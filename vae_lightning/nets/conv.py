@@ -3,6 +3,7 @@ a linear layer to the posterior, and the mirror image with transposed convolutio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
@@ -16,10 +17,17 @@ from vae_lightning.nets.base import VAENet
 from vae_lightning.nets.posterior import ExpHalfLogVariance
 
 
+def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
+    """Group normalisation of `channels` in `groups` groups (fewer where `groups` does not divide them: their
+    greatest common divisor)."""
+    return nn.GroupNorm(math.gcd(checks.positive_int("model.norm.groups", groups), channels), channels)
+
+
 class ConvVAE(VAENet):
-    """Each entry of `channels` is one stride-2 conv block (conv 4x4, batch norm, activation), so the image
-    side must be divisible by 2 ** len(channels). The decoder returns the likelihood's parameters,
-    (N, outputs_per_pixel, C, H, W).
+    """Each entry of `channels` is one stride-2 conv block (conv 4x4, `norm`, activation), so the image
+    side must be divisible by 2 ** len(channels). `norm` makes the normalisation layer of a block from its
+    channels (batch norm by default; `group_norm` computes the same in training and eval). The decoder returns
+    the likelihood's parameters, (N, outputs_per_pixel, C, H, W).
 
     `channels_last`: keep the weights and the feature maps in channels-last (NHWC) memory order, whose CPU
     convolution kernels (oneDNN) need no reordering of the maps; the same numbers up to float rounding.
@@ -33,6 +41,7 @@ class ConvVAE(VAENet):
         channels: Sequence[int] = (32, 64, 128, 256),
         latent_dim: int = 128,
         activation: Callable[[], nn.Module] = nn.LeakyReLU,
+        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
         posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
         outputs_per_pixel: int = 1,
         channels_last: bool = False,
@@ -58,7 +67,7 @@ class ConvVAE(VAENet):
         widths = [in_channels, *self.channels]
         down = []
         for c_in, c_out in pairwise(widths):
-            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), activation()]
+            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), norm(c_out), activation()]
         self.encoder_convs = nn.Sequential(*down, nn.Flatten())
         flat = self.channels[-1] * self.map_side**2
         self.encoder_head = nn.Linear(flat, 2 * self.latent_dim)
@@ -68,7 +77,7 @@ class ConvVAE(VAENet):
         for i, (c_in, c_out) in enumerate(pairwise(reversed_widths)):
             up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
             if i < len(reversed_widths) - 2:
-                up += [nn.BatchNorm2d(c_out), activation()]
+                up += [norm(c_out), activation()]
         self.decoder_convs = nn.Sequential(*up)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
