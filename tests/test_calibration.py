@@ -17,7 +17,7 @@ from vae_lightning.likelihoods import (
     GaussianChannelSigma,
     GaussianPixelSigma,
 )
-from vae_lightning.losses import BetaTCVAE
+from vae_lightning.losses import IWAE, BetaTCVAE
 from vae_lightning.metrics import LatentStats, importance_sampled_log_likelihood
 from vae_lightning.nets.conv import ConvVAE, group_norm
 from vae_lightning.nets.mlp import MLPVAE
@@ -167,6 +167,15 @@ class LinearNet:
     def infer(self, x: torch.Tensor) -> DiagonalGaussian:
         return self.encode(x)
 
+    # what the VampPrior asks of a network: no layers (so no batch norm), no decoder start from the data
+    output_bias_from_data = False
+
+    def modules(self):
+        return iter(())
+
+    def start_decoder_from_data(self, *args) -> None:
+        pass
+
 
 PRIORS = {
     "standard_normal": lambda net: StandardNormal(net),
@@ -175,6 +184,7 @@ PRIORS = {
         torch.tensor([[-1.5], [0.5], [2.0]], dtype=torch.float64),
         torch.tensor([[0.3], [0.7], [0.2]], dtype=torch.float64),
     ),
+    "vamp": lambda net: VampPrior(net, n_pseudo_inputs=5),
 }
 LIKELIHOODS = {
     "bernoulli": lambda: Bernoulli(),
@@ -213,6 +223,27 @@ def test_importance_sampling_finds_log_p_x_for_every_prior_and_likelihood(prior_
             net, prior, likelihood, x, 20_000, chunk=5000, generator=torch.Generator().manual_seed(0)
         )
     assert (estimate - exact).abs().max() < 0.05, (estimate - exact).tolist()
+
+
+def test_the_iwae_bound_with_a_kl_weight_and_a_mixture_prior_tends_to_its_own_integral():
+    """With beta != 1 the IWAE's weights are p(x|z) (p(z) / q(z|x))^beta: as k grows its bound tends to
+    log of the integral of p(x|z) p(z)^beta q(z|x)^(1 - beta) dz (by quadrature), not to log p(x)."""
+    likelihood, beta = Gaussian(sigma=0.3), 0.3
+    net = LinearNet(1)
+    prior = PRIORS["mixture"](net)
+    x = data_for("gaussian")
+    grid = torch.linspace(-8, 8, 16_001, dtype=torch.float64)
+    with torch.no_grad():
+        posterior = net.encode(x)
+        log_q = torch.distributions.Normal(posterior.loc, posterior.scale).log_prob(grid)  # (N, grid)
+        log_px_z = torch.stack([likelihood.log_prob(row.expand(len(grid), -1, -1, -1), net.decode(grid)) for row in x])
+        log_integrand = log_px_z + beta * prior.log_prob(grid.view(-1, 1)) + (1 - beta) * log_q
+        exact = torch.logsumexp(log_integrand, dim=1) + math.log(float(grid[1] - grid[0]))
+        objective = IWAE(likelihood, k=20_000)
+        terms = objective(net, prior, x, beta, torch.Generator().manual_seed(0))
+    assert (-terms.per_sample - exact).abs().max() < 0.05
+    log_px = torch.logsumexp(log_px_z + prior.log_prob(grid.view(-1, 1)), dim=1) + math.log(float(grid[1] - grid[0]))
+    assert (exact - log_px).abs().max() > 0.1  # twice the tolerance: the test can tell where beta goes
 
 
 # -- likelihoods off their easy ranges -----------------------------------------------------------------------
