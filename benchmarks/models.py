@@ -171,7 +171,9 @@ def separable(cells: list[tuple[float, float]]) -> bool:
 def fmt(mean: float, error: float) -> str:
     if not math.isfinite(mean):
         return "—"
-    digits = 0 if abs(mean) >= 100 or error >= 1 else 1 if error >= 0.1 else 2
+    if error == 0 and float(mean).is_integer():
+        return f"{mean:.0f} ± 0"
+    digits = 2 if error < 0.1 else 1 if error < 10 else 0
     return f"{mean + 0.0:.{digits}f} ± {error:.{digits}f}"
 
 
@@ -196,9 +198,9 @@ def table(results: dict, seeds: list[int], epochs: int) -> str:
         + (f" Not shown, as no two rows differ by twice their error: {', '.join(hidden)}." if hidden else ""),
         "",
         "| model | "
-        + " | ".join(f"ours: {headings[0]}", *headings[1:], "train time")
+        + " | ".join([f"ours: {headings[0]}", *headings[1:], "train time"])
         + " | "
-        + " | ".join(f"pythae 0.1.2: {headings[0]}", *headings[1:], "train time")
+        + " | ".join([f"pythae 0.1.2: {headings[0]}", *headings[1:], "train time"])
         + " |",
         "| --- |" + " --- |" * (2 * len(shown) + 2),
     ]

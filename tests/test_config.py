@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,6 +63,21 @@ def roots_for(overrides: list[str], roots: list[str]) -> list[str]:
     return []
 
 
+def shard_root(photo_roots: list[str], tmp_path: Path) -> Path:
+    """Shards of the photo fixture's faces, where litdata is installed (else a folder that has none)."""
+    output = tmp_path / "shards"
+    if importlib.util.find_spec("litdata") is not None:
+        from omegaconf import OmegaConf
+
+        from vae_lightning.shards import write_shards
+
+        source = photo_roots[0].split("=", 1)[1]
+        keys = {"image_size": 16, "grayscale": False, "fit": "crop", "val_fraction": 0.2, "test_fraction": 0.2}
+        keys |= {"split_seed": 0, "workers": 1, "chunk_bytes": "64MB", "source": source, "output": str(output)}
+        write_shards(OmegaConf.create(keys))
+    return output
+
+
 # the packages the tracker options need (their extras); on a machine without them the options fail clearly
 TRACKER_EXTRAS = {"logger=mlflow": ("mlflow",), "logger=wandb": ("wandb",), "logger=many": ("mlflow", "wandb")}
 
@@ -86,7 +102,13 @@ def test_every_option_composes_and_builds(overrides, photo_roots, tmp_path):
     if "trainer=ddp" in overrides:
         on_this_machine.append("trainer.strategy=auto")
     on_this_machine.append(f"paths.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}")
+    if overrides[-1] == "dataset=shards":
+        on_this_machine.append(f"dataset.root={shard_root(photo_roots, tmp_path)}")
     cfg = compose_train([*overrides, *roots_for(overrides, photo_roots), *on_this_machine], tmp_path / "run")
+    if overrides[-1] == "dataset=shards" and importlib.util.find_spec("litdata") is None:
+        with pytest.raises(VAELightningError, match=r"needs litdata: pip install"):  # the shards extra's
+            build_run(cfg)
+        return
     missing = [extra for extra in TRACKER_EXTRAS.get(overrides[-1], ()) if importlib.util.find_spec(extra) is None]
     if missing:  # a tracker without its extra: one message that says how to install it
         with pytest.raises(VAELightningError, match=rf"needs {missing[0]}: pip install -e"):

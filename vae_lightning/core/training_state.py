@@ -96,12 +96,25 @@ def _known_entries(saved: Any, fresh: dict, key: str) -> str | None:
 
 
 def _counters(tree: Any, key: str) -> str | None:
-    """The first entry of a loop state that is not a non-negative integer (or a flag, or a nested state)."""
+    """The first entry of a loop state that is not a non-negative integer (or a flag, or a nested state). The
+    state of a stateful training loader (`combined_loader`: a streaming data set's position in its epoch) is
+    the loader's own to check: here it need only be plain data."""
+    if key.endswith(".combined_loader"):
+        return _plain(tree, key)
     if isinstance(tree, dict):
         return next((m for k, v in tree.items() if (m := _counters(v, f"{key}.{k}")) is not None), None)
     if isinstance(tree, bool) or (isinstance(tree, int) and tree >= 0):
         return None
     return f"{key} is not a count"
+
+
+def _plain(tree: Any, key: str) -> str | None:
+    """The first entry that is not plain data (containers of strings, numbers, flags and None)."""
+    if isinstance(tree, dict):
+        return next((m for k, v in tree.items() if (m := _plain(v, f"{key}.{k}")) is not None), None)
+    if isinstance(tree, list | tuple):
+        return next((m for i, v in enumerate(tree) if (m := _plain(v, f"{key}[{i}]")) is not None), None)
+    return None if tree is None or isinstance(tree, str | int | float | bool) else f"{key} is not plain data"
 
 
 def check_training_state(checkpoint: dict, module: Any, path: str | os.PathLike | None = None) -> None:

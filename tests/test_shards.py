@@ -1,0 +1,150 @@
+"""Streaming shards (`vae-shards`, `dataset=shards`): conversion, training, exact resume mid-epoch, DDP, and the
+one-line errors. Real processes: in the slow suite, which CI runs after installing litdata."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from tests.conftest import one_line_error, run_command, run_train
+from tests.test_processes import start_train, wait_for
+from vae_lightning.core.errors import ConfigValueError, DataNotFoundError, VAELightningError
+
+pytestmark = pytest.mark.slow
+litdata = pytest.importorskip("litdata", reason="litdata is not installed (the shards extra; see pyproject.toml)")
+
+
+def write_folder(folder, n=120, size=40, seed=0):
+    """`n` JPEGs in two class folders (`dark`, `light`) and one file that is not an image."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        label = "dark" if i % 2 else "light"
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        base = 40 if label == "dark" else 200
+        pixels = np.clip(base + rng.normal(0, 30, (size, size + 8, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / label / f"{i:04d}.jpg", quality=90)
+    (folder / "light" / "broken.jpg").write_bytes(b"not an image")
+    return folder
+
+
+def convert(source, output, *extra):
+    args = ["-m", "vae_lightning.shards", f"source={source}", f"output={output}", "image_size=16", "workers=2"]
+    return run_command([*args, *extra])
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    folder = write_folder(tmp_path_factory.mktemp("photos"))
+    output = tmp_path_factory.mktemp("shards") / "faces"
+    result = convert(folder, output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, output, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def settings(source, output, **changes):
+    keys = {"image_size": 16, "grayscale": False, "fit": "crop", "val_fraction": 0.1, "test_fraction": 0.1}
+    keys |= {"split_seed": 0, "workers": 2, "chunk_bytes": "64MB"}
+    return OmegaConf.create({"source": str(source), "output": str(output)} | keys | changes)
+
+
+def test_a_folder_converts_with_its_labels_splits_and_skipped_files_and_only_once(shards, tmp_path, caplog):
+    from vae_lightning.shards import write_shards
+
+    folder, output, summary = shards
+    meta = json.loads((output / "vae_shards.json").read_text())
+    assert summary["skipped"] == 1 and sum(summary["sizes"].values()) == 120
+    assert meta["input_shape"] == [3, 16, 16] and set(meta["class_names"].values()) == {"dark", "light"}
+    assert {split: len(labels) for split, labels in meta["labels"].items()} == summary["sizes"]
+    assert min(summary["sizes"].values()) > 0
+    with caplog.at_level("INFO"):
+        assert write_shards(settings(folder, output)) == meta  # done: not written twice
+    assert "already written" in caplog.text
+    with pytest.raises(VAELightningError, match="other settings"):
+        write_shards(settings(folder, output, image_size=24))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFoundError, match=r"holds no images.*Point `source`"):
+        write_shards(settings(tmp_path / "empty", tmp_path / "out"))
+    stream = litdata.StreamingDataset(str(output / "train"))
+    first = stream[0]
+    assert first["image"].dtype == np.uint8 and first["image"].shape == (3, 16, 16)
+
+
+def test_training_streams_from_the_shards_draws_its_pictures_and_tests(shards, tmp_path):
+    _, output, summary = shards
+    run = tmp_path / "run"
+    args = ["dataset=shards", f"dataset.root={output}", "dataset.batch_size=16", "trainer.max_epochs=2"]
+    result = run_train([*args, "eval.nll_samples=5", "sampler=gmm", "sampler.n_components=2"], run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and np.isfinite(metrics["test/nll"])
+    assert {"reconstructions.png", "samples.png", "latent_scatter.png"} <= {p.name for p in (run / "images").iterdir()}
+    steps = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert steps == 2 * -(-summary["sizes"]["train"] // 16)  # each sample of each epoch once
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    evaluated = run_command(["-m", "vae_lightning.evaluate", f"ckpt_path={checkpoint}", f"dataset.root={output}"])
+    assert evaluated.returncode == 0 and "test/nll" in json.loads(evaluated.stdout), evaluated.stderr[-2000:]
+
+
+def test_bad_shard_folders_are_refused_with_what_to_do(shards, tmp_path):
+    from vae_lightning.data.shards import ShardsDataModule
+
+    _, output, _ = shards
+    with pytest.raises(DataNotFoundError, match=r"holds no vae_shards\.json.*vae-shards source="):
+        ShardsDataModule(str(tmp_path))
+    with pytest.raises(ConfigValueError, match="16x16") as refused:
+        ShardsDataModule(str(output), image_size=32)
+    assert refused.value.key == "dataset.image_size"
+    (tmp_path / "vae_shards.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(DataNotFoundError, match="format 99"):
+        ShardsDataModule(str(tmp_path))
+    assert "does not exist" in one_line_error(run_train(["dataset=shards", "dataset.root=/no/such"], tmp_path / "r"))
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(shards, tmp_path):
+    """A checkpoint every 3 steps (7 per epoch): the killed run's last one is mid-epoch; resumed, it sees the
+    rest of that epoch's samples once and ends at the same step with the same weights."""
+    _, output, _ = shards
+    args = ["dataset=shards", f"dataset.root={output}", "dataset.batch_size=14", "trainer.max_epochs=4"]
+    args += [
+        "logger=csv",
+        "~callbacks.diagnostics",
+        "eval.nll_samples=2",
+        "+callbacks.last_checkpoint.every_n_train_steps=3",
+    ]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    uninterrupted = start_train(args, straight, tmp_path / "data")
+    process = start_train(args, killed, tmp_path / "data")
+    wait_for(killed / "checkpoints" / "last.ckpt", process)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    saved = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    output_text = uninterrupted.communicate(timeout=300)[0]
+    assert uninterrupted.returncode == 0, output_text[-3000:]
+    final = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] < final["global_step"], "the run finished before it was killed"
+    result = run_train([*args, "resume=true"], killed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == final["global_step"]
+    for key, value in final["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0)
+
+
+def test_ddp_streams_a_part_of_each_epoch_to_each_process(shards, tmp_path):
+    _, output, summary = shards
+    run = tmp_path / "run"
+    args = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "dataset=shards", f"dataset.root={output}"]
+    result = run_train([*args, "dataset.batch_size=8", "trainer.max_epochs=2", "eval.nll_samples=2"], run)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    steps = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    per_process = summary["sizes"]["train"] // 2  # litdata's even share (drop_last under DDP)
+    assert steps == 2 * -(-per_process // 8)
