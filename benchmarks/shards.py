@@ -4,9 +4,9 @@ The corpus's UTKFace faces (`crop_part1`, 7,660 photos) at `--image-size` (128) 
 `train.py` process of its own, one after the other on a quiet machine: from the in-memory cache of
 `dataset=images` (the cache written once beforehand, not timed), and from shards written by `vae-shards`
 (conversion timed once). Both runs train the conv preset's network for `--steps` steps with batch 64 and the
-same seed, no validation, pictures or test. Measured: each process's peak resident memory (the kernel's
-`ru_maxrss` of the child; file pages litdata maps count as they are touched), and steps per second between the
-10th and the last step (a callback of this module writes the times). The ratios are streamed / in-memory.
+same seed, no validation, pictures or test. Measured: each process's peak resident memory, all of it and its
+anonymous part (sampled from /proc; see `run`), and steps per second between the 10th and the last step (a
+callback of this module writes the times). The ratios are streamed / in-memory.
 
     python -m benchmarks.shards --source ../shared/data/corpus/utkface/crop_part1 --steps 60
 """
@@ -41,30 +41,40 @@ class StepClock(Callback):
         Path(self.path).write_text(json.dumps(self.times))
 
 
-# runs train.py in this process's child and writes the child's own peak resident memory (kB) when it exits
-CHILD = """
-import atexit, resource, runpy, sys
-peak_file = sys.argv.pop(1)
-atexit.register(lambda: open(peak_file, "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
+def resident(pid: int) -> tuple[int, int]:
+    """(all, anonymous) resident memory of process `pid` now, kB (0, 0 once it is gone)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    except (OSError, ValueError):
+        return 0, 0
+    return int(fields["VmRSS"].split()[0]), int(fields["RssAnon"].split()[0])
 
 
 def run(args: list[str], out: Path, name: str) -> dict:
-    """One training process; its peak memory (GB) and steps per second."""
-    clock_file, memory_file = out / f"{name}_clock.json", out / f"{name}_peak_kb.txt"
-    command = [sys.executable, "-c", CHILD, str(memory_file), str(ROOT / "train.py"), *args]
-    command += [f"hydra.run.dir={out / name}", "+callbacks.step_clock._target_=benchmarks.shards.StepClock"]
+    """One training process; its peak resident memory, all and anonymous (GB), sampled every 50 ms, and its
+    steps per second. Anonymous memory is what the process cannot give back: the in-memory set's tensor is in it,
+    the shard files litdata maps are not (their pages count in the resident total as they are read, and the
+    kernel reclaims them when it needs the memory)."""
+    clock_file = out / f"{name}_clock.json"
+    command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={out / name}"]
+    command += ["+callbacks.step_clock._target_=benchmarks.shards.StepClock"]
     command += [f"+callbacks.step_clock.path={clock_file}"]
+    log = open(out / f"{name}.log", "w")  # noqa: SIM115 (open while the child runs)
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    child = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    peak_all = peak_anonymous = 0
+    while child.poll() is None:
+        total, anonymous = resident(child.pid)
+        peak_all, peak_anonymous = max(peak_all, total), max(peak_anonymous, anonymous)
+        time.sleep(0.05)
     seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    log.close()
+    if child.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{(out / f'{name}.log').read_text()[-3000:]}")
     times = json.loads(clock_file.read_text())
     return {
-        "peak_memory_gb": round(int(memory_file.read_text()) / 2**20, 3),
+        "peak_memory_gb": round(peak_all / 2**20, 3),
+        "peak_anonymous_memory_gb": round(peak_anonymous / 2**20, 3),
         "steps_per_second": round((len(times) - 1) / (times[-1] - times[0]), 3),
         "wall_seconds": round(seconds, 1),
     }
@@ -95,7 +105,8 @@ def main() -> None:
     subprocess.run([sys.executable, str(ROOT / "train.py"), *warm], cwd=ROOT, check=True, capture_output=True)
     results["memory"] = run([*memory, *common], out, "memory")
     results["streamed"] = run(["dataset=shards", f"dataset.root={shards}", *common], out, "streamed")
-    for key, measure in (("memory_ratio", "peak_memory_gb"), ("speed_ratio", "steps_per_second")):
+    ratios = ("memory_ratio", "peak_memory_gb"), ("anonymous_memory_ratio", "peak_anonymous_memory_gb")
+    for key, measure in (*ratios, ("speed_ratio", "steps_per_second")):
         results[key] = round(results["streamed"][measure] / results["memory"][measure], 3)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))

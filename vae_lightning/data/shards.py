@@ -54,6 +54,11 @@ def streaming() -> Any:
 def read_metadata(root: str, image_size: int | None = None) -> dict[str, Any]:
     """The shard folder's vae_shards.json, checked: a folder that is not one, one written by another format or
     for another image size than `image_size` (None: any) is refused in one line."""
+    if "://" in str(root):
+        raise DataNotFoundError(
+            f"dataset.root={root}: shards are read from a local folder (or a network disk mounted as one); "
+            "object-store URLs are not supported yet. Copy or mount the shard folder and give its path."
+        )
     path = Path(root).expanduser() / METADATA
     if not path.is_file():
         reason = "holds no vae_shards.json" if Path(root).expanduser().is_dir() else "does not exist"
