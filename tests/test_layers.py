@@ -32,6 +32,7 @@ LAYERS = {
     "evaluate": 8,
     "morph": 8,
     "export": 8,
+    "shards": 8,
     "demo": 8,
 }
 
