@@ -8,7 +8,10 @@ same seed, no validation, pictures or test. Measured: each process's peak reside
 anonymous part (sampled from /proc; see `run`), and steps per second between the 10th and the last step (a
 callback of this module writes the times). The ratios are streamed / in-memory.
 
-    python -m benchmarks.shards --source ../shared/data/corpus/utkface/crop_part1 --steps 60
+`--curve N ...`: the same comparison (20 steps) on synthetic JPEGs of `--curve-image-size` (32) pixels, N of them,
+for peak memory against the set's size.
+
+    python -m benchmarks.shards --source ../shared/data/corpus/utkface/crop_part1 --curve 10000 30000 100000
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from lightning.pytorch.callbacks import Callback
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "shards.json"
@@ -45,9 +50,9 @@ def resident(pid: int) -> tuple[int, int]:
     """(all, anonymous) resident memory of process `pid` now, kB (0, 0 once it is gone)."""
     try:
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    except (OSError, ValueError):
+        return int(fields["VmRSS"].split()[0]), int(fields["RssAnon"].split()[0])
+    except (OSError, ValueError, KeyError):  # gone, or exiting (a zombie has no memory lines)
         return 0, 0
-    return int(fields["VmRSS"].split()[0]), int(fields["RssAnon"].split()[0])
 
 
 def run(args: list[str], out: Path, name: str) -> dict:
@@ -80,34 +85,70 @@ def run(args: list[str], out: Path, name: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", type=Path, required=True)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "shards")
-    args = parser.parse_args()
-    out, size, source = args.out.resolve(), args.image_size, args.source.resolve()
+QUIET = ["~callbacks.diagnostics", "~callbacks.fit_sampler", "eval.nll_samples=0", "eval.mutual_info=false"]
+QUIET += ["trainer.limit_val_batches=0", "trainer.limit_test_batches=0", "logger=csv", "seed=1", "threads=2"]
+
+
+def compare(source: Path, size: int, steps: int, out: Path) -> dict:
+    """Both paths on the images of `source` at `size` pixels: conversion time, each run's measures, the ratios."""
     out.mkdir(parents=True, exist_ok=True)
-    quiet = ["~callbacks.diagnostics", "~callbacks.fit_sampler", "eval.nll_samples=0", "eval.mutual_info=false"]
-    quiet += ["trainer.limit_val_batches=0", "trainer.limit_test_batches=0", "logger=csv", "seed=1", "threads=2"]
-    common = ["model=conv", "dataset.batch_size=64", f"trainer.max_steps={args.steps}", *quiet]
-    results = {"machine": platform.machine(), "image_size": size, "steps": args.steps, "source": source.name}
+    common = ["model=conv", "dataset.batch_size=64", f"trainer.max_steps={steps}", *QUIET]
+    results = {}
     shards = out / f"shards_{size}"
     if not (shards / "vae_shards.json").is_file():
         start = time.perf_counter()
         command = ["-m", "vae_lightning.shards", f"source={source}", f"output={shards}", f"image_size={size}"]
         subprocess.run([sys.executable, *command], cwd=ROOT, check=True, capture_output=True)
         results["conversion_seconds"] = round(time.perf_counter() - start, 1)
+    results["images"] = json.loads((shards / "vae_shards.json").read_text())["sizes"]
     memory = ["dataset=images", f"dataset.root={source}", f"dataset.image_size={size}"]
-    memory += [f"dataset.cache_dir={out / 'cache'}"]
-    warm = [*memory, "model=conv", "trainer.max_steps=1", *quiet, f"hydra.run.dir={out / 'warm'}"]
+    memory += [f"dataset.cache_dir={out / 'cache'}", "dataset.min_batches_per_epoch=0"]
+    warm = [*memory, "model=conv", "trainer.max_steps=1", *QUIET, f"hydra.run.dir={out / 'warm'}"]
     subprocess.run([sys.executable, str(ROOT / "train.py"), *warm], cwd=ROOT, check=True, capture_output=True)
     results["memory"] = run([*memory, *common], out, "memory")
     results["streamed"] = run(["dataset=shards", f"dataset.root={shards}", *common], out, "streamed")
     ratios = ("memory_ratio", "peak_memory_gb"), ("anonymous_memory_ratio", "peak_anonymous_memory_gb")
     for key, measure in (*ratios, ("speed_ratio", "steps_per_second")):
         results[key] = round(results["streamed"][measure] / results["memory"][measure], 3)
+    return results
+
+
+def synthetic_folder(out: Path, n: int, size: int) -> Path:
+    """`n` JPEG images of `size` pixels (smooth random colour fields) in folders of 1,000, written once; a folder
+    of the first `n` of them as links."""
+    pool, folder = out / "pool", out / f"images_{n}"
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        path = pool / f"{i // 1000:03d}" / f"{i:06d}.jpg"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            corners = rng.integers(0, 256, (2, 2, 3)).astype(np.uint8)
+            Image.fromarray(corners).resize((size, size), Image.BILINEAR).save(path, quality=90)
+        link = folder / path.parent.name / path.name
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, required=True)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--curve", type=int, nargs="*", default=[], help="synthetic set sizes for the memory curve")
+    parser.add_argument("--curve-image-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "shards")
+    args = parser.parse_args()
+    out, size = args.out.resolve(), args.image_size
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results |= {"machine": platform.machine(), "image_size": size, "steps": args.steps, "source": args.source.name}
+    results["corpus"] = compare(args.source.resolve(), size, args.steps, out / "corpus")
+    for n in args.curve:
+        folder = synthetic_folder(out / "synthetic", n, args.curve_image_size)
+        measured = compare(folder, args.curve_image_size, 20, out / f"curve_{n}")
+        results.setdefault("curve", {})[str(n)] = measured
+        print(n, json.dumps(measured), flush=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
 
