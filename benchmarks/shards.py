@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ def run(args: list[str], out: Path, name: str) -> dict:
     the shard files litdata maps are not (their pages count in the resident total as they are read, and the
     kernel reclaims them when it needs the memory)."""
     clock_file = out / f"{name}_clock.json"
+    shutil.rmtree(out / name, ignore_errors=True)  # a fresh run folder (train.py refuses one with checkpoints)
     command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={out / name}"]
     command += ["+callbacks.step_clock._target_=benchmarks.shards.StepClock"]
     command += [f"+callbacks.step_clock.path={clock_file}"]
@@ -104,6 +106,7 @@ def compare(source: Path, size: int, steps: int, out: Path) -> dict:
     memory = ["dataset=images", f"dataset.root={source}", f"dataset.image_size={size}"]
     memory += [f"dataset.cache_dir={out / 'cache'}", "dataset.min_batches_per_epoch=0"]
     warm = [*memory, "model=conv", "trainer.max_steps=1", *QUIET, f"hydra.run.dir={out / 'warm'}"]
+    shutil.rmtree(out / "warm", ignore_errors=True)
     subprocess.run([sys.executable, str(ROOT / "train.py"), *warm], cwd=ROOT, check=True, capture_output=True)
     results["memory"] = run([*memory, *common], out, "memory")
     results["streamed"] = run(["dataset=shards", f"dataset.root={shards}", *common], out, "streamed")
