@@ -128,7 +128,7 @@ def synthetic_folder(out: Path, n: int, size: int) -> Path:
             corners = rng.integers(0, 256, (2, 2, 3)).astype(np.uint8)
             Image.fromarray(corners).resize((size, size), Image.BILINEAR).save(path, quality=90)
         link = folder / path.parent.name / path.name
-        if not link.exists():
+        if not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(path)
     return folder
@@ -141,16 +141,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--curve", type=int, nargs="*", default=[], help="synthetic set sizes for the memory curve")
     parser.add_argument("--curve-image-size", type=int, default=32)
+    parser.add_argument("--curve-only", action="store_true", help="keep the corpus's figures as they are")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "shards")
     args = parser.parse_args()
     out, size = args.out.resolve(), args.image_size
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     results |= {"machine": platform.machine(), "image_size": size, "steps": args.steps, "source": args.source.name}
-    results["corpus"] = compare(args.source.resolve(), size, args.steps, out / "corpus")
+    if not args.curve_only:
+        results["corpus"] = compare(args.source.resolve(), size, args.steps, out / "corpus")
+    side = args.curve_image_size
     for n in args.curve:
-        folder = synthetic_folder(out / "synthetic", n, args.curve_image_size)
-        measured = compare(folder, args.curve_image_size, 20, out / f"curve_{n}")
-        results.setdefault("curve", {})[str(n)] = measured
+        folder = synthetic_folder(out / f"synthetic_{side}", n, side)
+        measured = compare(folder, side, 20, out / f"curve_{n}_{side}")
+        results.setdefault("curve", {})[f"{n} at {side}x{side}"] = measured
         print(n, json.dumps(measured), flush=True)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
