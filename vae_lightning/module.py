@@ -35,8 +35,9 @@ class VAEModule(LightningModule):
 
     Logged: `train/loss`, `train/<term>`, `train/beta`, `train/lr` (see `training_step`), `train/*_epoch`, and
     `val/*`, `test/*` means over all processes at the schedule's final beta (so `val/loss` compares across a
-    ramp's epochs); the test adds `test/elbo`, `test/nll` (each with its `_se`), `test/mse`, `test/psnr` and
-    `metrics.LatentStats`'. A non-finite training loss stops the run (`DivergedError`) before the next checkpoint."""
+    ramp's epochs); the test adds `test/elbo`, `test/nll` (each with its `_se`), `test/mse`, `test/psnr` and the
+    figures of `metrics.LatentStats`. A non-finite training loss stops the run (`DivergedError`) before the next
+    checkpoint."""
 
     def __init__(
         self,
