@@ -420,16 +420,7 @@ def test_every_estimator_uses_the_prior_it_is_given():
 def test_the_mixture_density_keeps_float32_precision_at_small_scales(scale):
     """200 components in 50 dimensions, means ~ N(0, 4), every scale `scale` (the mixture prior's min_scale is
     1e-3), codes drawn from the mixture: float32 within 1e-3 nats of the same density in float64 on average."""
-    from vae_lightning.priors import GaussianMixturePrior
-
-    class Fixed(GaussianMixturePrior):
-        def __init__(self, logits, loc, scale):
-            torch.nn.Module.__init__(self)
-            self.latent_dim = loc.shape[1]
-            self.parts = (logits, loc, scale)
-
-        def components(self):
-            return self.parts
+    from tests.test_calibration import FixedMixture as Fixed
 
     g = torch.Generator().manual_seed(0)
     logits, loc = (

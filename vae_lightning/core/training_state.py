@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from vae_lightning.core.config import is_plain
 from vae_lightning.core.errors import CheckpointError
 
 
@@ -100,21 +101,12 @@ def _counters(tree: Any, key: str) -> str | None:
     state of a stateful training loader (`combined_loader`: a streaming data set's position in its epoch) is
     the loader's own to check: here it need only be plain data."""
     if key.endswith(".combined_loader"):
-        return _plain(tree, key)
+        return None if is_plain(tree) else f"{key} is not plain data"
     if isinstance(tree, dict):
         return next((m for k, v in tree.items() if (m := _counters(v, f"{key}.{k}")) is not None), None)
     if isinstance(tree, bool) or (isinstance(tree, int) and tree >= 0):
         return None
     return f"{key} is not a count"
-
-
-def _plain(tree: Any, key: str) -> str | None:
-    """The first entry that is not plain data (containers of strings, numbers, flags and None)."""
-    if isinstance(tree, dict):
-        return next((m for k, v in tree.items() if (m := _plain(v, f"{key}.{k}")) is not None), None)
-    if isinstance(tree, list | tuple):
-        return next((m for i, v in enumerate(tree) if (m := _plain(v, f"{key}[{i}]")) is not None), None)
-    return None if tree is None or isinstance(tree, str | int | float | bool) else f"{key} is not plain data"
 
 
 def check_training_state(checkpoint: dict, module: Any, path: str | os.PathLike | None = None) -> None:

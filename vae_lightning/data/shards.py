@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from vae_lightning.core import checks
+from vae_lightning.core.config import is_plain
 from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
 from vae_lightning.data.in_memory import Attribute, one_vs_rest
 from vae_lightning.data.protocol import VAEDataModule
@@ -79,15 +80,6 @@ def read_metadata(root: str, image_size: int | None = None) -> dict[str, Any]:
     if image_size is not None and image_size != side:
         raise ConfigValueError("dataset.image_size", f"the shards in {root} are {side}x{side} pixels", image_size)
     return meta
-
-
-def _plain(tree: Any, key: str) -> str | None:
-    """The first entry that is not plain data (containers of strings, numbers, flags and None)."""
-    if isinstance(tree, dict):
-        return next((m for k, v in tree.items() if (m := _plain(v, f"{key}.{k}")) is not None), None)
-    if isinstance(tree, list | tuple):
-        return next((m for i, v in enumerate(tree) if (m := _plain(v, f"{key}[{i}]")) is not None), None)
-    return None if tree is None or isinstance(tree, str | int | float | bool) else f"{key} is not plain data"
 
 
 class ShardsDataModule(VAEDataModule):
@@ -149,10 +141,9 @@ class ShardsDataModule(VAEDataModule):
         saved = state.get("train") if isinstance(state, dict) else None
         if not isinstance(saved, dict):
             return
-        problem = _plain(saved, "train")
         where = saved.get("dataset", {}).get("input_dir_path") if isinstance(saved.get("dataset"), dict) else None
         mine = str(Path(self.root).expanduser() / "train")
-        if problem is not None or where is None or Path(str(where)).resolve() != Path(mine).resolve():
+        if not is_plain(saved) or where is None or Path(str(where)).resolve() != Path(mine).resolve():
             log.warning(
                 "The checkpoint's place in the shards of %s does not fit %s: the epoch starts over.", where, mine
             )
