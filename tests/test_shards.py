@@ -104,6 +104,11 @@ def test_bad_shard_folders_are_refused_with_what_to_do(shards, tmp_path):
     (tmp_path / "vae_shards.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(DataNotFoundError, match="format 99"):
         ShardsDataModule(str(tmp_path))
+    meta = json.loads((output / "vae_shards.json").read_text())
+    for key, value in (("input_shape", [3, 16, "16"]), ("labels", {"train": [0.5]}), ("class_names", [1])):
+        (tmp_path / "vae_shards.json").write_text(json.dumps(meta | {key: value}))
+        with pytest.raises(DataNotFoundError, match=f"not a shard index vae-shards wrote \\({key}"):
+            ShardsDataModule(str(tmp_path))
     with pytest.raises(DataNotFoundError, match="object-store URLs are not supported yet"):
         ShardsDataModule("s3://bucket/shards")
     assert "does not exist" in one_line_error(run_train(["dataset=shards", "dataset.root=/no/such"], tmp_path / "r"))

@@ -72,10 +72,13 @@ def write_shards(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output).expanduser()
     wanted = settings(cfg)
     progress_file = output / ".vae_shards_progress.json"
-    progress = json.loads(progress_file.read_text()) if progress_file.is_file() else None
-    if progress is not None and progress.get("settings") != wanted:
+    try:
+        progress = json.loads(progress_file.read_text()) if progress_file.is_file() else None
+    except (OSError, ValueError):
+        progress = {}  # unreadable: not ours to resume into
+    if progress is not None and (not isinstance(progress, dict) or progress.get("settings") != wanted):
         raise VAELightningError(
-            f"{output} holds shards written with other settings ({progress.get('settings')}): give another output."
+            f"{output} holds shards written with other settings, or an unreadable record of them: give another output."
         )
     if (output / METADATA).is_file() and progress is not None and progress.get("done") == list(SPLITS):
         log.info("%s is already written with these settings.", output)

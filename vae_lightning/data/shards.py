@@ -52,6 +52,25 @@ def streaming() -> Any:
     return module
 
 
+def malformed(meta: dict[str, Any]) -> str | None:
+    """What in a vae_shards.json of this format is not as vae-shards writes it (None: nothing): the image shape,
+    the label names, the labels of each split."""
+    shape = meta.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape)):
+        return "input_shape is not three positive integers"
+    if shape[0] not in (1, 3) or shape[1] != shape[2]:
+        return "input_shape is not a square grey or colour image"
+    names = meta.get("class_names")
+    if not (isinstance(names, dict) and all(k.isdigit() and isinstance(v, str) for k, v in names.items())):
+        return "class_names is not a map of label numbers to names"
+    labels = meta.get("labels")
+    if not (isinstance(labels, dict) and set(labels) == set(SPLITS)):
+        return "labels has not one list per split"
+    if not all(isinstance(v, list) and all(type(x) is int for x in v) for v in labels.values()):
+        return "labels are not lists of integers"
+    return None
+
+
 def read_metadata(root: str, image_size: int | None = None) -> dict[str, Any]:
     """The shard folder's vae_shards.json, checked: a folder that is not one, one written by another format or
     for another image size than `image_size` (None: any) is refused in one line."""
@@ -76,6 +95,9 @@ def read_metadata(root: str, image_size: int | None = None) -> dict[str, Any]:
             f"{root} holds shards of format {meta.get('format')!r}, this version reads format {SHARDS_FORMAT}: "
             "write them again with this version's vae-shards."
         )
+    problem = malformed(meta)
+    if problem is not None:
+        raise DataNotFoundError(f"{path} is not a shard index vae-shards wrote ({problem}): write the shards again.")
     side = int(meta["input_shape"][-1])
     if image_size is not None and image_size != side:
         raise ConfigValueError("dataset.image_size", f"the shards in {root} are {side}x{side} pixels", image_size)
