@@ -217,6 +217,31 @@ def test_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path):
     assert got["val/loss"] == pytest.approx(expected["val/loss"], abs=1e-6)
 
 
+def test_a_resume_from_the_last_batch_of_an_epoch_finishes_like_an_uninterrupted_run(tmp_path):
+    """A checkpoint taken as an epoch's last batch ends (every 5 steps, 5 per epoch) is before that epoch's
+    validation, which Lightning then skips on resume: validation must not move the training's random state."""
+    import shutil
+
+    keep = ["_target_=lightning.pytorch.callbacks.ModelCheckpoint", "every_n_train_steps=5", "save_top_k=-1"]
+    keep += ["mode=max", "auto_insert_metric_name=false", "filename='e{epoch}'"]  # mode: another state_key
+    keep += ["dirpath=${paths.output_dir}/kept"]  # an override holding an interpolation is taken as typed
+    args = ["trainer.max_epochs=3", "~callbacks.diagnostics", "logger=csv", "trainer.limit_train_batches=5"]
+    args += [f"+callbacks.kept.{value}" for value in keep]
+    train_in_process(args, tmp_path / "straight")
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed", ignore=shutil.ignore_patterns("*.ckpt"))
+    epoch_end = tmp_path / "straight" / "kept" / "e1.ckpt"
+    assert torch.load(epoch_end, weights_only=True)["global_step"] == 10
+    shutil.copy(epoch_end, tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    train_in_process([*args, "resume=true"], tmp_path / "resumed")
+    final = {
+        name: torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)
+        for name in ("straight", "resumed")
+    }
+    assert final["resumed"]["global_step"] == final["straight"]["global_step"] == 15
+    for key, tensor in final["straight"]["state_dict"].items():
+        assert torch.equal(tensor, final["resumed"]["state_dict"][key]), key
+
+
 def test_the_readmes_plain_python_model_trains_with_a_plain_trainer(capsys):
     """`examples/model_in_python.py`, as docs/python.md prints it: the parts as objects, no Hydra."""
     import runpy

@@ -176,8 +176,8 @@ class VAEModule(LightningModule):
     def objective(self, x: torch.Tensor, beta: float, generator: torch.Generator | None = None) -> LossTerms:
         return self.loss_fn(self.net, self.prior, x, beta, generator)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> LossTerms:
-        terms = self.objective(batch[0], self.beta_at(stage))
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, noise: Any = None) -> LossTerms:
+        terms = self.objective(batch[0], self.beta_at(stage), noise)
         means = self.train_means if stage == "train" else self.eval_means
         means.add(torch.stack([terms.loss, *terms.terms.values()]), len(batch[0]), self.global_step)
         return terms
@@ -221,9 +221,12 @@ class VAEModule(LightningModule):
             self.stop_if_diverged()
         self.eval_means.reset()
         self.loss_fn.fit_to_eval_data(len(self.trainer.val_dataloaders.dataset))
+        # validation's own noise, the same each time: it leaves the training's random state as it was, so a run
+        # resumed from a checkpoint taken before a validation (which Lightning then skips) trains on identically
+        self.val_noise = torch.Generator(self.device).manual_seed(0)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._shared_step(batch, "val", self.val_noise)
 
     def _summed(self, totals: torch.Tensor) -> torch.Tensor:
         return self.trainer.strategy.reduce(totals, reduce_op="sum")
