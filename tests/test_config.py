@@ -305,3 +305,11 @@ def test_a_mistyped_key_gets_the_nearest_one_and_how_to_add_a_key(tmp_path):
     for fine in (["model.latent_dim=3", "dataset=mnist"], ["model=conv"], ["+model.extra=1"], ["-m", "model.x=1,2"]):
         assert unknown_key(fine) is None, fine
     assert unknown_key(["--config-dir", str(tmp_path), "model.foo=1"]) is None  # a search path it does not follow
+
+
+def test_command_line_overrides_holding_an_interpolation_are_read_as_typed():
+    """`+callbacks.x.dirpath=${paths.output_dir}/x` is text in the Hydra node, where `paths` does not exist."""
+    from vae_lightning.core.config import given_overrides
+
+    hydra_node = OmegaConf.create({"overrides": {"task": ["+callbacks.x.dirpath=${paths.output_dir}/x", "seed=1"]}})
+    assert given_overrides(hydra_node) == ["+callbacks.x.dirpath=${paths.output_dir}/x", "seed=1"]

@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
-from vae_lightning.core.config import CONF_DIR
+from vae_lightning.core.config import CONF_DIR, command_line
 from vae_lightning.core.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,11 @@ def log_mlflow_params(logger: MLFlowLogger, params: dict[str, Any]) -> None:
 class HParams(Callback):
     """Writes this run's HPARAMS summaries (see the module docstring) to every TensorBoard logger."""
 
-    def __init__(self, choices: dict[str, Any], overrides: Sequence[str], metrics: Sequence[str]) -> None:
-        self.values, self.domains = experiment_hparams(dict(choices), list(overrides))
+    def __init__(self, choices: dict[str, Any], metrics: Sequence[str], overrides: Sequence[str] | None = None) -> None:
+        """`overrides`: the keys given on the command line; None: the Hydra run's own (read here, not interpolated
+        in the config, where a value holding `${...}` would be resolved again)."""
+        given = command_line() if overrides is None else overrides
+        self.values, self.domains = experiment_hparams(dict(choices), list(given or []))
         self.metrics = list(metrics)
 
     def _write(self, trainer: Trainer, first: bool) -> None:

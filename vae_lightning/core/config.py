@@ -130,6 +130,17 @@ def unknown_key(argv: Sequence[str], config_name: str = "train") -> str | None:
     return f"`{'.'.join(filter(None, (parent, name)))}` is not a key of {where}.{hint} To add a key, give +{word}."
 
 
+def given_overrides(hydra_node: Any) -> list[str]:
+    """The command-line overrides in a Hydra config node (`hydra`), as typed: an override whose value holds
+    `${...}` is text here, not an interpolation to resolve (it may name keys outside the node)."""
+    return [str(text) for text in OmegaConf.to_container(hydra_node.overrides.task, resolve=False)]
+
+
+def command_line() -> list[str] | None:
+    """The run's command-line overrides (None: not run by Hydra, e.g. `train(cfg)` from Python)."""
+    return given_overrides(HydraConfig.get()) if HydraConfig.initialized() else None
+
+
 def check_command_line(argv: Sequence[str], config_name: str) -> None:
     """Before Hydra composes anything: a mistyped option or key, or a key that has moved, ends the command with one
     line on stderr (`Error: ...`, with the nearest existing name) and exit code 1."""

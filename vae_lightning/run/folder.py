@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.core.checkpoint_io import MODEL_PARTS
+from vae_lightning.core.config import given_overrides
 from vae_lightning.core.errors import VAELightningError
 from vae_lightning.core.files import is_global_rank_zero
 from vae_lightning.run.checkpoints import check_resume, set_on_command_line
@@ -172,4 +173,4 @@ def check_resume_before_start(config: DictConfig) -> None:
     module = {name: OmegaConf.to_container(config.module[name], resolve=True) for name in MODEL_PARTS}
     trainer = {name: config.trainer.get(name) for name in ("max_epochs", "max_steps")}
     config_dirs = [source.path for source in config.hydra.runtime.config_sources if source.schema == "file"]
-    check_resume(path, module, trainer, config_dirs, set_on_command_line(config.hydra.overrides.task))
+    check_resume(path, module, trainer, config_dirs, set_on_command_line(given_overrides(config.hydra)))

@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig
 
 from vae_lightning.core import checks
-from vae_lightning.core.config import build
+from vae_lightning.core.config import build, command_line
 from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 from vae_lightning.core.threads import has_bf16_instructions
 from vae_lightning.data.protocol import not_vae_data
@@ -121,14 +120,6 @@ def final_metrics(trainer: Trainer, prefix: str) -> dict[str, float]:
         for name, value in trainer.callback_metrics.items()
         if name.startswith(prefix) and getattr(value, "numel", lambda: 1)() == 1
     }
-
-
-def command_line() -> list[str] | None:
-    """The run's command-line overrides (None: not run by Hydra, e.g. `train(cfg)` from Python)."""
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:
-        return None
 
 
 def resume_command(output_dir: Path) -> str:
