@@ -1,6 +1,7 @@
 """The front page and the documentation site against the code: the option lists of the README and of the
 configuration page are the config folders' options, every page is in the site's navigation, the README's links
-lead to files that exist, the README stays a front page, and its Python block runs on a trained model."""
+lead to files that exist, the README stays a front page, its Python block runs on a trained model, and every command
+of ours in a shell block composes as written.
 
 from __future__ import annotations
 
@@ -69,3 +70,58 @@ def test_the_readmes_python_block_runs_on_a_trained_model(digits_run, tmp_path, 
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["images"].shape[0] == 1 and float(namespace["images"].min()) >= 0
+
+
+TOOLS = {"train", "evaluate", "morph", "export", "demo", "shards"}  # each command's config has its name
+PLUGINS = {
+    "hydra/launcher=ray": "hydra_plugins.hydra_ray_launcher",
+    "hydra/launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
+}
+
+
+def commands_in_docs() -> list[tuple[str, str, list[str]]]:
+    """(page, config name, overrides) of every command of ours in a shell block of the README and the site, as a
+    user would paste it: comments, environment settings and `...` dropped, `<placeholders>` filled, the first
+    value of each swept key (`-m`) kept."""
+    import shlex
+
+    found = []
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        for block in re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", page.read_text(), re.S):
+            for line in re.sub(r"\\\n", " ", block).splitlines():
+                if not re.match(r"\s*([A-Z_]+=\S+\s+)*(python train\.py|python -m vae_lightning\.|vae-)", line):
+                    continue
+                words = shlex.split(re.sub(r"<[^>]+>", "PLACEHOLDER", line), comments=True)
+                while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                    words = words[1:]  # MLFLOW_TRACKING_URI=... python train.py
+                if words[:2] == ["python", "train.py"]:
+                    name, args = "train", words[2:]
+                elif words[:2] == ["python", "-m"] and words[2].startswith("vae_lightning."):
+                    name, args = words[2].split(".")[1], words[3:]
+                elif words and words[0].startswith("vae-"):
+                    name, args = words[0][4:], words[1:]
+                else:
+                    continue
+                if "--config-dir" in args:  # a user's config folder: tests/test_package.py runs examples/my_project
+                    continue
+                args = [w.split(",")[0] if "[" not in w else w for w in args if w not in ("-m", "...")]
+                assert name in TOOLS, f"{page.name}: {line}"
+                found.append((page.name, name, args))
+    return found
+
+
+@pytest.mark.parametrize(("page", "tool", "args"), commands_in_docs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_command_in_the_docs_composes_as_written(page, tool, args):
+    """Each command line of the README and the site names options and keys that exist (the config Hydra would
+    run with composes); the commands that train or need data are run by the suites that test those features."""
+    import importlib.util
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    for override, plugin in PLUGINS.items():
+        if override in args and importlib.util.find_spec(plugin) is None:
+            pytest.skip(f"{override} needs {plugin}, installed with the `ray` extra (.ci/run does)")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        compose(tool, overrides=args, return_hydra_config=True)  # raises for an option or key that is not there

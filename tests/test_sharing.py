@@ -249,3 +249,22 @@ def test_a_tool_started_in_another_folder_finds_the_data_the_run_prepared(tmp_pa
     evaluate(compose_tool("evaluate", [f"ckpt_path={ckpt}", f"dataset.root={photos}", "output=m.json"]))
     assert "images from the cache" in caplog.text and "preprocessed into" not in caplog.text
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["m.json"]
+
+
+def test_exporting_encodes_the_training_images_once_and_says_how_far_it_is(digits_run, caplog):
+    """`data_summary` (what `vae-export` computes from the data) gives each attribute the direction that
+    `attribute_direction` gives, from one pass over the training split, whose progress is logged (not a terminal)."""
+    from vae_lightning.api import TrainedVAE
+
+    vae = TrainedVAE.load(digits_run / "checkpoints" / "last.ckpt")
+    datamodule = vae.datamodule()
+    with caplog.at_level("INFO", logger="progress"):
+        data = vae.data_summary(datamodule)
+    lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
+    batches = -(-len(datamodule.train_set) // 256)
+    assert lines and lines[-1].startswith(f"Encoding the training images (batches of 256): {batches} of {batches}")
+    assert len(data.directions) == 10
+    for name, (direction, what) in data.directions.items():
+        expected, expected_what = vae.attribute_direction(name, datamodule, cache=False)
+        torch.testing.assert_close(direction, expected)
+        assert what == expected_what

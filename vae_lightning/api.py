@@ -39,6 +39,7 @@ from vae_lightning.callbacks.grid import strip
 from vae_lightning.callbacks.pictures import interpolation_pairs
 from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
 from vae_lightning.core.files import atomic_write
+from vae_lightning.core.progress import progress
 from vae_lightning.data.faces import photo_tensor, read_photo
 from vae_lightning.data.in_memory import Attribute
 from vae_lightning.module import VAEModule
@@ -167,12 +168,13 @@ class TrainedVAE:
         """What the model keeps of `datamodule` when shared: every attribute's direction, the label names, the
         mean code of each label of the training split, the default attribute."""
         data = ExportedData(class_names=dict(datamodule.class_names))
-        for name in self.attributes(datamodule):
+        codes = self.codes(datamodule.train_set, shown_as="Encoding the training images")  # once, for all of it
+        for name, attribute in self.attributes(datamodule).items():
             try:
-                data.directions[name] = self.attribute_direction(name, datamodule, cache=False)
+                data.directions[name] = attribute_direction(codes, attribute, name)
             except DataNotFoundError as unusable:  # e.g. no image without it: not exported
                 log.warning("Attribute %s is not exported: %s", name, unusable)
-        codes, labels = self.codes(datamodule.train_set), datamodule.train_set.labels
+        labels = datamodule.train_set.labels
         labels = labels if labels.dim() == 1 else labels[:, 0]
         for label in sorted(set(labels.tolist())):
             data.label_means[int(label)] = codes[labels == label].mean(0)
@@ -355,9 +357,13 @@ class TrainedVAE:
         return self.checkpoint.with_name(f"{self.checkpoint.name}.attribute_{safe}.pt")
 
     @torch.no_grad()
-    def codes(self, split: Any) -> torch.Tensor:
-        """The codes of every sample of a data module's split, in batches of 256, on the CPU."""
-        batches = (split.__getitems__(range(i, min(i + 256, len(split))))[0] for i in range(0, len(split), 256))
+    def codes(self, split: Any, shown_as: str | None = None) -> torch.Tensor:
+        """The codes of every sample of a data module's split, in batches of 256, on the CPU; with `shown_as`,
+        its progress is shown under that name (`core.progress`)."""
+        starts = range(0, len(split), 256)
+        batches = (split.__getitems__(range(i, min(i + 256, len(split))))[0] for i in starts)
+        if shown_as is not None:
+            batches = progress(batches, len(starts), f"{shown_as} (batches of 256)", unit="batch")
         return torch.cat([self.module.net.infer(x.to(self.device)).code.float().cpu() for x in batches])
 
 

@@ -20,8 +20,9 @@ def progress(items: Iterable[T], total: int, desc: str, unit: str = "item", line
     if sys.stderr.isatty():
         yield from tqdm(items, total=total, desc=desc, unit=unit, mininterval=1.0)
         return
+    units = unit + ("es" if unit.endswith(("ch", "sh", "s", "x")) else "s")
     marks, started = {round(total * k / lines) for k in range(1, lines + 1)}, time.monotonic()
     for done, item in enumerate(items, 1):
         yield item
         if done in marks:
-            log.info("%s: %d of %d %ss (%.0f s)", desc, done, total, unit, time.monotonic() - started)
+            log.info("%s: %d of %d %s (%.0f s)", desc, done, total, units, time.monotonic() - started)
