@@ -1,7 +1,7 @@
 """The front page and the documentation site against the code: the option lists of the README and of the
 configuration page are the config folders' options, every page is in the site's navigation, the README's links
 lead to files that exist, the README stays a front page, its Python block runs on a trained model, and every command
-of ours in a shell block composes as written.
+of ours in a shell block composes as written."""
 
 from __future__ import annotations
 
