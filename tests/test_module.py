@@ -387,3 +387,27 @@ def test_a_long_loop_writes_a_few_lines_where_there_is_no_terminal(caplog):
         assert list(progress(iter(range(10)), 10, "Preprocessing x", unit="image")) == list(range(10))
     lines = [r.getMessage() for r in caplog.records if r.name == "progress"]
     assert [line.split(" (")[0] for line in lines] == [f"Preprocessing x: {n} of 10 images" for n in (2, 5, 8, 10)]
+
+
+def test_updates_with_a_gradient_above_max_norm_are_skipped_and_leave_weights_and_optimizer_as_they_were():
+    from vae_lightning.callbacks.skip import SkipLargeUpdates
+
+    torch.manual_seed(0)
+    start = VAEModule.from_settings(
+        {"net": NET, "loss": LOSS, "beta": BETA, "optimizer": OPTIMIZER}, input_shape=(1, 4, 4)
+    )
+    skip_all = SkipLargeUpdates(max_norm=1e-9)
+    module, trainer = fit_blobs([skip_all], max_epochs=1)
+    for name, tensor in start.state_dict().items():
+        assert torch.equal(module.state_dict()[name], tensor), name  # no step moved a weight
+    assert skip_all.skipped == 5 and trainer.global_step == 5  # Lightning still counts them as steps
+    assert not trainer.optimizers[0].state  # Adam never saw a gradient: no moments, no step count
+    assert trainer.callback_metrics["train/skipped_updates"] == 5
+    skip_none = SkipLargeUpdates(max_norm=1e9)
+    module, _ = fit_blobs([skip_none], max_epochs=1)
+    assert skip_none.skipped == 0 and not torch.equal(
+        module.state_dict()["net.encoder.0.weight"], start.state_dict()["net.encoder.0.weight"]
+    )
+    with pytest.raises(ConfigValueError) as bad:
+        SkipLargeUpdates(max_norm=0)
+    assert bad.value.key == "max_norm"
