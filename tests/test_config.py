@@ -33,6 +33,7 @@ PARENT_OPTION = {
     "model/norm": ["model=conv", "dataset=utkface"],
 }
 COMPANION = {"model=conv": ["dataset=utkface"]}  # 64x64 images: the digits' 8x8 are too small for its 4 blocks
+COMPANION |= {"model=ladder": ["prior=ladder"], "prior=ladder": ["model=ladder"]}  # the ladder and its prior
 
 
 @pytest.fixture(scope="module")

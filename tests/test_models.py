@@ -50,18 +50,23 @@ def option_config(group: str, name: str) -> dict:
     return node
 
 
-@pytest.mark.parametrize("model", ["mlp", "conv"])
+NETS = {
+    "mlp": {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [8], "latent_dim": 2},
+    "conv": {"_target_": "vae_lightning.nets.conv.ConvVAE", "channels": [4], "latent_dim": 2},
+    "ladder": {"_target_": "vae_lightning.nets.ladder.LadderVAE", "hidden_dims": [8, 4], "latent_dims": [2, 2]},
+}
+
+
+@pytest.mark.parametrize("model", sorted(NETS))
 def test_every_pairing_of_prior_objective_and_likelihood_trains_a_step(model):
-    """3 priors x 5 objectives x 6 likelihoods on a small network: each builds, takes a step that changes every
-    parameter it has (the prior's and the likelihood's too), and decodes images in [0, 1]; beta-TCVAE with a
-    prior that does not factorise is refused, naming `prior`. The conv network's VampPrior has group norm."""
-    net = (
-        {"_target_": "vae_lightning.nets.mlp.MLPVAE", "hidden_dims": [8], "latent_dim": 2}
-        if model == "mlp"
-        else {"_target_": "vae_lightning.nets.conv.ConvVAE", "channels": [4], "latent_dim": 2}
-    )
+    """The priors x 5 objectives x 6 likelihoods on a small network (the ladder with its own prior, the others
+    with the rest): each builds, takes a step that changes every parameter it has (the prior's and the
+    likelihood's too), and decodes images in [0, 1]; beta-TCVAE with a prior that does not factorise is refused,
+    naming `prior`. The conv network's VampPrior has group norm."""
+    net = NETS[model]
+    priors = ["ladder"] if model == "ladder" else [name for name in PRIORS if name != "ladder"]
     x = torch.rand(6, 1, 4, 4)
-    for prior, objective, likelihood in itertools.product(PRIORS, OBJECTIVES, LIKELIHOODS):
+    for prior, objective, likelihood in itertools.product(priors, OBJECTIVES, LIKELIHOODS):
         if objective == "seed" and likelihood != "bernoulli":
             continue  # the seed's MSE objective has no likelihood
         loss = option_config("loss", objective)
@@ -109,6 +114,7 @@ RUNS = {
     "miwae_dreg": ["loss=miwae", "loss.k=2", "loss.m=2", "loss.dreg=true"],
     "gmm_sampler": ["sampler=gmm", "sampler.n_components=3"],
     "ciwae": ["loss=ciwae", "loss.k=3"],
+    "ladder": ["model=ladder", "prior=ladder", "model.hidden_dims=[16,8]", "model.latent_dims=[4,2]"],
     "conv_vamp_channel_sigma": [
         "model=conv",
         "model.channels=[8,16]",
@@ -131,10 +137,12 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     train_in_process(args, run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed"
-    gaussian = "posterior=iaf" not in RUNS[name]  # a flow's posteriors have no per-dimension densities
+    # a flow's and a ladder's posteriors have no per-dimension densities
+    gaussian = not {"posterior=iaf", "model=ladder"} & set(RUNS[name])
     information = ("test/total_correlation", "test/mutual_info") if gaussian else ()
     for key in ("test/nll", "test/elbo", "test/active_units", "test/mig", *information):
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
+    assert ("test/active_units_layer2" in metrics) == (name == "ladder")  # each layer's, for a hierarchy
     factorise = "prior=" not in " ".join(RUNS[name]) and gaussian
     assert ("test/kl_dim_000" in metrics) == factorise  # only where p(z) and q(z|x) factorise
     checkpoint = run / "checkpoints" / "last.ckpt"
@@ -148,6 +156,7 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
         "miwae_dreg",
         "ciwae",
         "tcvae_stratified",
+        "ladder",  # its prior's networks are the network's
     )
     output = tmp_path / "evaluate.json"
     scores = evaluate(compose_tool("evaluate", [f"ckpt_path={checkpoint}", "eval.nll_samples=4", f"output={output}"]))
@@ -415,11 +424,13 @@ def test_the_configs_of_the_family_build(tmp_path):
     """Each option file builds a factory that builds its part (what the module calls it with), so a typo fails
     here."""
     from vae_lightning.core.config import made
+    from vae_lightning.nets.ladder import LadderVAE
     from vae_lightning.nets.mlp import MLPVAE
 
-    net = MLPVAE((1, 4, 4), [4], 2)
+    net, ladder = MLPVAE((1, 4, 4), [4], 2), LadderVAE((1, 4, 4), [4, 4], [2, 2])
     for name in PRIORS:
-        assert isinstance(made(build(option_config("prior", name), "prior"), "prior", net=net), torch.nn.Module)
+        part = made(build(option_config("prior", name), "prior"), "prior", net=ladder if name == "ladder" else net)
+        assert isinstance(part, torch.nn.Module)
     for name in LIKELIHOODS:
         likelihood = build(option_config("loss/likelihood", name), "loss.likelihood")
         assert isinstance(made(likelihood, "loss.likelihood", input_shape=(1, 4, 4)), torch.nn.Module)

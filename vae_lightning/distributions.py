@@ -116,6 +116,14 @@ class DiagonalGaussian:
         return DiagonalGaussian(self.loc.detach(), self.scale.detach())
 
 
+def precision_weighted(estimate: DiagonalGaussian, prior: DiagonalGaussian) -> DiagonalGaussian:
+    """The product of two diagonal Gaussians, normalised: precisions add, means are weighted by their precisions
+    (the ladder VAE's posterior of a layer from its bottom-up estimate and its top-down prior)."""
+    precision_e, precision_p = estimate.scale.pow(-2), prior.scale.pow(-2)
+    variance = 1.0 / (precision_e + precision_p)
+    return DiagonalGaussian((estimate.loc * precision_e + prior.loc * precision_p) * variance, variance.sqrt())
+
+
 def sample_apart(
     distribution: Distribution, n: int, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:

@@ -248,8 +248,9 @@ class LatentStats:
 
     GROUPS = 10
 
-    def __init__(self, keep: int = 2000, seed: int = 0) -> None:
-        self.keep = keep
+    def __init__(self, keep: int = 2000, seed: int = 0, layers: Sequence[int] | None = None) -> None:
+        """`layers`: the sizes of a hierarchical code's layers, side by side in it (None: one layer)."""
+        self.keep, self.layers = keep, list(layers) if layers is not None else None
         self.generator = torch.Generator().manual_seed(seed)
         self.count = 0
         # per group, in float64: count, sums of the codes, of their outer products, of the posteriors' variances,
@@ -295,10 +296,11 @@ class LatentStats:
             self.kept = tuple(part[order] for part in kept)
 
     def results(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, mutual_info: bool = True):
-        """{"active_units", "kl_dim_NNN" (where the prior factorises), "total_correlation" and "mutual_info" (the
-        Gaussian estimates of `gaussian_information` on the whole split, jackknife-corrected, each with its
-        "_se"), "mutual_info_lower" (`mutual_info_lower_bound` on this process's subsample), "mig" (of the labels,
-        where they take two values or more)}; `reduce` sums the streamed sums over processes."""
+        """{"active_units" (and "active_units_layer<l>", per layer of a hierarchical code), "kl_dim_NNN" (where
+        the prior factorises), "total_correlation" and "mutual_info" (the Gaussian estimates of
+        `gaussian_information` on the whole split, jackknife-corrected, each with its "_se"), "mutual_info_lower"
+        (`mutual_info_lower_bound` on this process's subsample), "mig" (of the labels, where they take two values
+        or more)}; `reduce` sums the streamed sums over processes."""
         if not self.sums:
             return {}
         shapes = {key: value.shape for key, value in self.sums.items()}
@@ -312,6 +314,14 @@ class LatentStats:
         values = {"active_units": float(counted_active_units(*(part.sum(0) for part in codes)))}
         if bool((sums["count"] > 1).all()):
             values["active_units_se"] = jackknife(counted_active_units, codes)[1]
+        start = 0
+        for layer, size in enumerate(self.layers or [], 1):  # "active_units_layer<l>": each layer's, 1 nearest x
+            part = slice(start, start + size)
+            count_l, code_l, outer_l = (p.sum(0) for p in codes)
+            values[f"active_units_layer{layer}"] = float(
+                counted_active_units(count_l, code_l[part], outer_l[part, part])
+            )
+            start += size
         if "kl" in sums:
             values |= {f"kl_dim_{i:03d}": value for i, value in enumerate((sums["kl"].sum(0) / count).tolist())}
         if mutual_info and self.gaussian and bool((sums["count"] > 1).all()):

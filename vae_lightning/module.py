@@ -66,7 +66,8 @@ class VAEModule(LightningModule):
         self.net.use_posterior(made(posterior, "posterior", latent_dim=self.net.latent_dim))
         self.loss_fn.fit_to_net(self.net)  # an objective's own networks (a discriminator) are sized by the codes
         self.prior = made(prior, "prior", net=self.net)
-        self.loss_fn.fit_to_prior(self.prior)
+        for part in (self.net, self.loss_fn):  # a part that works with certain priors only refuses others
+            part.fit_to_prior(self.prior)
         self.sampler = made(sampler, "sampler", latent_dim=self.net.latent_dim)  # codes of new images
         self.terms = ("loss", *self.loss_fn.term_names)
         self.beta_factory, self.optimizer_factory, self.lr_schedule_factory = beta, optimizer, lr_schedule
@@ -249,7 +250,7 @@ class VAEModule(LightningModule):
         has_likelihood = self.loss_fn.likelihood is not None
         names = ("mse", "elbo", "elbo_sq", "nll", "nll_sq")[: 1 + has_likelihood * (2 + 2 * (self.nll_samples > 0))]
         self.test_means = RunningMeans(names)  # `<name>_sq` gives `<name>_se` (`metrics.with_standard_errors`)
-        self.latent_stats = LatentStats(keep=self.mi_samples, seed=0)
+        self.latent_stats = LatentStats(keep=self.mi_samples, seed=0, layers=self.net.latent_dims)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """The loss terms; `mse` of the reconstruction from the posterior's code; where the loss has a likelihood,

@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal, kl_divergence
 from torch.nn import functional as F
 
 from vae_lightning.core import checks
-from vae_lightning.core.errors import ConfigValueError
-from vae_lightning.distributions import LOG_2PI, PosteriorDistribution, sample_apart
+from vae_lightning.core.errors import ConfigValueError, VAELightningError
+from vae_lightning.distributions import LOG_2PI, PosteriorDistribution, precision_weighted, sample_apart
 from vae_lightning.nets.base import VAENet
 
 log = logging.getLogger(__name__)
@@ -242,3 +242,60 @@ class VampPrior(GaussianMixturePrior):
     def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         posterior = self.encode(self.pseudo_inputs())
         return torch.zeros_like(posterior.loc[:, 0]), posterior.loc, posterior.scale
+
+
+class LadderPrior(Prior):
+    """The top-down prior of a ladder network (`model=ladder`, `nets.ladder`): p(z) = N(z_L; 0, I) times
+    prod_l p(z_l | z_{l+1}), the network's conditional Gaussians, over codes [z_1, ..., z_L]. Its weights are the
+    network's (it holds none). The KL is Monte Carlo (log q - log p of the drawn code); `mean()` and `stddev()`,
+    the centre and span of latent traversals, are those of `SPREAD_DRAWS` draws under a fixed seed."""
+
+    SPREAD_DRAWS = 1024
+
+    def __init__(self, net: VAENet) -> None:
+        if not callable(getattr(net, "conditional_prior", None)):
+            raise VAELightningError(f"prior=ladder is the prior of model=ladder, not of {type(net).__name__}.")
+        super().__init__(net)
+        self.conditional_prior, self.latent_dims = net.conditional_prior, list(net.latent_dims)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        layers = list(z.split(self.latent_dims, dim=-1))
+        log_p = (-0.5 * layers[-1].pow(2) - 0.5 * LOG_2PI).sum(-1)
+        for level in range(len(layers) - 1):
+            log_p = log_p + self.conditional_prior(level, layers[level + 1]).log_prob(layers[level])
+        return log_p
+
+    def kl(self, posterior: PosteriorDistribution, z: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+        """Per layer in closed form given the drawn layers above (Sønderby et al. 2016): KL(q(z_L|x) || N(0, I))
+        plus, for each layer below, KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1})) at the drawn z_{l+1}. Its mean
+        is the KL, with less noise than log q - log p of the whole code; where the posterior is not the ladder's
+        own (it has no `up`), that Monte Carlo estimate."""
+        up = getattr(posterior, "up", None)
+        if up is None:
+            return super().kl(posterior, z, log_q)
+        layers = list(z.split(self.latent_dims, dim=-1))
+        kl = up[-1].kl_to_standard_normal_per_dim().sum(-1).expand(layers[-1].shape[:-1])
+        for level in range(len(layers) - 1):
+            p = self.conditional_prior(level, layers[level + 1])
+            q = precision_weighted(up[level], p)
+            kl = kl + kl_divergence(q.as_distribution(), p.as_distribution())
+        return kl.mean(0) if kl.dim() > 1 else kl
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = self.noise((n, self.latent_dims[-1]), generator)
+        layers = [z]
+        for level in reversed(range(len(self.latent_dims) - 1)):
+            p = self.conditional_prior(level, z)
+            z = p.loc + p.scale * self.noise(tuple(p.loc.shape), generator)
+            layers.append(z)
+        return torch.cat(layers[::-1], dim=-1)
+
+    def _spread(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.sample(self.SPREAD_DRAWS, torch.Generator(self.origin.device).manual_seed(0))
+
+    def mean(self) -> torch.Tensor:
+        return self._spread().mean(0)
+
+    def stddev(self) -> torch.Tensor:
+        return self._spread().std(0)

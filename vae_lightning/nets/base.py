@@ -39,6 +39,7 @@ class VAENet(nn.Module):
     latent_dim: int
     outputs_per_pixel: int = 1
     output_bias_from_data: bool = False
+    latent_dims: list[int] | None = None  # a hierarchical code's layers' sizes, side by side in it (None: one)
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,6 +56,10 @@ class VAENet(nn.Module):
         see `start_decoder_at`."""
         if self.output_bias_from_data:
             self.start_decoder_from_data(dataset, "model.output_bias_from_data")
+
+    def fit_to_prior(self, prior: nn.Module) -> None:
+        """Called with the model's prior once both are built: a network that works with certain priors only
+        refuses the others here."""
 
     def start_decoder_from_data(self, dataset: Any, key: str) -> None:
         """`start_decoder_at` the training images' mean (kept `MEAN_MARGIN` inside (0, 1)); `key`: the setting

@@ -1,0 +1,103 @@
+"""The ladder VAE (`model=ladder`): its top-down posterior and prior against Gaussians known in closed form, and
+its codes in the pictures, the API and the test's estimates."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from vae_lightning.core.errors import ConfigValueError, VAELightningError
+from vae_lightning.distributions import DiagonalGaussian, precision_weighted
+from vae_lightning.nets.ladder import LadderVAE
+from vae_lightning.priors import LadderPrior, StandardNormal
+
+
+def flat_ladder() -> LadderVAE:
+    """Two layers (3 and 2 dims) whose top-down network is zero: p(z_1 | z_2) = N(0, softplus(0)^2), whatever z_2."""
+    torch.manual_seed(0)
+    net = LadderVAE((1, 4, 4), hidden_dims=[8, 6], latent_dims=[3, 2])
+    for parameter in net.down.parameters():
+        torch.nn.init.zeros_(parameter)
+    return net
+
+
+def test_with_a_constant_top_down_prior_the_prior_is_a_product_of_known_gaussians():
+    net = flat_ladder()
+    prior = LadderPrior(net)
+    s = math.log(2.0)  # softplus(0)
+    scales = torch.tensor([s, s, s, 1.0, 1.0])
+    z = torch.randn(7, 5)
+    expected = Normal(torch.zeros(5), scales).log_prob(z).sum(-1)
+    torch.testing.assert_close(prior.log_prob(z), expected)
+    draws = prior.sample(20000, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(draws.std(0), scales, atol=0.02, rtol=0)
+    torch.testing.assert_close(prior.stddev(), scales, atol=0.06, rtol=0)  # from 1,024 fixed draws
+
+
+def test_the_top_down_posterior_is_the_precision_weighted_gaussian_and_its_kl_estimate_is_unbiased():
+    """With a constant p(z_1 | z_2), q(z_1 | z_2, x) is the same Gaussian for every z_2: the precision-weighted
+    product of the estimate and the prior, and the Monte Carlo KL averages to the closed-form KL of the layers."""
+    net = flat_ladder()
+    x = torch.rand(4, 1, 4, 4)
+    posterior = net.infer(x)
+    up1, up2 = net.bottom_up(x)
+    layer1 = precision_weighted(up1, DiagonalGaussian(torch.zeros(4, 3), torch.full((4, 3), math.log(2.0))))
+    var1 = 1 / (up1.scale.pow(-2) + 1 / math.log(2.0) ** 2)
+    torch.testing.assert_close(layer1.scale.pow(2), var1)
+    torch.testing.assert_close(posterior.code, torch.cat([layer1.loc, up2.loc], -1))
+    torch.testing.assert_close(posterior.stddev, torch.cat([layer1.scale, up2.scale], -1))
+    z, log_q = posterior.rsample_with_log_prob(torch.Generator().manual_seed(0), k=20000)
+    expected_log_q = layer1.log_prob(z[..., :3]) + up2.log_prob(z[..., 3:])
+    torch.testing.assert_close(log_q, expected_log_q)
+    prior = LadderPrior(net)
+    p1 = Normal(torch.zeros(3), torch.full((3,), math.log(2.0)))
+    closed = kl_divergence(Normal(layer1.loc, layer1.scale), p1).sum(-1)
+    closed = closed + kl_divergence(Normal(up2.loc, up2.scale), Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(prior.kl(posterior, z, log_q), closed)  # per layer in closed form: exact here
+    monte_carlo = (log_q - prior.log_prob(z)).mean(0)  # the whole code's log q - log p, 20,000 draws
+    torch.testing.assert_close(monte_carlo, closed, atol=0.05, rtol=0)
+
+
+def test_the_per_layer_kl_and_the_whole_codes_monte_carlo_kl_agree_for_a_trained_like_top_down_network():
+    """With a top-down network that moves p(z_1 | z_2) with z_2, neither KL is known in closed form; both are
+    unbiased estimates of it, so their means over many draws agree."""
+    torch.manual_seed(3)
+    net = LadderVAE((1, 4, 4), hidden_dims=[8, 6], latent_dims=[3, 2])
+    posterior, prior = net.infer(torch.rand(2, 1, 4, 4)), LadderPrior(net)
+    with torch.no_grad():
+        z, log_q = posterior.rsample_with_log_prob(torch.Generator().manual_seed(0), k=40000)
+        per_layer = prior.kl(posterior, z, log_q)
+        monte_carlo = log_q - prior.log_prob(z)
+        layers = prior.kl(posterior, z[:2000], log_q[:2000])  # k = 2,000: still the mean of its draws
+    torch.testing.assert_close(per_layer, monte_carlo.mean(0), atol=0.03, rtol=0)
+    torch.testing.assert_close(layers, per_layer, atol=0.1, rtol=0)
+
+
+def test_a_code_decodes_from_its_first_layer_and_bad_settings_name_their_key():
+    net = flat_ladder()
+    assert net.decode(torch.randn(3, 5)).shape == (3, 1, 1, 4, 4)
+    assert net.decode(torch.randn(2, 3, 5)).shape == (2, 3, 1, 1, 4, 4)  # k codes per image
+    with pytest.raises(ConfigValueError) as bad:
+        LadderVAE((1, 4, 4), hidden_dims=[8], latent_dims=[3, 2])
+    assert bad.value.key == "model.hidden_dims"
+    with pytest.raises(VAELightningError, match="prior of model=ladder, not of Linear"):
+        LadderPrior(torch.nn.Linear(2, 2))
+    with pytest.raises(VAELightningError, match="give prior=ladder too"):
+        net.fit_to_prior(StandardNormal(net))
+    net.fit_to_prior(LadderPrior(net))
+
+
+def test_active_units_are_counted_per_layer_of_a_hierarchical_code():
+    """Layer 1 (2 dims) has one dimension that moves with the image, layer 2 (3 dims) all three."""
+    from vae_lightning.metrics import LatentStats
+
+    torch.manual_seed(0)
+    code = torch.randn(500, 5)
+    code[:, 1] = 0.001 * code[:, 1]  # variance 1e-6 across the images: inactive (threshold 0.01)
+    stats = LatentStats(keep=0, layers=[2, 3])
+    stats.add(DiagonalGaussian(code, torch.ones_like(code)))
+    values = stats.results()
+    assert (values["active_units"], values["active_units_layer1"], values["active_units_layer2"]) == (4, 1, 3)
