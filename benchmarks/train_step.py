@@ -49,7 +49,15 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 from torch import nn
-from torch.distributions import Categorical, ContinuousBernoulli, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import (
+    Categorical,
+    ContinuousBernoulli,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    kl_divergence,
+)
 from torch.nn import functional as F
 
 from benchmarks.common import RandomImages, clock, compose_run, data_shape, save, training_only_trainer
@@ -70,9 +78,9 @@ class PlainModel(nn.Module):
     `torch.distributions`) on the network's own torch layers and on plain copies of the prior's and the
     likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, MIWAE, CIWAE,
     beta-TCVAE, the MMD-VAE and FactorVAE (on its discriminator's own torch layers); the IAF posterior (its MADE
-    weights and masks applied with `F.linear`); the standard normal, mixture and VampPrior
-    priors; the Bernoulli, continuous Bernoulli, fixed and learned-sigma Gaussian likelihoods and the discretised
-    logistic."""
+    weights and masks applied with `F.linear`); the ladder VAE (its own layers, its top-down prior); the
+    standard normal, mixture and VampPrior priors; the Bernoulli, continuous Bernoulli, fixed and learned-sigma
+    Gaussian likelihoods and the discretised logistic."""
 
     def __init__(self, cfg, module) -> None:
         super().__init__()
@@ -104,6 +112,7 @@ class PlainModel(nn.Module):
         self.input_shape = tuple(module.hparams.input_shape)
         self.n_data = 1  # the training set's size, for beta-TCVAE
         self.conv = hasattr(self.net, "encoder_convs")  # the conv model's layers, else the MLP's
+        self.ladder = hasattr(self.net, "up_heads")  # the ladder VAE's layers (with its top-down prior)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder's outputs, flattened per row (the logistic's two outputs per pixel: means, then scales)."""
@@ -166,6 +175,33 @@ class PlainModel(nn.Module):
                 log_det = log_det + s.sum(-1)
         return z, log_det
 
+    def gaussian(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = raw.chunk(2, dim=-1)
+        scale = (
+            F.softplus(raw_scale) + 1e-6 if self.softplus_scale else torch.exp(0.5 * raw_scale.clamp(max=40.0)) + 1e-6
+        )
+        return loc, scale
+
+    def ladder_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The ladder VAE's ELBO on its own torch layers: the bottom-up estimates, then top-down the
+        precision-weighted posterior of each layer and its closed-form KL to the top-down prior given the draw above."""
+        h, estimates = x.flatten(1), []
+        for block, head in zip(self.net.up, self.net.up_heads, strict=True):
+            h = block(h)
+            estimates.append(self.gaussian(head(h)))
+        loc, scale = estimates[-1]
+        z = loc + scale * torch.randn_like(loc)
+        kl = kl_divergence(Normal(loc, scale), Normal(0.0, 1.0)).sum(-1)
+        for level in reversed(range(len(estimates) - 1)):
+            p_loc, p_scale = self.gaussian(self.net.down[level](z))
+            e_loc, e_scale = estimates[level]
+            precision_e, precision_p = e_scale.pow(-2), p_scale.pow(-2)
+            variance = 1.0 / (precision_e + precision_p)
+            q_loc, q_scale = (e_loc * precision_e + p_loc * precision_p) * variance, variance.sqrt()
+            z = q_loc + q_scale * torch.randn_like(q_loc)
+            kl = kl + kl_divergence(Normal(q_loc, q_scale), Normal(p_loc, p_scale)).sum(-1)
+        return (-self.log_px(x.flatten(1), self.net.decoder(z)) + BETA * kl).mean()
+
     def prior(self) -> Distribution:
         if self.prior_name == "StandardNormal":
             return Independent(Normal(0.0, torch.ones(self.net.latent_dim), validate_args=False), 1)
@@ -180,6 +216,8 @@ class PlainModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The loss of batch `x` (beta = 1)."""
+        if self.ladder:
+            return self.ladder_loss(x)
         loc, scale = self.encode(x)
         x = x.flatten(1)
         q, p = Independent(Normal(loc, scale, validate_args=False), 1), self.prior()
@@ -410,6 +448,7 @@ MODELS = {
     "miwae": ["loss=miwae"],
     "ciwae": ["loss=ciwae"],
     "iaf": ["posterior=iaf"],
+    "ladder": ["model=ladder", "prior=ladder"],
     "mixture": ["prior=mixture"],
     "vamp": ["prior=vamp"],
     "continuous_bernoulli": ["loss/likelihood=continuous_bernoulli"],
