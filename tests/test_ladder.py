@@ -101,3 +101,15 @@ def test_active_units_are_counted_per_layer_of_a_hierarchical_code():
     stats.add(DiagonalGaussian(code, torch.ones_like(code)))
     values = stats.results()
     assert (values["active_units"], values["active_units_layer1"], values["active_units_layer2"]) == (4, 1, 3)
+
+
+def test_a_code_completed_from_its_top_layer_takes_the_top_down_means_below():
+    """What the latent traversals of a ladder decode: the layers below the top as the generative model makes them."""
+    from vae_lightning.nets.mlp import MLPVAE
+
+    net = flat_ladder()
+    z = torch.randn(3, 5)
+    completed = net.complete(z)
+    torch.testing.assert_close(completed[:, 3:], z[:, 3:])  # the top layer as given
+    torch.testing.assert_close(completed[:, :3], torch.zeros(3, 3))  # the constant top-down prior's mean
+    assert torch.equal(MLPVAE((1, 4, 4), [4], 2).complete(z[:, :2]), z[:, :2])  # one layer: its own top

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from vae_lightning.core import checks
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
-from vae_lightning.distributions import LOG_2PI, PosteriorDistribution, precision_weighted, sample_apart
+from vae_lightning.distributions import LOG_2PI, PosteriorDistribution, sample_apart
 from vae_lightning.nets.base import VAENet
 
 log = logging.getLogger(__name__)
@@ -269,16 +269,13 @@ class LadderPrior(Prior):
         """Per layer in closed form given the drawn layers above (Sønderby et al. 2016): KL(q(z_L|x) || N(0, I))
         plus, for each layer below, KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1})) at the drawn z_{l+1}. Its mean
         is the KL, with less noise than log q - log p of the whole code; where the posterior is not the ladder's
-        own (it has no `up`), that Monte Carlo estimate."""
-        up = getattr(posterior, "up", None)
-        if up is None:
+        own (it has no `layer_pairs`), that Monte Carlo estimate."""
+        if not callable(getattr(posterior, "layer_pairs", None)):
             return super().kl(posterior, z, log_q)
-        layers = list(z.split(self.latent_dims, dim=-1))
-        kl = up[-1].kl_to_standard_normal_per_dim().sum(-1).expand(layers[-1].shape[:-1])
-        for level in range(len(layers) - 1):
-            p = self.conditional_prior(level, layers[level + 1])
-            q = precision_weighted(up[level], p)
-            kl = kl + kl_divergence(q.as_distribution(), p.as_distribution())
+        top = posterior.up[-1]
+        kl = top.kl_to_standard_normal_per_dim().sum(-1).expand(z.shape[:-1])
+        for q, p in posterior.layer_pairs(z).values():
+            kl = kl + kl_divergence(Normal(q.loc, q.scale), Normal(p.loc, p.scale)).sum(-1)
         return kl.mean(0) if kl.dim() > 1 else kl
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -43,6 +43,16 @@ class View:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.module.decode_image(z.to(self.loc.device)).float().cpu()
 
+    def top_layer(self) -> range:
+        """The code's dimensions of its top layer: all of them, but for a hierarchical network's code."""
+        sizes = self.module.net.latent_dims or [self.loc.shape[1]]
+        return range(sum(sizes[:-1]), sum(sizes))
+
+    def decode_from_top(self, z: torch.Tensor) -> torch.Tensor:
+        """Decodes of codes whose layers below the top are the generative model's (`VAENet.complete`)."""
+        with torch.no_grad():
+            return self.decode(self.module.net.complete(z.to(self.loc.device)))
+
     def new_codes(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """`n` codes of new images, from the model's sampler (its prior unless `sampler=` says otherwise)."""
         return self.module.sampler.sample(n, self.module.prior, generator).float().cpu()
@@ -146,7 +156,8 @@ class LatentGrid(Picture):
     range (1st to 99th percentile) of the posterior means, with latent axes; dimension 1: one row along z1.
     More dimensions: `val/latent_traversal`, one row per most active dimension (by KL where the prior factorises,
     else by the variance of the posterior means), decoding a sweep of it from -3 to +3 of the prior's standard
-    deviation around a validation sample's mean."""
+    deviation around a validation sample's mean; of a hierarchical code, the top layer's dimensions, with the
+    layers below as the generative model makes them from it."""
 
     def __init__(self, grid_size: int = 15, n_dims: int = 8, steps: int = 11) -> None:
         self.grid_size = checks.integer("grid_size", grid_size, low=2)
@@ -183,19 +194,21 @@ class LatentGrid(Picture):
 
     def _traversal(self, view: View, loc: torch.Tensor, scale: torch.Tensor) -> Figure:
         activity, measure = view.activity()
-        dims = activity.argsort(descending=True)[: min(self.n_dims, loc.shape[1])].tolist()
+        top = view.top_layer()  # a hierarchical code: its top layer, the layers below following it
+        dims = [top[i] for i in activity[top.start : top.stop].argsort(descending=True)[: self.n_dims].tolist()]
         sweep = torch.linspace(-3.0, 3.0, self.steps)
         spread = view.prior_stddev()
         rows = []
         for dim in dims:
             z = loc[:1].repeat(self.steps, 1)
             z[:, dim] = loc[0, dim] + sweep * spread[dim]
-            rows.append(view.decode(z))
+            rows.append(view.decode_from_top(z))
         cells = enlarge(rows[0][:1]).shape[-1] + 2
         image = picture(torch.cat(rows), nrow=self.steps)
         row_labels = [(2 + cells * (i + 0.5), f"z{d} ({measure} {activity[d]:.2f})") for i, d in enumerate(dims)]
         col_labels = [(2 + cells * (j + 0.5), f"{v:+.1f}") for j, v in enumerate(sweep.tolist())]
-        title = f"Traversals of the {len(dims)} most active dimensions around a validation sample (epoch {view.epoch})"
+        which = "dimensions" if len(top) == loc.shape[1] else "dimensions of the top layer"
+        title = f"Traversals of the {len(dims)} most active {which} around a validation sample (epoch {view.epoch})"
         xlabel = "offset from its mean, in prior standard deviations"
         return image_figure(image, title, row_labels=row_labels, col_labels=col_labels, xlabel=xlabel)
 

@@ -57,6 +57,11 @@ class VAENet(nn.Module):
         if self.output_bias_from_data:
             self.start_decoder_from_data(dataset, "model.output_bias_from_data")
 
+    def complete(self, z: torch.Tensor) -> torch.Tensor:
+        """The code as the generative model makes it from its top layer (a hierarchical network recomputes the
+        layers below; a one-layer code is its own top): what a change of the top layer alone decodes to."""
+        return z
+
     def fit_to_prior(self, prior: nn.Module) -> None:
         """Called with the model's prior once both are built: a network that works with certain priors only
         refuses the others here."""

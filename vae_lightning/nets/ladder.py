@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from math import prod
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,22 +41,46 @@ class LadderPosterior:
 
     up: tuple[DiagonalGaussian, ...]
     conditional_prior: Callable[[int, torch.Tensor], DiagonalGaussian] = field(repr=False)
+    # the last draw's code and, for each layer below the top, the (q, p) it was drawn with (see `layer_pairs`)
+    drawn: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def rsample_with_log_prob(
         self, generator: torch.Generator | None = None, k: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes [z_1, ..., z_L] drawn layer by layer from the top, and log q(z|x), the sum of the layers' terms."""
-        z = self.up[-1].rsample(generator, k)
-        log_q, layers = self.up[-1].log_prob(z), [z]
-        for level in reversed(range(len(self.up) - 1)):
-            q = precision_weighted(self.up[level], self.conditional_prior(level, z))
-            z = q.rsample(generator)  # shaped like q (k rows per image where the layer above has them)
-            log_q = log_q + q.log_prob(z)
-            layers.append(z)
-        return torch.cat(layers[::-1], dim=-1), log_q
+        return self._draw(generator, k, with_log_q=True)
 
-    def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.rsample_with_log_prob(generator)
+    def _draw(
+        self, generator: torch.Generator | None, k: int | None, with_log_q: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = self.up[-1].rsample(generator, k)
+        log_q, layers, pairs = self.up[-1].log_prob(z) if with_log_q else None, [z], {}
+        for level in reversed(range(len(self.up) - 1)):
+            p = self.conditional_prior(level, z)
+            q = precision_weighted(self.up[level], p)
+            z = q.rsample(generator)  # shaped like q (k rows per image where the layer above has them)
+            log_q = log_q + q.log_prob(z) if with_log_q else None
+            layers.append(z)
+            pairs[level] = (q, p)
+        code = torch.cat(layers[::-1], dim=-1)
+        self.drawn.update(code=code, pairs=pairs)
+        return code, log_q
+
+    def layer_pairs(self, z: torch.Tensor) -> dict[int, tuple[DiagonalGaussian, DiagonalGaussian]]:
+        """{level: (q(z_l | z_{l+1}, x), p(z_l | z_{l+1}))} of each layer below the top, given code z: those the
+        draw that returned z used (not computed again: the KL of a training step reads them), else computed."""
+        if self.drawn.get("code") is z:
+            return self.drawn["pairs"]
+        layers, pairs = z.split([gaussian.loc.shape[-1] for gaussian in self.up], dim=-1), {}
+        for level in range(len(self.up) - 1):
+            p = self.conditional_prior(level, layers[level + 1])
+            pairs[level] = (precision_weighted(self.up[level], p), p)
+        return pairs
+
+    def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
+        """One code per row for a training step, without log q(z|x): the ladder's KL is per layer in closed form
+        (`priors.LadderPrior.kl`), from the Gaussians this draw used."""
+        return self._draw(generator, None, with_log_q=False)
 
     @cached_property
     def _mean_path(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,6 +194,13 @@ class LadderVAE(VAENet):
         """The posterior's mean path as a Gaussian (code and spread per dimension); q(z|x) itself is `infer`."""
         posterior = self.infer(x)
         return DiagonalGaussian(posterior.code, posterior.stddev)
+
+    def complete(self, z: torch.Tensor) -> torch.Tensor:
+        """Each layer below the top set to its top-down prior's mean given the layer above."""
+        layers = self.split(z)
+        for level in reversed(range(len(layers) - 1)):
+            layers[level] = self.conditional_prior(level, layers[level + 1]).loc
+        return torch.cat(layers, dim=-1)
 
     def split(self, z: torch.Tensor) -> list[torch.Tensor]:
         """A code's layers, layer 1 first."""
