@@ -39,7 +39,9 @@ def image_figure(
     `cell_texts` are (x, y, text) in pixels: each text is centred there."""
     height, width = image.shape[:2]
     has_axes = extent is not None or row_labels or col_labels
-    left = 70 if has_axes or ylabel else 10
+    # room on the left for the row labels (about 6 px a character at this size) or the y axis and its label
+    longest = max((len(text) for _, text in row_labels), default=0)
+    left = max(70, 16 + 6 * longest) if has_axes or ylabel else 10
     bottom = 45 if has_axes or xlabel else 10
     fig_width = max(width + left + 20, 360)
     title = _wrapped(title, fig_width - 20)
