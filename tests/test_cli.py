@@ -9,6 +9,7 @@ import pytest
 
 from tests.checkpoint_payloads import hostile_checkpoints
 from tests.conftest import ROOT, one_line_error, run_command, run_commands, run_train
+from vae_lightning.core.config import CONF_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +28,10 @@ def good_run(tmp_path_factory):
     return run_dir
 
 
+MODELS = ", ".join(sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml")))
 TABLE = [
     # what only a real `train.py` process shows: Hydra's parsing, the Hydra callback, the exit code
-    (["model=nonexistent"], "Error: model=nonexistent is not an option of the `model` group (auto, conv, mlp)."),
+    (["model=nonexistent"], f"Error: model=nonexistent is not an option of the `model` group ({MODELS})."),
     (["module.gradient_clip_val=1"], "Error: `module.gradient_clip_val` has moved: use +trainer.gradient_clip_val"),
     (["dataset=mnsit"], "Did you mean mnist?"),
     (["loss/likelihood=gausian"], "Did you mean gaussian?"),

@@ -82,3 +82,13 @@ def test_a_new_sweep_is_refused_a_sweep_folder_whose_jobs_left_checkpoints(tmp_p
     with pytest.raises(SystemExit):
         RunFolderGuard().on_multirun_start(compose_train([f"hydra.sweep.dir={sweep}"], tmp_path / "unused"))
     assert "holds the checkpoints of an earlier run" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_while_checking_the_folder_stops_the_run_in_one_line(capsys):
+    """Hydra would report it as a warning and start the run unguarded."""
+    from omegaconf import OmegaConf
+
+    with pytest.raises(SystemExit) as stopped:
+        RunFolderGuard().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": None}}}))
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.startswith("Error: The run folder could not be checked before the run (")

@@ -119,16 +119,20 @@ class RunFolderGuard(Callback):
         self.lock: int | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra reports an exception from a callback as a warning and goes on: so any error here, ours or not,
+        stops the run before it starts (unguarded, it could write over an earlier run)."""
         if not is_global_rank_zero():  # DDP and SLURM tasks share the folder of their first process
             return
-        folder = Path(config.hydra.run.dir).expanduser()
         try:
+            folder = Path(config.hydra.run.dir).expanduser()
             refuse_if_busy(folder, "hydra.run.dir")
             refuse_earlier_run(folder, config, "hydra.run.dir", "checkpoints/*.ckpt")
             check_resume_before_start(config)
             self.lock = hold(folder, "hydra.run.dir")
         except VAELightningError as error:
             _refuse(error)
+        except Exception as unexpected:  # see the docstring
+            _refuse(VAELightningError(f"The run folder could not be checked before the run ({unexpected!r})."))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_global_rank_zero():
