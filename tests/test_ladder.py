@@ -113,3 +113,51 @@ def test_a_code_completed_from_its_top_layer_takes_the_top_down_means_below():
     torch.testing.assert_close(completed[:, 3:], z[:, 3:])  # the top layer as given
     torch.testing.assert_close(completed[:, :3], torch.zeros(3, 3))  # the constant top-down prior's mean
     assert torch.equal(MLPVAE((1, 4, 4), [4], 2).complete(z[:, :2]), z[:, :2])  # one layer: its own top
+
+
+@pytest.mark.parametrize("ladder", [False, True], ids=["per_dimension", "per_layer"])
+def test_free_bits_count_each_group_below_the_floor_as_the_floor_with_no_gradient(ladder):
+    """The ELBO with `free_bits`: its value is recon + sum_g max(floor, batch mean of KL_g), and a group under
+    the floor passes no gradient; the logged kl is the KL itself. Groups: a ladder's layers, else dimensions."""
+    from vae_lightning.losses import ELBO
+    from vae_lightning.nets.mlp import MLPVAE
+
+    torch.manual_seed(0)
+    net = LadderVAE((1, 4, 4), hidden_dims=[8, 6], latent_dims=[3, 2]) if ladder else MLPVAE((1, 4, 4), [8], 3)
+    prior = LadderPrior(net) if ladder else StandardNormal(net)
+    x = (torch.rand(16, 1, 4, 4) > 0.5).float()
+    plain, floored = ELBO(), ELBO(free_bits=0.3)
+    for objective in (plain, floored):
+        objective.fit_to_images((1, 4, 4))
+        objective.fit_to_prior(prior)
+    torch.manual_seed(1)
+    terms = floored(net, prior, x, 1.0)
+    groups = prior.kl_groups(terms.sample.posterior, terms.sample.z)
+    assert groups.shape == (16, 2 if ladder else 3)
+    torch.testing.assert_close(groups.sum(-1), prior.kl(terms.sample.posterior, terms.sample.z))
+    expected = terms.terms["recon"] + groups.mean(0).clamp(min=0.3).sum()
+    torch.testing.assert_close(terms.loss, expected)
+    torch.manual_seed(1)
+    assert torch.equal(plain(net, prior, x, 1.0).terms["kl"], terms.terms["kl"])  # the KL itself is logged
+    huge = ELBO(free_bits=1e6)  # every group under the floor: only the reconstruction moves the weights
+    huge.fit_to_images((1, 4, 4))
+    torch.manual_seed(1)
+    huge(net, prior, x, 1.0).loss.backward()
+    with_floor = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+    net.zero_grad()
+    torch.manual_seed(1)
+    plain(net, prior, x, 1.0).terms["recon"].backward()
+    for got, expected_grad in zip(with_floor, [p.grad for p in net.parameters() if p.grad is not None], strict=True):
+        torch.testing.assert_close(got, expected_grad)
+
+
+def test_free_bits_are_refused_with_a_prior_whose_kl_does_not_split():
+    from vae_lightning.losses import ELBO
+    from vae_lightning.nets.mlp import MLPVAE
+    from vae_lightning.priors import MixtureOfGaussians
+
+    with pytest.raises(ConfigValueError) as refused:
+        ELBO(free_bits=0.5).fit_to_prior(MixtureOfGaussians(MLPVAE((1, 4, 4), [8], 3)))
+    assert refused.value.key == "free_bits"
+    with pytest.raises(ConfigValueError):
+        ELBO(free_bits=-1.0)

@@ -125,13 +125,33 @@ class WithLikelihood(Objective):
 
 
 class ELBO(WithLikelihood):
-    """Negative ELBO per sample (nats), averaged over the batch."""
+    """Negative ELBO per sample (nats), averaged over the batch. `free_bits` (nats; 0: off): the free bits of
+    Kingma et al. (2016) - each group of the KL (a latent dimension, or a ladder's layer: `Prior.kl_groups`)
+    whose mean over the batch is below `free_bits` counts as `free_bits`, with no gradient, so nothing is gained
+    by pushing it lower; the logged `kl` stays the KL itself."""
+
+    def __init__(self, likelihood: LikelihoodOrFactory | None = None, free_bits: float = 0.0) -> None:
+        super().__init__(likelihood)
+        self.free_bits = checks.number("free_bits", free_bits, low=0.0)
+
+    def fit_to_prior(self, prior: Prior) -> None:
+        if self.free_bits and prior.kl_grouped_by is None:
+            reason = f"needs a prior whose KL splits into groups (standard_normal, ladder), not {type(prior).__name__}"
+            raise ConfigValueError("free_bits", reason, self.free_bits)
 
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
         out = net(x, generator)
         recon_per_sample = -self.likelihood.log_prob(x, out.params)
         kl_per_sample = prior.kl(out.posterior, out.z, out.log_q)
-        per_sample = recon_per_sample + beta * kl_per_sample
+        if self.free_bits:
+            groups = prior.kl_groups(out.posterior, out.z)
+            if groups is None:
+                reason = "needs per-dimension KLs: a Gaussian posterior (this one is a flow) or the ladder"
+                raise ConfigValueError("loss.free_bits", reason, self.free_bits)
+            floored = groups.mean(0) < self.free_bits  # per group, over the batch
+            per_sample = recon_per_sample + beta * torch.where(floored, self.free_bits, groups).sum(-1)
+        else:
+            per_sample = recon_per_sample + beta * kl_per_sample
         terms = {"recon": recon_per_sample.mean(), "kl": kl_per_sample.mean()}
         return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
 

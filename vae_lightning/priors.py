@@ -76,6 +76,16 @@ class Prior(nn.Module):
     def kl_per_dim(self, posterior: PosteriorDistribution) -> torch.Tensor | None:
         return None
 
+    # how `kl_groups` splits the KL where it can ("dimension", "layer"), None where it cannot (free bits need it)
+    kl_grouped_by: str | None = None
+
+    def kl_groups(self, posterior: PosteriorDistribution, z: torch.Tensor) -> torch.Tensor | None:
+        """The KL of the code `z` was drawn as, in groups, (N, groups) or with k codes per row (k, N, groups),
+        summing to `kl`: per latent dimension where p(z) and q(z|x) factorise, per layer for the ladder's prior;
+        None where it does not split (`kl_grouped_by` None, or a posterior without per-dimension densities)."""
+        per_dim = self.kl_per_dim(posterior)
+        return None if per_dim is None else per_dim.expand(*z.shape[:-1], per_dim.shape[-1])
+
     def fit_to_data(self, dataset: Any) -> None:
         """Called with the training set before training starts (and before a resumed run's weights are restored,
         so those win); a prior that starts from the data overrides it."""
@@ -96,6 +106,7 @@ class StandardNormal(Prior):
     """N(0, I), the VAE's prior (Kingma & Welling 2014): the KL to a diagonal Gaussian posterior in closed form."""
 
     factorises = True
+    kl_grouped_by = "dimension"
 
     def distribution(self) -> Distribution:
         return Independent(Normal(self.origin, torch.ones_like(self.origin), validate_args=False), 1)
@@ -265,18 +276,27 @@ class LadderPrior(Prior):
             log_p = log_p + self.conditional_prior(level, layers[level + 1]).log_prob(layers[level])
         return log_p
 
+    kl_grouped_by = "layer"
+
     def kl(self, posterior: PosteriorDistribution, z: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
-        """Per layer in closed form given the drawn layers above (Sønderby et al. 2016): KL(q(z_L|x) || N(0, I))
-        plus, for each layer below, KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1})) at the drawn z_{l+1}. Its mean
-        is the KL, with less noise than log q - log p of the whole code; where the posterior is not the ladder's
-        own (it has no `layer_pairs`), that Monte Carlo estimate."""
-        if not callable(getattr(posterior, "layer_pairs", None)):
+        """Per layer in closed form given the drawn layers above (Sønderby et al. 2016, `kl_groups`); its mean is
+        the KL, with less noise than log q - log p of the whole code, which it is where the posterior is not the
+        ladder's own (it has no `layer_pairs`)."""
+        groups = self.kl_groups(posterior, z)
+        if groups is None:
             return super().kl(posterior, z, log_q)
-        top = posterior.up[-1]
-        kl = top.kl_to_standard_normal_per_dim().sum(-1).expand(z.shape[:-1])
-        for q, p in posterior.layer_pairs(z).values():
-            kl = kl + kl_divergence(Normal(q.loc, q.scale), Normal(p.loc, p.scale)).sum(-1)
+        kl = groups.sum(-1)
         return kl.mean(0) if kl.dim() > 1 else kl
+
+    def kl_groups(self, posterior: PosteriorDistribution, z: torch.Tensor) -> torch.Tensor | None:
+        """Each layer's KL, layer 1 first: KL(q(z_l | z_{l+1}, x) || p(z_l | z_{l+1})) at the drawn z_{l+1}
+        (reading the Gaussians the draw used), and KL(q(z_L|x) || N(0, I)) for the top layer."""
+        if not callable(getattr(posterior, "layer_pairs", None)):
+            return None
+        pairs = sorted(posterior.layer_pairs(z).items())
+        below = [kl_divergence(Normal(q.loc, q.scale), Normal(p.loc, p.scale)).sum(-1) for _, (q, p) in pairs]
+        top = posterior.up[-1].kl_to_standard_normal_per_dim().sum(-1).expand(z.shape[:-1])
+        return torch.stack([*below, top], dim=-1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         z = self.noise((n, self.latent_dims[-1]), generator)
