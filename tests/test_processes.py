@@ -72,10 +72,14 @@ FLOW_AND_SAMPLER = [
 ]
 
 
+# a hierarchical network and its top-down prior, with free bits per layer
+LADDER = ["model=ladder", "prior=ladder", "model.hidden_dims=[64,32]", "model.latent_dims=[4,2]", "loss.free_bits=0.5"]
+
+
 @pytest.mark.parametrize(
     "model",
-    [MODEL_WITH_PARAMETERS, FACTOR, FLOW_AND_SAMPLER],  # the default model: streamed, mid-epoch (test_shards.py)
-    ids=["vamp_iwae_learned_sigma", "factor", "iaf_gmm_ciwae"],
+    [MODEL_WITH_PARAMETERS, FACTOR, FLOW_AND_SAMPLER, LADDER],  # the default model: streamed (test_shards.py)
+    ids=["vamp_iwae_learned_sigma", "factor", "iaf_gmm_ciwae", "ladder_free_bits"],
 )
 def test_kill_9_then_resume_finishes_exactly_like_an_uninterrupted_run(model, tmp_path):
     """With the delayed ramp, so that the schedule's position and length are restored too; a model whose prior
