@@ -311,17 +311,15 @@ class LatentStats:
         sums = {key: value.view(shapes[key]) for key, value in sums.items()}
         count = float(sums["count"].sum())
         codes = [sums[key] for key in ("count", "code", "outer")]
-        values = {"active_units": float(counted_active_units(*(part.sum(0) for part in codes)))}
+        count_all, code_all, outer_all = (part.sum(0) for part in codes)  # over the groups
+        values = {"active_units": float(counted_active_units(count_all, code_all, outer_all))}
         if bool((sums["count"] > 1).all()):
             values["active_units_se"] = jackknife(counted_active_units, codes)[1]
         start = 0
-        for layer, size in enumerate(self.layers or [], 1):  # "active_units_layer<l>": each layer's, 1 nearest x
-            part = slice(start, start + size)
-            count_l, code_l, outer_l = (p.sum(0) for p in codes)
-            values[f"active_units_layer{layer}"] = float(
-                counted_active_units(count_l, code_l[part], outer_l[part, part])
-            )
-            start += size
+        for layer, size in enumerate(self.layers or [], 1):  # "active_units_layer<l>": layer 1 is nearest x
+            dims = slice(start, start + size)
+            units = counted_active_units(count_all, code_all[dims], outer_all[dims, dims])
+            values[f"active_units_layer{layer}"], start = float(units), start + size
         if "kl" in sums:
             values |= {f"kl_dim_{i:03d}": value for i, value in enumerate((sums["kl"].sum(0) / count).tolist())}
         if mutual_info and self.gaussian and bool((sums["count"] > 1).all()):

@@ -56,8 +56,7 @@ class LadderPosterior:
         z = self.up[-1].rsample(generator, k)
         log_q, layers, pairs = self.up[-1].log_prob(z) if with_log_q else None, [z], {}
         for level in reversed(range(len(self.up) - 1)):
-            p = self.conditional_prior(level, z)
-            q = precision_weighted(self.up[level], p)
+            q, p = self.layer(level, z)
             z = q.rsample(generator)  # shaped like q (k rows per image where the layer above has them)
             log_q = log_q + q.log_prob(z) if with_log_q else None
             layers.append(z)
@@ -66,16 +65,18 @@ class LadderPosterior:
         self.drawn.update(code=code, pairs=pairs)
         return code, log_q
 
+    def layer(self, level: int, z_above: torch.Tensor) -> tuple[DiagonalGaussian, DiagonalGaussian]:
+        """(q(z_l | z_{l+1}, x), p(z_l | z_{l+1})) of layer `level` (from 0, nearest the data) given the layer above."""
+        p = self.conditional_prior(level, z_above)
+        return precision_weighted(self.up[level], p), p
+
     def layer_pairs(self, z: torch.Tensor) -> dict[int, tuple[DiagonalGaussian, DiagonalGaussian]]:
         """{level: (q(z_l | z_{l+1}, x), p(z_l | z_{l+1}))} of each layer below the top, given code z: those the
         draw that returned z used (not computed again: the KL of a training step reads them), else computed."""
         if self.drawn.get("code") is z:
             return self.drawn["pairs"]
-        layers, pairs = z.split([gaussian.loc.shape[-1] for gaussian in self.up], dim=-1), {}
-        for level in range(len(self.up) - 1):
-            p = self.conditional_prior(level, layers[level + 1])
-            pairs[level] = (precision_weighted(self.up[level], p), p)
-        return pairs
+        layers = z.split([gaussian.loc.shape[-1] for gaussian in self.up], dim=-1)
+        return {level: self.layer(level, layers[level + 1]) for level in range(len(self.up) - 1)}
 
     def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
         """One code per row for a training step, without log q(z|x): the ladder's KL is per layer in closed form
@@ -88,7 +89,7 @@ class LadderPosterior:
         z, scale = self.up[-1].loc, self.up[-1].scale
         codes, scales = [z], [scale]
         for level in reversed(range(len(self.up) - 1)):
-            q = precision_weighted(self.up[level], self.conditional_prior(level, z))
+            q = self.layer(level, z)[0]
             z = q.loc
             codes.append(q.loc)
             scales.append(q.scale)
