@@ -161,3 +161,40 @@ def test_free_bits_are_refused_with_a_prior_whose_kl_does_not_split():
     assert refused.value.key == "free_bits"
     with pytest.raises(ConfigValueError):
         ELBO(free_bits=-1.0)
+
+
+def test_the_per_layer_kl_is_exact_at_the_size_and_narrowness_of_trained_codes():
+    """50 + 8 dimensions, bottom-up scales near 0.007 (narrow posteriors), float32, a constant top-down network:
+    each layer's KL is the closed form of its two Gaussians, and the draws' log q - log p average to it."""
+    torch.manual_seed(0)
+    net = LadderVAE((1, 28, 28), hidden_dims=[200, 200], latent_dims=[50, 8])
+    with torch.no_grad():
+        for head in net.up_heads:
+            head.bias[head.out_features // 2 :] = -5.0  # softplus(-5) = 0.0067
+        for parameter in net.down.parameters():
+            parameter.zero_()
+    posterior, prior = net.infer(torch.rand(4, 1, 28, 28)), LadderPrior(net)
+    up1, up2 = posterior.up
+    layer1 = precision_weighted(up1, DiagonalGaussian(torch.zeros(4, 50), torch.full((4, 50), math.log(2.0))))
+    expected = torch.stack(
+        [
+            kl_divergence(Normal(layer1.loc, layer1.scale), Normal(0.0, math.log(2.0))).sum(-1),
+            kl_divergence(Normal(up2.loc, up2.scale), Normal(0.0, 1.0)).sum(-1),
+        ],
+        dim=-1,
+    )
+    z, log_q = posterior.rsample_with_log_prob(torch.Generator().manual_seed(0), k=4000)
+    assert z.dtype == torch.float32 and float(up1.scale.max()) < 0.01
+    torch.testing.assert_close(prior.kl_groups(posterior, z).mean(0), expected)
+    torch.testing.assert_close((log_q - prior.log_prob(z)).mean(0), expected.sum(-1), rtol=1e-3, atol=0.2)
+
+
+def test_a_skip_count_that_is_not_a_count_starts_from_zero():
+    from vae_lightning.callbacks.skip import SkipLargeUpdates
+
+    callback = SkipLargeUpdates(max_norm=1.0)
+    for stored in ({"skipped": "3; rm -rf /"}, {"skipped": -2}, {"skipped": 2.5}, ["skipped"]):
+        callback.load_state_dict(stored)
+        assert callback.skipped == 0
+    callback.load_state_dict({"skipped": 4})
+    assert callback.skipped == 4

@@ -41,4 +41,6 @@ class SkipLargeUpdates(Callback):
         return {"skipped": self.skipped}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.skipped = int(state_dict.get("skipped", 0))
+        """A count that is not a non-negative integer (a stranger's checkpoint) starts again from 0."""
+        skipped = state_dict.get("skipped", 0) if isinstance(state_dict, dict) else 0
+        self.skipped = skipped if type(skipped) is int and skipped >= 0 else 0
