@@ -34,6 +34,10 @@ PARENT_OPTION = {
 }
 COMPANION = {"model=conv": ["dataset=utkface"]}  # 64x64 images: the digits' 8x8 are too small for its 4 blocks
 COMPANION |= {"model=ladder": ["prior=ladder"], "prior=ladder": ["model=ladder"]}  # the ladder and its prior
+# the VQ-VAE's three parts need each other (a code of 2 values: one position of the default latent_dim)
+VQ = ["posterior=vq", "posterior.code_dim=2", "prior=codes", "loss=vqvae"]
+COMPANION |= {option: [o for o in VQ if o != option] for option in ("posterior=vq", "prior=codes", "loss=vqvae")}
+COMPANION |= {"sampler=code_transformer": VQ}
 
 
 @pytest.fixture(scope="module")

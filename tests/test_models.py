@@ -64,9 +64,10 @@ def test_every_pairing_of_prior_objective_and_likelihood_trains_a_step(model):
     likelihood's too), and decodes images in [0, 1]; beta-TCVAE with a prior that does not factorise is refused,
     naming `prior`. The conv network's VampPrior has group norm."""
     net = NETS[model]
-    priors = ["ladder"] if model == "ladder" else [name for name in PRIORS if name != "ladder"]
+    priors = ["ladder"] if model == "ladder" else [name for name in PRIORS if name not in ("ladder", "codes")]
     x = torch.rand(6, 1, 4, 4)
-    for prior, objective, likelihood in itertools.product(priors, OBJECTIVES, LIKELIHOODS):
+    objectives = [name for name in OBJECTIVES if name != "vqvae"]  # the VQ-VAE's: tests/test_vq.py
+    for prior, objective, likelihood in itertools.product(priors, objectives, LIKELIHOODS):
         if objective == "seed" and likelihood != "bernoulli":
             continue  # the seed's MSE objective has no likelihood
         loss = option_config("loss", objective)
@@ -115,6 +116,7 @@ RUNS = {
     "gmm_sampler": ["sampler=gmm", "sampler.n_components=3"],
     "ciwae": ["loss=ciwae", "loss.k=3"],
     "ladder": ["model=ladder", "prior=ladder", "model.hidden_dims=[16,8]", "model.latent_dims=[4,2]"],
+    "vq": ["posterior=vq", "prior=codes", "loss=vqvae", "sampler=code_transformer", "posterior.code_dim=1"],
     "conv_vamp_channel_sigma": [
         "model=conv",
         "model.channels=[8,16]",
@@ -138,12 +140,15 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed"
     # a flow's and a ladder's posteriors have no per-dimension densities
-    gaussian = not {"posterior=iaf", "model=ladder"} & set(RUNS[name])
+    gaussian = not {"posterior=iaf", "model=ladder", "posterior=vq"} & set(RUNS[name])
     information = ("test/total_correlation", "test/mutual_info") if gaussian else ()
     for key in ("test/nll", "test/elbo", "test/active_units", "test/mig", *information):
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
     assert ("test/active_units_layer2" in metrics) == (name == "ladder")  # each layer's, for a hierarchy
+    assert ("test/codebook_perplexity" in metrics) == (name == "vq")  # and how much of a codebook is used
     factorise = "prior=" not in " ".join(RUNS[name]) and gaussian
+    if name == "vq":  # a VQ-VAE's samples are drawn by the transformer it fitted to the training grids
+        assert load_module(run / "checkpoints" / "last.ckpt").sampler.fitted
     assert ("test/kl_dim_000" in metrics) == factorise  # only where p(z) and q(z|x) factorise
     checkpoint = run / "checkpoints" / "last.ckpt"
     module = load_module(checkpoint)
@@ -429,6 +434,8 @@ def test_the_configs_of_the_family_build(tmp_path):
 
     net, ladder = MLPVAE((1, 4, 4), [4], 2), LadderVAE((1, 4, 4), [4, 4], [2, 2])
     for name in PRIORS:
+        if name == "codes":  # the VQ-VAE's: tests/test_vq.py
+            continue
         part = made(build(option_config("prior", name), "prior"), "prior", net=ladder if name == "ladder" else net)
         assert isinstance(part, torch.nn.Module)
     for name in LIKELIHOODS:

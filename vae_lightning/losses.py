@@ -24,6 +24,8 @@ reduction; `beta` is the schedule's weight of the KL (or of its parts). One clas
   it classifies, nats) between the batch's codes and the same codes with each dimension permuted across the
   batch. D is the objective's network: its cross-entropy reaches only D (the codes are detached), the TC term
   only the VAE (D's weights are detached there).
+- `VQVAE`: van den Oord et al. 2017. loss = recon + beta * kl + commitment_weight * ||z_e - sg(z_q)||^2 (summed
+  over the latent dimensions), per sample, averaged over the batch; with `posterior=vq` and `prior=codes`.
 - `SeedLoss`: exactly the seed's reduction. recon = squared error averaged over the batch AND the pixels
   (of the sigmoid image), kl = KL summed over the batch AND the latent dims; loss = recon + beta * kl.
   The per-sample ELBO's beta equals the seed's beta times n_pixels times batch_size.
@@ -153,6 +155,35 @@ class ELBO(WithLikelihood):
         else:
             per_sample = recon_per_sample + beta * kl_per_sample
         terms = {"recon": recon_per_sample.mean(), "kl": kl_per_sample.mean()}
+        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
+
+
+class VQVAE(WithLikelihood):
+    """The VQ-VAE's objective (van den Oord et al. 2017), per sample, averaged over the batch: loss = recon +
+    beta * kl + commitment_weight * commitment. recon = -log p(x|z_q) summed over pixels, decoded at the
+    straight-through code; kl = the prior's KL (positions * log K under `prior=codes`: a constant, there so that
+    the logged terms and test/elbo are the paper's bound); commitment = ||z_e - sg(z_q)||^2 summed over the
+    latent dimensions, which keeps the encoder's outputs near the codes they chose. The codebook moves by its
+    own moving averages (`posterior=vq`), so the paper's codebook term is not part of the loss."""
+
+    term_names = ("recon", "kl", "commitment")
+
+    def __init__(self, likelihood: LikelihoodOrFactory | None = None, commitment_weight: float = 0.25) -> None:
+        super().__init__(likelihood)
+        self.commitment_weight = checks.number("commitment_weight", commitment_weight, low=0.0)
+
+    def fit_to_net(self, net: VAENet) -> None:
+        if not callable(getattr(net.posterior, "vectors", None)):
+            reason = f"needs posterior=vq (a codebook), not {type(net.posterior).__name__}"
+            raise ConfigValueError("posterior", reason, "loss=vqvae")
+
+    def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
+        out = net(x, generator)
+        recon = -self.likelihood.log_prob(x, out.params)
+        kl = prior.kl(out.posterior, out.z, out.log_q)
+        commitment = (out.posterior.continuous - out.posterior.quantised).pow(2).sum(-1)
+        per_sample = recon + beta * kl + self.commitment_weight * commitment
+        terms = {"recon": recon.mean(), "kl": kl.mean(), "commitment": commitment.mean()}
         return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
 
 

@@ -284,6 +284,10 @@ class LatentStats:
         }
         if kl_per_dim is not None:
             rows["kl"] = one_hot @ kl_per_dim.detach().double()
+        indices = getattr(posterior, "indices", None)  # a quantised code's codebook indices (posterior=vq)
+        if indices is not None:
+            uses = torch.nn.functional.one_hot(indices.flatten(1), posterior.n_codes).sum(1).double()  # (batch, K)
+            rows["codebook"] = one_hot @ uses
         self.sums = {key: self.sums[key] + value if key in self.sums else value for key, value in rows.items()}
         self.count += len(loc)
         if self.keep:
@@ -296,7 +300,9 @@ class LatentStats:
             self.kept = tuple(part[order] for part in kept)
 
     def results(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, mutual_info: bool = True):
-        """{"active_units" (and "active_units_layer<l>", per layer of a hierarchical code), "kl_dim_NNN" (where
+        """{"active_units" (and "active_units_layer<l>", per layer of a hierarchical code), "codebook_perplexity"
+        and "codebook_used" (a quantised code's: exp of the entropy of the codes' share of the split's positions,
+        from 1 to the codebook's size, and the fraction of the codebook used at least once), "kl_dim_NNN" (where
         the prior factorises), "total_correlation" and "mutual_info" (the Gaussian estimates of
         `gaussian_information` on the whole split, jackknife-corrected, each with its "_se"), "mutual_info_lower"
         (`mutual_info_lower_bound` on this process's subsample), "mig" (of the labels, where they take two values
@@ -320,6 +326,11 @@ class LatentStats:
             dims = slice(start, start + size)
             units = counted_active_units(count_all, code_all[dims], outer_all[dims, dims])
             values[f"active_units_layer{layer}"], start = float(units), start + size
+        if "codebook" in sums:  # how many codes the split uses, and how evenly: exp of the entropy of their use
+            uses = sums["codebook"].sum(0)
+            share = uses / uses.sum()
+            entropy = -float((share * share.clamp_min(1e-300).log()).sum())
+            values |= {"codebook_perplexity": math.exp(entropy), "codebook_used": float((uses > 0).double().mean())}
         if "kl" in sums:
             values |= {f"kl_dim_{i:03d}": value for i, value in enumerate((sums["kl"].sum(0) / count).tolist())}
         if mutual_info and self.gaussian and bool((sums["count"] > 1).all()):

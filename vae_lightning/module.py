@@ -66,9 +66,9 @@ class VAEModule(LightningModule):
         self.net.use_posterior(made(posterior, "posterior", latent_dim=self.net.latent_dim))
         self.loss_fn.fit_to_net(self.net)  # an objective's own networks (a discriminator) are sized by the codes
         self.prior = made(prior, "prior", net=self.net)
-        for part in (self.net, self.loss_fn):  # a part that works with certain priors only refuses others
-            part.fit_to_prior(self.prior)
         self.sampler = made(sampler, "sampler", latent_dim=self.net.latent_dim)  # codes of new images
+        for part in (self.net, self.net.posterior, self.loss_fn, self.sampler):  # one for certain priors refuses others
+            part.fit_to_prior(self.prior)
         self.terms = ("loss", *self.loss_fn.term_names)
         self.beta_factory, self.optimizer_factory, self.lr_schedule_factory = beta, optimizer, lr_schedule
         probe = call(self.optimizer_factory, "optimizer", [torch.nn.Parameter(torch.zeros(1))])  # bad values fail now

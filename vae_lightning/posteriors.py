@@ -12,6 +12,9 @@ What a posterior offers the rest of the package is `distributions.PosteriorDistr
   the sample. As the paper's context vector, the image's Gaussian (loc, log scale) enters every MADE (`context`),
   so each image gets a flow of its own. The code the pictures and `encode` use is the flow at the Gaussian's
   mean.
+- `VectorQuantiser`: van den Oord et al. 2017, the VQ-VAE's. The code is a grid of vectors, each replaced by the
+  nearest of a codebook that follows moving averages of the encoder outputs assigned to it; q(z|x) is the point
+  mass at that grid (with `prior=codes`, uniform over the grids, and `loss=vqvae`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian, PosteriorDistribution
 
 SPREAD_DRAWS = 64  # draws (with a fixed seed) behind a flow posterior's `stddev`, the span of latent traversals
@@ -41,6 +45,9 @@ class Posterior(nn.Module):
     def __init__(self, latent_dim: int | None = None) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+
+    def fit_to_prior(self, prior: nn.Module) -> None:
+        """Called with the model's prior once both are built: a posterior that needs a kind of prior refuses others."""
 
     def forward(self, gaussian: DiagonalGaussian) -> PosteriorDistribution:
         raise NotImplementedError
@@ -186,6 +193,135 @@ class FlowedGaussian:
 
     def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.rsample_with_log_prob(generator)
+
+    def rsample(self, generator: torch.Generator | None = None, k: int | None = None) -> torch.Tensor:
+        return self.rsample_with_log_prob(generator, k)[0]
+
+
+class VectorQuantiser(Posterior):
+    """The VQ-VAE's posterior (van den Oord et al. 2017). The network's code z_e (its Gaussian's mean; the scale
+    is not used) is a grid of `positions` = latent_dim / `code_dim` vectors of `code_dim` values, and each is
+    replaced by the nearest (Euclidean) of `n_codes` codebook vectors: z_q. q(z|x) is the point mass at z_q (a
+    one-hot categorical per position, log q = 0); the encoder's gradient passes straight through (z_e + sg(z_q -
+    z_e)). Needs `prior=codes`, whose uniform p(z) makes the KL the constant positions * log n_codes.
+
+    The codebook is no parameter: in training it follows exponential moving averages (`decay`) of the count n_i
+    and the sum of the encoder outputs assigned to each code per batch, e_i = sum_i / count_i with the counts
+    Laplace-smoothed by `epsilon` (the paper's appendix A.1). A code whose moving count is below `restart_below`
+    (an average of assignments per batch) is restarted at a random encoder output of the batch with its count at
+    `restart_below` (dead-code restarts, Dhariwal et al. 2020): a code kept in use at that rate stays, one that is
+    not moves on. The first training batch starts every code so. Under DDP the counts and sums are added over the
+    processes and the codebook is process 0's."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        n_codes: int = 128,
+        code_dim: int = 5,
+        decay: float = 0.99,
+        restart_below: float = 1.0,
+        epsilon: float = 1e-5,
+    ) -> None:
+        super().__init__(checks.positive_int("latent_dim", latent_dim))
+        self.n_codes = checks.integer("n_codes", n_codes, low=2)
+        self.code_dim = checks.positive_int("code_dim", code_dim)
+        if self.latent_dim % self.code_dim:
+            divisors = [d for d in range(1, self.latent_dim + 1) if self.latent_dim % d == 0]
+            reason = f"must divide the code size {self.latent_dim} (model.latent_dim) into positions: one of {divisors}"
+            raise ConfigValueError("code_dim", reason, code_dim)
+        self.positions = self.latent_dim // self.code_dim
+        self.decay = checks.number("decay", decay, low=0.0, high=1.0, high_inclusive=False)
+        self.restart_below = checks.number("restart_below", restart_below, low=0.0, low_inclusive=False)
+        self.epsilon = checks.number("epsilon", epsilon, low=0.0, low_inclusive=False)
+        self.register_buffer("codebook", torch.randn(self.n_codes, self.code_dim))
+        self.register_buffer("counts", torch.zeros(self.n_codes))  # moving averages: assignments per batch
+        self.register_buffer("sums", torch.zeros(self.n_codes, self.code_dim))
+        self.register_buffer("started", torch.tensor(False))  # the codebook was started from a training batch
+
+    def fit_to_prior(self, prior: nn.Module) -> None:
+        if not callable(getattr(prior, "grid", None)):
+            raise ConfigValueError("prior", "posterior=vq needs prior=codes (uniform over its code grids)", prior)
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """The index of the nearest codebook vector at each position of codes `z` (N, latent): (N, positions)."""
+        with torch.no_grad():
+            flat = z.detach().float().reshape(-1, self.code_dim)
+            distance = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ self.codebook.T + self.codebook.pow(2).sum(-1)
+            return distance.argmin(-1).view(*z.shape[:-1], self.positions)
+
+    def vectors(self, indices: torch.Tensor) -> torch.Tensor:
+        """The codes of grids of codebook indices (N, positions): (N, latent)."""
+        return self.codebook[indices].flatten(-2)
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+        """One moving-average step of the codebook towards the encoder outputs `z` (N, latent) assigned to it."""
+        flat = z.detach().float().reshape(-1, self.code_dim)
+        one_hot = F.one_hot(indices.reshape(-1), self.n_codes).to(flat.dtype)  # (N * positions, n_codes)
+        batch = torch.cat([one_hot.sum(0, keepdim=True).T, one_hot.T @ flat], dim=1)  # counts | sums per code
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed:
+            torch.distributed.all_reduce(batch)
+        self.counts.mul_(self.decay).add_(batch[:, 0], alpha=1 - self.decay)
+        self.sums.mul_(self.decay).add_(batch[:, 1:], alpha=1 - self.decay)
+        total = self.counts.sum()
+        smoothed = (self.counts + self.epsilon) / (total + self.n_codes * self.epsilon) * total
+        self.codebook.copy_(self.sums / smoothed.clamp_min(1e-12)[:, None])
+        dead = (self.counts < self.restart_below) | ~self.started
+        restarts = flat[torch.randint(len(flat), (self.n_codes,), device=flat.device)]
+        if distributed:
+            torch.distributed.broadcast(restarts, 0)
+        self.codebook.copy_(torch.where(dead[:, None], restarts, self.codebook))
+        self.counts.copy_(torch.where(dead, self.restart_below, self.counts))
+        self.sums.copy_(torch.where(dead[:, None], restarts * self.restart_below, self.sums))
+        self.started.fill_(True)
+
+    def forward(self, gaussian: DiagonalGaussian) -> QuantisedCode:
+        z = gaussian.loc
+        indices = self.nearest(z)
+        quantised = self.vectors(indices).to(z.dtype)
+        if self.training and torch.is_grad_enabled():
+            self.update(z, indices)
+        spread = self.codebook.std(0).repeat(self.positions).expand_as(z)
+        return QuantisedCode(z, quantised, indices, self.n_codes, spread)
+
+
+@dataclass(frozen=True)
+class QuantisedCode:
+    """The point mass of a `VectorQuantiser` at a grid of codebook vectors: a `PosteriorDistribution` whose every
+    draw is the grid (with the straight-through gradient) and whose log density there is 0."""
+
+    continuous: torch.Tensor  # the encoder's output z_e, (N, latent)
+    quantised: torch.Tensor  # z_q, (N, latent), with no gradient
+    indices: torch.Tensor  # (N, positions)
+    n_codes: int
+    spread: torch.Tensor  # the codebook's standard deviation per dimension, (N, latent): the span of traversals
+
+    @property
+    def code(self) -> torch.Tensor:
+        return self.quantised
+
+    @property
+    def stddev(self) -> torch.Tensor:
+        return self.spread
+
+    @property
+    def gaussian(self) -> None:
+        return None
+
+    def straight_through(self) -> torch.Tensor:
+        return self.continuous + (self.quantised - self.continuous).detach()
+
+    def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.straight_through()
+        return z, z.new_zeros(z.shape[:-1])
+
+    def rsample_with_log_prob(
+        self, generator: torch.Generator | None = None, k: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.straight_through()
+        z = z if k is None else z.expand(k, *z.shape)
+        return z, z.new_zeros(z.shape[:-1])
 
     def rsample(self, generator: torch.Generator | None = None, k: int | None = None) -> torch.Tensor:
         return self.rsample_with_log_prob(generator, k)[0]

@@ -316,3 +316,41 @@ class LadderPrior(Prior):
 
     def stddev(self) -> torch.Tensor:
         return self._spread().std(0)
+
+
+class UniformCodes(Prior):
+    """The VQ-VAE's prior during training (van den Oord et al. 2017): each position of the code grid is any of the
+    codebook's K vectors with probability 1/K, so log p(z) = -positions * log K on the grids, and the KL from
+    the posterior's point mass is that constant (the paper's log K, left out of its loss; counted here in the
+    logged `kl` and in test/elbo and test/nll, which are then the paper's bound). For new images a prior learned
+    over the grids after training is `sampler=code_transformer`. Needs `posterior=vq`; holds no weights of its
+    own (it reads the posterior's codebook)."""
+
+    def __init__(self, net: VAENet) -> None:
+        posterior = net.posterior
+        if not callable(getattr(posterior, "vectors", None)):
+            name = type(posterior).__name__
+            raise VAELightningError(f"prior=codes is the prior of posterior=vq (a codebook), not of {name}: give it.")
+        super().__init__(net)
+        self.positions, self.n_codes = posterior.positions, posterior.n_codes
+        self.vectors, self.grid = posterior.vectors, posterior.nearest  # bound methods: the codebook is saved once
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return z.new_full(z.shape[:-1], -self.positions * math.log(self.n_codes))
+
+    def kl(self, posterior: PosteriorDistribution, z: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+        return posterior.code.new_full(posterior.code.shape[:-1], self.positions * math.log(self.n_codes))
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n grids of codebook vectors drawn uniformly (under a seed of `generator`, the run's random state kept)."""
+        uniform = Categorical(logits=self.origin.new_zeros(self.positions, self.n_codes), validate_args=False)
+        return self.vectors(sample_apart(uniform, n, generator, self.origin.device))
+
+    def codebook(self) -> torch.Tensor:
+        return self.vectors(torch.arange(self.n_codes, device=self.origin.device)[:, None])  # (K, code_dim)
+
+    def mean(self) -> torch.Tensor:
+        return self.codebook().mean(0).repeat(self.positions)
+
+    def stddev(self) -> torch.Tensor:
+        return self.codebook().std(0).repeat(self.positions)

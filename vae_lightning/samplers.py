@@ -8,6 +8,8 @@ what it fitted is saved in checkpoints (as tensors: they load with the weights, 
   training, where the aggregate posterior is rather than where the prior says it should be; it fills the "holes"
   a prior sample falls into. Until it is fitted (by the callback `callbacks.fit_sampler`: every few epochs, at
   the end of training and as the test starts) it draws from the prior.
+- `CodeTransformer`: the VQ-VAE's second stage, a small causal transformer over its code grids, fitted to the
+  training images' grids after training, like the mixture (with `prior=codes`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import torch
 from sklearn.mixture import GaussianMixture
 from torch import nn
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+from torch.nn import functional as F
 
 from vae_lightning.core import checks
-from vae_lightning.core.errors import CheckpointError
+from vae_lightning.core.errors import CheckpointError, ConfigValueError
 from vae_lightning.distributions import sample_apart
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ class Sampler(nn.Module):
 
     def fit(self, codes: torch.Tensor) -> None:
         """Fit to the training images' codes (N, latent)."""
+
+    def fit_to_prior(self, prior: nn.Module) -> None:
+        """Called with the model's prior once both are built: a sampler of a kind of prior refuses others."""
 
 
 class PriorSampler(Sampler):
@@ -123,3 +129,101 @@ def refuse_a_broken_fit(sampler: GaussianMixtureSampler, incompatible_keys: obje
             "The checkpoint's sampler (sampler=gmm) holds no valid mixture: its weights, means or scales are "
             "not finite, or not a distribution. The file is damaged or was altered; it was not loaded."
         )
+
+
+class CodeTransformer(Sampler):
+    """The VQ-VAE's second stage (van den Oord et al. 2017 fit a PixelCNN over the code grid; the grid here is the
+    network's code cut into positions, a sequence, so a small causal transformer): p(grid) = prod_p p(i_p |
+    i_<p), a decoder-only transformer (`layers` pre-norm layers of `width` with `heads` heads, no dropout) over
+    the codebook indices, fitted by maximum likelihood (cross-entropy, mean over positions and grids) to the
+    grids of the training images by `callbacks.fit_sampler`: `epochs` passes of Adam (`lr`, `batch_size`,
+    shuffled with `seed`) per fit, each fit starting from the previous one. New codes are grids drawn position
+    by position. Needs `prior=codes`; until it is fitted, it draws the prior's uniform grids. Its weights take no
+    part in the model's training (they have no gradient there) and are saved with it."""
+
+    fits_codes = True
+
+    def __init__(
+        self,
+        latent_dim: int,
+        width: int = 64,
+        layers: int = 2,
+        heads: int = 4,
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(checks.positive_int("latent_dim", latent_dim))
+        self.width, self.layers = checks.positive_int("width", width), checks.positive_int("layers", layers)
+        self.heads = checks.positive_int("heads", heads)
+        if self.width % self.heads:
+            raise ConfigValueError("heads", f"must divide width={self.width}", heads)
+        self.epochs = checks.positive_int("epochs", epochs)
+        self.batch_size = checks.positive_int("batch_size", batch_size)
+        self.lr = checks.number("lr", lr, low=0.0, low_inclusive=False)
+        self.seed = checks.non_negative_int("seed", seed)
+        self.register_buffer("fitted", torch.tensor(False))
+
+    def fit_to_prior(self, prior: nn.Module) -> None:
+        """Sized by the prior's grid (positions, codebook size), which it learns to draw."""
+        if not callable(getattr(prior, "grid", None)):
+            reason = "draws the code grids of a VQ-VAE: it needs prior=codes (with posterior=vq)"
+            raise ConfigValueError("sampler", reason, "code_transformer")
+        self.positions, self.n_codes, self.grid = prior.positions, prior.n_codes, prior.grid
+        self.embed = nn.Embedding(self.n_codes + 1, self.width)  # the last index: the start of a grid
+        self.position = nn.Embedding(self.positions, self.width)
+        layer = nn.TransformerEncoderLayer(
+            self.width, self.heads, 4 * self.width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.body = nn.TransformerEncoder(layer, self.layers, enable_nested_tensor=False)
+        self.head = nn.Linear(self.width, self.n_codes)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(self.positions), persistent=False)
+        self.requires_grad_(False)  # trained by `fit` only
+
+    def logits(self, grid: torch.Tensor) -> torch.Tensor:
+        """The logits of each position's index given the indices before it, (N, positions, n_codes)."""
+        start = grid.new_full((len(grid), 1), self.n_codes)
+        tokens = torch.cat([start, grid[:, :-1]], dim=1)
+        h = self.embed(tokens) + self.position.weight
+        return self.head(self.body(h, mask=self.causal, is_causal=True))
+
+    def fit(self, codes: torch.Tensor) -> None:
+        """Fit to the grids of the training images' codes (N, latent), also when called under inference mode."""
+        generator = torch.Generator().manual_seed(self.seed)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        self.requires_grad_(True)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                grids = self.grid(codes.to(self.head.weight.device).clone())
+                for _ in range(self.epochs):
+                    total = 0.0
+                    for rows in torch.randperm(len(grids), generator=generator).split(self.batch_size):
+                        batch = grids[rows.to(grids.device)]
+                        loss = F.cross_entropy(self.logits(batch).flatten(0, 1), batch.flatten())
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                        total += float(loss) * len(rows)
+        finally:
+            self.requires_grad_(False)
+            optimizer.zero_grad(set_to_none=True)
+        self.fitted.fill_(True)
+        log.info("code_transformer: %.3f nats per position on the training grids", total / len(grids))
+
+    @torch.no_grad()
+    def sample(self, n: int, prior: nn.Module, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Grids drawn position by position once fitted (with `generator`: under a seed taken from it), else the
+        prior's."""
+        if not bool(self.fitted):
+            return prior.sample(n, generator)
+        device = self.head.weight.device
+        local = None
+        if generator is not None:
+            seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+            local = torch.Generator(device).manual_seed(seed)
+        grid = torch.zeros(n, self.positions, dtype=torch.long, device=device)
+        for position in range(self.positions):
+            probabilities = self.logits(grid)[:, position].float().softmax(-1)
+            grid[:, position] = torch.multinomial(probabilities, 1, generator=local).squeeze(1)
+        return prior.vectors(grid)

@@ -10,6 +10,7 @@ import logging
 
 import torch
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
 from vae_lightning.data.protocol import training_images
 
@@ -29,7 +30,7 @@ class FitSampler(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         epoch, max_epochs, max_steps = trainer.current_epoch + 1, trainer.max_epochs, trainer.max_steps
         last = (max_epochs not in (None, -1) and epoch >= max_epochs) or (0 < max_steps <= trainer.global_step)
-        due = epoch % self.every_n_epochs == 0 or last or not trainer.training
+        due = epoch % self.every_n_epochs == 0 or last or trainer.state.fn != TrainerFn.FITTING  # or a validate()
         if due and not trainer.sanity_checking:
             self.fit(trainer, pl_module)
 
