@@ -2,11 +2,12 @@
 
 MNIST: `experiment=mnist_nll sampler=gmm` trained by `train.py` on the 5,000 real MNIST rows (as
 `benchmarks/models.py`), one run per seed; each checkpoint's new images are drawn from its fitted mixture
-(`sampler=gmm`, 10 components) and from its prior, and both scored by the same classifier of the training
-images' digits (`callbacks.sample_score`: confidence, class entropy, the Inception-style score). Faces: the faces
-preset (`experiment=faces_dogs_conv sampler=gmm`) for `--faces-epochs` epochs on the corpus, pictures only (its
-labels are human and dog). Pictures: `docs/images/samplers_mnist.png` and `samplers_faces.png`, the prior's 32
-samples above the mixture's 32.
+(`sampler=gmm`, 10 components) and from its prior, and both scored by the same classifier of the training images'
+digits (`callbacks.sample_score`: confidence, class entropy, the Inception-style score). So are the VQ-VAEs of
+`--vq-runs`: their uniform prior over the codes against the transformer fitted to their training grids. Faces:
+the faces preset (`experiment=faces_dogs_conv sampler=gmm`) for `--faces-epochs` epochs on the corpus, pictures
+only (its labels are human and dog). Pictures: `docs/images/samplers_mnist.png`, `samplers_faces.png` and
+`samplers_vq_mnist.png`, the prior's 32 samples above the fitted sampler's 32.
 
     python -m benchmarks.samplers --mnist-test ../shared/data/mnist_t10k_first500 [--faces-epochs 5 --corpus DIR]
 """
@@ -62,7 +63,9 @@ def both(module) -> dict[str, torch.Tensor]:
 
 
 def save_picture(images: dict[str, torch.Tensor], name: str) -> None:
-    grid = picture(torch.cat([images["prior"][:N_SHOWN], images["mixture"][:N_SHOWN]]), nrow=8)
+    """The first N_SHOWN images of the prior above those of the fitted sampler."""
+    top, bottom = images.values()
+    grid = picture(torch.cat([top[:N_SHOWN], bottom[:N_SHOWN]]), nrow=8)
     IMAGES.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(IMAGES / name)
 
@@ -76,6 +79,10 @@ def main() -> None:
     corpus = ROOT.parent / "shared" / "data" / "corpus"
     parser.add_argument("--corpus", type=Path, default=corpus, help="the folder of utkface/ and dogs/")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmarks" / "samplers")
+    vq_help = (
+        "finished VQ-VAE runs (benchmarks/models.py's vq rows): their uniform prior's samples, their transformer's"
+    )
+    parser.add_argument("--vq-runs", type=Path, nargs="*", default=[], help=vq_help)
     args = parser.parse_args()
     out = args.out.resolve()
     models_out = ROOT / "outputs" / "benchmarks" / "models"
@@ -102,6 +109,18 @@ def main() -> None:
         for key in ("sample_inception_score", "sample_confidence", "sample_class_entropy"):
             values = [run[name][key] for run in results["runs"]]
             results.setdefault("means", {}).setdefault(name, {})[key] = statistics.fmean(values)
+    for run in args.vq_runs:
+        module = load_module(run / "checkpoints" / "last.ckpt").eval()
+        images = {
+            name: new_images(module, sampler, N_SCORED)
+            for name, sampler in (("prior", PriorSampler()), ("transformer", module.sampler))
+        }
+        with torch.no_grad():
+            scores = {name: sample_scores(torch.softmax(classifier(x.flatten(1)), -1)) for name, x in images.items()}
+        results.setdefault("vq", []).append({"run": run.name, **scores})
+        print(run.name, json.dumps(scores), flush=True)
+        if run == args.vq_runs[0]:
+            save_picture(images, "samplers_vq_mnist.png")
     if args.faces_epochs:
         faces = ["experiment=faces_dogs_conv", "sampler=gmm", f"trainer.max_epochs={args.faces_epochs}"]
         faces += [f"paths.data_dir={args.corpus.resolve()}"]

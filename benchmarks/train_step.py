@@ -76,17 +76,17 @@ def short_name(cfg, key: str) -> str:
 class PlainModel(nn.Module):
     """The experiment's network and objective written with plain torch operations (`torch.nn.functional`,
     `torch.distributions`) on the network's own torch layers and on plain copies of the prior's and the
-    likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, MIWAE, CIWAE,
-    beta-TCVAE, the MMD-VAE and FactorVAE (on its discriminator's own torch layers); the IAF posterior (its MADE
-    weights and masks applied with `F.linear`); the ladder VAE (its own layers, its top-down prior); the
-    standard normal, mixture and VampPrior priors; the Bernoulli, continuous Bernoulli, fixed and learned-sigma
-    Gaussian likelihoods and the discretised logistic."""
+    likelihood's parameters: no class of ours. Covers the seed's MSE + KL, the ELBO, IWAE, MIWAE, CIWAE, beta-
+    TCVAE, the MMD-VAE and FactorVAE (on its discriminator's own torch layers); the IAF posterior (its MADE
+    weights and masks applied with `F.linear`); the ladder VAE (its own layers, its top-down prior); the standard
+    normal, mixture and VampPrior priors; the VQ-VAE (its codebook's moving averages on plain tensors); the
+    Bernoulli, continuous Bernoulli, fixed and learned-sigma Gaussian likelihoods and the discretised logistic."""
 
     def __init__(self, cfg, module) -> None:
         super().__init__()
         self.objective, self.prior_name = short_name(cfg, "loss"), short_name(cfg, "prior")
         self.likelihood_name = short_name(cfg, "loss.likelihood") or "Bernoulli"
-        known = ("SeedLoss", "ELBO", "IWAE", "MIWAE", "CIWAE", "BetaTCVAE", "InfoVAE", "FactorVAE")
+        known = ("SeedLoss", "ELBO", "IWAE", "MIWAE", "CIWAE", "BetaTCVAE", "InfoVAE", "FactorVAE", "VQVAE")
         if self.objective not in known:
             raise SystemExit(f"no plain-torch column for {cfg.loss._target_} with {self.likelihood_name}")
         self.net = copy.deepcopy(module.net)
@@ -113,6 +113,13 @@ class PlainModel(nn.Module):
         self.n_data = 1  # the training set's size, for beta-TCVAE
         self.conv = hasattr(self.net, "encoder_convs")  # the conv model's layers, else the MLP's
         self.ladder = hasattr(self.net, "up_heads")  # the ladder VAE's layers (with its top-down prior)
+        # a VQ-VAE: its codebook and moving averages as plain tensors, moved by `vq_loss` itself
+        self.vq = short_name(cfg, "posterior") == "VectorQuantiser"
+        if self.vq:
+            quantiser = module.net.posterior
+            self.codes = {name: buffer.detach().clone() for name, buffer in quantiser.named_buffers()}
+            self.vq_keys = (quantiser.code_dim, quantiser.n_codes, quantiser.decay, quantiser.restart_below)
+            self.epsilon, self.commitment_weight = quantiser.epsilon, float(cfg.loss.commitment_weight)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder's outputs, flattened per row (the logistic's two outputs per pixel: means, then scales)."""
@@ -202,6 +209,33 @@ class PlainModel(nn.Module):
             kl = kl + kl_divergence(Normal(q_loc, q_scale), Normal(p_loc, p_scale)).sum(-1)
         return (-self.log_px(x.flatten(1), self.net.decoder(z)) + BETA * kl).mean()
 
+    def vq_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The VQ-VAE's loss: each position's nearest code, one moving-average step of the codebook (dead codes
+        restarted at encoder outputs), the decode straight through, the constant KL and the commitment."""
+        code_dim, n_codes, decay, restart_below = self.vq_keys
+        codebook, counts, sums = self.codes["codebook"], self.codes["counts"], self.codes["sums"]
+        loc, _ = self.encode(x)
+        flat = loc.detach().reshape(-1, code_dim)
+        with torch.no_grad():
+            distance = flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(-1)
+            index = distance.argmin(-1)
+            quantised = codebook[index].view_as(loc)
+            one_hot = F.one_hot(index, n_codes).float()
+            counts.mul_(decay).add_(one_hot.sum(0), alpha=1 - decay)
+            sums.mul_(decay).add_(one_hot.T @ flat, alpha=1 - decay)
+            total = counts.sum()
+            smoothed = (counts + self.epsilon) / (total + n_codes * self.epsilon) * total
+            dead = (counts < restart_below) | ~self.codes["started"]
+            restarts = flat[torch.randint(len(flat), (n_codes,))]
+            codebook.copy_(torch.where(dead[:, None], restarts, sums / smoothed.clamp_min(1e-12)[:, None]))
+            counts.copy_(torch.where(dead, restart_below, counts))
+            sums.copy_(torch.where(dead[:, None], restarts * restart_below, sums))
+            self.codes["started"].fill_(True)
+        z = loc + (quantised - loc).detach()
+        recon = -self.log_px(x.flatten(1), self.decode(z))
+        kl = loc.shape[-1] // code_dim * math.log(n_codes)
+        return (recon + BETA * kl + self.commitment_weight * (loc - quantised).pow(2).sum(-1)).mean()
+
     def prior(self) -> Distribution:
         if self.prior_name == "StandardNormal":
             return Independent(Normal(0.0, torch.ones(self.net.latent_dim), validate_args=False), 1)
@@ -218,6 +252,8 @@ class PlainModel(nn.Module):
         """The loss of batch `x` (beta = 1)."""
         if self.ladder:
             return self.ladder_loss(x)
+        if self.vq:
+            return self.vq_loss(x)
         loc, scale = self.encode(x)
         x = x.flatten(1)
         q, p = Independent(Normal(loc, scale, validate_args=False), 1), self.prior()
@@ -449,6 +485,7 @@ MODELS = {
     "ciwae": ["loss=ciwae"],
     "iaf": ["posterior=iaf"],
     "ladder": ["model=ladder", "prior=ladder"],
+    "vq": ["posterior=vq", "prior=codes", "loss=vqvae", "posterior.code_dim=2"],
     "mixture": ["prior=mixture"],
     "vamp": ["prior=vamp"],
     "continuous_bernoulli": ["loss/likelihood=continuous_bernoulli"],

@@ -34,8 +34,8 @@ PARENT_OPTION = {
 }
 COMPANION = {"model=conv": ["dataset=utkface"]}  # 64x64 images: the digits' 8x8 are too small for its 4 blocks
 COMPANION |= {"model=ladder": ["prior=ladder"], "prior=ladder": ["model=ladder"]}  # the ladder and its prior
-# the VQ-VAE's three parts need each other (a code of 2 values: one position of the default latent_dim)
-VQ = ["posterior=vq", "posterior.code_dim=2", "prior=codes", "loss=vqvae"]
+# the VQ-VAE's three parts need each other (a code of 10 values: two positions of posterior=vq's 5)
+VQ = ["model.latent_dim=10", "prior=codes", "loss=vqvae", "posterior=vq"]
 COMPANION |= {option: [o for o in VQ if o != option] for option in ("posterior=vq", "prior=codes", "loss=vqvae")}
 COMPANION |= {"sampler=code_transformer": VQ}
 

@@ -148,7 +148,14 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     assert ("test/codebook_perplexity" in metrics) == (name == "vq")  # and how much of a codebook is used
     factorise = "prior=" not in " ".join(RUNS[name]) and gaussian
     if name == "vq":  # a VQ-VAE's samples are drawn by the transformer it fitted to the training grids
-        assert load_module(run / "checkpoints" / "last.ckpt").sampler.fitted
+        from vae_lightning.api import TrainedVAE
+
+        vae = TrainedVAE.load(run / "checkpoints" / "last.ckpt")
+        assert vae.module.sampler.fitted and vae.sample(3, torch.Generator().manual_seed(0)).shape == (3, 1, 8, 8)
+        images = torch.rand(2, 1, 8, 8)
+        codes = vae.encode(images)  # the quantised grids: encoding their decodes again may pick other codes
+        assert torch.equal(vae.module.net.posterior.vectors(vae.module.net.posterior.nearest(codes)), codes)
+        assert vae.interpolate(images[0], images[1], steps=4).shape == (4, 1, 8, 8)
     assert ("test/kl_dim_000" in metrics) == factorise  # only where p(z) and q(z|x) factorise
     checkpoint = run / "checkpoints" / "last.ckpt"
     module = load_module(checkpoint)

@@ -211,7 +211,7 @@ class VectorQuantiser(Posterior):
     (an average of assignments per batch) is restarted at a random encoder output of the batch with its count at
     `restart_below` (dead-code restarts, Dhariwal et al. 2020): a code kept in use at that rate stays, one that is
     not moves on. The first training batch starts every code so. Under DDP the counts and sums are added over the
-    processes and the codebook is process 0's."""
+    processes and the restarts are process 0's, so that every process holds the same codebook."""
 
     def __init__(
         self,
@@ -240,7 +240,8 @@ class VectorQuantiser(Posterior):
 
     def fit_to_prior(self, prior: nn.Module) -> None:
         if not callable(getattr(prior, "grid", None)):
-            raise ConfigValueError("prior", "posterior=vq needs prior=codes (uniform over its code grids)", prior)
+            reason = "posterior=vq needs prior=codes (uniform over its code grids)"
+            raise ConfigValueError("prior", reason, type(prior).__name__)
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """The index of the nearest codebook vector at each position of codes `z` (N, latent): (N, positions)."""
@@ -278,12 +279,12 @@ class VectorQuantiser(Posterior):
 
     def forward(self, gaussian: DiagonalGaussian) -> QuantisedCode:
         z = gaussian.loc
-        indices = self.nearest(z)
-        quantised = self.vectors(indices).to(z.dtype)
-        if self.training and torch.is_grad_enabled():
-            self.update(z, indices)
-        spread = self.codebook.std(0).repeat(self.positions).expand_as(z)
-        return QuantisedCode(z, quantised, indices, self.n_codes, spread)
+        with torch.autocast(z.device.type, enabled=False):  # distances and averages in float32 under autocast too
+            indices = self.nearest(z)
+            quantised = self.vectors(indices).to(z.dtype)  # the codes as they were before this batch's step
+            if self.training and torch.is_grad_enabled():
+                self.update(z, indices)
+        return QuantisedCode(z, quantised, indices, self.codebook)
 
 
 @dataclass(frozen=True)
@@ -294,8 +295,11 @@ class QuantisedCode:
     continuous: torch.Tensor  # the encoder's output z_e, (N, latent)
     quantised: torch.Tensor  # z_q, (N, latent), with no gradient
     indices: torch.Tensor  # (N, positions)
-    n_codes: int
-    spread: torch.Tensor  # the codebook's standard deviation per dimension, (N, latent): the span of traversals
+    codebook: torch.Tensor  # (n_codes, code_dim)
+
+    @property
+    def n_codes(self) -> int:
+        return len(self.codebook)
 
     @property
     def code(self) -> torch.Tensor:
@@ -303,7 +307,8 @@ class QuantisedCode:
 
     @property
     def stddev(self) -> torch.Tensor:
-        return self.spread
+        """The codebook's standard deviation per dimension, for every row: the span of latent traversals."""
+        return self.codebook.std(0).repeat(self.indices.shape[-1]).expand_as(self.quantised)
 
     @property
     def gaussian(self) -> None:
