@@ -3,7 +3,9 @@ dependency of ours): trains pythae 0.1.2's VAE, IWAE, beta-TCVAE, beta-VAE, VAMP
 images with the same 784-200-200-50 tanh network, dynamic binarisation, Adam (lr 1e-3), batch 100 and epochs,
 and saves each trained encoder, decoder (and pseudo-inputs) as plain tensors, so that our estimator scores them.
 VAE_IAF (2 MADE blocks of 3 x 128, pythae's defaults, as our `posterior=iaf`), whose flow our network cannot hold,
-is scored here on our test images with our estimator's formula (`flow_posterior_scores`).
+is scored here on our test images with our estimator's formula (`flow_posterior_scores`); so is VQVAE (25
+positions of 2 values, 128 codes, its moving-average codebook), whose codebook our network does not hold: the
+PSNR of its reconstructions (`reconstruction_scores`).
 FactorVAE: TC weight 10 and our discriminator's layout (three hidden layers of 1000, LeakyReLU 0.2; pythae's
 default has five), trained by pythae's adversarial trainer with the paper's Adam for the discriminator (lr 1e-4,
 betas 0.5, 0.9); pythae splits each batch in two halves, one for the VAE and one for the permuted codes.
@@ -30,6 +32,7 @@ from pythae.models import (
     VAE,
     VAE_IAF,
     VAMP,
+    VQVAE,
     BetaTCVAE,
     BetaTCVAEConfig,
     BetaVAE,
@@ -42,6 +45,7 @@ from pythae.models import (
     VAE_IAF_Config,
     VAEConfig,
     VAMPConfig,
+    VQVAEConfig,
 )
 from pythae.models.base.base_utils import ModelOutput
 from pythae.models.nn import BaseDecoder, BaseDiscriminator, BaseEncoder
@@ -62,9 +66,12 @@ MODELS = {
     "vae_iaf": (VAE_IAF, lambda: VAE_IAF_Config(n_made_blocks=2, n_hidden_in_made=3, hidden_size=128)),
     "miwae": (MIWAE, lambda: MIWAEConfig(number_gradient_estimates=5, number_samples=10)),
     "ciwae": (CIWAE, lambda: CIWAEConfig(number_samples=10, beta=0.5)),
+    # 128 codes with pythae's moving-average codebook (it has no dead-code restarts), commitment 0.25, as ours
+    "vqvae": (VQVAE, lambda: VQVAEConfig(num_embeddings=128, use_ema=True, commitment_loss_factor=0.25)),
 }
+CODE_DIM = 2  # the VQ-VAE's values per position: 25 positions of 2, as our `vq` row
 # models whose posterior our network cannot hold (pythae's flow): scored here, with our estimator's formula
-SCORED_HERE = ("vae_iaf",)
+SCORED_HERE = ("vae_iaf", "vqvae")
 LOG_2PI = math.log(2 * math.pi)
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -100,6 +107,16 @@ def flow_posterior_scores(model, images: torch.Tensor, k: int = 1000, chunk: int
     return {"test/nll": float(nll.mean()), "test/nll_se": error, "test/active_units": active}
 
 
+def reconstruction_scores(model, images: torch.Tensor) -> dict[str, float]:
+    """test/psnr of a VQVAE as our module computes it: 10 log10(1 / the mean squared error per pixel) of the
+    reconstructions decoded from the quantised codes."""
+    total = 0.0
+    with torch.no_grad():
+        for x in images.split(100):
+            total += float((model(DatasetOutput(data=x)).recon_x - x).pow(2).sum())
+    return {"test/psnr": 10 * math.log10(images.numel() / total)}
+
+
 def stack(sizes: list[int]) -> nn.Sequential:
     """Linear layers with tanh between them: the layout of our MLPVAE, so the weights load into it as they are."""
     layers: list[nn.Module] = []
@@ -118,6 +135,29 @@ class Encoder(BaseEncoder):
     def forward(self, x):
         loc, log_var = self.layers(x.flatten(1)).chunk(2, dim=-1)
         return ModelOutput(embedding=loc, log_covariance=log_var)
+
+
+class GridEncoder(BaseEncoder):
+    """The VQ-VAE's encoder: the network's first 50 outputs as pythae's grid of 25 positions of 2 values,
+    (N, 2, 1, 25), the order of our flat code (position by position)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = stack([PIXELS, HIDDEN, HIDDEN, 2 * LATENT])
+
+    def forward(self, x):
+        code = self.layers(x.flatten(1))[:, :LATENT]
+        return ModelOutput(embedding=code.view(len(x), 1, LATENT // CODE_DIM, CODE_DIM).permute(0, 3, 1, 2))
+
+
+class GridDecoder(BaseDecoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = stack([LATENT, HIDDEN, HIDDEN, PIXELS])
+
+    def forward(self, z):
+        flat = z.permute(0, 2, 3, 1).reshape(len(z), LATENT)  # back to our flat order
+        return ModelOutput(reconstruction=torch.sigmoid(self.layers(flat)).view(len(z), 1, 28, 28))
 
 
 class Decoder(BaseDecoder):
@@ -181,6 +221,8 @@ def build(name: str):
     model_cls, make_config = MODELS[name]
     config = make_config()
     config.input_dim, config.latent_dim, config.reconstruction_loss = (1, 28, 28), LATENT, "bce"
+    if name == "vqvae":  # pythae's VQVAE has no choice of reconstruction loss: the squared error
+        return model_cls(config, encoder=GridEncoder(), decoder=GridDecoder())
     return model_cls(config, encoder=Encoder(), decoder=Decoder())
 
 
@@ -189,14 +231,19 @@ def score_here(name: str, target: Path, test: Path) -> None:
     file's name), from its saved weights."""
     weights = torch.load(target, weights_only=True)
     scores = weights.setdefault("scores", {})
-    if "test/nll_se" in scores.get(test.stem, {}):
+    if scores.get(test.stem):
         return
     model = build(name)
     model.encoder.layers.load_state_dict(weights["encoder"])
     model.decoder.layers.load_state_dict(weights["decoder"])
-    model.iaf_flow.load_state_dict(weights["flow"])
-    torch.manual_seed(0)
-    scores[test.stem] = flow_posterior_scores(model.eval(), torch.from_numpy(np.load(test)["test"]))
+    images = torch.from_numpy(np.load(test)["test"])
+    if name == "vqvae":
+        model.quantizer.load_state_dict(weights["quantizer"])
+        scores[test.stem] = reconstruction_scores(model.eval(), images)
+    else:
+        model.iaf_flow.load_state_dict(weights["flow"])
+        torch.manual_seed(0)
+        scores[test.stem] = flow_posterior_scores(model.eval(), images)
     torch.save(weights, target)
 
 
@@ -233,8 +280,10 @@ def train(name: str, seed: int, data, out: Path, epochs: int, target: Path) -> N
         "decoder": model.decoder.layers.state_dict(),
         "seconds": seconds,
     }
-    if name in SCORED_HERE:
+    if name == "vae_iaf":
         weights["flow"] = model.iaf_flow.state_dict()
+    if name == "vqvae":
+        weights["quantizer"] = model.quantizer.state_dict()
     if name == "vamp":
         with torch.no_grad():
             weights["pseudo_inputs"] = model.pseudo_inputs(model.idle_input).view(-1, 1, 28, 28).clone()
