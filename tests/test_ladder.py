@@ -4,11 +4,13 @@ its codes in the pictures, the API and the test's estimates."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from vae_lightning.core.config import made
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
 from vae_lightning.distributions import DiagonalGaussian, precision_weighted
 from vae_lightning.nets.ladder import LadderVAE
@@ -80,8 +82,8 @@ def test_a_code_decodes_from_its_first_layer_and_bad_settings_name_their_key():
     net = flat_ladder()
     assert net.decode(torch.randn(3, 5)).shape == (3, 1, 1, 4, 4)
     assert net.decode(torch.randn(2, 3, 5)).shape == (2, 3, 1, 1, 4, 4)  # k codes per image
-    with pytest.raises(ConfigValueError) as bad:
-        LadderVAE((1, 4, 4), hidden_dims=[8], latent_dims=[3, 2])
+    with pytest.raises(ConfigValueError) as bad:  # as the model builds it: the key under `model` once
+        made(partial(LadderVAE, hidden_dims=[8], latent_dims=[3, 2]), "model", input_shape=(1, 4, 4))
     assert bad.value.key == "model.hidden_dims"
     with pytest.raises(VAELightningError, match="prior of model=ladder, not of Linear"):
         LadderPrior(torch.nn.Linear(2, 2))

@@ -141,7 +141,7 @@ class LadderVAE(VAENet):
         problems.raise_if_any()
         if len(self.hidden_dims) != len(self.latent_dims) or len(self.latent_dims) < 2:
             reason = f"must give one width per stochastic layer (latent_dims has {len(self.latent_dims)}), two or more"
-            raise ConfigValueError("model.hidden_dims", reason, list(self.hidden_dims))
+            raise ConfigValueError("hidden_dims", reason, list(self.hidden_dims))  # the model places it: model.*
         self.latent_dim = sum(self.latent_dims)
         self.posterior_scale = posterior_scale if posterior_scale is not None else SoftplusScale()
         n_input = prod(self.input_shape)
