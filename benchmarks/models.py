@@ -79,6 +79,13 @@ MODELS = {
         ["model=ladder", "prior=ladder", *RECIPE],
         None,
     ),
+    # the ladder with blocks of one layer and a top layer as wide as the first: the paths x -> z_2 and z_1 -> x as
+    # deep as the VAE's encoder and shallower than its decoder
+    "ladder_recipe_d1": (
+        "ladder VAE (50 + 50 dims), blocks of 1 x 200, decoder from the data mean, KL warm-up over half",
+        ["model=ladder", "prior=ladder", "model.latent_dims=[50,50]", "model.block_depth=1", *RECIPE],
+        None,
+    ),
     "vamp_recipe": (
         "VampPrior, 500 pseudo-inputs, decoder from the data mean, KL warm-up over half",
         ["prior=vamp", "prior.n_pseudo_inputs=500", *RECIPE],
