@@ -14,6 +14,7 @@ from vae_lightning.core.config import made
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
 from vae_lightning.distributions import DiagonalGaussian, precision_weighted
 from vae_lightning.nets.ladder import LadderVAE
+from vae_lightning.nets.mlp import MLPVAE
 from vae_lightning.priors import LadderPrior, StandardNormal
 
 
@@ -200,3 +201,35 @@ def test_a_skip_count_that_is_not_a_count_starts_from_zero():
         assert callback.skipped == 0
     callback.load_state_dict({"skipped": 4})
     assert callback.skipped == 4
+
+
+def test_spectral_regularisation_adds_the_sum_of_each_layers_largest_singular_value():
+    """On a network whose weights are diagonal-like with known singular values, the term is their largest ones'
+    sum exactly, it reaches the loss times its weight (and the weights' gradient), and 0 leaves the ELBO as it was."""
+    from vae_lightning.losses import ELBO, spectral_norms
+
+    torch.manual_seed(0)
+    net = MLPVAE((1, 2, 2), [3], 2)
+    with torch.no_grad():
+        for i, layer in enumerate(m for m in net.modules() if isinstance(m, torch.nn.Linear)):
+            layer.weight.zero_()
+            size = min(layer.weight.shape)
+            layer.weight[:size, :size] = torch.diag(torch.arange(1.0, size + 1) * (i + 1))
+    expected = sum(
+        min(m.weight.shape) * (i + 1) for i, m in enumerate(m for m in net.modules() if isinstance(m, torch.nn.Linear))
+    )
+    assert float(spectral_norms(net)) == pytest.approx(expected)
+    x = (torch.rand(5, 1, 2, 2) > 0.5).float()
+    prior = StandardNormal(net)
+    plain, regularised = ELBO(), ELBO(spectral_weight=0.1)
+    assert "spectral" not in plain.term_names and regularised.term_names[-1] == "spectral"
+    a = plain(net, prior, x, 1.0, torch.Generator().manual_seed(0))
+    b = regularised(net, prior, x, 1.0, torch.Generator().manual_seed(0))
+    assert float(b.loss - a.loss) == pytest.approx(0.1 * expected, rel=1e-5) and float(
+        b.terms["spectral"]
+    ) == pytest.approx(expected)
+    b.loss.backward()
+    assert net.encoder[0].weight.grad is not None
+    with pytest.raises(ConfigValueError) as bad:
+        ELBO(spectral_weight=-1.0)
+    assert bad.value.key == "spectral_weight"

@@ -130,11 +130,20 @@ class ELBO(WithLikelihood):
     """Negative ELBO per sample (nats), averaged over the batch. `free_bits` (nats; 0: off): the free bits of
     Kingma et al. (2016) - each group of the KL (a latent dimension, or a ladder's layer: `Prior.kl_groups`)
     whose mean over the batch is below `free_bits` counts as `free_bits`, with no gradient, so nothing is gained
-    by pushing it lower; the logged `kl` stays the KL itself."""
+    by pushing it lower; the logged `kl` stays the KL itself. `spectral_weight` (0: off): the spectral
+    regularisation of Vahdat & Kautz (2020), `spectral_weight` times the sum over the network's linear and
+    convolutional layers of the largest singular value of each weight (a convolution's kernel as a matrix of
+    output channels by the rest), computed exactly, added once to the batch's loss and logged as `spectral`: it
+    keeps the layers smooth where deep hierarchies become unstable."""
 
-    def __init__(self, likelihood: LikelihoodOrFactory | None = None, free_bits: float = 0.0) -> None:
+    def __init__(
+        self, likelihood: LikelihoodOrFactory | None = None, free_bits: float = 0.0, spectral_weight: float = 0.0
+    ) -> None:
         super().__init__(likelihood)
         self.free_bits = checks.number("free_bits", free_bits, low=0.0)
+        self.spectral_weight = checks.number("spectral_weight", spectral_weight, low=0.0)
+        if self.spectral_weight:
+            self.term_names = (*ELBO.term_names, "spectral")
 
     def fit_to_prior(self, prior: Prior) -> None:
         if self.free_bits and prior.kl_grouped_by is None:
@@ -155,7 +164,19 @@ class ELBO(WithLikelihood):
         else:
             per_sample = recon_per_sample + beta * kl_per_sample
         terms = {"recon": recon_per_sample.mean(), "kl": kl_per_sample.mean()}
-        return LossTerms(per_sample.mean(), terms, beta, per_sample.detach(), out)
+        loss = per_sample.mean()
+        if self.spectral_weight:
+            terms["spectral"] = spectral_norms(net)
+            loss = loss + self.spectral_weight * terms["spectral"]
+        return LossTerms(loss, terms, beta, per_sample.detach(), out)
+
+
+def spectral_norms(net: nn.Module) -> torch.Tensor:
+    """The sum over `net`'s linear and convolutional layers of the largest singular value of each weight (as a
+    matrix: output channels by the rest), exact, with its gradient."""
+    layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+    weights = [m.weight.flatten(1) for m in net.modules() if isinstance(m, layers)]
+    return torch.stack([torch.linalg.matrix_norm(w.float(), ord=2) for w in weights]).sum()
 
 
 class VQVAE(WithLikelihood):
