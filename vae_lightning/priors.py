@@ -330,7 +330,8 @@ class UniformCodes(Prior):
         posterior = net.posterior
         if not callable(getattr(posterior, "vectors", None)):
             name = type(posterior).__name__
-            raise VAELightningError(f"prior=codes is the prior of posterior=vq (a codebook), not of {name}: give it.")
+            message = f"prior=codes is the prior of posterior=vq (a codebook), not of {name}: give posterior=vq too."
+            raise VAELightningError(message)
         super().__init__(net)
         self.positions, self.n_codes = posterior.positions, posterior.n_codes
         self.vectors, self.grid = posterior.vectors, posterior.nearest  # bound methods: the codebook is saved once

@@ -204,7 +204,7 @@ class CodeTransformer(Sampler):
                         optimizer.zero_grad()
                         loss.backward()
                         optimizer.step()
-                        total += float(loss) * len(rows)
+                        total += float(loss.detach()) * len(rows)
         finally:
             self.requires_grad_(False)
             optimizer.zero_grad(set_to_none=True)
