@@ -485,6 +485,8 @@ MODELS = {
     "ciwae": ["loss=ciwae"],
     "iaf": ["posterior=iaf"],
     "ladder": ["model=ladder", "prior=ladder"],
+    # experiment=mnist_ladder's network: blocks of one layer, a top layer as wide as the first
+    "ladder_d1": ["model=ladder", "prior=ladder", "model.latent_dims=[50,50]", "model.block_depth=1"],
     "vq": ["posterior=vq", "prior=codes", "loss=vqvae", "posterior.code_dim=2"],
     "mixture": ["prior=mixture"],
     "vamp": ["prior=vamp"],

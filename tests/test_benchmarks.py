@@ -14,6 +14,7 @@ CASES = {
     for name, overrides in MODELS.items()
 }
 CASES["ladder"] = ["experiment=mnist_nll", *MODELS["ladder"], "model.hidden_dims=[16,8]", "model.latent_dim=3"]
+CASES["ladder_d1"] = ["experiment=mnist_nll", *MODELS["ladder_d1"], "model.hidden_dims=[16,8]", "model.latent_dim=3"]
 CASES["vq"] = ["experiment=mnist_nll", *MODELS["vq"], "model.hidden_dims=[16]", "model.latent_dim=4"]
 CASES["faces_dogs_conv"] = ["experiment=faces_dogs_conv", "model.channels=[4,8]", "model.latent_dim=3"]
 
