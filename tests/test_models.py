@@ -156,6 +156,18 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
         codes = vae.encode(images)  # the quantised grids: encoding their decodes again may pick other codes
         assert torch.equal(vae.module.net.posterior.vectors(vae.module.net.posterior.nearest(codes)), codes)
         assert vae.interpolate(images[0], images[1], steps=4).shape == (4, 1, 8, 8)
+        # a codebook or transformer that cannot be (a stranger's file, altered) is refused as it loads, in one line
+        saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        for key, value in (
+            ("net.posterior.codebook", float("nan")),
+            ("net.posterior.counts", -1.0),
+            ("sampler.head.weight", float("inf")),
+        ):
+            broken = dict(saved) | {"state_dict": dict(saved["state_dict"])}
+            broken["state_dict"][key] = torch.full_like(saved["state_dict"][key], value)
+            torch.save(broken, tmp_path / "broken.ckpt")
+            with pytest.raises(CheckpointError, match=r"posterior=vq|sampler=code_transformer"):
+                TrainedVAE.load(tmp_path / "broken.ckpt")
     assert ("test/kl_dim_000" in metrics) == factorise  # only where p(z) and q(z|x) factorise
     checkpoint = run / "checkpoints" / "last.ckpt"
     module = load_module(checkpoint)

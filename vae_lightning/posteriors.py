@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vae_lightning.core import checks
-from vae_lightning.core.errors import ConfigValueError
+from vae_lightning.core.errors import CheckpointError, ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian, PosteriorDistribution
 
 SPREAD_DRAWS = 64  # draws (with a fixed seed) behind a flow posterior's `stddev`, the span of latent traversals
@@ -237,6 +237,7 @@ class VectorQuantiser(Posterior):
         self.register_buffer("counts", torch.zeros(self.n_codes))  # moving averages: assignments per batch
         self.register_buffer("sums", torch.zeros(self.n_codes, self.code_dim))
         self.register_buffer("started", torch.tensor(False))  # the codebook was started from a training batch
+        self.register_load_state_dict_post_hook(refuse_a_broken_codebook)
 
     def fit_to_prior(self, prior: nn.Module) -> None:
         if not callable(getattr(prior, "grid", None)):
@@ -267,12 +268,11 @@ class VectorQuantiser(Posterior):
         self.sums.mul_(self.decay).add_(batch[:, 1:], alpha=1 - self.decay)
         total = self.counts.sum()
         smoothed = (self.counts + self.epsilon) / (total + self.n_codes * self.epsilon) * total
-        self.codebook.copy_(self.sums / smoothed.clamp_min(1e-12)[:, None])
         dead = (self.counts < self.restart_below) | ~self.started
         restarts = flat[torch.randint(len(flat), (self.n_codes,), device=flat.device)]
         if distributed:
             torch.distributed.broadcast(restarts, 0)
-        self.codebook.copy_(torch.where(dead[:, None], restarts, self.codebook))
+        self.codebook.copy_(torch.where(dead[:, None], restarts, self.sums / smoothed.clamp_min(1e-12)[:, None]))
         self.counts.copy_(torch.where(dead, self.restart_below, self.counts))
         self.sums.copy_(torch.where(dead[:, None], restarts * self.restart_below, self.sums))
         self.started.fill_(True)
@@ -285,6 +285,19 @@ class VectorQuantiser(Posterior):
             if self.training and torch.is_grad_enabled():
                 self.update(z, indices)
         return QuantisedCode(z, quantised, indices, self.codebook)
+
+
+def refuse_a_broken_codebook(quantiser: VectorQuantiser, incompatible_keys: object) -> None:
+    """After a load: a codebook read from a file (someone else's checkpoint or exported folder) must be finite with
+    counts of no fewer than 0 assignments, or the load fails here in one line, rather than every code later."""
+    if quantiser.codebook.is_meta:
+        return  # a skeleton without values (its sizes are checked before a load)
+    finite = all(bool(torch.isfinite(t).all()) for t in (quantiser.codebook, quantiser.counts, quantiser.sums))
+    if not (finite and bool((quantiser.counts >= 0).all())):
+        raise CheckpointError(
+            "The checkpoint's codebook (posterior=vq) is not finite or counts fewer than 0 uses of a code. The "
+            "file is damaged or was altered; it was not loaded."
+        )
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,7 @@ class CodeTransformer(Sampler):
         self.lr = checks.number("lr", lr, low=0.0, low_inclusive=False)
         self.seed = checks.non_negative_int("seed", seed)
         self.register_buffer("fitted", torch.tensor(False))
+        self.register_load_state_dict_post_hook(refuse_a_broken_transformer)
 
     def fit_to_prior(self, prior: nn.Module) -> None:
         """Sized by the prior's grid (positions, codebook size), which it learns to draw."""
@@ -227,3 +228,15 @@ class CodeTransformer(Sampler):
             probabilities = self.logits(grid)[:, position].float().softmax(-1)
             grid[:, position] = torch.multinomial(probabilities, 1, generator=local).squeeze(1)
         return prior.vectors(grid)
+
+
+def refuse_a_broken_transformer(sampler: CodeTransformer, incompatible_keys: object) -> None:
+    """After a load: a fitted transformer read from a file must have finite weights (non-finite ones would make
+    every draw fail), or the load fails here in one line."""
+    if sampler.fitted.is_meta or not bool(sampler.fitted):
+        return
+    if not all(bool(torch.isfinite(p).all()) for p in sampler.parameters()):
+        raise CheckpointError(
+            "The checkpoint's sampler (sampler=code_transformer) has weights that are not finite. The file is "
+            "damaged or was altered; it was not loaded."
+        )
