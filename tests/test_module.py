@@ -217,15 +217,23 @@ def test_resume_finishes_exactly_like_an_uninterrupted_run(tmp_path):
     assert got["val/loss"] == pytest.approx(expected["val/loss"], abs=1e-6)
 
 
-def test_a_resume_from_the_last_batch_of_an_epoch_finishes_like_an_uninterrupted_run(tmp_path):
+# the VQ-VAE: a codebook of moving averages with restarts drawn from the run's random state, and its transformer
+VQ = ["posterior=vq", "prior=codes", "loss=vqvae", "sampler=code_transformer", "sampler.epochs=2", "model.latent_dim=4"]
+VQ += ["posterior.code_dim=2", "posterior.n_codes=16", "diagnostics.every_n_epochs=3"]  # fitted as the run ends
+VQ += ["threads=1"]  # the transformer's fit to the last bit: the automatic thread count follows the machine's load
+
+
+@pytest.mark.parametrize("model", [[], VQ], ids=["default", "vq_transformer"])
+def test_a_resume_from_the_last_batch_of_an_epoch_finishes_like_an_uninterrupted_run(model, tmp_path):
     """A checkpoint taken as an epoch's last batch ends (every 5 steps, 5 per epoch) is before that epoch's
-    validation, which Lightning then skips on resume: validation must not move the training's random state."""
+    validation, which Lightning then skips on resume: validation must not move the training's random state. The
+    VQ-VAE's codebook, its counts and its fitted transformer come back to the last bit too."""
     import shutil
 
     keep = ["_target_=lightning.pytorch.callbacks.ModelCheckpoint", "every_n_train_steps=5", "save_top_k=-1"]
     keep += ["mode=max", "auto_insert_metric_name=false", "filename='e{epoch}'"]  # mode: another state_key
     keep += ["dirpath=${paths.output_dir}/kept"]  # an override holding an interpolation is taken as typed
-    args = ["trainer.max_epochs=3", "~callbacks.diagnostics", "logger=csv", "trainer.limit_train_batches=5"]
+    args = ["trainer.max_epochs=3", "~callbacks.diagnostics", "logger=csv", "trainer.limit_train_batches=5", *model]
     args += [f"+callbacks.kept.{value}" for value in keep]
     train_in_process(args, tmp_path / "straight")
     shutil.copytree(tmp_path / "straight", tmp_path / "resumed", ignore=shutil.ignore_patterns("*.ckpt"))

@@ -1,0 +1,127 @@
+"""Validation of config values, so that a bad value fails early and names its key.
+
+Constructors call these on their arguments; `core.config.build` places the key under the config node it came
+from (`latent_dim` -> `model.latent_dim`). `Problems` collects several failures of one constructor, so that
+they are reported together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
+
+
+def integer(key: str, value: Any, low: int | None = None) -> int:
+    """An int (not a bool) that is at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        requirement = {None: "must be an integer", 0: "must be an integer >= 0", 1: "must be a positive integer"}
+        raise ConfigValueError(key, requirement.get(low, f"must be an integer >= {low}"), value)
+    return value
+
+
+def positive_int(key: str, value: Any) -> int:
+    return integer(key, value, low=1)
+
+
+def non_negative_int(key: str, value: Any) -> int:
+    return integer(key, value, low=0)
+
+
+def boolean(key: str, value: Any) -> bool:
+    """true or false (not a string or a number that reads as one)."""
+    if not isinstance(value, bool):
+        raise ConfigValueError(key, "must be true or false", value)
+    return value
+
+
+def number(
+    key: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """A finite real number in the interval given by `low` and `high`."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigValueError(key, "must be a finite number", value)
+    too_low = value < low if low_inclusive else value <= low
+    too_high = value > high if high_inclusive else value >= high
+    if too_low or too_high:
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        raise ConfigValueError(key, f"must lie in {left}{low}, {high}{right}", value)
+    return float(value)
+
+
+def positive_int_list(key: str, value: Any) -> list[int]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ConfigValueError(key, "must be a list of positive integers, e.g. [512,256]", value)
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or item <= 0:
+            raise ConfigValueError(key, "must be a list of positive integers, e.g. [512,256]", value)
+    return list(value)
+
+
+class Problems:
+    """Collects the failed checks of one constructor: `check` returns the value whether or not it passed, and
+    `raise_if_any` then reports every failure in one message."""
+
+    def __init__(self) -> None:
+        self.errors: list[VAELightningError] = []
+
+    def check(self, check: Callable[..., Any], key: str, value: Any, **kwargs: Any) -> Any:
+        try:
+            return check(key, value, **kwargs)
+        except ConfigValueError as bad:
+            self.errors.append(bad)
+            return value
+
+    def add(self, error: VAELightningError) -> None:
+        self.errors.append(error)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigErrors(self.errors)
+
+
+# Lightning accepts wrongly typed numbers and fails later with a traceback; these keys are checked first.
+_TRAINER_INTS = {
+    "max_epochs": -1,
+    "max_steps": -1,
+    "min_epochs": 0,
+    "log_every_n_steps": 1,
+    "check_val_every_n_epoch": 1,
+    "num_sanity_val_steps": -1,
+    "accumulate_grad_batches": 1,
+}
+_TRAINER_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval")
+
+
+def trainer_values(trainer_cfg: Any) -> list[ConfigValueError]:
+    """The bad values among the common `trainer.*` keys (an empty list when all are fine)."""
+    problems = Problems()
+    for name, low in _TRAINER_INTS.items():
+        value = trainer_cfg.get(name)
+        if value is not None:
+            problems.check(integer, f"trainer.{name}", value, low=low)
+    for name in _TRAINER_LIMITS:
+        value = trainer_cfg.get(name)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            continue
+        if isinstance(value, float) and 0.0 <= value <= 1.0:
+            continue
+        problems.add(
+            ConfigValueError(f"trainer.{name}", "must be a count (integer >= 0) or a fraction in [0.0, 1.0]", value)
+        )
+    clip = trainer_cfg.get("gradient_clip_val")
+    if clip is not None:
+        problems.check(number, "trainer.gradient_clip_val", clip, low=0.0, low_inclusive=False)
+    algorithm = trainer_cfg.get("gradient_clip_algorithm")
+    if algorithm not in (None, "norm", "value"):
+        problems.add(ConfigValueError("trainer.gradient_clip_algorithm", "must be norm or value", algorithm))
+    return problems.errors  # type: ignore[return-value]

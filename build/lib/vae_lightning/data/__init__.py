@@ -1,0 +1,1 @@
+"""LightningDataModules and the on-disk format parsers they use."""

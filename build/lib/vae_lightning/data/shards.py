@@ -1,0 +1,191 @@
+"""Data sets that stream from shards written by litdata (`dataset=shards`, written by `vae-shards`), for image sets
+larger than memory: each process reads its own part of each epoch from the shard files, keeping a few chunks in
+memory, and a run stopped mid-epoch resumes where its last checkpoint left the epoch.
+
+A shard folder holds one litdata data set per split (`train/`, `val/`, `test/`), each sample a uint8 image
+(C, H, W) and its label, and `vae_shards.json`: the format version, the image shape, the label names, every
+sample's label per split (a few bytes each, so that labels, attributes and the sample scores need no pass over
+the images) and how many files were skipped. Training batches are shuffled by litdata (chunks, then samples
+within the chunks in memory) from the run's seed, anew each epoch; validation and test come in order.
+
+litdata needs torchvision in its metadata but not to stream; on a CPU-only torch, install it without its
+dependencies (docs/data.md, "Large data sets").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_lightning.core import checks
+from vae_lightning.core.config import is_plain
+from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
+from vae_lightning.data.in_memory import Attribute, one_vs_rest
+from vae_lightning.data.protocol import VAEDataModule
+
+log = logging.getLogger(__name__)
+
+SHARDS_FORMAT = 1  # the layout of a shard folder and its vae_shards.json; another is refused
+METADATA = "vae_shards.json"
+SPLITS = ("train", "val", "test")
+INSTALL = 'pip install "vae_lightning[shards]" && pip install --no-deps litdata==0.2.76'
+
+
+def litdata_module() -> Any:
+    """litdata, or a DataNotFoundError that says how to install it."""
+    try:
+        import litdata
+    except ImportError:
+        raise DataNotFoundError(f"Streaming from shards needs litdata: {INSTALL}") from None
+    return litdata
+
+
+def streaming() -> Any:
+    """`vae_lightning.data.streaming` (the classes built on litdata), once litdata is known to be there."""
+    litdata_module()
+    from vae_lightning.data import streaming as module
+
+    return module
+
+
+def malformed(meta: dict[str, Any]) -> str | None:
+    """What in a vae_shards.json of this format is not as vae-shards writes it (None: nothing): the image shape,
+    the label names, the labels of each split."""
+    shape = meta.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape)):
+        return "input_shape is not three positive integers"
+    if shape[0] not in (1, 3) or shape[1] != shape[2]:
+        return "input_shape is not a square grey or colour image"
+    names = meta.get("class_names")
+    if not (isinstance(names, dict) and all(k.isdigit() and isinstance(v, str) for k, v in names.items())):
+        return "class_names is not a map of label numbers to names"
+    labels = meta.get("labels")
+    if not (isinstance(labels, dict) and set(labels) == set(SPLITS)):
+        return "labels has not one list per split"
+    if not all(isinstance(v, list) and all(type(x) is int for x in v) for v in labels.values()):
+        return "labels are not lists of integers"
+    return None
+
+
+def read_metadata(root: str, image_size: int | None = None) -> dict[str, Any]:
+    """The shard folder's vae_shards.json, checked: a folder that is not one, one written by another format or
+    for another image size than `image_size` (None: any) is refused in one line."""
+    if "://" in str(root):
+        raise DataNotFoundError(
+            f"dataset.root={root}: shards are read from a local folder (or a network disk mounted as one); "
+            "object-store URLs are not supported yet. Copy or mount the shard folder and give its path."
+        )
+    path = Path(root).expanduser() / METADATA
+    if not path.is_file():
+        reason = "holds no vae_shards.json" if Path(root).expanduser().is_dir() else "does not exist"
+        raise DataNotFoundError(
+            f"The shard folder {root} {reason}. Write one with: vae-shards source=<image folder> output={root} "
+            "image_size=<pixels>"
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as bad:
+        raise DataNotFoundError(f"{path} cannot be read as JSON ({bad}); write the shards again.") from None
+    if meta.get("format") != SHARDS_FORMAT:
+        raise DataNotFoundError(
+            f"{root} holds shards of format {meta.get('format')!r}, this version reads format {SHARDS_FORMAT}: "
+            "write them again with this version's vae-shards."
+        )
+    problem = malformed(meta)
+    if problem is not None:
+        raise DataNotFoundError(f"{path} is not a shard index vae-shards wrote ({problem}): write the shards again.")
+    side = int(meta["input_shape"][-1])
+    if image_size is not None and image_size != side:
+        raise ConfigValueError("dataset.image_size", f"the shards in {root} are {side}x{side} pixels", image_size)
+    return meta
+
+
+class ShardsDataModule(VAEDataModule):
+    """Trains from a shard folder written by `vae-shards` (see the module docstring). `root`: the folder;
+    `image_size`: None, or the size the shards must have (a mismatch is refused); `num_workers`: loader workers
+    per process (each streams its own part of the shards)."""
+
+    def __init__(self, root: str, batch_size: int = 64, num_workers: int = 0, image_size: int | None = None) -> None:
+        super().__init__()
+        problems = checks.Problems()
+        self.batch_size = problems.check(checks.positive_int, "batch_size", batch_size)
+        self.num_workers = problems.check(checks.non_negative_int, "num_workers", num_workers)
+        problems.raise_if_any()
+        litdata_module()  # says how to install it now, before a model is built
+        logging.getLogger("litdata").setLevel(logging.WARNING)  # its cache notes, at every loader's start
+        self.root = str(root)
+        self.meta = read_metadata(self.root, image_size)
+        self.input_shape = tuple(int(v) for v in self.meta["input_shape"])
+        self.class_names = {int(k): v for k, v in self.meta["class_names"].items()}
+        self.train_set: Any = None
+        self.val_set: Any = None
+        self.test_set: Any = None
+        self.train_loader: Any = None
+        self.resume_state: dict[str, Any] | None = None  # a checkpoint's place in the training epoch
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        ImageShards = streaming().ImageShards
+        seed = torch.initial_seed() % 2**31  # the run's seed (seed_everything runs before setup)
+        self.train_set, self.val_set, self.test_set = (
+            ImageShards(self.root, split, self.meta["labels"][split], split == "train", seed) for split in SPLITS
+        )
+
+    def _loader(self, split: Any, **options: Any) -> Any:
+        if split is None:
+            raise RuntimeError("setup() must run before the data is asked for")
+        # the loader's own generator: starting its iterator draws from it, not from the run's random state (which
+        # a resumed run restores, and which must then give the same noise as in the run it continues)
+        generator = torch.Generator().manual_seed(torch.initial_seed() % 2**31)
+        return streaming().EpochLoader(
+            split, batch_size=self.batch_size, num_workers=self.num_workers, generator=generator, **options
+        )
+
+    def train_dataloader(self) -> Any:
+        self.train_loader = self._loader(self.train_set)
+        if self.resume_state is not None:
+            self.train_loader.load_state_dict(self.resume_state)
+        return self.train_loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's place in its epoch, saved with every checkpoint. Lightning saves it in its loop
+        state too, but restores it from there only into a loader made after the checkpoint is read, and the
+        model asks for the training length (`trainer.estimated_stepping_batches`) before that
+        (Lightning-AI/pytorch-lightning#20550): so it is restored here, into the loader Lightning holds."""
+        return {"train": self.train_loader.state_dict()} if self.train_loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("train") if isinstance(state, dict) else None
+        if not isinstance(saved, dict):
+            return
+        where = saved.get("dataset", {}).get("input_dir_path") if isinstance(saved.get("dataset"), dict) else None
+        mine = str(Path(self.root).expanduser() / "train")
+        if not is_plain(saved) or where is None or Path(str(where)).resolve() != Path(mine).resolve():
+            log.warning(
+                "The checkpoint's place in the shards of %s does not fit %s: the epoch starts over.", where, mine
+            )
+            return
+        self.resume_state = saved
+        if self.train_loader is not None:
+            self.train_loader.load_state_dict(saved)
+
+    def val_dataloader(self) -> Any:
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> Any:
+        return self._loader(self.test_set)
+
+    def attributes(self, split: Any) -> dict[str, Attribute]:
+        """One attribute per named label (the morph's directions), from the labels the metadata holds."""
+        return one_vs_rest(split.labels, dict(self.class_names))
+
+    def diagnostic_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `n` validation samples: the same in every epoch and process."""
+        if self.val_set is None:
+            self.setup()
+        return self.val_set.__getitems__(range(min(n, len(self.val_set))))

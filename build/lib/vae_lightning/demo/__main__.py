@@ -1,0 +1,3 @@
+from vae_lightning.demo.main import main
+
+main()

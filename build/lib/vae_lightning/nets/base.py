@@ -1,0 +1,100 @@
+"""What every VAE network shares: the reparameterised forward pass.
+
+A network subclasses `VAENet`, sets `input_shape`, `latent_dim` and `outputs_per_pixel` (how many values per
+pixel its decoder returns: the likelihood's need, given by the model when it builds the network), and implements
+`encode(x) -> DiagonalGaussian` (the parameters of a diagonal Gaussian per row) and `decode(z)`, which returns
+the likelihood's parameters of shape (N, outputs_per_pixel, *input_shape) for codes z of shape (N, latent_dim).
+The network carries the model's posterior part (`use_posterior`; the Gaussian itself by default), and `infer(x)`
+is q(z|x), what everything that draws codes asks. A network that can start its decoder
+at the data's mean image (`output_bias_from_data`) implements `start_decoder_at(mean)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vae_lightning.core.errors import ConfigValueError
+from vae_lightning.distributions import DiagonalGaussian, PosteriorDistribution
+from vae_lightning.posteriors import DiagonalGaussianPosterior, Posterior
+
+# the mean intensities whose logits start the decoder are kept this far inside (0, 1): a pixel that is 0 in every
+# training image starts at logit 0.001, about -6.9, not at minus infinity
+MEAN_MARGIN = 1e-3
+
+
+@dataclass(frozen=True)
+class VAEOutput:
+    posterior: PosteriorDistribution
+    z: torch.Tensor  # one code per row, drawn from the posterior
+    params: torch.Tensor  # the decoder's outputs at z: the likelihood's parameters
+    log_q: torch.Tensor | None = None  # log q(z|x) where the draw gave it (a flow's), else None
+
+
+class VAENet(nn.Module):
+    input_shape: tuple[int, ...]
+    latent_dim: int
+    outputs_per_pixel: int = 1
+    output_bias_from_data: bool = False
+    latent_dims: list[int] | None = None  # a hierarchical code's layers' sizes, side by side in it (None: one)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posterior: Posterior = DiagonalGaussianPosterior()
+
+    def use_posterior(self, posterior: Posterior) -> None:
+        """Draw codes from `posterior` (built for this network's `latent_dim`): its weights become the network's,
+        saved as `posterior.*` under it."""
+        self.posterior = posterior
+
+    def fit_to_data(self, dataset: Any) -> None:
+        """Called with the training set before training starts (and before a resumed run's weights are restored,
+        so those win). With `output_bias_from_data` the decoder starts at the logit of the training images' mean:
+        see `start_decoder_at`."""
+        if self.output_bias_from_data:
+            self.start_decoder_from_data(dataset, "model.output_bias_from_data")
+
+    def complete(self, z: torch.Tensor) -> torch.Tensor:
+        """The code as the generative model makes it from its top layer (a hierarchical network recomputes the
+        layers below; a one-layer code is its own top): what a change of the top layer alone decodes to."""
+        return z
+
+    def fit_to_prior(self, prior: nn.Module) -> None:
+        """Called with the model's prior once both are built: a network that works with certain priors only
+        refuses the others here."""
+
+    def start_decoder_from_data(self, dataset: Any, key: str) -> None:
+        """`start_decoder_at` the training images' mean (kept `MEAN_MARGIN` inside (0, 1)); `key`: the setting
+        that asked for it, named if the data set cannot give its mean."""
+        if not hasattr(dataset, "mean_image"):
+            reason = "needs a training set with a mean_image() method (the package's data sets have one)"
+            raise ConfigValueError(key, reason, True)
+        self.start_decoder_at(dataset.mean_image().clamp(MEAN_MARGIN, 1 - MEAN_MARGIN))
+
+    def start_decoder_at(self, mean: torch.Tensor) -> None:
+        """Sets the decoder's last bias so that its first output per pixel (the logits of the pixel's mean for
+        the Bernoulli, Gaussian and logistic likelihoods, of its parameter for the continuous Bernoulli) is
+        logit(`mean`) where the layers before it give zero: an untrained decoder then draws the mean image
+        instead of grey, and the codes need not carry it. `mean`: (C, H, W) in (0, 1)."""
+        reason = f"is not offered by {type(self).__name__} (it has no start_decoder_at)"
+        raise ConfigValueError("model.output_bias_from_data", reason, True)
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def infer(self, x: torch.Tensor) -> PosteriorDistribution:
+        """q(z|x) of each row: the posterior part applied to the network's Gaussian."""
+        return self.posterior(self.encode(x))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        """Infer, draw one code per row, decode: what a single-sample objective needs (compiled with
+        `compile=true`)."""
+        posterior = self.infer(x)
+        z, log_q = posterior.draw(generator)
+        return VAEOutput(posterior, z, self.decode(z), log_q)

@@ -1,0 +1,100 @@
+"""A convolutional VAE for square colour images (e.g. 64x64 faces): stride-2 conv blocks down to a 4x4 map,
+a linear layer to the posterior, and the mirror image with transposed convolutions back up."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+
+import torch
+from torch import nn
+
+from vae_lightning.core import checks
+from vae_lightning.core.errors import ConfigValueError
+from vae_lightning.distributions import DiagonalGaussian
+from vae_lightning.nets.base import VAENet
+from vae_lightning.nets.posterior import ExpHalfLogVariance
+
+
+def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
+    """Group normalisation of `channels` in `groups` groups (fewer where `groups` does not divide them: their
+    greatest common divisor)."""
+    return nn.GroupNorm(math.gcd(checks.positive_int("model.norm.groups", groups), channels), channels)
+
+
+class ConvVAE(VAENet):
+    """Each entry of `channels` is one stride-2 conv block (conv 4x4, `norm`, activation), so the image
+    side must be divisible by 2 ** len(channels). `norm` makes the normalisation layer of a block from its
+    channels (batch norm by default; `group_norm` computes the same in training and eval). The decoder returns
+    the likelihood's parameters, (N, outputs_per_pixel, C, H, W).
+
+    `channels_last`: keep the weights and the feature maps in channels-last (NHWC) memory order, whose CPU
+    convolution kernels (oneDNN) need no reordering of the maps; the same numbers up to float rounding.
+    Posterior and decoder outputs are float32 under bfloat16 autocast too (`trainer.precision=bf16-mixed`),
+    so every loss term is summed in float32.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int] = (32, 64, 128, 256),
+        latent_dim: int = 128,
+        activation: Callable[[], nn.Module] = nn.LeakyReLU,
+        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        outputs_per_pixel: int = 1,
+        channels_last: bool = False,
+        output_bias_from_data: bool = False,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(checks.positive_int_list("input_shape", input_shape))
+        self.channels = checks.positive_int_list("channels", channels)
+        self.latent_dim = checks.positive_int("latent_dim", latent_dim)
+        self.posterior_scale = posterior_scale if posterior_scale is not None else ExpHalfLogVariance()
+        self.outputs_per_pixel = checks.positive_int("outputs_per_pixel", outputs_per_pixel)
+        self.output_bias_from_data = checks.boolean("output_bias_from_data", output_bias_from_data)
+        in_channels, height, width = self.input_shape
+        factor = 2 ** len(self.channels)
+        if height != width or height % factor:
+            raise ConfigValueError(
+                "channels",
+                f"needs square images whose side divides by {factor} "
+                f"(2 ** number of blocks); the images are {height}x{width}",
+                list(self.channels),
+            )
+        self.map_side = height // factor
+        widths = [in_channels, *self.channels]
+        down = []
+        for c_in, c_out in pairwise(widths):
+            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), norm(c_out), activation()]
+        self.encoder_convs = nn.Sequential(*down, nn.Flatten())
+        flat = self.channels[-1] * self.map_side**2
+        self.encoder_head = nn.Linear(flat, 2 * self.latent_dim)
+        self.decoder_head = nn.Linear(self.latent_dim, flat)
+        up: list[nn.Module] = []
+        reversed_widths = [*reversed(widths[1:]), self.outputs_per_pixel * in_channels]
+        for i, (c_in, c_out) in enumerate(pairwise(reversed_widths)):
+            up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            if i < len(reversed_widths) - 2:
+                up += [norm(c_out), activation()]
+        self.decoder_convs = nn.Sequential(*up)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        maps = self.encoder_convs(x.contiguous(memory_format=self.memory_format))
+        loc, raw_scale = self.encoder_head(maps).float().chunk(2, dim=-1)
+        return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
+
+    def start_decoder_at(self, mean: torch.Tensor) -> None:
+        """The last transposed convolution's bias (one per output channel) of each pixel's first output:
+        logit(mean) of each image channel's mean over its pixels."""
+        channels = self.input_shape[0]
+        with torch.no_grad():
+            self.decoder_convs[-1].bias[:channels] = torch.logit(mean.mean((1, 2)))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        features = self.decoder_head(z).view(z.shape[0], self.channels[-1], self.map_side, self.map_side)
+        params = self.decoder_convs(features.contiguous(memory_format=self.memory_format)).float()
+        return params.unflatten(1, (self.outputs_per_pixel, self.input_shape[0]))
