@@ -34,6 +34,7 @@ PARENT_OPTION = {
 }
 COMPANION = {"model=conv": ["dataset=utkface"]}  # 64x64 images: the digits' 8x8 are too small for its 4 blocks
 COMPANION |= {"model=ladder": ["prior=ladder"], "prior=ladder": ["model=ladder"]}  # the ladder and its prior
+COMPANION |= {"model=conv_ladder": ["prior=ladder", "dataset=utkface"]}
 # the VQ-VAE's three parts need each other (a code of 10 values: two positions of posterior=vq's 5)
 VQ = ["model.latent_dim=10", "prior=codes", "loss=vqvae", "posterior=vq"]
 COMPANION |= {option: [o for o in VQ if o != option] for option in ("posterior=vq", "prior=codes", "loss=vqvae")}

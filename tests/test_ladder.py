@@ -233,3 +233,44 @@ def test_spectral_regularisation_adds_the_sum_of_each_layers_largest_singular_va
     with pytest.raises(ConfigValueError) as bad:
         ELBO(spectral_weight=-1.0)
     assert bad.value.key == "spectral_weight"
+
+
+def test_the_conv_ladder_is_the_ladder_with_the_conv_blocks_to_and_from_its_first_layer():
+    """`model=conv_ladder`: a code of both layers, decoded from the first by transposed convolutions into the
+    likelihood's (outputs, C, H, W), k codes per image too; channels-last computes the same numbers; the decoder
+    starts at the data's mean colour; an image side the blocks cannot halve is refused naming `channels`."""
+    from vae_lightning.nets.ladder import ConvLadderVAE
+
+    torch.manual_seed(0)
+    net = ConvLadderVAE((3, 8, 8), channels=[4, 8], hidden_dims=[16, 8], latent_dims=[5, 2], outputs_per_pixel=2)
+    net.eval()
+    x = torch.rand(3, 3, 8, 8)
+    posterior = net.infer(x)
+    z, log_q = posterior.rsample_with_log_prob(torch.Generator().manual_seed(0), k=4)
+    assert z.shape == (4, 3, 7) and log_q.shape == (4, 3)
+    assert net.decode(z).shape == (4, 3, 2, 3, 8, 8) and net.decode(z[0]).shape == (3, 2, 3, 8, 8)
+    torch.testing.assert_close(net.decode(z)[1], net.decode(z[1]))  # each code decodes alone
+    fast = ConvLadderVAE((3, 8, 8), [4, 8], [16, 8], [5, 2], outputs_per_pixel=2, channels_last=True).eval()
+    fast.load_state_dict(net.state_dict())
+    torch.testing.assert_close(fast.infer(x).code, posterior.code)
+    torch.testing.assert_close(fast.decode(z), net.decode(z))
+    # the decoder starts at the mean colour: with its last layer's weights at zero, every pixel decodes to it
+    mean = torch.tensor([0.2, 0.5, 0.7])[:, None, None].expand(3, 8, 8)
+    net.start_decoder_at(mean)
+    torch.nn.init.zeros_(net.decoder_convs[-1].weight)
+    torch.testing.assert_close(torch.sigmoid(net.decode(z[0])[:, 0]), mean.expand(3, 3, 8, 8))
+    with pytest.raises(ConfigValueError) as bad:
+        made(partial(ConvLadderVAE, channels=[4, 8, 16, 32]), "model", input_shape=(3, 8, 8))
+    assert bad.value.key == "model.channels"
+    LadderPrior(net)  # its own top-down prior
+
+
+def test_a_diverged_ladder_gives_a_non_finite_kl_for_the_divergence_check_not_an_exception():
+    """NaN weights (a diverged step): the per-layer KL is NaN, which the run's divergence check names in one
+    line, rather than torch's argument validation raising from inside the loss."""
+    net = flat_ladder()
+    with torch.no_grad():
+        net.down[0][0].weight.fill_(float("nan"))
+    posterior, prior = net.infer(torch.rand(2, 1, 4, 4)), LadderPrior(net)
+    z, _ = posterior.draw(torch.Generator().manual_seed(0))
+    assert torch.isnan(prior.kl(posterior, z)).all()

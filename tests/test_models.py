@@ -117,6 +117,14 @@ RUNS = {
     "ciwae": ["loss=ciwae", "loss.k=3"],
     "ladder": ["model=ladder", "prior=ladder", "model.hidden_dims=[16,8]", "model.latent_dims=[4,2]"],
     "vq": ["posterior=vq", "prior=codes", "loss=vqvae", "sampler=code_transformer", "posterior.code_dim=1"],
+    "conv_ladder": [
+        "model=conv_ladder",
+        "prior=ladder",
+        "model.channels=[8,16]",
+        "model.hidden_dims=[16,8]",
+        "model.latent_dims=[4,2]",
+        "model.output_bias_from_data=true",
+    ],
     "conv_vamp_channel_sigma": [
         "model=conv",
         "model.channels=[8,16]",
@@ -140,11 +148,11 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed"
     # a flow's and a ladder's posteriors have no per-dimension densities
-    gaussian = not {"posterior=iaf", "model=ladder", "posterior=vq"} & set(RUNS[name])
+    gaussian = not {"posterior=iaf", "model=ladder", "model=conv_ladder", "posterior=vq"} & set(RUNS[name])
     information = ("test/total_correlation", "test/mutual_info") if gaussian else ()
     for key in ("test/nll", "test/elbo", "test/active_units", "test/mig", *information):
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
-    assert ("test/active_units_layer2" in metrics) == (name == "ladder")  # each layer's, for a hierarchy
+    assert ("test/active_units_layer2" in metrics) == name.endswith("ladder")  # each layer's, for a hierarchy
     assert ("test/codebook_perplexity" in metrics) == (name == "vq")  # and how much of a codebook is used
     factorise = "prior=" not in " ".join(RUNS[name]) and gaussian
     if name == "vq":  # a VQ-VAE's samples are drawn by the transformer it fitted to the training grids
@@ -181,6 +189,7 @@ def test_each_model_trains_saves_reloads_evaluates_and_resumes(name, tmp_path):
         "ciwae",
         "tcvae_stratified",
         "ladder",  # its prior's networks are the network's
+        "conv_ladder",
     )
     output = tmp_path / "evaluate.json"
     scores = evaluate(compose_tool("evaluate", [f"ckpt_path={checkpoint}", "eval.nll_samples=4", f"output={output}"]))

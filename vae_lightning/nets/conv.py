@@ -23,6 +23,45 @@ def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(checks.positive_int("model.norm.groups", groups), channels), channels)
 
 
+def down_blocks(
+    widths: Sequence[int], norm: Callable[[int], nn.Module], activation: Callable[[], nn.Module]
+) -> nn.Sequential:
+    """Stride-2 conv blocks (conv 4x4, `norm`, activation) between consecutive `widths` (the image's channels
+    first), each halving the map's side, then the maps flattened per image."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in pairwise(widths):
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), norm(c_out), activation()]
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def up_blocks(
+    widths: Sequence[int], norm: Callable[[int], nn.Module], activation: Callable[[], nn.Module]
+) -> nn.Sequential:
+    """The mirror of `down_blocks`: stride-2 transposed convolutions between consecutive `widths` (the
+    decoder's outputs per pixel last), each doubling the map's side, with no norm or activation after the last."""
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(pairwise(widths)):
+        layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+        if i < len(widths) - 2:
+            layers += [norm(c_out), activation()]
+    return nn.Sequential(*layers)
+
+
+def map_side(input_shape: Sequence[int], channels: Sequence[int]) -> int:
+    """The side of the smallest map of `down_blocks` over images of `input_shape` (C, H, W): H / 2 ** blocks;
+    refused in one line naming `channels` where the images are not square or their side does not divide."""
+    _, height, width = input_shape
+    factor = 2 ** len(channels)
+    if height != width or height % factor:
+        raise ConfigValueError(
+            "channels",
+            f"needs square images whose side divides by {factor} (2 ** number of blocks); "
+            f"the images are {height}x{width}",
+            list(channels),
+        )
+    return height // factor
+
+
 class ConvVAE(VAENet):
     """Each entry of `channels` is one stride-2 conv block (conv 4x4, `norm`, activation), so the image
     side must be divisible by 2 ** len(channels). `norm` makes the normalisation layer of a block from its
@@ -54,31 +93,14 @@ class ConvVAE(VAENet):
         self.posterior_scale = posterior_scale if posterior_scale is not None else ExpHalfLogVariance()
         self.outputs_per_pixel = checks.positive_int("outputs_per_pixel", outputs_per_pixel)
         self.output_bias_from_data = checks.boolean("output_bias_from_data", output_bias_from_data)
-        in_channels, height, width = self.input_shape
-        factor = 2 ** len(self.channels)
-        if height != width or height % factor:
-            raise ConfigValueError(
-                "channels",
-                f"needs square images whose side divides by {factor} "
-                f"(2 ** number of blocks); the images are {height}x{width}",
-                list(self.channels),
-            )
-        self.map_side = height // factor
+        in_channels = self.input_shape[0]
+        self.map_side = map_side(self.input_shape, self.channels)
         widths = [in_channels, *self.channels]
-        down = []
-        for c_in, c_out in pairwise(widths):
-            down += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), norm(c_out), activation()]
-        self.encoder_convs = nn.Sequential(*down, nn.Flatten())
+        self.encoder_convs = down_blocks(widths, norm, activation)
         flat = self.channels[-1] * self.map_side**2
         self.encoder_head = nn.Linear(flat, 2 * self.latent_dim)
         self.decoder_head = nn.Linear(self.latent_dim, flat)
-        up: list[nn.Module] = []
-        reversed_widths = [*reversed(widths[1:]), self.outputs_per_pixel * in_channels]
-        for i, (c_in, c_out) in enumerate(pairwise(reversed_widths)):
-            up.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
-            if i < len(reversed_widths) - 2:
-                up += [norm(c_out), activation()]
-        self.decoder_convs = nn.Sequential(*up)
+        self.decoder_convs = up_blocks([*reversed(widths[1:]), self.outputs_per_pixel * in_channels], norm, activation)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 

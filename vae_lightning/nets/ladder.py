@@ -29,6 +29,7 @@ from vae_lightning.core import checks
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
 from vae_lightning.distributions import DiagonalGaussian, precision_weighted
 from vae_lightning.nets.base import VAENet
+from vae_lightning.nets.conv import down_blocks, map_side, up_blocks
 from vae_lightning.nets.mlp import _stack
 from vae_lightning.nets.posterior import SoftplusScale
 from vae_lightning.posteriors import DiagonalGaussianPosterior, Posterior
@@ -144,20 +145,39 @@ class LadderVAE(VAENet):
             raise ConfigValueError("hidden_dims", reason, list(self.hidden_dims))  # the model places it: model.*
         self.latent_dim = sum(self.latent_dims)
         self.posterior_scale = posterior_scale if posterior_scale is not None else SoftplusScale()
-        n_input = prod(self.input_shape)
-        below = [n_input, *self.hidden_dims[:-1]]
+        first_block, first_width = self.first_block(depth, activation)
+        features = [first_width, *self.hidden_dims[1:]]  # what each layer's head reads
         self.up = nn.ModuleList(  # each block ends in the activation too: the next block and the head read it
-            nn.Sequential(_stack([n_in, *[width] * depth], activation), activation())
-            for n_in, width in zip(below, self.hidden_dims, strict=True)
+            [
+                first_block,
+                *(
+                    nn.Sequential(_stack([n_in, *[width] * depth], activation), activation())
+                    for n_in, width in zip(features[:-1], self.hidden_dims[1:], strict=True)
+                ),
+            ]
         )
-        heads = zip(self.hidden_dims, self.latent_dims, strict=True)
+        heads = zip(features, self.latent_dims, strict=True)
         self.up_heads = nn.ModuleList(nn.Linear(width, 2 * size) for width, size in heads)
         self.down = nn.ModuleList(
             _stack([self.latent_dims[level + 1], *[width] * depth, 2 * self.latent_dims[level]], activation)
             for level, width in enumerate(self.hidden_dims[:-1])
         )
+        self.build_decoder(depth, activation)
+
+    def first_block(self, depth: int, activation: Callable[[], nn.Module]) -> tuple[nn.Module, int]:
+        """The bottom-up block from the (flattened) images to layer 1's features, and their number: `block_depth`
+        linear layers of `hidden_dims[0]` units."""
         width = self.hidden_dims[0]
-        self.decoder = _stack([self.latent_dims[0], *[width] * depth, self.outputs_per_pixel * n_input], activation)
+        return nn.Sequential(_stack([prod(self.input_shape), *[width] * depth], activation), activation()), width
+
+    def build_decoder(self, depth: int, activation: Callable[[], nn.Module]) -> None:
+        """The decoder from layer 1: `block_depth` linear layers of `hidden_dims[0]` units, then the outputs."""
+        n_out = self.outputs_per_pixel * prod(self.input_shape)
+        self.decoder = _stack([self.latent_dims[0], *[self.hidden_dims[0]] * depth, n_out], activation)
+
+    def first_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The images as the first bottom-up block reads them: one flat row each."""
+        return x.flatten(1)
 
     def use_posterior(self, posterior: Posterior) -> None:
         if not isinstance(posterior, DiagonalGaussianPosterior):
@@ -178,7 +198,7 @@ class LadderVAE(VAENet):
 
     def bottom_up(self, x: torch.Tensor) -> tuple[DiagonalGaussian, ...]:
         """Each layer's estimate N(mu_hat_l, sigma_hat_l) from x, layer 1 first."""
-        h, estimates = x.flatten(1), []
+        h, estimates = self.first_input(x), []
         for block, head in zip(self.up, self.up_heads, strict=True):
             h = block(h)
             estimates.append(self._gaussian(head(h)))
@@ -216,3 +236,72 @@ class LadderVAE(VAENet):
         first = self.split(z)[0]
         out = self.decoder(first).float()
         return out.view(*first.shape[:-1], self.outputs_per_pixel, *self.input_shape)
+
+
+class ConvLadderVAE(LadderVAE):
+    """The ladder VAE on square colour images (the 64x64 faces set-up): the bottom-up path to layer 1 is the
+    conv VAE's stride-2 blocks (`channels`, `norm`, as in `nets.conv.ConvVAE`) and the decoder from layer 1 their
+    mirror image; the layers above are fully connected, as in `LadderVAE`. `hidden_dims`: one width per stochastic
+    layer, layer 1 first: `hidden_dims[0]` is that of the top-down network into layer 1, the others those of each
+    layer's bottom-up and top-down blocks. `channels_last` as in `ConvVAE`."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        channels: Sequence[int] = (32, 64, 128, 256),
+        hidden_dims: Sequence[int] = (256, 256),
+        latent_dims: Sequence[int] = (128, 32),
+        latent_dim: int | None = None,
+        block_depth: int = 1,
+        activation: Callable[[], nn.Module] = nn.LeakyReLU,
+        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        posterior_scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        outputs_per_pixel: int = 1,
+        channels_last: bool = False,
+        output_bias_from_data: bool = False,
+    ) -> None:
+        # read by `first_block` and `build_decoder`, which the ladder's constructor calls
+        self.channels = checks.positive_int_list("channels", channels)
+        self.map_side = map_side(input_shape, self.channels)
+        self.norm = norm
+        channels_last = checks.boolean("channels_last", channels_last)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        super().__init__(
+            input_shape,
+            hidden_dims,
+            latent_dims,
+            latent_dim,
+            block_depth,
+            activation,
+            posterior_scale,
+            outputs_per_pixel,
+            output_bias_from_data,
+        )
+        self.to(memory_format=self.memory_format)
+
+    def first_block(self, depth: int, activation: Callable[[], nn.Module]) -> tuple[nn.Module, int]:
+        """The conv blocks from the images to layer 1's features, the last map flattened."""
+        block = down_blocks([self.input_shape[0], *self.channels], self.norm, activation)
+        return block, self.channels[-1] * self.map_side**2
+
+    def build_decoder(self, depth: int, activation: Callable[[], nn.Module]) -> None:
+        """A linear layer from layer 1 to the smallest map, then the transposed conv blocks up to the outputs."""
+        self.decoder_head = nn.Linear(self.latent_dims[0], self.channels[-1] * self.map_side**2)
+        widths = [*reversed(self.channels), self.outputs_per_pixel * self.input_shape[0]]
+        self.decoder_convs = up_blocks(widths, self.norm, activation)
+
+    def first_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self.memory_format)
+
+    def start_decoder_at(self, mean: torch.Tensor) -> None:
+        """The last transposed convolution's bias of each image channel: the logit of its mean colour."""
+        with torch.no_grad():
+            self.decoder_convs[-1].bias[: self.input_shape[0]] = torch.logit(mean.mean((1, 2)))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The likelihood's parameters from the code's first layer, (..., outputs_per_pixel, C, H, W)."""
+        first = self.split(z)[0]
+        rows = first.reshape(-1, first.shape[-1])
+        maps = self.decoder_head(rows).unflatten(-1, (self.channels[-1], self.map_side, self.map_side))
+        params = self.decoder_convs(maps.contiguous(memory_format=self.memory_format)).float()
+        return params.view(*first.shape[:-1], self.outputs_per_pixel, *self.input_shape)
