@@ -77,6 +77,8 @@ PRESETS = {
     },
     # the VQ-VAE on the faces recipe: its 128-value code as 32 positions of 4, the transformer fitted at the end
     "faces_dogs_vq": {"args": [*FACES, "experiment=faces_dogs_conv", *VQ], "data": FACES_DATA},
+    # the ladder VAE on the faces recipe: the same conv blocks to and from its first layer, a second layer above
+    "faces_dogs_ladder": {"args": [*FACES, "experiment=faces_dogs_ladder"], "data": FACES_DATA},
 }
 PICTURES = {
     "haskell_mnist": ["latent_scatter", "latent_grid"],
@@ -86,6 +88,7 @@ PICTURES = {
     "faces_dogs_conv": ["reconstructions", "samples", "latent_scatter", "interpolations", "best_worst"],
     "faces_dogs_before": ["reconstructions", "samples"],
     "faces_dogs_vq": ["reconstructions", "samples"],
+    "faces_dogs_ladder": ["reconstructions", "samples"],
 }
 # figures of runs not repeated here, with the day they were measured: shown where no new run of that preset is
 EARLIER = {
@@ -102,7 +105,7 @@ EARLIER = {
 }
 # the rows of the main table (the others appear in the time-to-quality table only)
 MAIN_TABLE = ("haskell_mnist", "haskell_mnist_ramp", "mnist_nll", "haskell_dogpeople", "faces_dogs_conv")
-FACE_PRESETS = ("haskell_dogpeople", "faces_dogs_conv", "faces_dogs_before", "faces_dogs_vq")
+FACE_PRESETS = ("haskell_dogpeople", "faces_dogs_conv", "faces_dogs_before", "faces_dogs_vq", "faces_dogs_ladder")
 # the runs of the time-to-quality plot: the plot's label -> (the table's name, presets in order of budget)
 TIME_TO_QUALITY = {
     "faces_dogs_conv (one-cycle lr, KL warm-up, bf16)": (
@@ -121,6 +124,10 @@ TIME_TO_QUALITY = {
     "VQ-VAE (the recipe, posterior=vq: 32 positions of 4, 128 codes)": (
         "VQ-VAE: `faces_dogs_conv` with `posterior=vq prior=codes loss=vqvae` (32 positions of 4)",
         ["faces_dogs_vq"],
+    ),
+    "ladder VAE (the recipe, model=conv_ladder: 128 + 32 dims)": (
+        "ladder VAE: `experiment=faces_dogs_ladder` (`model=conv_ladder prior=ladder`, 128 + 32 dims)",
+        ["faces_dogs_ladder"],
     ),
 }
 

@@ -29,11 +29,12 @@ def rows() -> list[tuple[str, str, str, str]]:
     for name, label in (
         ("train_step_haskell_mnist", "784-1000-2 MLP, batch 32"),
         ("train_step_faces_dogs_conv", "conv VAE, 64x64x3, batch 64"),
+        ("train_step_faces_dogs_ladder", "conv ladder VAE, 64x64x3, batch 64"),
     ):
         result = load(name)
         if result:
             rates = result["steps_per_s"]
-            command = "train_step" + ("" if "haskell" in name else " --experiment faces_dogs_conv")
+            command = "train_step" + ("" if "haskell" in name else f" --experiment {result['experiment']}")
             command += f" --threads {result['threads_per_column']}" if result.get("threads_per_column") else ""
             command += f" --repeats {result['repeats']}" if result.get("repeats", 3) != 3 else ""
             table.append(

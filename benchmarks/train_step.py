@@ -111,7 +111,7 @@ class PlainModel(nn.Module):
         self.kl_weight = float(OmegaConf.select(cfg, "loss.kl_weight", default=0.0))
         self.input_shape = tuple(module.hparams.input_shape)
         self.n_data = 1  # the training set's size, for beta-TCVAE
-        self.conv = hasattr(self.net, "encoder_convs")  # the conv model's layers, else the MLP's
+        self.conv = hasattr(self.net, "decoder_convs")  # the conv model's layers (or the conv ladder's), else the MLP's
         self.ladder = hasattr(self.net, "up_heads")  # the ladder VAE's layers (with its top-down prior)
         # a VQ-VAE: its codebook and moving averages as plain tensors, moved by `vq_loss` itself
         self.vq = short_name(cfg, "posterior") == "VectorQuantiser"
@@ -192,7 +192,8 @@ class PlainModel(nn.Module):
     def ladder_loss(self, x: torch.Tensor) -> torch.Tensor:
         """The ladder VAE's ELBO on its own torch layers: the bottom-up estimates, then top-down the
         precision-weighted posterior of each layer and its closed-form KL to the top-down prior given the draw above."""
-        h, estimates = x.flatten(1), []
+        h = x.contiguous(memory_format=self.net.memory_format) if self.conv else x.flatten(1)
+        estimates = []
         for block, head in zip(self.net.up, self.net.up_heads, strict=True):
             h = block(h)
             estimates.append(self.gaussian(head(h)))
@@ -207,7 +208,7 @@ class PlainModel(nn.Module):
             q_loc, q_scale = (e_loc * precision_e + p_loc * precision_p) * variance, variance.sqrt()
             z = q_loc + q_scale * torch.randn_like(q_loc)
             kl = kl + kl_divergence(Normal(q_loc, q_scale), Normal(p_loc, p_scale)).sum(-1)
-        return (-self.log_px(x.flatten(1), self.net.decoder(z)) + BETA * kl).mean()
+        return (-self.log_px(x.flatten(1), self.decode(z)) + BETA * kl).mean()
 
     def vq_loss(self, x: torch.Tensor) -> torch.Tensor:
         """The VQ-VAE's loss: each position's nearest code, one moving-average step of the codebook (dead codes
