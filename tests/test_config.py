@@ -19,7 +19,7 @@ from vae_lightning.losses import SeedLoss
 from vae_lightning.run.trainer import build_run
 from vae_lightning.schedules import Constant, DelayedRamp
 
-TOOL_GROUPS = ("hydra",)  # not options of train.py
+TOOL_GROUPS = ("hydra", "labels")  # not options of train.py (labels: vae-shards')
 GROUPS = [
     p
     for p in sorted(CONF_DIR.rglob("*"))

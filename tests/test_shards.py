@@ -76,6 +76,52 @@ def test_a_folder_converts_with_its_labels_splits_and_skipped_files_and_only_onc
     assert first["image"].dtype == np.uint8 and first["image"].shape == (3, 16, 16)
 
 
+def test_utkface_and_celeba_shards_keep_every_label_for_the_morphs_and_celebas_official_partition(tmp_path):
+    """`labels=utkface`: each face's age, gender and race from its name, kept per sample in stored order, give the
+    attributes and MIG factors `dataset=utkface` gives; `labels=celeba`: the 40 attributes, the official partition
+    as the splits, the batch label named by `labels.label` (another name refused naming that key)."""
+    from tests.photo_fixtures import write_celeba, write_utkface
+    from vae_lightning.data.shards import ShardsDataModule
+    from vae_lightning.data.utkface import parse_utkface_name
+    from vae_lightning.shards import write_shards
+
+    faces = write_utkface(tmp_path / "utkface", n=24, bad=False)
+    utkface = {"_target_": "vae_lightning.shards.UTKFaceLabels"}
+    meta = write_shards(settings(faces, tmp_path / "faces", labels=utkface))
+    assert meta["kind"] == "utkface" and meta["class_names"] == {"0": "male", "1": "female"}
+    everyone = sorted(parse_utkface_name(p.name) or (-1, -1, -1) for p in faces.iterdir())  # unknown: -1
+    assert sorted(tuple(row) for rows in meta["tables"].values() for row in rows) == everyone
+    for split in ("train", "val", "test"):
+        assert [row[1] for row in meta["tables"][split]] == meta["labels"][split]  # the gender, sample by sample
+    data = ShardsDataModule(str(tmp_path / "faces"))
+    data.setup()
+    attributes = data.attributes(data.train_set)
+    assert list(attributes) == ["age", "female", "male", "White", "Black", "Asian", "Indian", "Others"]
+    ages = torch.tensor([float(row[0]) if row[0] >= 0 else float("nan") for row in meta["tables"]["train"]])
+    assert attributes["age"].numeric
+    torch.testing.assert_close(attributes["age"].values, ages, equal_nan=True)  # unknown ages: NaN
+    assert set(data.test_factors()) == {"age", "gender", "race"}
+
+    celeba = write_celeba(tmp_path / "celeba", n=12)
+    labels = {"_target_": "vae_lightning.shards.CelebALabels", "label": "Smiling", "crop": 148}
+    meta = write_shards(settings(celeba, tmp_path / "celeba_shards", labels=labels))
+    assert meta["sizes"] == {"train": 4, "val": 4, "test": 4}  # the fixture's partition: 0, 1, 2 in turn
+    assert meta["class_names"] == {"0": "not Smiling", "1": "Smiling"} and len(meta["attribute_names"]) == 40
+    smiling = meta["attribute_names"].index("Smiling")
+    assert meta["labels"]["train"] == [max(row[smiling], 0) for row in meta["tables"]["train"]]
+    data = ShardsDataModule(str(tmp_path / "celeba_shards"))
+    data.setup()
+    assert list(data.attributes(data.val_set)) == meta["attribute_names"]
+    with pytest.raises(ConfigValueError, match="one of CelebA's attributes") as refused:
+        write_shards(settings(celeba, tmp_path / "other", labels=labels | {"label": "Smiley"}))
+    assert refused.value.key == "labels.label"
+    broken = meta | {"tables": {"train": [[0]], "val": [], "test": []}}
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "vae_shards.json").write_text(json.dumps(broken))
+    with pytest.raises(DataNotFoundError, match=r"not a shard index vae-shards wrote \(tables"):
+        ShardsDataModule(str(tmp_path / "broken"))
+
+
 def test_training_streams_from_the_shards_draws_its_pictures_and_tests(shards, tmp_path):
     _, output, summary = shards
     run = tmp_path / "run"

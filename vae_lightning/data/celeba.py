@@ -166,7 +166,11 @@ class CelebADataModule(PhotoDataModule):
         return self.split(data, labels, test_paths=None)
 
     def attributes(self, split) -> dict[str, Attribute]:
-        """The 40 attributes (present or not) of each image of `split`; unknown ones are NaN."""
-        values = split.label_table[:, : len(self.attribute_names)].float()
-        values[values < 0] = float("nan")
-        return {name: Attribute(values[:, i], numeric=False) for i, name in enumerate(self.attribute_names)}
+        return celeba_attributes(split.label_table, self.attribute_names)
+
+
+def celeba_attributes(table: torch.Tensor, names: list[str]) -> dict[str, Attribute]:
+    """The 40 attributes (present or not) of each image, from the first columns of its labels; unknown: NaN."""
+    values = table[:, : len(names)].float()
+    values[values < 0] = float("nan")
+    return {name: Attribute(values[:, i], numeric=False) for i, name in enumerate(names)}

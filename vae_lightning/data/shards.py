@@ -5,8 +5,9 @@ memory, and a run stopped mid-epoch resumes where its last checkpoint left the e
 A shard folder holds one litdata data set per split (`train/`, `val/`, `test/`), each sample a uint8 image
 (C, H, W) and its label, and `vae_shards.json`: the format version, the image shape, the label names, every
 sample's label per split (a few bytes each, so that labels, attributes and the sample scores need no pass over
-the images) and how many files were skipped. Training batches are shuffled by litdata (chunks, then samples
-within the chunks in memory) from the run's seed, anew each epoch; validation and test come in order.
+the images), for UTKFace and CelebA shards every sample's full labels (`tables`: age, gender and race; the 40
+attributes and the identity) and how many files were skipped. Training batches are shuffled by litdata (chunks,
+then samples within the chunks in memory) from the run's seed, anew each epoch; validation and test come in order.
 
 litdata needs torchvision in its metadata but not to stream; on a CPU-only torch, install it without its
 dependencies (docs/data.md, "Large data sets").
@@ -24,14 +25,19 @@ import torch
 from vae_lightning.core import checks
 from vae_lightning.core.config import is_plain
 from vae_lightning.core.errors import ConfigValueError, DataNotFoundError
+from vae_lightning.data.celeba import celeba_attributes
 from vae_lightning.data.in_memory import Attribute, one_vs_rest
 from vae_lightning.data.protocol import VAEDataModule
+from vae_lightning.data.utkface import utkface_attributes, utkface_factors
 
 log = logging.getLogger(__name__)
 
 SHARDS_FORMAT = 1  # the layout of a shard folder and its vae_shards.json; another is refused
 METADATA = "vae_shards.json"
 SPLITS = ("train", "val", "test")
+# how vae-shards labelled the photos (its `labels` option), and the integers kept per sample for each: UTKFace's
+# (age, gender, race), CelebA's 40 attributes and its identity
+KINDS = {"folder": 0, "utkface": 3, "celeba": 41}
 INSTALL = 'pip install "vae_lightning[shards]" && pip install --no-deps litdata==0.2.76'
 
 
@@ -68,6 +74,24 @@ def malformed(meta: dict[str, Any]) -> str | None:
         return "labels has not one list per split"
     if not all(isinstance(v, list) and all(type(x) is int for x in v) for v in labels.values()):
         return "labels are not lists of integers"
+    kind = meta.get("kind", "folder")
+    if kind not in KINDS:
+        return f"kind is not one of {', '.join(KINDS)}"
+    if kind == "folder":
+        return None
+    tables = meta.get("tables")
+    if not (isinstance(tables, dict) and set(tables) == set(SPLITS)):
+        return "tables has not one list per split"
+    for split, rows in tables.items():
+        if not (isinstance(rows, list) and len(rows) == len(labels[split])):
+            return "tables are not one row per sample"
+        if not all(isinstance(r, list) and len(r) == KINDS[kind] and all(type(x) is int for x in r) for r in rows):
+            return f"tables' rows are not {KINDS[kind]} integers each"
+    names = meta.get("attribute_names", [])
+    if kind == "celeba" and not (
+        isinstance(names, list) and len(names) == 40 and all(isinstance(n, str) for n in names)
+    ):
+        return "attribute_names is not CelebA's 40 names"
     return None
 
 
@@ -132,8 +156,10 @@ class ShardsDataModule(VAEDataModule):
             return
         ImageShards = streaming().ImageShards
         seed = torch.initial_seed() % 2**31  # the run's seed (seed_everything runs before setup)
+        tables = self.meta.get("tables", {})
         self.train_set, self.val_set, self.test_set = (
-            ImageShards(self.root, split, self.meta["labels"][split], split == "train", seed) for split in SPLITS
+            ImageShards(self.root, split, self.meta["labels"][split], split == "train", seed, tables.get(split))
+            for split in SPLITS
         )
 
     def _loader(self, split: Any, **options: Any) -> Any:
@@ -181,8 +207,21 @@ class ShardsDataModule(VAEDataModule):
         return self._loader(self.test_set)
 
     def attributes(self, split: Any) -> dict[str, Attribute]:
-        """One attribute per named label (the morph's directions), from the labels the metadata holds."""
+        """The morph's directions, from what the metadata holds: as `dataset=utkface` and `dataset=celeba` give
+        them for shards of those photos, else one attribute per named label."""
+        kind = self.meta.get("kind", "folder")
+        if kind == "utkface":
+            return utkface_attributes(split.label_table)
+        if kind == "celeba":
+            return celeba_attributes(split.label_table, self.meta["attribute_names"])
         return one_vs_rest(split.labels, dict(self.class_names))
+
+    def test_factors(self) -> dict[str, torch.Tensor]:
+        """UTKFace's age (in decades), gender and race of the test samples, for the MIG; {} for the others."""
+        if self.meta.get("kind") != "utkface":
+            return {}
+        self.setup()
+        return utkface_factors(self.test_set.label_table)
 
     def diagnostic_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` validation samples: the same in every epoch and process."""

@@ -20,9 +20,13 @@ class ImageShards(StreamingDataset):
     """One split of a shard folder as (image, label) pairs, with what the model's parts read of a training set
     (`images_at`, `mean_image`, `labels`)."""
 
-    def __init__(self, root: str, split: str, labels: list[int], shuffle: bool, seed: int) -> None:
+    def __init__(
+        self, root: str, split: str, labels: list[int], shuffle: bool, seed: int, table: list[list[int]] | None = None
+    ) -> None:
         super().__init__(str(Path(root).expanduser() / split), shuffle=shuffle, seed=seed, transform=to_pair)
         self.labels = torch.tensor(labels, dtype=torch.long)
+        # each sample's full labels (UTKFace's, CelebA's) in the stored order, where the shards keep them
+        self.label_table = torch.tensor(table, dtype=torch.long).view(len(labels), -1) if table else None
 
     def images_at(self, index: torch.Tensor) -> torch.Tensor:
         """The images at `index` (a long tensor), (len(index), C, H, W) in [0, 1]."""
