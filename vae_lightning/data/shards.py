@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from vae_lightning.core import checks
 from vae_lightning.core.config import is_plain
@@ -95,25 +96,62 @@ def malformed(meta: dict[str, Any]) -> str | None:
     return None
 
 
-def read_metadata(root: str, image_size: int | None = None) -> dict[str, Any]:
-    """The shard folder's vae_shards.json, checked: a folder that is not one, one written by another format or
-    for another image size than `image_size` (None: any) is refused in one line."""
-    if "://" in str(root):
+def is_url(root: str) -> bool:
+    return "://" in str(root)
+
+
+def split_dir(root: str, split: str) -> str:
+    """Where split `split` of the shard folder `root` (a path or an s3:// URL) is."""
+    return f"{root.rstrip('/')}/{split}" if is_url(root) else str(Path(root).expanduser() / split)
+
+
+def read_remote(root: str, name: str, storage_options: dict[str, Any]) -> str | None:
+    """The text of file `name` in the shard folder at URL `root`, None where the folder has no such file. Only
+    s3:// (Amazon S3 or an S3-compatible store, `storage_options` as boto3's client takes them, e.g. its
+    `endpoint_url`; the credentials from the usual AWS variables or files) is read; another scheme is refused."""
+    scheme, _, rest = root.partition("://")
+    if scheme != "s3":
         raise DataNotFoundError(
-            f"dataset.root={root}: shards are read from a local folder (or a network disk mounted as one); "
-            "object-store URLs are not supported yet. Copy or mount the shard folder and give its path."
+            f"dataset.root={root}: shards stream from a local folder or an s3:// URL (Amazon S3, or an "
+            f"S3-compatible store with dataset.storage_options.endpoint_url); {scheme}:// is not supported yet."
         )
-    path = Path(root).expanduser() / METADATA
-    if not path.is_file():
-        reason = "holds no vae_shards.json" if Path(root).expanduser().is_dir() else "does not exist"
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, prefix = rest.partition("/")
+    key = f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
+    try:
+        body = boto3.client("s3", **storage_options).get_object(Bucket=bucket, Key=key)["Body"]
+        return body.read().decode()
+    except ClientError as bad:
+        if bad.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise DataNotFoundError(f"dataset.root={root} cannot be read: {bad}") from None
+    except (BotoCoreError, ValueError) as bad:
+        raise DataNotFoundError(f"dataset.root={root} cannot be read: {bad}") from None
+
+
+def read_metadata(root: str, image_size: int | None = None, storage_options: dict[str, Any] | None = None) -> dict:
+    """The shard folder's vae_shards.json, checked: a folder that is not one, one written by another format or
+    for another image size than `image_size` (None: any) is refused in one line. `root`: a local folder or an
+    s3:// URL (`read_remote`)."""
+    if is_url(root):
+        text = read_remote(str(root), METADATA, storage_options or {})
+        where, exists = f"{root}/{METADATA}", True
+    else:
+        path = Path(root).expanduser() / METADATA
+        text = path.read_text() if path.is_file() else None
+        where, exists = str(path), Path(root).expanduser().is_dir()
+    if text is None:
+        reason = "holds no vae_shards.json" if exists else "does not exist"
         raise DataNotFoundError(
             f"The shard folder {root} {reason}. Write one with: vae-shards source=<image folder> output={root} "
             "image_size=<pixels>"
         )
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as bad:
-        raise DataNotFoundError(f"{path} cannot be read as JSON ({bad}); write the shards again.") from None
+        meta = json.loads(text)
+    except ValueError as bad:
+        raise DataNotFoundError(f"{where} cannot be read as JSON ({bad}); write the shards again.") from None
     if meta.get("format") != SHARDS_FORMAT:
         raise DataNotFoundError(
             f"{root} holds shards of format {meta.get('format')!r}, this version reads format {SHARDS_FORMAT}: "
@@ -121,28 +159,54 @@ def read_metadata(root: str, image_size: int | None = None) -> dict[str, Any]:
         )
     problem = malformed(meta)
     if problem is not None:
-        raise DataNotFoundError(f"{path} is not a shard index vae-shards wrote ({problem}): write the shards again.")
+        raise DataNotFoundError(f"{where} is not a shard index vae-shards wrote ({problem}): write the shards again.")
     side = int(meta["input_shape"][-1])
     if image_size is not None and image_size != side:
         raise ConfigValueError("dataset.image_size", f"the shards in {root} are {side}x{side} pixels", image_size)
     return meta
 
 
-class ShardsDataModule(VAEDataModule):
-    """Trains from a shard folder written by `vae-shards` (see the module docstring). `root`: the folder;
-    `image_size`: None, or the size the shards must have (a mismatch is refused); `num_workers`: loader workers
-    per process (each streams its own part of the shards)."""
+SECRET_WORDS = ("secret", "token", "password")
 
-    def __init__(self, root: str, batch_size: int = 64, num_workers: int = 0, image_size: int | None = None) -> None:
+
+def plain_options(key: str, value: Any) -> dict[str, Any]:
+    """`storage_options`: a map of names to plain values, with no credentials (a run's configuration is written
+    into its checkpoints: secrets belong in the environment, e.g. AWS_SECRET_ACCESS_KEY)."""
+    options = OmegaConf.to_container(value) if isinstance(value, DictConfig) else (value or {})
+    if not (isinstance(options, dict) and is_plain(options)):
+        raise ConfigValueError(key, "must be a map of option names to values, e.g. {endpoint_url: ...}", value)
+    for name in options:
+        if any(word in str(name).lower() for word in SECRET_WORDS):
+            reason = "holds a credential, which a run writes into its checkpoints: give it in the environment instead"
+            raise ConfigValueError(f"{key}.{name}", reason, "***")
+    return dict(options)
+
+
+class ShardsDataModule(VAEDataModule):
+    """Trains from a shard folder written by `vae-shards` (see the module docstring). `root`: the folder, or an
+    s3:// URL of one (streamed through litdata's local cache); `storage_options`: how to reach that store (boto3's
+    client options, e.g. `endpoint_url` for an S3-compatible one; no credentials); `image_size`: None, or the size
+    the shards must have (a mismatch is refused); `num_workers`: loader workers per process (each streams its own
+    part of the shards)."""
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        image_size: int | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         problems = checks.Problems()
         self.batch_size = problems.check(checks.positive_int, "batch_size", batch_size)
         self.num_workers = problems.check(checks.non_negative_int, "num_workers", num_workers)
+        self.storage_options = problems.check(plain_options, "storage_options", storage_options)
         problems.raise_if_any()
         litdata_module()  # says how to install it now, before a model is built
         logging.getLogger("litdata").setLevel(logging.WARNING)  # its cache notes, at every loader's start
         self.root = str(root)
-        self.meta = read_metadata(self.root, image_size)
+        self.meta = read_metadata(self.root, image_size, self.storage_options)
         self.input_shape = tuple(int(v) for v in self.meta["input_shape"])
         self.class_names = {int(k): v for k, v in self.meta["class_names"].items()}
         self.train_set: Any = None
@@ -158,7 +222,14 @@ class ShardsDataModule(VAEDataModule):
         seed = torch.initial_seed() % 2**31  # the run's seed (seed_everything runs before setup)
         tables = self.meta.get("tables", {})
         self.train_set, self.val_set, self.test_set = (
-            ImageShards(self.root, split, self.meta["labels"][split], split == "train", seed, tables.get(split))
+            ImageShards(
+                split_dir(self.root, split),
+                self.meta["labels"][split],
+                split == "train",
+                seed,
+                tables.get(split),
+                self.storage_options,
+            )
             for split in SPLITS
         )
 
@@ -189,9 +260,14 @@ class ShardsDataModule(VAEDataModule):
         saved = state.get("train") if isinstance(state, dict) else None
         if not isinstance(saved, dict):
             return
-        where = saved.get("dataset", {}).get("input_dir_path") if isinstance(saved.get("dataset"), dict) else None
-        mine = str(Path(self.root).expanduser() / "train")
-        if not is_plain(saved) or where is None or Path(str(where)).resolve() != Path(mine).resolve():
+        # where the saved place is: the URL of a remote split (litdata keeps its chunks in a local cache), else the path
+        dataset = saved.get("dataset") if isinstance(saved.get("dataset"), dict) else {}
+        where = dataset.get("input_dir_url" if is_url(self.root) else "input_dir_path")
+        mine = split_dir(self.root, "train")
+        same = where is not None and (
+            str(where).rstrip("/") == mine if is_url(self.root) else Path(str(where)).resolve() == Path(mine).resolve()
+        )
+        if not is_plain(saved) or not same:
             log.warning(
                 "The checkpoint's place in the shards of %s does not fit %s: the epoch starts over.", where, mine
             )

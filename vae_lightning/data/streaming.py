@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,9 +20,16 @@ class ImageShards(StreamingDataset):
     (`images_at`, `mean_image`, `labels`)."""
 
     def __init__(
-        self, root: str, split: str, labels: list[int], shuffle: bool, seed: int, table: list[list[int]] | None = None
+        self,
+        where: str,
+        labels: list[int],
+        shuffle: bool,
+        seed: int,
+        table: list[list[int]] | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(str(Path(root).expanduser() / split), shuffle=shuffle, seed=seed, transform=to_pair)
+        """`where`: the split's folder or URL; `storage_options`: litdata's, for a URL."""
+        super().__init__(where, shuffle=shuffle, seed=seed, transform=to_pair, storage_options=storage_options or {})
         self.labels = torch.tensor(labels, dtype=torch.long)
         # each sample's full labels (UTKFace's, CelebA's) in the stored order, where the shards keep them
         self.label_table = torch.tensor(table, dtype=torch.long).view(len(labels), -1) if table else None
