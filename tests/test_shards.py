@@ -154,10 +154,11 @@ def s3_server(tmp_path, monkeypatch):
     server.wait(timeout=30)
 
 
-def test_training_streams_from_shards_in_an_s3_store(shards, s3_server, tmp_path):
-    """`dataset.root=s3://...` with the store's endpoint in `dataset.storage_options`: the run trains, tests and
-    draws its pictures from the shards copied to a local S3 server; a missing folder, another scheme and a
-    credential in the options are refused in one line each."""
+def test_training_streams_from_shards_in_an_s3_store_draws_its_pictures_and_tests(shards, s3_server, tmp_path):
+    """`dataset.root=s3://...` with the store's endpoint in `dataset.storage_options`: the run trains (each sample
+    of each epoch once), tests, fits its sampler and draws its pictures from the shards copied to a local S3
+    server, and `evaluate` scores its checkpoint on the local copy (local training: the DDP and resume tests); a
+    missing folder, another scheme and a credential in the options are refused in one line each."""
     import boto3
 
     _, output, summary = shards
@@ -167,13 +168,18 @@ def test_training_streams_from_shards_in_an_s3_store(shards, s3_server, tmp_path
         if path.is_file():
             client.upload_file(str(path), "data", f"faces/{path.relative_to(output)}")
     where = [f"dataset.storage_options={{endpoint_url: '{s3_server}'}}", "dataset=shards", "dataset.batch_size=16"]
-    result = run_train([*where, "dataset.root=s3://data/faces", "trainer.max_epochs=1", "eval.nll_samples=5"], tmp_path)
+    where += ["dataset.root=s3://data/faces", "trainer.max_epochs=2", "eval.nll_samples=5"]
+    result = run_train([*where, "sampler=gmm", "sampler.n_components=2"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "completed" and np.isfinite(metrics["test/nll"])
-    assert (tmp_path / "images" / "reconstructions.png").is_file()
-    steps = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert steps == -(-summary["sizes"]["train"] // 16)
+    pictures = {p.name for p in (tmp_path / "images").iterdir()}
+    assert {"reconstructions.png", "samples.png", "latent_scatter.png"} <= pictures
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    steps = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert steps == 2 * -(-summary["sizes"]["train"] // 16)  # each sample of each epoch once
+    evaluated = run_command(["-m", "vae_lightning.evaluate", f"ckpt_path={checkpoint}", f"dataset.root={output}"])
+    assert evaluated.returncode == 0 and "test/nll" in json.loads(evaluated.stdout), evaluated.stderr[-2000:]
     from vae_lightning.data.shards import ShardsDataModule
 
     with pytest.raises(DataNotFoundError, match=r"s3://data/nothing holds no vae_shards\.json"):
@@ -183,22 +189,6 @@ def test_training_streams_from_shards_in_an_s3_store(shards, s3_server, tmp_path
     secret = {"endpoint_url": s3_server, "aws_secret_access_key": "x"}
     with pytest.raises(VAELightningError, match=r"storage_options\.aws_secret_access_key='\*\*\*'.*credential"):
         ShardsDataModule("s3://data/faces", storage_options=secret)
-
-
-def test_training_streams_from_the_shards_draws_its_pictures_and_tests(shards, tmp_path):
-    _, output, summary = shards
-    run = tmp_path / "run"
-    args = ["dataset=shards", f"dataset.root={output}", "dataset.batch_size=16", "trainer.max_epochs=2"]
-    result = run_train([*args, "eval.nll_samples=5", "sampler=gmm", "sampler.n_components=2"], run)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and np.isfinite(metrics["test/nll"])
-    assert {"reconstructions.png", "samples.png", "latent_scatter.png"} <= {p.name for p in (run / "images").iterdir()}
-    steps = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert steps == 2 * -(-summary["sizes"]["train"] // 16)  # each sample of each epoch once
-    checkpoint = run / "checkpoints" / "last.ckpt"
-    evaluated = run_command(["-m", "vae_lightning.evaluate", f"ckpt_path={checkpoint}", f"dataset.root={output}"])
-    assert evaluated.returncode == 0 and "test/nll" in json.loads(evaluated.stdout), evaluated.stderr[-2000:]
 
 
 def test_bad_shard_folders_are_refused_with_what_to_do(shards, tmp_path):
