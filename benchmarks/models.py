@@ -86,6 +86,19 @@ MODELS = {
         ["model=ladder", "prior=ladder", "model.latent_dims=[50,50]", "model.block_depth=1", *RECIPE],
         None,
     ),
+    # the same with NVAE's KL balancing of the two layers during the warm-up (loss.kl_balance)
+    "ladder_recipe_d1_balance": (
+        "ladder VAE (50 + 50 dims), blocks of 1 x 200, decoder from the data mean, KL warm-up over half, KL balancing",
+        [
+            "model=ladder",
+            "prior=ladder",
+            "model.latent_dims=[50,50]",
+            "model.block_depth=1",
+            *RECIPE,
+            "loss.kl_balance=true",
+        ],
+        None,
+    ),
     "vamp_recipe": (
         "VampPrior, 500 pseudo-inputs, decoder from the data mean, KL warm-up over half",
         ["prior=vamp", "prior.n_pseudo_inputs=500", *RECIPE],

@@ -274,3 +274,33 @@ def test_a_diverged_ladder_gives_a_non_finite_kl_for_the_divergence_check_not_an
     posterior, prior = net.infer(torch.rand(2, 1, 4, 4)), LadderPrior(net)
     z, _ = posterior.draw(torch.Generator().manual_seed(0))
     assert torch.isnan(prior.kl(posterior, z)).all()
+
+
+def test_kl_balancing_weights_each_layer_by_its_share_of_the_kl_per_dimension_during_the_warm_up():
+    """NVAE's weights in closed form: layer KL means 2 and 8 nats over 2 and 8 dims give shares 2.01 / 1 and
+    8.01 / 4, divided by their mean; held constant; from beta 1 on the ELBO is the plain one; a prior whose KL
+    is not a ladder's layers is refused naming `kl_balance`."""
+    from vae_lightning.losses import ELBO, balancing_weights
+
+    groups = torch.tensor([[1.0, 6.0], [3.0, 10.0]], requires_grad=True)
+    weights = balancing_weights(groups, [2, 8])
+    shares = torch.tensor([2.01, 8.01 / 4])
+    torch.testing.assert_close(weights, shares / shares.mean())
+    assert not weights.requires_grad and float(weights.mean()) == pytest.approx(1.0)
+
+    net = flat_ladder()
+    prior, x = LadderPrior(net), (torch.rand(4, 1, 4, 4) > 0.5).float()
+    balanced, plain = ELBO(kl_balance=True), ELBO()
+    balanced.fit_to_prior(prior)
+    for beta, same in ((1.0, True), (0.5, False)):
+        ours = balanced(net, prior, x, beta, torch.Generator().manual_seed(0))
+        theirs = plain(net, prior, x, beta, torch.Generator().manual_seed(0))
+        assert torch.equal(ours.loss, theirs.loss) == same
+        torch.testing.assert_close(ours.terms["kl"], theirs.terms["kl"])  # the logged KL is the KL itself
+    out = plain(net, prior, x, 0.5, torch.Generator().manual_seed(0))
+    layers = prior.kl_groups(out.sample.posterior, out.sample.z)
+    expected = out.terms["recon"] + 0.5 * (layers * balancing_weights(layers, net.latent_dims)).sum(-1).mean()
+    torch.testing.assert_close(balanced(net, prior, x, 0.5, torch.Generator().manual_seed(0)).loss, expected)
+    with pytest.raises(ConfigValueError) as refused:
+        ELBO(kl_balance=True).fit_to_prior(StandardNormal(MLPVAE((1, 4, 4), [8], 3)))
+    assert refused.value.key == "kl_balance"

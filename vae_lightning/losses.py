@@ -134,14 +134,23 @@ class ELBO(WithLikelihood):
     regularisation of Vahdat & Kautz (2020), `spectral_weight` times the sum over the network's linear and
     convolutional layers of the largest singular value of each weight (a convolution's kernel as a matrix of
     output channels by the rest), computed exactly, added once to the batch's loss and logged as `spectral`: it
-    keeps the layers smooth where deep hierarchies become unstable."""
+    keeps the layers smooth where deep hierarchies become unstable. `kl_balance` (a ladder's layers): NVAE's KL
+    balancing (Vahdat & Kautz 2020), a warm-up per layer: while beta is below 1, the KL of layer l is weighted by
+    gamma_l = c_l / mean(c), c_l = (its batch mean + 0.01) / (its size / the smallest layer's size), the weights
+    held constant (no gradient) - a layer that carries more than its share of the KL per dimension is pulled
+    harder, so no layer takes all the information while the others collapse; from beta 1 on the plain sum."""
 
     def __init__(
-        self, likelihood: LikelihoodOrFactory | None = None, free_bits: float = 0.0, spectral_weight: float = 0.0
+        self,
+        likelihood: LikelihoodOrFactory | None = None,
+        free_bits: float = 0.0,
+        spectral_weight: float = 0.0,
+        kl_balance: bool = False,
     ) -> None:
         super().__init__(likelihood)
         self.free_bits = checks.number("free_bits", free_bits, low=0.0)
         self.spectral_weight = checks.number("spectral_weight", spectral_weight, low=0.0)
+        self.kl_balance = checks.boolean("kl_balance", kl_balance)
         if self.spectral_weight:
             self.term_names = (*ELBO.term_names, "spectral")
 
@@ -149,18 +158,26 @@ class ELBO(WithLikelihood):
         if self.free_bits and prior.kl_grouped_by is None:
             reason = f"needs a prior whose KL splits into groups (standard_normal, ladder), not {type(prior).__name__}"
             raise ConfigValueError("free_bits", reason, self.free_bits)
+        if self.kl_balance and prior.kl_grouped_by != "layer":
+            reason = f"balances the KLs of a ladder's layers (model=ladder prior=ladder), not of {type(prior).__name__}"
+            raise ConfigValueError("kl_balance", reason, self.kl_balance)
 
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
         out = net(x, generator)
         recon_per_sample = -self.likelihood.log_prob(x, out.params)
         kl_per_sample = prior.kl(out.posterior, out.z, out.log_q)
-        if self.free_bits:
+        balance = self.kl_balance and float(beta) < 1.0
+        if self.free_bits or balance:
             groups = prior.kl_groups(out.posterior, out.z)
             if groups is None:
                 reason = "needs per-dimension KLs: a Gaussian posterior (this one is a flow) or the ladder"
                 raise ConfigValueError("loss.free_bits", reason, self.free_bits)
-            floored = groups.mean(0) < self.free_bits  # per group, over the batch
-            per_sample = recon_per_sample + beta * torch.where(floored, self.free_bits, groups).sum(-1)
+            if self.free_bits:
+                floored = groups.mean(0) < self.free_bits  # per group, over the batch
+                groups = torch.where(floored, self.free_bits, groups)
+            if balance:
+                groups = groups * balancing_weights(groups, net.latent_dims)
+            per_sample = recon_per_sample + beta * groups.sum(-1)
         else:
             per_sample = recon_per_sample + beta * kl_per_sample
         terms = {"recon": recon_per_sample.mean(), "kl": kl_per_sample.mean()}
@@ -169,6 +186,14 @@ class ELBO(WithLikelihood):
             terms["spectral"] = spectral_norms(net)
             loss = loss + self.spectral_weight * terms["spectral"]
         return LossTerms(loss, terms, beta, per_sample.detach(), out)
+
+
+def balancing_weights(groups: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """NVAE's KL balancing weights of the layers whose per-sample KLs are `groups` (N, L) and sizes `sizes`: c_l =
+    (the batch mean of layer l's KL + 0.01) / (its size / the smallest size), divided by their mean; no gradient."""
+    relative_size = torch.tensor(sizes, dtype=groups.dtype, device=groups.device) / min(sizes)
+    share = (groups.detach().abs().mean(0) + 0.01) / relative_size
+    return share / share.mean()
 
 
 def spectral_norms(net: nn.Module) -> torch.Tensor:
