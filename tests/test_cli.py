@@ -56,30 +56,32 @@ def test_train_py_bad_input_is_one_message_and_exit_code_1(overrides, message, t
 
 def test_the_tools_are_hydra_apps(good_run, tmp_path):
     checkpoint = good_run / "checkpoints" / "last.ckpt"
+    checks = []
     for tool in ("evaluate", "morph"):
-        shown, missing, bogus = run_commands(
-            [
-                ["-m", f"vae_lightning.{tool}", "--cfg", "job", f"ckpt_path={checkpoint}"],
-                ["-m", f"vae_lightning.{tool}"],
-                ["-m", f"vae_lightning.{tool}", f"ckpt_path={checkpoint}", "bogus=1"],
-            ]
-        )
-        assert shown.returncode == 0 and f"ckpt_path: {checkpoint}" in shown.stdout, shown.stderr
-        assert "ckpt_path is required" in one_line_error(missing)
-        assert "Error: `bogus` is not a key of the config" in one_line_error(bogus)
-    result = run_command(
+        checks += [
+            ["-m", f"vae_lightning.{tool}", "--cfg", "job", f"ckpt_path={checkpoint}"],
+            ["-m", f"vae_lightning.{tool}"],
+            ["-m", f"vae_lightning.{tool}", f"ckpt_path={checkpoint}", "bogus=1"],
+        ]
+    runs = [
         [
             "-m",
             "vae_lightning.evaluate",
             f"ckpt_path={checkpoint}",
             f"output={tmp_path / 'm.json'}",
             "eval.nll_samples=5",
-        ]
-    )
-    assert result.returncode == 0 and json.loads(result.stdout)["test/nll"] > 0, result.stderr[-2000:]
-    assert result.stderr.count("GPU available") == 1  # each log line once, on stderr
-    result = run_command(["-m", "vae_lightning.morph", f"ckpt_path={checkpoint}", f"output={tmp_path / 'm.gif'}"])
-    assert result.returncode == 0 and (tmp_path / "m.gif").is_file(), result.stderr[-2000:]
+        ],
+        ["-m", "vae_lightning.morph", f"ckpt_path={checkpoint}", f"output={tmp_path / 'm.gif'}"],
+    ]
+    results = run_commands([*checks, *runs])  # side by side: most of each is the imports' wait
+    for shown, missing, bogus in (results[0:3], results[3:6]):
+        assert shown.returncode == 0 and f"ckpt_path: {checkpoint}" in shown.stdout, shown.stderr
+        assert "ckpt_path is required" in one_line_error(missing)
+        assert "Error: `bogus` is not a key of the config" in one_line_error(bogus)
+    evaluated, morphed = results[6:]
+    assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["test/nll"] > 0, evaluated.stderr[-2000:]
+    assert evaluated.stderr.count("GPU available") == 1  # each log line once, on stderr
+    assert morphed.returncode == 0 and (tmp_path / "m.gif").is_file(), morphed.stderr[-2000:]
 
 
 def test_no_command_runs_a_hostile_checkpoint(good_run, tmp_path):
