@@ -1,1 +1,0 @@
-"""LightningDataModules and the on-disk format parsers they use."""

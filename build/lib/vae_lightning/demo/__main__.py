@@ -1,3 +1,0 @@
-from vae_lightning.demo.main import main
-
-main()
