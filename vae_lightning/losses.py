@@ -171,7 +171,8 @@ class ELBO(WithLikelihood):
             groups = prior.kl_groups(out.posterior, out.z)
             if groups is None:
                 reason = "needs per-dimension KLs: a Gaussian posterior (this one is a flow) or the ladder"
-                raise ConfigValueError("loss.free_bits", reason, self.free_bits)
+                key, value = ("loss.free_bits", self.free_bits) if self.free_bits else ("loss.kl_balance", True)
+                raise ConfigValueError(key, reason, value)
             if self.free_bits:
                 floored = groups.mean(0) < self.free_bits  # per group, over the batch
                 groups = torch.where(floored, self.free_bits, groups)

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from vae_lightning.core import checks
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
-from vae_lightning.distributions import LOG_2PI, DiagonalGaussian, PosteriorDistribution, sample_apart
+from vae_lightning.distributions import LOG_2PI, PosteriorDistribution, sample_apart
 from vae_lightning.nets.base import VAENet
 
 log = logging.getLogger(__name__)
@@ -255,11 +255,6 @@ class VampPrior(GaussianMixturePrior):
         return torch.zeros_like(posterior.loc[:, 0]), posterior.loc, posterior.scale
 
 
-def normal(gaussian: DiagonalGaussian) -> Normal:
-    """A diagonal Gaussian as torch's `Normal`, unvalidated (non-finite values pass through to the loss)."""
-    return Normal(gaussian.loc, gaussian.scale, validate_args=False)
-
-
 class LadderPrior(Prior):
     """The top-down prior of a ladder network (`model=ladder`, `nets.ladder`): p(z) = N(z_L; 0, I) times
     prod_l p(z_l | z_{l+1}), the network's conditional Gaussians, over codes [z_1, ..., z_L]. Its weights are the
@@ -299,8 +294,8 @@ class LadderPrior(Prior):
         if not callable(getattr(posterior, "layer_pairs", None)):
             return None
         pairs = sorted(posterior.layer_pairs(z).items())
-        # unvalidated: a diverged step's non-finite values reach the divergence check, which names the step
-        below = [kl_divergence(normal(q), normal(p)).sum(-1) for _, (q, p) in pairs]
+        # unvalidated (`as_distribution`): a diverged step's non-finite values reach the divergence check
+        below = [kl_divergence(q.as_distribution(), p.as_distribution()) for _, (q, p) in pairs]
         top = posterior.up[-1].kl_to_standard_normal_per_dim().sum(-1).expand(z.shape[:-1])
         return torch.stack([*below, top], dim=-1)
 

@@ -47,6 +47,27 @@ def up_blocks(
     return nn.Sequential(*layers)
 
 
+def decode_maps(
+    head: nn.Linear,
+    convs: nn.Sequential,
+    z: torch.Tensor,
+    shape: tuple[int, int, int],
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
+    """`convs` over `head(z)` shaped as maps of `shape` (C, side, side) in `memory_format`, any leading dimensions
+    of `z` kept: (..., outputs, H, W), in float32."""
+    maps = head(z.reshape(-1, z.shape[-1])).unflatten(-1, shape).contiguous(memory_format=memory_format)
+    params = convs(maps).float()
+    return params.view(*z.shape[:-1], *params.shape[1:])
+
+
+def start_at_mean_colour(convs: nn.Sequential, mean: torch.Tensor) -> None:
+    """The last transposed convolution's bias (one per output channel) of each pixel's first output: the logit
+    of each image channel's mean over its pixels (`mean`: C, H, W), so the untrained decoder draws it."""
+    with torch.no_grad():
+        convs[-1].bias[: mean.shape[0]] = torch.logit(mean.mean((1, 2)))
+
+
 def map_side(input_shape: Sequence[int], channels: Sequence[int]) -> int:
     """The side of the smallest map of `down_blocks` over images of `input_shape` (C, H, W): H / 2 ** blocks;
     refused in one line naming `channels` where the images are not square or their side does not divide."""
@@ -110,13 +131,9 @@ class ConvVAE(VAENet):
         return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
 
     def start_decoder_at(self, mean: torch.Tensor) -> None:
-        """The last transposed convolution's bias (one per output channel) of each pixel's first output:
-        logit(mean) of each image channel's mean over its pixels."""
-        channels = self.input_shape[0]
-        with torch.no_grad():
-            self.decoder_convs[-1].bias[:channels] = torch.logit(mean.mean((1, 2)))
+        start_at_mean_colour(self.decoder_convs, mean)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        features = self.decoder_head(z).view(z.shape[0], self.channels[-1], self.map_side, self.map_side)
-        params = self.decoder_convs(features.contiguous(memory_format=self.memory_format)).float()
-        return params.unflatten(1, (self.outputs_per_pixel, self.input_shape[0]))
+        shape = (self.channels[-1], self.map_side, self.map_side)
+        params = decode_maps(self.decoder_head, self.decoder_convs, z, shape, self.memory_format)
+        return params.unflatten(-3, (self.outputs_per_pixel, self.input_shape[0]))

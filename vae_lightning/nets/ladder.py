@@ -29,7 +29,7 @@ from vae_lightning.core import checks
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
 from vae_lightning.distributions import DiagonalGaussian, precision_weighted
 from vae_lightning.nets.base import VAENet
-from vae_lightning.nets.conv import down_blocks, map_side, up_blocks
+from vae_lightning.nets.conv import decode_maps, down_blocks, map_side, start_at_mean_colour, up_blocks
 from vae_lightning.nets.mlp import _stack
 from vae_lightning.nets.posterior import SoftplusScale
 from vae_lightning.posteriors import DiagonalGaussianPosterior, Posterior
@@ -294,14 +294,11 @@ class ConvLadderVAE(LadderVAE):
         return x.contiguous(memory_format=self.memory_format)
 
     def start_decoder_at(self, mean: torch.Tensor) -> None:
-        """The last transposed convolution's bias of each image channel: the logit of its mean colour."""
-        with torch.no_grad():
-            self.decoder_convs[-1].bias[: self.input_shape[0]] = torch.logit(mean.mean((1, 2)))
+        start_at_mean_colour(self.decoder_convs, mean)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The likelihood's parameters from the code's first layer, (..., outputs_per_pixel, C, H, W)."""
         first = self.split(z)[0]
-        rows = first.reshape(-1, first.shape[-1])
-        maps = self.decoder_head(rows).unflatten(-1, (self.channels[-1], self.map_side, self.map_side))
-        params = self.decoder_convs(maps.contiguous(memory_format=self.memory_format)).float()
-        return params.view(*first.shape[:-1], self.outputs_per_pixel, *self.input_shape)
+        shape = (self.channels[-1], self.map_side, self.map_side)
+        params = decode_maps(self.decoder_head, self.decoder_convs, first, shape, self.memory_format)
+        return params.unflatten(-3, (self.outputs_per_pixel, self.input_shape[0]))
