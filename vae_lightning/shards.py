@@ -79,7 +79,7 @@ class FolderLabels:
 
 class UTKFaceLabels(FolderLabels):
     """`labels=utkface`: UTKFace's aligned faces, each file's (age, gender, race) from its name kept with the
-    shards (the attribute morph's older, female, male and race directions, the test's MIG factors); the batch
+    shards (the attribute morph's age, female, male and race directions, the test's MIG factors); the batch
     label is the gender, as `dataset=utkface` has it."""
 
     kind = "utkface"
@@ -120,12 +120,7 @@ class CelebALabels(FolderLabels):
         return {0: f"not {self.label_name}", 1: self.label_name}
 
     def official_splits(self, source: Any, items: list[Item]) -> list[torch.Tensor] | None:
-        parts = torch.tensor([source.partition.get(Path(item.path).name, -1) for item in items])
-        official = [torch.nonzero(parts == k).flatten() for k in (0, 1, 2)]
-        if all(len(part) for part in official):
-            return official
-        log.warning("The official partition leaves a split empty here: using the seeded split instead.")
-        return None
+        return source.official_splits([item.path for item in items])
 
     def extra_metadata(self, source: Any) -> dict[str, Any]:
         return {"attribute_names": list(source.attribute_names)}
@@ -187,7 +182,8 @@ def write_shards(cfg: DictConfig) -> dict[str, Any]:
     progress = progress or {"settings": wanted, "done": []}
     output.mkdir(parents=True, exist_ok=True)
     progress_file.write_text(json.dumps(progress))
-    to_sample = ToSample(image_size, bool(cfg.grayscale), with_table=reader.kind != "folder")
+    with_table = reader.kind != "folder"  # every label of each photo kept, beside the batch label
+    to_sample = ToSample(image_size, bool(cfg.grayscale), with_table)
     for split, index in zip(SPLITS, splits, strict=True):
         if split in progress["done"]:
             continue
@@ -207,9 +203,8 @@ def write_shards(cfg: DictConfig) -> dict[str, Any]:
             )
         progress["done"].append(split)
         progress_file.write_text(json.dumps(progress))
-    with_table = reader.kind != "folder"
     read_back = {split: written(litdata, output / split, with_table) for split in SPLITS}
-    stored = {split: labels for split, (labels, _) in read_back.items()}
+    stored = {split: split_labels for split, (split_labels, _) in read_back.items()}
     tables = {split: table for split, (_, table) in read_back.items()} if with_table else {}
     skipped = len(items) - sum(len(v) for v in stored.values())
     if skipped:

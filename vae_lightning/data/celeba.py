@@ -125,6 +125,21 @@ class CelebASource:
     def class_names(self) -> dict[int, str]:
         return {}
 
+    def official_splits(self, paths: list[str]) -> list[torch.Tensor] | None:
+        """The (train, validation, test) indices of the images at `paths` by the official partition read by
+        `items`; None (with a warning: a seeded split is used instead) where it leaves a split empty."""
+        parts = torch.tensor([self.partition.get(Path(p).name, -1) for p in paths])
+        official = [torch.nonzero(parts == k).flatten() for k in (0, 1, 2)]
+        if all(len(part) for part in official):
+            return official
+        log.warning(
+            "celeba: the official partition leaves a split empty among the %d images here (train %d, validation %d, "
+            "test %d): using a seeded split of them instead",
+            len(paths),
+            *(len(part) for part in official),
+        )
+        return None
+
 
 class CelebADataModule(PhotoDataModule):
     """CelebA faces (see the module docstring); the batch label is the attribute `label` (0 without, 1 with)."""
@@ -152,17 +167,10 @@ class CelebADataModule(PhotoDataModule):
             )
         self.attribute_names = names
         labels = data.labels[:, names.index(self.label)].clamp(min=0)
-        parts = torch.tensor([self.source.partition.get(Path(p).name, -1) for p in data.paths])
-        official = [torch.nonzero(parts == k).flatten() for k in (0, 1, 2)]
-        if all(len(part) for part in official):
+        official = self.source.official_splits(data.paths)
+        if official is not None:
             everything = InMemoryDataset(data.images, labels, label_table=data.labels)
             return tuple(everything.subset(part) for part in official)
-        log.warning(
-            "celeba: the official partition leaves a split empty among the %d images here (train %d, validation %d, "
-            "test %d): using a seeded split of them instead",
-            len(data.paths),
-            *(len(part) for part in official),
-        )
         return self.split(data, labels, test_paths=None)
 
     def attributes(self, split) -> dict[str, Attribute]:
