@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image, ImageSequence
 
 from tests.checkpoint_payloads import hostile_checkpoints
@@ -187,3 +188,24 @@ def test_morph_on_digits_uses_two_validation_samples_with_different_labels(digit
                 ],
             )
         )
+
+
+def test_a_checkpoint_does_not_choose_the_store_a_tool_reads_from(tmp_path, monkeypatch):
+    """A stranger's checkpoint trained on S3 shards names an endpoint: a tool reading its data uses the user's
+    (none given: the default), never the checkpoint's, as for the data roots; the user's own endpoint is taken.
+    Making paths absolute leaves a store's options (a region) alone."""
+    from types import SimpleNamespace
+
+    from vae_lightning.run.tools import absolute_locations, checkpoint_data_config
+
+    data = {"_target_": "vae_lightning.data.shards.ShardsDataModule", "root": "s3://theirs/shards", "batch_size": 8}
+    data |= {"num_workers": 0, "image_size": None, "storage_options": {"endpoint_url": "http://evil.example:9000"}}
+    module = SimpleNamespace(hparams={"data": data})
+    config = checkpoint_data_config(module, OmegaConf.create({"root": "s3://mine/shards"}))
+    assert config["root"] == "s3://mine/shards" and config["storage_options"]["endpoint_url"] is None
+    mine = OmegaConf.create({"root": "s3://mine/shards", "storage_options": {"endpoint_url": "http://minio:9000"}})
+    assert checkpoint_data_config(module, mine)["storage_options"]["endpoint_url"] == "http://minio:9000"
+    monkeypatch.chdir(tmp_path)
+    dataset = OmegaConf.create({"root": "shards", "storage_options": {"region_name": "eu-west-1"}})
+    assert absolute_locations(dataset) == ["root"]
+    assert dataset.root == str(tmp_path / "shards") and dataset.storage_options.region_name == "eu-west-1"

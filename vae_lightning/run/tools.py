@@ -43,10 +43,14 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # keys of a data set's config that say where its files are read or written, or whether they are fetched: a
 # checkpoint never chooses them (its values are only named in the log as a hint); they come from the user's side
 LOCATION_KEYS = frozenset({"root", "cache_dir", "download", "landmarks"})
+# and the options of the store a root is read from (`dataset=shards`: an S3 endpoint, a region): a stranger's
+# checkpoint must not choose where the user's signed requests go either
+CONNECTION_KEYS = frozenset({"storage_options"})
 
 
 def is_location(key: str) -> bool:
-    return key.rsplit(".", 1)[-1] in LOCATION_KEYS
+    parts = key.split(".")
+    return parts[-1] in LOCATION_KEYS or parts[0] in CONNECTION_KEYS
 
 
 def absolute_locations(dataset: DictConfig) -> list[str]:
@@ -57,7 +61,8 @@ def absolute_locations(dataset: DictConfig) -> list[str]:
     with read_write(dataset), open_dict(dataset):
         for key, value in _flat(OmegaConf.to_container(dataset, resolve=True)).items():
             name = key.rsplit(".", 1)[-1]
-            if name != "download" and is_location(key) and isinstance(value, str) and value and "://" not in value:
+            folder = name in LOCATION_KEYS and name != "download"  # a path (not a store's option)
+            if folder and isinstance(value, str) and value and "://" not in value:
                 path = Path(value).expanduser()
                 if not path.is_absolute():
                     OmegaConf.update(dataset, key, str(path.resolve()), merge=False)
