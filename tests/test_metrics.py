@@ -73,6 +73,29 @@ def test_importance_sampling_approaches_the_exact_log_likelihood():
     assert errors[1000] < 0.1, errors
 
 
+def test_the_inference_gap_estimates_the_posteriors_kl_from_the_exact_posterior():
+    """`test/inference_gap` is log p(x) (importance sampled) minus the one-code ELBO, as the module's test computes
+    them; for the linear Gaussian model the exact posterior is Gaussian, so its mean over images must approach
+    the mean of KL(q(z|x) || p(z|x)) in closed form (from below by the importance sampling's small bias)."""
+    model = LinearGaussian()
+    x = model.sample_x(1000)
+    g = torch.Generator().manual_seed(0)
+    prior, likelihood = StandardNormal(model), IdentityMeanGaussian()
+    log_px = importance_sampled_log_likelihood(model, prior, likelihood, x, 500, chunk=512, generator=g)
+    posterior = model.encode(x)
+    z = posterior.rsample(generator=g)
+    elbo = likelihood.log_prob(x, model.decode(z)) - prior.kl(posterior, z)
+    gap = log_px - elbo
+
+    exact_mean = (x - model.b) @ model.w @ model.post_cov.T / SIGMA**2
+    exact = torch.distributions.MultivariateNormal(exact_mean, covariance_matrix=model.post_cov)
+    q = torch.distributions.MultivariateNormal(posterior.loc, scale_tril=torch.diag_embed(posterior.scale))
+    kl = torch.distributions.kl_divergence(q, exact)
+    assert float(kl.mean()) > 0.3  # the distorted encoder is measurably off
+    standard_error = float(gap.std() / len(gap) ** 0.5)
+    assert float(gap.mean()) == pytest.approx(float(kl.mean()), abs=3 * standard_error + 0.02)
+
+
 def test_a_posterior_equal_to_the_prior_has_no_active_units_no_kl_and_no_information():
     n, d = 2000, 4
     posterior = DiagonalGaussian(torch.zeros(n, d), torch.ones(n, d))

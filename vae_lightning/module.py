@@ -35,9 +35,9 @@ class VAEModule(LightningModule):
 
     Logged: `train/loss`, `train/<term>`, `train/beta`, `train/lr` (see `training_step`), `train/*_epoch`, and
     `val/*`, `test/*` means over all processes at the schedule's final beta (so `val/loss` compares across a
-    ramp's epochs); the test adds `test/elbo`, `test/nll` (each with its `_se`), `test/mse`, `test/psnr` and the
-    figures of `metrics.LatentStats`. A non-finite training loss stops the run (`DivergedError`) before the next
-    checkpoint."""
+    ramp's epochs); the test adds `test/elbo`, `test/nll`, `test/inference_gap` (each with its `_se`),
+    `test/mse`, `test/psnr` and the figures of `metrics.LatentStats`. A non-finite training loss stops the run
+    (`DivergedError`) before the next checkpoint."""
 
     def __init__(
         self,
@@ -248,14 +248,16 @@ class VAEModule(LightningModule):
         self.eval_means.reset()
         self.loss_fn.fit_to_eval_data(len(self.trainer.test_dataloaders.dataset))
         has_likelihood = self.loss_fn.likelihood is not None
-        names = ("mse", "elbo", "elbo_sq", "nll", "nll_sq")[: 1 + has_likelihood * (2 + 2 * (self.nll_samples > 0))]
+        names = ("mse", "elbo", "elbo_sq", "nll", "nll_sq", "inference_gap", "inference_gap_sq")
+        names = names[: 1 + has_likelihood * (2 + 4 * (self.nll_samples > 0))]
         self.test_means = RunningMeans(names)  # `<name>_sq` gives `<name>_se` (`metrics.with_standard_errors`)
         self.latent_stats = LatentStats(keep=self.mi_samples, seed=0, layers=self.net.latent_dims)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """The loss terms; `mse` of the reconstruction from the posterior's code; where the loss has a likelihood,
-        `elbo` (beta 1, nats per sample) and `nll` (-log p(x) importance-sampled with the prior's log p(z)); and
-        the latent statistics of `metrics.LatentStats`."""
+        `elbo` (beta 1, nats per sample), `nll` (-log p(x) importance-sampled with the prior's log p(z)) and
+        `inference_gap` (log p(x) - ELBO per image, an estimate of KL(q(z|x) || p(z|x)): how far the posterior is
+        from the model's own); and the latent statistics of `metrics.LatentStats`."""
         x, labels = batch
         posterior = (out := self._shared_step(batch, "test").sample).posterior
         self.latent_stats.add(posterior, self.prior.kl_per_dim(posterior), labels)
@@ -266,7 +268,8 @@ class VAEModule(LightningModule):
             values += [elbo.mean(), elbo.pow(2).mean()]
             if self.nll_samples:
                 log_px = importance_sampled_log_likelihood(self.net, self.prior, likelihood, x, self.nll_samples)
-                values += [-log_px.mean(), log_px.pow(2).mean()]
+                gap = log_px - elbo
+                values += [-log_px.mean(), log_px.pow(2).mean(), gap.mean(), gap.pow(2).mean()]
         self.test_means.add(torch.stack(values), len(x))
 
     def on_test_epoch_end(self) -> None:
