@@ -4,7 +4,8 @@ tabs, the bad uploads of a real photo library, four clients at once, and the tem
 Checkpoints that are not faces and dogs (a 2-D digits model, an MNIST model whose data is gone) open with the
 tabs that apply. The browser test is in `test_demo_browser.py`.
 
-The tests of this file share one server, so they run on one pytest-xdist worker (`--dist loadgroup`)."""
+The tests of this file share one server, made once: a file's tests run on one pytest-xdist worker (`--dist
+loadfile`, pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from PIL import Image, ImageSequence
 from tests.conftest import SHARED_DATA, compose_tool, train_in_process, write_mnist
 from tests.photo_fixtures import camera_photo, group_photo, real_dogs, real_faces, save_jpeg
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
+pytestmark = pytest.mark.slow
 gradio_client = pytest.importorskip("gradio_client", reason='the demo extra is not installed: pip install -e ".[demo]"')
 if not real_faces() or not real_dogs():
     pytest.skip(f"the shared photos are not in {SHARED_DATA}", allow_module_level=True)

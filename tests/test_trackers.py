@@ -79,26 +79,9 @@ def test_mlflow_runs_a_resumed_run_and_a_sweep_on_a_tracking_server(mlflow_serve
     from mlflow import MlflowClient
 
     client = MlflowClient(mlflow_server)
-    # 1. a short run, finished
-    done = tmp_path / "done"
-    result = train(
-        ["logger=mlflow", "debug=fast", "model.latent_dim=3", f"hydra.run.dir={done}"], tmp_path, mlflow_server
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    run = client.get_run(json.loads((done / "trackers.json").read_text())["mlflow"])
-    assert run.info.status == "FINISHED" and run.info.run_name == "done"
-    assert run.data.params["choice/dataset"] == "digits" and run.data.params["choice/model.latent_dim"] == "3"
-    assert run.data.params["module/net/latent_dim"] == "3"
-    assert {"val/loss", "test/nll", "test/loss", "train/loss"} <= set(run.data.metrics)
-    assert run.data.metrics["test/nll"] == pytest.approx(json.loads((done / "metrics.json").read_text())["test/nll"])
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4, 5]
-    paths = artifact_paths(client, run.info.run_id)
-    assert "metrics.json" in paths and "config/config.yaml" in paths and "images/samples.png" in paths
-    assert "images/val/samples/step_0000005.png" in paths  # the pictures by tag and step, one file each
-    assert any(p.startswith("images/val/latent_scatter/step_") for p in paths)
-    assert not any(p.endswith(".webp") or "~" in p for p in paths)
-
-    # 2. a run stopped by Ctrl-C (KILLED), then resumed: the same MLflow run, FINISHED, each step logged once
+    # 1. a run stopped by Ctrl-C (KILLED), then resumed to train longer (a changed override, the usual reason to
+    # resume): the same MLflow run, FINISHED, each step logged once, and a tag says what changed (MLflow allows a
+    # parameter one value)
     stopped = tmp_path / "stopped"
     args = ["logger=mlflow", "trainer.max_epochs=20", "trainer.log_every_n_steps=5", "~callbacks.diagnostics"]
     env = os.environ | {"VAE_DATA_DIR": str(tmp_path / "data"), "MLFLOW_TRACKING_URI": mlflow_server}
@@ -114,28 +97,23 @@ def test_mlflow_runs_a_resumed_run_and_a_sweep_on_a_tracking_server(mlflow_serve
     assert process.returncode == 130, output[-3000:]
     run_id = json.loads((stopped / "trackers.json").read_text())["mlflow"]
     assert client.get_run(run_id).info.status == "KILLED"
-    result = train([*args, "resume=true", f"hydra.run.dir={stopped}"], tmp_path, mlflow_server)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert json.loads((stopped / "trackers.json").read_text())["mlflow"] == run_id
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED" and "test/nll" in run.data.metrics
-    steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
-    assert len(steps) > 1 and steps == sorted(steps), steps
-    runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.run_dir = '{stopped}'")
-    assert len(runs) == 1  # one MLflow run for the run folder
-
-    # 2b. the finished run resumed to train longer (a changed override, the usual reason to resume): the same
-    # MLflow run goes on to FINISHED, and a tag says what changed (MLflow allows a parameter one value)
     longer = [a if a != "trainer.max_epochs=20" else "trainer.max_epochs=22" for a in args]
     result = train([*longer, "resume=true", f"hydra.run.dir={stopped}"], tmp_path, mlflow_server)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
+    assert json.loads((stopped / "trackers.json").read_text())["mlflow"] == run_id
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.params["choice/trainer.max_epochs"] == "20"
+    assert run.info.status == "FINISHED" and run.info.run_name == "stopped" and "test/nll" in run.data.metrics
+    assert run.data.params["choice/trainer.max_epochs"] == "20"
     assert run.data.tags["resumed/choice/trainer.max_epochs"] == "20 -> 22"
+    steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
+    assert len(steps) > 1 and steps == sorted(steps) and len(set(steps)) == len(steps), steps
+    runs = client.search_runs([run.info.experiment_id], filter_string=f"tags.run_dir = '{stopped}'")
+    assert len(runs) == 1  # one MLflow run for the run folder
     assert json.loads((stopped / "metrics.json").read_text())["status"] == "completed"
 
-    # 3. a two-job sweep into one experiment of its own, with W&B (offline) beside MLflow
+    # 2. a two-job sweep into one experiment of its own, with W&B (offline) beside MLflow; each job a finished
+    # MLflow run with its choices, metrics, steps and pictures
     sweep = tmp_path / "sweep"
     result = train(
         ["-m", "logger=[mlflow,wandb]", "model.latent_dim=2,4", "debug=fast", f"hydra.sweep.dir={sweep}"],
@@ -147,6 +125,17 @@ def test_mlflow_runs_a_resumed_run_and_a_sweep_on_a_tracking_server(mlflow_serve
     jobs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in jobs) == ["debug=fast,model.latent_dim=2", "debug=fast,model.latent_dim=4"]
     assert all(r.info.status == "FINISHED" and r.data.tags["sweep"] == str(sweep) for r in jobs)
+    run = next(r for r in jobs if r.data.params["choice/model.latent_dim"] == "2")
+    assert run.data.params["choice/dataset"] == "digits" and run.data.params["module/net/latent_dim"] == "2"
+    assert {"val/loss", "test/nll", "test/loss", "train/loss"} <= set(run.data.metrics)
+    job_metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert run.data.metrics["test/nll"] == pytest.approx(job_metrics["test/nll"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4, 5]
+    paths = artifact_paths(client, run.info.run_id)
+    assert "metrics.json" in paths and "config/config.yaml" in paths and "images/samples.png" in paths
+    assert "images/val/samples/step_0000005.png" in paths  # the pictures by tag and step, one file each
+    assert any(p.startswith("images/val/latent_scatter/step_") for p in paths)
+    assert not any(p.endswith(".webp") or "~" in p for p in paths)
     for job in ("0", "1"):
         assert status(sweep / job) == "completed"
         (wandb_run,) = (sweep / job / "wandb").glob("offline-run-*")

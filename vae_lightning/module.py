@@ -256,8 +256,7 @@ class VAEModule(LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """The loss terms; `mse` of the reconstruction from the posterior's code; where the loss has a likelihood,
         `elbo` (beta 1, nats per sample), `nll` (-log p(x) importance-sampled with the prior's log p(z)) and
-        `inference_gap` (log p(x) - ELBO per image, an estimate of KL(q(z|x) || p(z|x)): how far the posterior is
-        from the model's own); and the latent statistics of `metrics.LatentStats`."""
+        `inference_gap` (log p(x) - ELBO, ~ KL(q(z|x) || p(z|x))); the latent statistics of `metrics.LatentStats`."""
         x, labels = batch
         posterior = (out := self._shared_step(batch, "test").sample).posterior
         self.latent_stats.add(posterior, self.prior.kl_per_dim(posterior), labels)
@@ -268,8 +267,7 @@ class VAEModule(LightningModule):
             values += [elbo.mean(), elbo.pow(2).mean()]
             if self.nll_samples:
                 log_px = importance_sampled_log_likelihood(self.net, self.prior, likelihood, x, self.nll_samples)
-                gap = log_px - elbo
-                values += [-log_px.mean(), log_px.pow(2).mean(), gap.mean(), gap.pow(2).mean()]
+                values += [-log_px.mean(), log_px.pow(2).mean(), (log_px - elbo).mean(), (log_px - elbo).pow(2).mean()]
         self.test_means.add(torch.stack(values), len(x))
 
     def on_test_epoch_end(self) -> None:
