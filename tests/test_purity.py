@@ -75,3 +75,15 @@ def test_the_module_reads_like_a_lightning_example():
     assert len((PACKAGE / "module.py").read_text().splitlines()) <= 280  # the contract, building, evaluation
     names = {node.name for node in ast.walk(tree_of(PACKAGE / "module.py")) if isinstance(node, ast.ClassDef)}
     assert names == {"VAEModule"}  # one class; the reducers it uses live in `metrics.py`
+
+
+def test_the_commands_answer_a_bad_value_without_importing_lightning_or_torch():
+    """A mistyped key, `--help` or a bad value is answered in about a second: the commands' modules import
+    Lightning and torch (seconds) only when there is work for them."""
+    import subprocess
+    import sys
+
+    modules = ["vae_lightning.train", "vae_lightning.evaluate", "vae_lightning.export", "vae_lightning.morph"]
+    probe = f"import sys\nfor m in {modules}: __import__(m)\nprint(sorted({{'torch', 'lightning'}} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -27,22 +27,25 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
-from vae_lightning.api import TrainedVAE
-from vae_lightning.callbacks.grid import write_morph
 from vae_lightning.core import checks
 from vae_lightning.core.config import check_command_line, user_config_dirs
 from vae_lightning.core.errors import ConfigValueError, VAELightningError
 from vae_lightning.run.tools import run_tool
-from vae_lightning.run.trainer import quiet_libraries
 
 log = logging.getLogger("morph")
 
 
 def morph(cfg: DictConfig) -> tuple[Path, Path]:
     """Writes the GIF `cfg.output` and the strip beside it (`.png`); returns both paths."""
+    # Deferred for start-up time: Lightning and torch take seconds to import; `--help` and a bad value need neither.
+    import torch
+
+    from vae_lightning.api import TrainedVAE
+    from vae_lightning.callbacks.grid import write_morph
+    from vae_lightning.run.trainer import quiet_libraries
+
     quiet_libraries()
     problems = checks.Problems()  # every bad value in one message, before anything is loaded
     steps = problems.check(checks.integer, "steps", cfg.steps, low=2)

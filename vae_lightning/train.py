@@ -14,8 +14,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_lightning.core import checks
-from vae_lightning.core.checkpoint_io import CONFIG_KEYS
 from vae_lightning.core.config import (  # importing it registers the resolvers
+    CONFIG_KEYS,
     check_command_line,
     user_config_dirs,
 )

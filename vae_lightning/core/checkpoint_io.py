@@ -30,26 +30,11 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import OmegaConf
 
-from vae_lightning.core.config import CONF_DIR
+from vae_lightning.core.config import CONF_DIR, CONFIG_KEYS, TRUSTED_GROUPS
 from vae_lightning.core.errors import CheckpointError, CheckpointWriteError
 from vae_lightning.core.files import atomic_write
 
 log = logging.getLogger(__name__)
-
-# hyperparameter of VAEModule -> the config groups whose targets it may name
-TRUSTED_GROUPS = {
-    "net": ("model",),
-    "posterior": ("posterior",),
-    "prior": ("prior",),
-    "sampler": ("sampler",),
-    "loss": ("loss",),
-    "beta": ("beta",),
-    "optimizer": ("optimizer",),
-    "lr_schedule": ("lr_schedule",),
-    "data": ("dataset",),
-}
-# hyperparameter -> the config key a user sets it with (its group's)
-CONFIG_KEYS = {name: groups[0] for name, groups in TRUSTED_GROUPS.items()}
 
 # the posterior, prior, sampler and learning-rate schedule of checkpoints written before these were config groups
 GAUSSIAN = {"_target_": "vae_lightning.posteriors.DiagonalGaussianPosterior"}

@@ -24,6 +24,20 @@ from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightni
 
 # The Hydra configs of `train`, `evaluate` and `morph`, shipped inside the package (`pkg://vae_lightning/conf`).
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# a checkpoint's hyperparameter of VAEModule -> the config groups whose targets it may name
+TRUSTED_GROUPS = {
+    "net": ("model",),
+    "posterior": ("posterior",),
+    "prior": ("prior",),
+    "sampler": ("sampler",),
+    "loss": ("loss",),
+    "beta": ("beta",),
+    "optimizer": ("optimizer",),
+    "lr_schedule": ("lr_schedule",),
+    "data": ("dataset",),
+}
+# hyperparameter -> the config key a user sets it with (its group's)
+CONFIG_KEYS = {name: groups[0] for name, groups in TRUSTED_GROUPS.items()}
 
 
 def user_config_dirs() -> list[str]:

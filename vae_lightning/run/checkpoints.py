@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from hydra.utils import get_object
 
-from vae_lightning.core.checkpoint_io import CONFIG_KEYS, MODEL_PARTS, current_settings, read_checkpoint
+from vae_lightning.core.checkpoint_io import MODEL_PARTS, current_settings, read_checkpoint
+from vae_lightning.core.config import CONFIG_KEYS
 from vae_lightning.core.errors import CheckpointError, VAELightningError
 from vae_lightning.module import VAEModule
 
