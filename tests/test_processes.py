@@ -17,7 +17,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import ROOT, one_line_error, run_train
+from tests.conftest import ROOT, run_train
 from tests.photo_fixtures import write_cu_dogs, write_utkface
 
 pytestmark = pytest.mark.slow
@@ -128,11 +128,7 @@ def test_a_signal_is_a_clean_stop_that_resumes_to_completion(signum, code, tmp_p
     assert command == metrics["resume_command"]
     if signum == signal.SIGTERM:
         return  # what follows does not depend on the signal: checked once, after Ctrl-C
-    # the printed command, with a shorter run: refused in one line, before Lightning could refuse it
-    too_short = shlex.split(command.replace("trainer.max_epochs=300", "trainer.max_epochs=1"))[1:]
-    assert "`trainer.max_epochs=1` asks for fewer" in one_line_error(
-        subprocess.run([sys.executable, *too_short], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    )
+    # the printed command finishes the run (a shorter length is refused: tests/test_train.py)
     finish = shlex.split(command.replace("trainer.max_epochs=300", f"trainer.max_epochs={step // 23 + 2}"))[1:]
     result = subprocess.run([sys.executable, *finish], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and status(run_dir) == "completed", result.stderr[-3000:]

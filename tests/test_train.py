@@ -13,6 +13,7 @@ from lightning import Callback
 
 from tests.conftest import SHARED_DATA, tensorboard_events, train_in_process, write_mnist
 from tests.photo_fixtures import write_cu_dogs, write_utkface
+from vae_lightning.core.errors import CheckpointError
 from vae_lightning.core.signals import RunInterrupted, stop_on_signals
 from vae_lightning.data.protocol import VAEDataModule
 from vae_lightning.module import VAEModule
@@ -212,6 +213,9 @@ def test_a_signal_stops_the_run_with_a_checkpoint_metrics_and_a_resume_command(s
     assert metrics["status"] == "interrupted" and "val/loss" in metrics  # the first epoch's validation
     assert "resume=true" in metrics["resume_command"] and f"hydra.run.dir={run_dir}" in metrics["resume_command"]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 30
+    if signum == signal.SIGINT:  # a resume asking for fewer epochs than done is refused before Lightning could
+        with pytest.raises(CheckpointError, match=r"`trainer.max_epochs=1` asks for fewer"):
+            train_in_process(["trainer.max_epochs=1", NO_PICTURES, "logger=csv", "resume=true"], run_dir)
     train_in_process(["trainer.max_epochs=3", NO_PICTURES, "logger=csv", "resume=true"], run_dir)
     assert completed(run_dir) and torch.load(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 3 * 23
 
