@@ -133,24 +133,28 @@ def best_gaussian_elbo(
 ) -> dict[str, torch.Tensor]:
     """Cremer et al. (2018)'s split of the inference gap on images `x`, per image, nats: each image gets its own
     diagonal Gaussian q*(z|x), started at the network's Gaussian and fitted to that image's ELBO by Adam (`steps`
-    steps of `draws` draws, learning rate `lr`; the network unchanged). Returned, each of shape (batch,):
-    `log_px`, importance-sampled from the network's own posterior q (any `PosteriorDistribution`, `k` draws, as
-    `test/nll`: q* is no proposal to use, a diagonal Gaussian fitted this way is narrower than a correlated
-    posterior and its weights' tails would bias the estimate low); `elbo`, the ELBO of q (the same draws);
-    `elbo_best_gaussian`, the ELBO of q* (`k` draws). log_px -
-    elbo_best_gaussian is the approximation gap of diagonal Gaussians, which no Gaussian encoder closes and a
-    richer family can; elbo_best_gaussian - elbo is the amortisation gap of a Gaussian encoder (negative where a
-    richer posterior does better than the best Gaussian of each image)."""
+    steps of `draws` draws, the learning rate from `lr` down to 0 on a cosine; the network unchanged).
+
+    Returned, each of shape (batch,): `log_px`, importance-sampled from the network's own posterior q (any
+    `PosteriorDistribution`, `k` draws, as `test/nll`; q* is no proposal to use: fitted this way it is narrower
+    than a correlated posterior, and its weights' tails would bias the estimate low); `elbo`, the ELBO of q (the
+    same draws); `elbo_best_gaussian`, the ELBO of q* (`k` draws). log_px - elbo_best_gaussian is the
+    approximation gap of diagonal Gaussians, which no Gaussian encoder closes and a richer family can;
+    elbo_best_gaussian - elbo is the amortisation gap of a Gaussian encoder (negative where a richer posterior
+    does better than the best Gaussian of each image)."""
     with torch.no_grad():
         start = net.encode(x)
     loc, log_scale = start.loc.clone().requires_grad_(), start.scale.log().clone().requires_grad_()
     optimizer = torch.optim.Adam([loc, log_scale], lr=lr)
+    # the rate falls to 0 (cosine): at a constant rate the noisy gradients keep q* jittering short of its optimum
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     for _ in range(steps):
         fitted = DiagonalGaussian(loc, log_scale.exp())
         elbo = log_importance_weights(net, prior, likelihood, x, fitted, draws, generator).mean(0)
         # a sum: each image's parameters get their own image's gradient; the network's get none
         loc.grad, log_scale.grad = torch.autograd.grad(-elbo.sum(), [loc, log_scale])
         optimizer.step()
+        schedule.step()
     chunk = min(k, 100)
     with torch.no_grad():
         fitted = DiagonalGaussian(loc.detach(), log_scale.detach().exp())
