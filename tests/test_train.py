@@ -118,7 +118,7 @@ def test_faces_and_dogs_on_the_real_samples_in_one_try(tmp_path):
         pytest.skip(f"{SHARED_DATA} is not present")
     args = ["experiment=faces_dogs_conv", f"dataset.faces.root={faces}", f"dataset.dogs.root={dogs}"]
     # the README's command with a smaller conv VAE and 16x16 images, so that the suite stays fast
-    shorter = ["dataset.image_size=16", "model.channels=[16,32]", "trainer.max_epochs=20", NO_PICTURES]
+    shorter = ["dataset.image_size=16", "model.channels=[16,32]", "trainer.max_epochs=6", NO_PICTURES]
     train_in_process([*args, *shorter], tmp_path / "run")
     completed(tmp_path / "run")
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
