@@ -99,25 +99,32 @@ def importance_sampled_log_likelihood(
 ) -> torch.Tensor:
     """log p(x) estimated with `k` importance samples from q(z|x), `chunk` samples at a time; shape (batch,).
     `generator` (on the images' device) makes the draws reproducible."""
-    posterior = net.infer(x)
-    log_weights = [
-        log_importance_weights(net, prior, likelihood, x, posterior, min(chunk, k - start), generator)
-        for start in range(0, k, chunk)
-    ]
-    return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)
+    log_weights = log_importance_weights(net, prior, likelihood, x, net.infer(x), k, generator, chunk)
+    return torch.logsumexp(log_weights, dim=0) - math.log(k)
 
 
 def log_importance_weights(
-    net, prior, likelihood, x: torch.Tensor, posterior, n: int, generator: torch.Generator | None = None
+    net,
+    prior,
+    likelihood,
+    x: torch.Tensor,
+    posterior,
+    n: int,
+    generator: torch.Generator | None = None,
+    chunk: int = 100,
 ) -> torch.Tensor:
     """log p(x|z) + log p(z) - log q(z|x) at `n` draws z from `posterior` (any `PosteriorDistribution` of the
-    images `x`, the network's own or another), shape (n, batch): their mean over the draws estimates the ELBO of
-    that posterior, their log-mean-exp log p(x)."""
-    z, log_q = posterior.rsample_with_log_prob(generator, n)  # (n, batch, latent), (n, batch)
-    params = net.decode(z.reshape(-1, z.shape[-1]))
-    repeated_x = x.unsqueeze(0).expand(n, *x.shape).reshape(-1, *x.shape[1:])
-    log_px_z = likelihood.log_prob(repeated_x, params).view(n, -1)
-    return log_px_z + prior.log_prob(z) - log_q
+    images `x`, the network's own or another), decoded `chunk` draws at a time; shape (n, batch): their mean over
+    the draws estimates the ELBO of that posterior, their log-mean-exp log p(x)."""
+    log_weights = []
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        z, log_q = posterior.rsample_with_log_prob(generator, m)  # (m, batch, latent), (m, batch)
+        params = net.decode(z.reshape(-1, z.shape[-1]))
+        repeated_x = x.unsqueeze(0).expand(m, *x.shape).reshape(-1, *x.shape[1:])
+        log_px_z = likelihood.log_prob(repeated_x, params).view(m, -1)
+        log_weights.append(log_px_z + prior.log_prob(z) - log_q)
+    return torch.cat(log_weights)
 
 
 def best_gaussian_elbo(
@@ -155,17 +162,12 @@ def best_gaussian_elbo(
         loc.grad, log_scale.grad = torch.autograd.grad(-elbo.sum(), [loc, log_scale])
         optimizer.step()
         schedule.step()
-    chunk = min(k, 100)
     with torch.no_grad():
         fitted = DiagonalGaussian(loc.detach(), log_scale.detach().exp())
-        weights = {
-            name: torch.cat(
-                [log_importance_weights(net, prior, likelihood, x, q, chunk, generator) for _ in range(k // chunk)]
-            )
-            for name, q in (("best", fitted), ("own", net.infer(x)))
-        }
-    log_px = torch.logsumexp(weights["own"], 0) - math.log(len(weights["own"]))
-    return {"log_px": log_px, "elbo": weights["own"].mean(0), "elbo_best_gaussian": weights["best"].mean(0)}
+        best = log_importance_weights(net, prior, likelihood, x, fitted, k, generator)
+        own = log_importance_weights(net, prior, likelihood, x, net.infer(x), k, generator)
+    log_px = torch.logsumexp(own, 0) - math.log(k)
+    return {"log_px": log_px, "elbo": own.mean(0), "elbo_best_gaussian": best.mean(0)}
 
 
 def active_units(variance: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:

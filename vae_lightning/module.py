@@ -267,7 +267,7 @@ class VAEModule(LightningModule):
             values += [elbo.mean(), elbo.pow(2).mean()]
             if self.nll_samples:
                 log_px = importance_sampled_log_likelihood(self.net, self.prior, likelihood, x, self.nll_samples)
-                values += [-log_px.mean(), log_px.pow(2).mean(), (log_px - elbo).mean(), (log_px - elbo).pow(2).mean()]
+                values += [-log_px.mean(), log_px.pow(2).mean(), (gap := log_px - elbo).mean(), gap.pow(2).mean()]
         self.test_means.add(torch.stack(values), len(x))
 
     def on_test_epoch_end(self) -> None:
