@@ -111,7 +111,7 @@ RUNS = {
     "tcvae_stratified": ["loss=tcvae", "loss.stratified=true"],
     "mmd_logistic": ["loss=mmd", "loss/likelihood=logistic", "model.output_bias_from_data=true"],
     "factor_gaussian": ["loss=factor", "loss.hidden_dims=[16,16]", "loss/likelihood=gaussian"],
-    "iaf": ["posterior=iaf", "posterior.hidden_dims=[16,16]"],
+    "iaf": ["posterior=iaf", "posterior.hidden_dims=[16,16]", "posterior.h_dim=4"],
     "miwae_dreg": ["loss=miwae", "loss.k=2", "loss.m=2", "loss.dreg=true"],
     "gmm_sampler": ["sampler=gmm", "sampler.n_components=3"],
     "ciwae": ["loss=ciwae", "loss.k=3"],

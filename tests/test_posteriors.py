@@ -165,6 +165,67 @@ def test_with_context_each_image_gets_a_flow_of_its_own_and_without_one_flow_ser
     torch.testing.assert_close(alike[0], alike[1])
 
 
+def test_the_encoders_context_vector_gives_each_image_a_flow_of_its_own_with_an_exact_density():
+    """`h_dim`: the same base code z_0 and the same Gaussian under two images' context vectors h are moved
+    differently, and log q at the flow's samples is still log N(z_0) - log |det J| (J by autograd, h held)."""
+    iaf = flow(latent=4, context=False, h_dim=3)
+    one = base(n=1, d=4)
+    two = DiagonalGaussian(one.loc.expand(2, 4), one.scale.expand(2, 4))
+    h = torch.randn(2, 3, dtype=torch.float64)
+    z0 = torch.randn(1, 1, 4, dtype=torch.float64).expand(1, 2, 4)
+    moved = iaf.transform(z0, two, h)[0][0]
+    assert not torch.allclose(moved[0], moved[1])
+    q = FlowedGaussian(two, iaf, h)
+    z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(2), k=3)
+    z_start = q.base.rsample(torch.Generator().manual_seed(2), 3)  # the same draws of the base Gaussian
+    for i in range(3):
+        for row in range(2):
+            point, h_row = z_start[i, row][None], h[row][None]
+            jacobian = torch.autograd.functional.jacobian(lambda v, c=h_row: iaf.transform(v, one, c)[0][0], point)
+            log_base = Normal(one.loc[0], one.scale[0]).log_prob(point[0]).sum()
+            torch.testing.assert_close(log_q[i, row], log_base - torch.linalg.slogdet(jacobian[:, 0]).logabsdet)
+            torch.testing.assert_close(z[i, row], iaf.transform(point, one, h_row)[0][0])
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_a_flow_that_asks_for_a_context_widens_the_encoder_and_gets_it(network, tmp_path):
+    """`posterior.h_dim=6` on either network: its encoder's last layer gives 2 x latent + 6 values, the flow
+    gets the last 6 of each row as h, `encode` keeps the Gaussian, and training reaches the new outputs."""
+    from tests.conftest import compose_train
+    from vae_lightning.run.trainer import build_run
+
+    overrides = ["posterior=iaf", "posterior.h_dim=6", "posterior.hidden_dims=[8]", "model.latent_dim=3"]
+    if network == "conv":
+        overrides = ["model=conv", "model.channels=[4,8]", *overrides]
+    _, module, _ = build_run(compose_train(overrides, tmp_path))
+    net = module.net
+    x = torch.rand(5, *net.input_shape)
+    gaussian, h = net.encode_with_context(x)
+    assert gaussian.loc.shape == (5, 3) and h.shape == (5, 6)
+    torch.testing.assert_close(net.encode(x).loc, gaussian.loc)
+    torch.testing.assert_close(net.infer(x).h, h)
+    optimizer = module.configure_optimizers()["optimizer"]
+    for _ in range(2):  # the flow's layers into its outputs start at zero: h has a gradient from the second step
+        optimizer.zero_grad()
+        module.objective(x, 1.0).loss.backward()
+        optimizer.step()
+    head = net.encoder[-1] if network == "mlp" else net.encoder_head
+    assert (
+        head.out_features == 2 * 3 + 6 and head.weight.grad is not None and bool(head.weight.grad[6:].abs().sum() > 0)
+    )
+
+
+def test_a_network_without_a_context_names_the_key():
+    """A network that gives no context vector (a user's, with `encode` only) refuses a flow that asks for one."""
+    from vae_lightning.nets.base import VAENet
+
+    class GaussianOnly(VAENet):
+        latent_dim = 3
+
+    with pytest.raises(ConfigValueError, match=r"posterior.h_dim.*GaussianOnly does not give"):
+        GaussianOnly().use_posterior(InverseAutoregressiveFlow(3, h_dim=2))
+
+
 NEED_A_GAUSSIAN = [["loss=tcvae"], ["loss=iwae", "loss.dreg=true"], ["loss=miwae", "loss.dreg=true"]]
 
 

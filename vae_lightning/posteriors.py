@@ -9,9 +9,10 @@ What a posterior offers the rest of the package is `distributions.PosteriorDistr
   shift m and a gate g = sigmoid(s + gate_bias) per dimension, z_t = g * z_{t-1} + (1 - g) * m (the paper's
   numerically stable step); the order of the dimensions is reversed from one step to the next. Each step's
   Jacobian is triangular, so log q(z_T|x) = log N(z_0; loc, scale) - sum_t sum_d log g_td, exact, computed with
-  the sample. As the paper's context vector, the image's Gaussian (loc, log scale) enters every MADE (`context`),
-  so each image gets a flow of its own. The code the pictures and `encode` use is the flow at the Gaussian's
-  mean.
+  the sample (the affine step, z_t = z_{t-1} exp(s) + m, likewise with sum s). The paper's context vector h,
+  `h_dim` more outputs of the network's encoder, enters every MADE, so that each image gets a flow of its own;
+  the image's Gaussian (loc, log scale) may too (`context`). The code the pictures and `encode` use is the flow at
+  the Gaussian's mean.
 - `VectorQuantiser`: van den Oord et al. 2017, the VQ-VAE's. The code is a grid of vectors, each replaced by the
   nearest of a codebook that follows moving averages of the encoder outputs assigned to it; q(z|x) is the point
   mass at that grid (with `prior=codes`, uniform over the grids, and `loss=vqvae`).
@@ -38,9 +39,12 @@ SPREAD_DRAWS = 64  # draws (with a fixed seed) behind a flow posterior's `stddev
 class Posterior(nn.Module):
     """Base class. `factorised`: the posterior is a diagonal Gaussian (closed-form KL to the standard normal,
     densities per dimension: the total-correlation estimates of `loss=tcvae` and `test/mutual_info` need them).
-    `latent_dim`: the network's code size, given by the model when it builds the posterior."""
+    `latent_dim`: the network's code size, given by the model when it builds the posterior. `context_dim`: how
+    many values per image it asks of the network's encoder beside the Gaussian (a flow's context vector h); a
+    posterior that asks for some is called with them, `posterior(gaussian, context)`."""
 
     factorised = False
+    context_dim = 0
 
     def __init__(self, latent_dim: int | None = None) -> None:
         super().__init__()
@@ -112,10 +116,11 @@ class InverseAutoregressiveFlow(Posterior):
     sample. `gated` (Kingma et al.'s numerically stable step): z <- g z + (1 - g) m with g = sigmoid(s +
     `gate_bias`), which can only contract (log-determinant sum log g), each step starting near z -> sigmoid(
     gate_bias) z; else the affine step z <- z exp(s) + m, which may also stretch (log-determinant sum s), each
-    step starting at the identity. In both the last layers start at zero. With `context` each step also sees the
-    image's Gaussian (its loc and log scale), so that the flow differs from image to image, as the paper's
-    context vector makes it; without, one flow serves every image (pythae's VAE_IAF). Sizes by default:
-    pythae's (2 blocks of 3 hidden layers of 128)."""
+    step starting at the identity. In both the last layers start at zero. Each step sees the image's context
+    vector h (`h_dim` values the network's encoder outputs beside its Gaussian: the paper's), and with `context`
+    the image's Gaussian too (its loc and log scale), so that the flow differs from image to image; with neither,
+    one flow serves every image (pythae's VAE_IAF). Sizes by default: pythae's (2 blocks of 3 hidden layers of
+    128)."""
 
     def __init__(
         self,
@@ -125,6 +130,7 @@ class InverseAutoregressiveFlow(Posterior):
         gate_bias: float = 3.0,
         context: bool = True,
         gated: bool = True,
+        h_dim: int = 0,
     ) -> None:
         super().__init__(checks.positive_int("latent_dim", latent_dim))
         self.n_steps = checks.positive_int("n_steps", n_steps)
@@ -132,18 +138,24 @@ class InverseAutoregressiveFlow(Posterior):
         self.gate_bias = checks.number("gate_bias", gate_bias)
         self.uses_context = checks.boolean("context", context)
         self.gated = checks.boolean("gated", gated)
+        self.context_dim = checks.integer("h_dim", h_dim, low=0)
         forward_order = torch.arange(1, self.latent_dim + 1)
-        context_dim = 2 * self.latent_dim if self.uses_context else 0
+        made_context = (2 * self.latent_dim if self.uses_context else 0) + self.context_dim
         self.steps = nn.ModuleList(
-            MADE(forward_order if t % 2 == 0 else forward_order.flip(0), self.hidden_dims, 2, context_dim)
+            MADE(forward_order if t % 2 == 0 else forward_order.flip(0), self.hidden_dims, 2, made_context)
             for t in range(self.n_steps)
         )
 
-    def transform(self, z: torch.Tensor, gaussian: DiagonalGaussian | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self, z: torch.Tensor, gaussian: DiagonalGaussian | None = None, h: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """z_T and sum_t sum_d log g_td (the log-determinant of the flow's Jacobian) for codes `z` (..., N,
-        latent) of the images whose Gaussian is `gaussian` (the context; needed with `context`); in the codes'
-        precision also under mixed precision (the log-determinant sums many terms)."""
-        context = torch.cat([gaussian.loc, gaussian.scale.log()], -1) if self.uses_context else None
+        latent) of the images whose Gaussian is `gaussian` (needed with `context`) and whose context vector is
+        `h` (N, h_dim; needed with `h_dim`); in the codes' precision also under mixed precision (the
+        log-determinant sums many terms)."""
+        parts = [gaussian.loc, gaussian.scale.log()] if self.uses_context else []
+        parts += [h.to(z.dtype)] if self.context_dim else []
+        context = torch.cat(parts, -1) if parts else None
         log_det = z.new_zeros(z.shape[:-1])
         with torch.autocast(z.device.type, enabled=False):
             for step in self.steps:
@@ -157,8 +169,8 @@ class InverseAutoregressiveFlow(Posterior):
                     log_det = log_det + s.sum(-1)
         return z, log_det
 
-    def forward(self, gaussian: DiagonalGaussian) -> FlowedGaussian:
-        return FlowedGaussian(gaussian, self)
+    def forward(self, gaussian: DiagonalGaussian, h: torch.Tensor | None = None) -> FlowedGaussian:
+        return FlowedGaussian(gaussian, self, h)
 
 
 @dataclass(frozen=True)
@@ -168,11 +180,12 @@ class FlowedGaussian:
 
     base: DiagonalGaussian
     flow: InverseAutoregressiveFlow
+    h: torch.Tensor | None = None  # the images' context vectors, (N, h_dim), where the flow takes them
 
     @cached_property
     def code(self) -> torch.Tensor:
         """The flow at the Gaussian's mean (computed once: the test's reconstructions and statistics both ask)."""
-        return self.flow.transform(self.base.loc, self.base)[0]
+        return self.flow.transform(self.base.loc, self.base, self.h)[0]
 
     @cached_property
     def stddev(self) -> torch.Tensor:
@@ -188,7 +201,7 @@ class FlowedGaussian:
         self, generator: torch.Generator | None = None, k: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         z, log_q = self.base.rsample_with_log_prob(generator, k)
-        z, log_det = self.flow.transform(z, self.base)
+        z, log_det = self.flow.transform(z, self.base, self.h)
         return z, log_q - log_det
 
     def draw(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

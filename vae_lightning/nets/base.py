@@ -47,8 +47,20 @@ class VAENet(nn.Module):
 
     def use_posterior(self, posterior: Posterior) -> None:
         """Draw codes from `posterior` (built for this network's `latent_dim`): its weights become the network's,
-        saved as `posterior.*` under it."""
+        saved as `posterior.*` under it. A posterior that asks for a context (`context_dim`) widens the encoder."""
         self.posterior = posterior
+        if posterior.context_dim:
+            self.widen_encoder(posterior.context_dim)
+
+    def widen_encoder(self, extra: int) -> None:
+        """Make the encoder give `extra` values per row beside its Gaussian (a new last layer), which
+        `encode_with_context` returns; called before training, from `use_posterior`."""
+        reason = f"asks the network for a context vector, which {type(self).__name__} does not give: set it to 0"
+        raise ConfigValueError("posterior.h_dim", reason, extra)
+
+    def encode_with_context(self, x: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor]:
+        """The Gaussian of each row and the context vector beside it (N, `posterior.context_dim`)."""
+        raise NotImplementedError
 
     def fit_to_data(self, dataset: Any) -> None:
         """Called with the training set before training starts (and before a resumed run's weights are restored,
@@ -89,7 +101,10 @@ class VAENet(nn.Module):
         raise NotImplementedError
 
     def infer(self, x: torch.Tensor) -> PosteriorDistribution:
-        """q(z|x) of each row: the posterior part applied to the network's Gaussian."""
+        """q(z|x) of each row: the posterior part applied to the network's Gaussian (and to the context vector
+        beside it, where the posterior asks for one)."""
+        if self.posterior.context_dim:
+            return self.posterior(*self.encode_with_context(x))
         return self.posterior(self.encode(x))
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:

@@ -126,9 +126,16 @@ class ConvVAE(VAENet):
         self.to(memory_format=self.memory_format)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        return self.encode_with_context(x)[0]
+
+    def encode_with_context(self, x: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor]:
         maps = self.encoder_convs(x.contiguous(memory_format=self.memory_format))
-        loc, raw_scale = self.encoder_head(maps).float().chunk(2, dim=-1)
-        return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
+        raw = self.encoder_head(maps).float()
+        loc, raw_scale = raw[:, : 2 * self.latent_dim].chunk(2, dim=-1)
+        return DiagonalGaussian(loc, self.posterior_scale(raw_scale)), raw[:, 2 * self.latent_dim :]
+
+    def widen_encoder(self, extra: int) -> None:
+        self.encoder_head = nn.Linear(self.encoder_head.in_features, 2 * self.latent_dim + extra)
 
     def start_decoder_at(self, mean: torch.Tensor) -> None:
         start_at_mean_colour(self.decoder_convs, mean)

@@ -53,9 +53,15 @@ class MLPVAE(VAENet):
         )
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        return self.encode_with_context(x)[0]
+
+    def encode_with_context(self, x: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor]:
         raw = self.encoder(x.flatten(1)).float()  # float32 under bfloat16 autocast too
-        loc, raw_scale = raw.chunk(2, dim=-1)
-        return DiagonalGaussian(loc, self.posterior_scale(raw_scale))
+        loc, raw_scale = raw[:, : 2 * self.latent_dim].chunk(2, dim=-1)
+        return DiagonalGaussian(loc, self.posterior_scale(raw_scale)), raw[:, 2 * self.latent_dim :]
+
+    def widen_encoder(self, extra: int) -> None:
+        self.encoder[-1] = nn.Linear(self.encoder[-1].in_features, 2 * self.latent_dim + extra)
 
     def start_decoder_at(self, mean: torch.Tensor) -> None:
         """The last layer's bias of each pixel's first output: logit(mean) per pixel."""
