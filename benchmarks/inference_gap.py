@@ -35,7 +35,8 @@ from vae_lightning.metrics import best_gaussian_elbo
 from vae_lightning.module import VAEModule
 from vae_lightning.run.checkpoints import load_module
 
-POSTERIORS = {"gaussian": [], "iaf": ["posterior=iaf"]}
+# the flow with the Gaussian as its context: the VAE's encoder, loaded as it is, gives no context vector h
+POSTERIORS = {"gaussian": [], "iaf": ["posterior=iaf", "posterior.h_dim=0", "posterior.context=true"]}
 # the per-image Gaussians q* of `gap_parts`: Adam steps, draws per step, learning rate; test images fitted
 OPTIMAL_STEPS, OPTIMAL_DRAWS, OPTIMAL_LR, OPTIMAL_IMAGES = 3000, 10, 1e-2, 500
 

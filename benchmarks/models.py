@@ -69,7 +69,18 @@ MODELS = {
         None,
     ),
     # its headline effect: a smaller gap between the ELBO and log p(x) (the inference gap) than the VAE's
-    "iaf": ("VAE with an IAF posterior (2 steps of 3 x 128)", ["posterior=iaf"], "vae_iaf"),
+    # the flow with the image's Gaussian as its context (posterior=iaf as it shipped before the context vector h)
+    "iaf": (
+        "VAE with an IAF posterior (2 steps of 3 x 128), the Gaussian as context",
+        ["posterior=iaf", "posterior.h_dim=0", "posterior.context=true"],
+        "vae_iaf",
+    ),
+    # posterior=iaf as shipped: the paper's context vector h of the encoder's own (100 values)
+    "iaf_h": (
+        "VAE with an IAF posterior (2 steps of 3 x 128), the encoder's context vector h",
+        ["posterior=iaf"],
+        "vae_iaf",
+    ),
     # their place (Rainforth et al. 2018): their encoders between the VAE's and the IWAE's of as many codes (the
     # inference gap), their generative models at least as good as that IWAE's (test/nll)
     "miwae": ("MIWAE, m 5 x k 10", ["loss=miwae"], "miwae"),

@@ -130,15 +130,14 @@ class PlainModel(nn.Module):
         maps = self.net.decoder_head(z).view(len(z), width, side, side).contiguous(memory_format=self.net.memory_format)
         return self.net.decoder_convs(maps).flatten(1)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's outputs: the Gaussian's 2 x latent values, then a flow's context vector h (if any)."""
         if self.conv:
-            maps = self.net.encoder_convs(x.contiguous(memory_format=self.net.memory_format))
-            features = self.net.encoder_head(maps)
-        else:
-            features = self.net.encoder(x.flatten(1))
-        loc, raw = features.chunk(2, dim=-1)
-        scale = F.softplus(raw) + 1e-6 if self.softplus_scale else torch.exp(0.5 * raw.clamp(max=40.0)) + 1e-6
-        return loc, scale
+            return self.net.encoder_head(self.net.encoder_convs(x.contiguous(memory_format=self.net.memory_format)))
+        return self.net.encoder(x.flatten(1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.gaussian(self.features(x)[:, : 2 * self.net.latent_dim])
 
     def log_px(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per row, x and logits flattened."""
@@ -161,10 +160,13 @@ class PlainModel(nn.Module):
         sigma = (self.extra["log_sigma"].exp() + self.min_sigma).expand(self.input_shape).flatten()
         return Normal(torch.sigmoid(logits), sigma, validate_args=False).log_prob(x).sum(-1)
 
-    def flowed(self, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def flowed(
+        self, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, h: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The IAF's steps (gated or affine) on codes z: (z_T, log-determinant), with its masked weights and the
-        context."""
-        context, log_det = torch.cat([loc, scale.log()], -1), z.new_zeros(z.shape[:-1])
+        context (the encoder's vector h, the Gaussian's parameters, or both, as the flow's settings say)."""
+        parts = ([loc, scale.log()] if self.flow.uses_context else []) + ([h] if self.flow.context_dim else [])
+        context, log_det = torch.cat(parts, -1), z.new_zeros(z.shape[:-1])
         for step in self.flow.steps:
             h = z
             for i, layer in enumerate(step.hidden):
@@ -255,7 +257,8 @@ class PlainModel(nn.Module):
             return self.ladder_loss(x)
         if self.vq:
             return self.vq_loss(x)
-        loc, scale = self.encode(x)
+        features = self.features(x)
+        loc, scale = self.gaussian(features[:, : 2 * self.net.latent_dim])
         x = x.flatten(1)
         q, p = Independent(Normal(loc, scale, validate_args=False), 1), self.prior()
         if self.objective in ("IWAE", "MIWAE", "CIWAE"):
@@ -270,7 +273,7 @@ class PlainModel(nn.Module):
         z = q.rsample()
         if self.flow is not None:  # the ELBO through the flow: a single-sample KL
             log_q0 = q.log_prob(z)
-            z, log_det = self.flowed(z, loc, scale)
+            z, log_det = self.flowed(z, loc, scale, features[:, 2 * self.net.latent_dim :])
             recon = -self.log_px(x, self.decode(z))
             return (recon + BETA * (log_q0 - log_det - p.log_prob(z))).mean()
         logits = self.decode(z)
