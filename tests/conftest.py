@@ -34,6 +34,16 @@ MNIST_NAMES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+# The files with the most work first: `--dist loadfile` hands whole files to the workers in collection order, so
+# a long file collected last leaves the other workers idle while it runs (each suite's longest, by --durations).
+LONGEST_FIRST = ("test_processes.py", "test_package.py", "test_sweeps.py", "test_models.py", "test_config.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order kept
+
+
 # in-process runs: no progress bar (pytest captures it anyway) and strict pictures, so a failing one fails the test
 QUIET = ["~callbacks.progress_bar", "+trainer.enable_progress_bar=false", "diagnostics.strict=true"]
 

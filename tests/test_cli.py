@@ -38,7 +38,6 @@ TABLE = [
     (["model.foo=1"], "Error: `model.foo` is not a key of `model`."),
     (["trainer.max_epoch=3"], "Did you mean trainer.max_epochs?"),
     (["hydra.run.dir=TMP/a_file/run"], "cannot be written"),
-    (["model.latent_dim=0", "dataset.batch_size=-1"], "Bad config value `dataset.batch_size=-1`"),
     (["dataset=mnist", "dataset.root=/no/such/folder", "dataset.download=false"], "MNIST files are missing"),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -127,6 +128,13 @@ def test_every_option_composes_and_builds(overrides, photo_roots, tmp_path):
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
+@functools.cache
+def composed_unresolved(overrides: tuple[str, ...]) -> dict:
+    """The config of `overrides` as a plain dict, interpolations unresolved (composed once per worker: most
+    options share the default as their comparison)."""
+    return OmegaConf.to_container(compose_train(list(overrides), Path("run")), resolve=False)
+
+
 # the groups whose options may set keys of other groups: experiments and debug modes compose a whole run
 WHOLE_RUN = ("experiment", "debug")
 
@@ -136,18 +144,16 @@ WHOLE_RUN = ("experiment", "debug")
     [o for o in options() if o[-1].split("=")[0].split("/")[0] not in WHOLE_RUN],
     ids=lambda o: o[-1],
 )
-def test_an_option_sets_only_the_keys_of_its_own_group(overrides, tmp_path):
+def test_an_option_sets_only_the_keys_of_its_own_group(overrides):
     """`dataset=utkface` leaves the network and the objective as the default's (the default network and
     likelihood follow the data's images instead), `prior=vamp` the network, `hparams_search=optuna` the KL
     schedule: every top-level node but the option's own group (and Hydra's) is the default's, unresolved."""
     group = overrides[-1].split("=")[0].split("/")[0]
-    default = compose_train(overrides[:-1], tmp_path / "default")
-    chosen = compose_train(overrides, tmp_path / "default")
-    for key in default.keys() | chosen.keys():
+    before, after = composed_unresolved(tuple(overrides[:-1])), composed_unresolved(tuple(overrides))
+    for key in before.keys() | after.keys():
         if key in (group, "hydra") or (group == "hparams_search" and key == "optimized_metric"):
             continue
-        before, after = (OmegaConf.to_container(c, resolve=False).get(key) for c in (default, chosen))
-        assert before == after, f"{overrides[-1]} changed `{key}`"
+        assert before.get(key) == after.get(key), f"{overrides[-1]} changed `{key}`"
 
 
 def test_the_headline_command_trains_a_network_and_likelihood_fit_for_photos(photo_roots, tmp_path):
