@@ -55,7 +55,10 @@ class VAENet(nn.Module):
     def widen_encoder(self, extra: int) -> None:
         """Make the encoder give `extra` values per row beside its Gaussian (a new last layer), which
         `encode_with_context` returns; called before training, from `use_posterior`."""
-        reason = f"asks the network for a context vector, which {type(self).__name__} does not give: set it to 0"
+        reason = (
+            f"asks the network for a context vector, which {type(self).__name__} does not give (no widen_encoder): "
+            "posterior.h_dim=0 posterior.context=true gives the flow the image's Gaussian as its context instead"
+        )
         raise ConfigValueError("posterior.h_dim", reason, extra)
 
     def encode_with_context(self, x: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor]:
