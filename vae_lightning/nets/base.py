@@ -11,6 +11,7 @@ at the data's mean image (`output_bias_from_data`) implements `start_decoder_at(
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ class VAENet(nn.Module):
     outputs_per_pixel: int = 1
     output_bias_from_data: bool = False
     latent_dims: list[int] | None = None  # a hierarchical code's layers' sizes, side by side in it (None: one)
+    posterior_scale: Callable[[torch.Tensor], torch.Tensor]  # raw encoder outputs -> the Gaussian's scale
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,6 +66,12 @@ class VAENet(nn.Module):
     def encode_with_context(self, x: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor]:
         """The Gaussian of each row and the context vector beside it (N, `posterior.context_dim`)."""
         raise NotImplementedError
+
+    def gaussian_and_context(self, raw: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor]:
+        """The encoder's last outputs (N, 2 x latent + context) split: the Gaussian's loc and raw scale (through
+        the network's `posterior_scale`), then the context vector (N, 0 where the encoder was not widened)."""
+        loc, raw_scale = raw[:, : 2 * self.latent_dim].chunk(2, dim=-1)
+        return DiagonalGaussian(loc, self.posterior_scale(raw_scale)), raw[:, 2 * self.latent_dim :]
 
     def fit_to_data(self, dataset: Any) -> None:
         """Called with the training set before training starts (and before a resumed run's weights are restored,
@@ -98,7 +106,8 @@ class VAENet(nn.Module):
         raise ConfigValueError("model.output_bias_from_data", reason, True)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        raise NotImplementedError
+        """The Gaussian of each row: a network implements this, or `encode_with_context`, whose Gaussian it is."""
+        return self.encode_with_context(x)[0]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

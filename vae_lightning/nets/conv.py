@@ -125,14 +125,9 @@ class ConvVAE(VAENet):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        return self.encode_with_context(x)[0]
-
     def encode_with_context(self, x: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor]:
         maps = self.encoder_convs(x.contiguous(memory_format=self.memory_format))
-        raw = self.encoder_head(maps).float()
-        loc, raw_scale = raw[:, : 2 * self.latent_dim].chunk(2, dim=-1)
-        return DiagonalGaussian(loc, self.posterior_scale(raw_scale)), raw[:, 2 * self.latent_dim :]
+        return self.gaussian_and_context(self.encoder_head(maps).float())
 
     def widen_encoder(self, extra: int) -> None:
         self.encoder_head = nn.Linear(self.encoder_head.in_features, 2 * self.latent_dim + extra)

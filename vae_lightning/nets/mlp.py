@@ -52,13 +52,8 @@ class MLPVAE(VAENet):
             [self.latent_dim, *reversed(self.hidden_dims), self.outputs_per_pixel * n_input], activation
         )
 
-    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        return self.encode_with_context(x)[0]
-
     def encode_with_context(self, x: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor]:
-        raw = self.encoder(x.flatten(1)).float()  # float32 under bfloat16 autocast too
-        loc, raw_scale = raw[:, : 2 * self.latent_dim].chunk(2, dim=-1)
-        return DiagonalGaussian(loc, self.posterior_scale(raw_scale)), raw[:, 2 * self.latent_dim :]
+        return self.gaussian_and_context(self.encoder(x.flatten(1)).float())  # float32 under bfloat16 autocast too
 
     def widen_encoder(self, extra: int) -> None:
         self.encoder[-1] = nn.Linear(self.encoder[-1].in_features, 2 * self.latent_dim + extra)
