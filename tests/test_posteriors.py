@@ -260,18 +260,21 @@ def test_a_fresh_affine_flow_is_the_diagonal_gaussian_itself():
 
 
 @pytest.mark.parametrize("gated", [True, False], ids=["gated", "affine"])
-def test_the_flows_log_density_holds_in_float32_at_a_trained_models_scale(gated):
+@pytest.mark.parametrize("h_dim", [0, 100], ids=["gaussian_context", "h"])
+def test_the_flows_log_density_holds_in_float32_at_a_trained_models_scale(gated, h_dim):
     """50 dimensions, narrow posteriors (scales 0.005 to 0.05), float32 as in training: log q at the flow's own
     samples is the change of variables computed in float64 (the Gaussian's density at z_0 minus the exact
-    log-determinant of the whole flow's Jacobian), to float32's precision on values of about a hundred nats."""
+    log-determinant of the whole flow's Jacobian), to float32's precision on values of about a hundred nats; with
+    the image's Gaussian as the context, and with a context vector h of 100 values as shipped (h held)."""
     torch.manual_seed(0)
-    iaf = InverseAutoregressiveFlow(50, n_steps=2, hidden_dims=[64, 64], gated=gated)
+    iaf = InverseAutoregressiveFlow(50, n_steps=2, hidden_dims=[64, 64], gated=gated, context=not h_dim, h_dim=h_dim)
     with torch.no_grad():  # every weight random, of a trained flow's size: steps that move codes by O(scale)
         for p in iaf.parameters():
             p.normal_(0, 0.05)
     g = torch.Generator().manual_seed(3)
     loc, scale = torch.randn(2, 50, generator=g), 0.005 + 0.045 * torch.rand(2, 50, generator=g)
-    q = FlowedGaussian(DiagonalGaussian(loc, scale), iaf)
+    h = torch.randn(2, h_dim, generator=g) if h_dim else None
+    q = FlowedGaussian(DiagonalGaussian(loc, scale), iaf, h)
     z, log_q = q.rsample_with_log_prob(torch.Generator().manual_seed(4), k=3)
     z0 = loc + scale * torch.randn((3, 2, 50), generator=torch.Generator().manual_seed(4))
     exact = iaf.double()  # in place: the float32 values above are already computed
@@ -279,9 +282,14 @@ def test_the_flows_log_density_holds_in_float32_at_a_trained_models_scale(gated)
         for row in range(2):
             image = DiagonalGaussian(loc[row : row + 1].double(), scale[row : row + 1].double())
             point = z0[i, row][None].double()
-            jacobian = torch.autograd.functional.jacobian(lambda v, g=image: exact.transform(v, g)[0][0], point)
+            h_row = h[row : row + 1].double() if h_dim else None
+
+            def flowed(v, g=image, c=h_row):
+                return exact.transform(v, g, c)[0][0]
+
+            jacobian = torch.autograd.functional.jacobian(flowed, point)
             expected = Normal(image.loc[0], image.scale[0]).log_prob(point[0]).sum()
             expected -= torch.linalg.slogdet(jacobian[:, 0]).logabsdet
             assert float(expected) > 50  # narrow: a density of about a hundred nats or more
             torch.testing.assert_close(log_q[i, row].double(), expected, rtol=1e-5, atol=2e-3)
-            torch.testing.assert_close(z[i, row].double(), exact.transform(point, image)[0][0], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(z[i, row].double(), flowed(point), rtol=1e-4, atol=1e-4)
