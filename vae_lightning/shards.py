@@ -31,7 +31,7 @@ from vae_lightning.data.celeba import CelebASource
 from vae_lightning.data.folder import ImageFolderSource
 from vae_lightning.data.images import Item, decode_crop_resize
 from vae_lightning.data.photos import stratified_split
-from vae_lightning.data.shards import METADATA, SHARDS_FORMAT, SPLITS, litdata_module
+from vae_lightning.data.shards import METADATA, SHARDS_FORMAT, SPLITS, is_url, litdata_module
 from vae_lightning.data.utkface import GENDERS, UTKFaceSource
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,13 @@ def write_shards(cfg: DictConfig) -> dict[str, Any]:
     problem = source.missing()
     if problem is not None:
         raise DataNotFoundError(str(problem).replace("Point `dataset.root`", "Point `source`"))
+    if is_url(str(cfg.output)):
+        raise ConfigValueError(
+            "output",
+            "vae-shards writes to a local folder: write there, then copy the folder to the bucket as it is "
+            "(aws s3 cp --recursive, gcloud storage cp --recursive)",
+            cfg.output,
+        )
     output = Path(cfg.output).expanduser()
     wanted = settings(cfg)
     progress_file = output / ".vae_shards_progress.json"

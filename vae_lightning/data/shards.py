@@ -101,28 +101,18 @@ def is_url(root: str) -> bool:
 
 
 def split_dir(root: str, split: str) -> str:
-    """Where split `split` of the shard folder `root` (a path or an s3:// URL) is."""
+    """Where split `split` of the shard folder `root` (a path or a URL) is."""
     return f"{root.rstrip('/')}/{split}" if is_url(root) else str(Path(root).expanduser() / split)
 
 
-def read_remote(root: str, name: str, storage_options: dict[str, Any]) -> str | None:
-    """The text of file `name` in the shard folder at URL `root`, None where the folder has no such file. Only
-    s3:// (Amazon S3 or an S3-compatible store, `storage_options` as boto3's client takes them, e.g. its
-    `endpoint_url`; the credentials from the usual AWS variables or files) is read; another scheme is refused."""
-    scheme, _, rest = root.partition("://")
-    if scheme != "s3":
-        raise DataNotFoundError(
-            f"dataset.root={root}: shards stream from a local folder or an s3:// URL (Amazon S3, or an "
-            f"S3-compatible store with dataset.storage_options.endpoint_url); {scheme}:// is not supported yet."
-        )
+def read_s3(root: str, bucket: str, key: str, storage_options: dict[str, Any]) -> str | None:
+    """The text of object `key` in an S3 (or S3-compatible) `bucket`, None where there is none; `storage_options`
+    as boto3's client takes them (e.g. its `endpoint_url`), the credentials from the usual AWS variables or files."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, _, prefix = rest.partition("/")
-    key = f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
     try:
-        body = boto3.client("s3", **storage_options).get_object(Bucket=bucket, Key=key)["Body"]
-        return body.read().decode()
+        return boto3.client("s3", **storage_options).get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     except ClientError as bad:
         if bad.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
@@ -131,10 +121,49 @@ def read_remote(root: str, name: str, storage_options: dict[str, Any]) -> str | 
         raise DataNotFoundError(f"dataset.root={root} cannot be read: {bad}") from None
 
 
+def read_gcs(root: str, bucket: str, key: str, storage_options: dict[str, Any]) -> str | None:
+    """The text of object `key` in a Google Cloud Storage `bucket`, None where there is none; `storage_options` as
+    google-cloud-storage's `Client` takes them (e.g. its `project`), the credentials from Google's application
+    default credentials (`GOOGLE_APPLICATION_CREDENTIALS`, or `gcloud auth application-default login`)."""
+    try:
+        from google.api_core.exceptions import GoogleAPIError, NotFound
+        from google.auth.exceptions import GoogleAuthError
+        from google.cloud import storage
+    except ImportError:
+        raise DataNotFoundError(
+            f"dataset.root={root}: reading gs:// needs google-cloud-storage: pip install google-cloud-storage"
+        ) from None
+    try:
+        return storage.Client(**storage_options).bucket(bucket).blob(key).download_as_text()
+    except NotFound:
+        return None
+    except (GoogleAPIError, GoogleAuthError, ValueError, OSError) as bad:
+        raise DataNotFoundError(f"dataset.root={root} cannot be read: {bad}") from None
+
+
+# the object stores a shard folder can be read from, by URL scheme (litdata streams the shards of each)
+REMOTE_READERS = {"s3": read_s3, "gs": read_gcs}
+
+
+def read_remote(root: str, name: str, storage_options: dict[str, Any]) -> str | None:
+    """The text of file `name` in the shard folder at URL `root`, None where the folder has no such file: s3://
+    (`read_s3`) or gs:// (`read_gcs`); another scheme is refused."""
+    scheme, _, rest = root.partition("://")
+    if scheme not in REMOTE_READERS:
+        raise DataNotFoundError(
+            f"dataset.root={root}: shards stream from a local folder, an s3:// URL (Amazon S3, or an S3-compatible "
+            "store with dataset.storage_options.endpoint_url) or a gs:// URL (Google Cloud Storage); "
+            f"{scheme}:// is not supported yet."
+        )
+    bucket, _, prefix = rest.partition("/")
+    key = f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
+    return REMOTE_READERS[scheme](root, bucket, key, storage_options)
+
+
 def read_metadata(root: str, image_size: int | None = None, storage_options: dict[str, Any] | None = None) -> dict:
     """The shard folder's vae_shards.json, checked: a folder that is not one, one written by another format or
     for another image size than `image_size` (None: any) is refused in one line. `root`: a local folder or an
-    s3:// URL (`read_remote`)."""
+    s3:// or gs:// URL (`read_remote`)."""
     if is_url(root):
         text = read_remote(str(root), METADATA, storage_options or {})
         where, exists = f"{root}/{METADATA}", True
@@ -144,9 +173,11 @@ def read_metadata(root: str, image_size: int | None = None, storage_options: dic
         where, exists = str(path), Path(root).expanduser().is_dir()
     if text is None:
         reason = "holds no vae_shards.json" if exists else "does not exist"
+        output = "<folder>" if is_url(root) else root
+        then = f", then copy the folder to {root} as it is" if is_url(root) else ""
         raise DataNotFoundError(
-            f"The shard folder {root} {reason}. Write one with: vae-shards source=<image folder> output={root} "
-            "image_size=<pixels>"
+            f"The shard folder {root} {reason}. Write one with: vae-shards source=<image folder> output={output} "
+            f"image_size=<pixels>{then}"
         )
     try:
         meta = json.loads(text)
@@ -166,7 +197,7 @@ def read_metadata(root: str, image_size: int | None = None, storage_options: dic
     return meta
 
 
-SECRET_WORDS = ("secret", "token", "password")
+SECRET_WORDS = ("secret", "token", "password", "credential")
 
 
 def plain_options(key: str, value: Any) -> dict[str, Any]:
@@ -184,8 +215,9 @@ def plain_options(key: str, value: Any) -> dict[str, Any]:
 
 class ShardsDataModule(VAEDataModule):
     """Trains from a shard folder written by `vae-shards` (see the module docstring). `root`: the folder, or an
-    s3:// URL of one (streamed through litdata's local cache); `storage_options`: how to reach that store (boto3's
-    client options, e.g. `endpoint_url` for an S3-compatible one; no credentials); `image_size`: None, or the size
+    s3:// or gs:// URL of one (streamed through litdata's local cache); `storage_options`: how to reach that store
+    (for s3:// boto3's client options, e.g. `endpoint_url` for an S3-compatible one; for gs://
+    google-cloud-storage's, e.g. `project`; no credentials); `image_size`: None, or the size
     the shards must have (a mismatch is refused); `num_workers`: loader workers per process (each streams its own
     part of the shards)."""
 
