@@ -141,8 +141,9 @@ def s3_server(tmp_path, monkeypatch):
 
 
 @contextlib.contextmanager
-def local_server(module_and_port_flag: list[str]):
-    """`python -m <module> ... <port>` on a free port, once it accepts connections: its http endpoint."""
+def local_server(module_and_port_flag: list[str], program: str | None = None):
+    """`python -m <module> ... <port>` (or `program ... <port>`) on a free port, once it accepts connections: its
+    http endpoint."""
     import socket
     import subprocess
     import sys
@@ -150,7 +151,7 @@ def local_server(module_and_port_flag: list[str]):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", *module_and_port_flag, str(port)]
+    command = [*([program] if program else [sys.executable, "-m"]), *module_and_port_flag, str(port)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -195,7 +196,7 @@ def test_training_streams_from_shards_in_an_s3_store_draws_its_pictures_and_test
 
     with pytest.raises(DataNotFoundError, match=r"s3://data/nothing holds no vae_shards\.json"):
         ShardsDataModule("s3://data/nothing", storage_options={"endpoint_url": s3_server})
-    with pytest.raises(DataNotFoundError, match="az:// is not supported yet"):
+    with pytest.raises(DataNotFoundError, match=r"azure:// URL.*az:// is not supported"):
         ShardsDataModule("az://data/faces")
     secret = {"endpoint_url": s3_server, "aws_secret_access_key": "x"}
     with pytest.raises(VAELightningError, match=r"storage_options\.aws_secret_access_key='\*\*\*'.*credential"):
@@ -230,6 +231,55 @@ def test_shards_stream_from_google_cloud_storage(shards, tmp_path, monkeypatch):
         missing = r"gs://data/nothing holds no vae_shards\.json.*output=<folder>.*then copy"
         with pytest.raises(DataNotFoundError, match=missing):
             ShardsDataModule("gs://data/nothing", storage_options={"project": "test"})
+
+
+# Azurite's documented development account and its well-known key (a local server's, no secret)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def test_shards_stream_from_azure_blob_storage_with_the_key_from_the_environment(shards, tmp_path, monkeypatch):
+    """`dataset.root=azure://<container>/<folder>` with `dataset.storage_options.account_url` and the account key
+    in AZURE_STORAGE_KEY: the shard folder copied to a local Azure Blob Storage server (Azurite) streams every
+    training sample of an epoch once with its label; the key reaches the store's clients but not the data
+    module's configuration or its saved state; a missing folder, a missing account URL and a credential in the
+    options are refused in one line each."""
+    import shutil
+
+    azurite = shutil.which("azurite-blob")
+    if azurite is None:
+        pytest.skip("Azurite is not installed (npm install -g azurite; .ci/run installs it where npm is)")
+    blob = pytest.importorskip("azure.storage.blob", reason="azure-storage-blob is not installed (the shards extra)")
+    from vae_lightning.data.shards import ShardsDataModule
+
+    _, output, summary = shards
+    monkeypatch.setenv("LITDATA_CACHE_DIR", str(tmp_path / "litdata_cache"))
+    monkeypatch.setenv("AZURE_STORAGE_KEY", AZURITE_KEY)
+    command = ["--inMemoryPersistence", "--skipApiVersionCheck", "--silent", "--blobPort"]
+    with local_server(command, program=azurite) as endpoint:
+        account_url = f"{endpoint}/{AZURITE_ACCOUNT}"
+        container = blob.BlobServiceClient(account_url, credential=AZURITE_KEY).create_container("data")
+        for path in output.rglob("*"):
+            if path.is_file():
+                container.upload_blob(f"faces/{path.relative_to(output)}", path.read_bytes())
+        options = {"account_url": account_url}
+        data = ShardsDataModule("azure://data/faces", batch_size=16, storage_options=options)
+        torch.manual_seed(0)
+        data.setup("fit")
+        labels = torch.cat([y for _, y in data.train_dataloader()])
+        assert len(labels) == summary["sizes"]["train"]
+        assert sorted(labels.tolist()) == sorted(data.meta["labels"]["train"])
+        assert data.storage_options == options and AZURITE_KEY not in json.dumps(data.state_dict(), default=str)
+        missing = r"azure://data/nothing holds no vae_shards\.json.*then copy"
+        with pytest.raises(DataNotFoundError, match=missing):
+            ShardsDataModule("azure://data/nothing", storage_options=options)
+        with pytest.raises(ConfigValueError, match=r"storage_options.*account_url"):
+            ShardsDataModule("azure://data/faces")
+        with pytest.raises(VAELightningError, match=r"storage_options\.credential='\*\*\*'.*environment"):
+            ShardsDataModule("azure://data/faces", storage_options=options | {"credential": AZURITE_KEY})
+        monkeypatch.setenv("AZURE_STORAGE_KEY", "d3Jvbmc=")  # a wrong key: the server's refusal, on one line
+        with pytest.raises(DataNotFoundError, match=r"^dataset\.root=azure://data/faces cannot be read: [^\n]+$"):
+            ShardsDataModule("azure://data/faces", storage_options=options)
 
 
 def test_bad_shard_folders_are_refused_with_what_to_do(shards, tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,11 @@ def split_dir(root: str, split: str) -> str:
     return f"{root.rstrip('/')}/{split}" if is_url(root) else str(Path(root).expanduser() / split)
 
 
+def unreadable(root: str, bad: Exception) -> DataNotFoundError:
+    """The store client's reason, on one line (Azure's span several)."""
+    return DataNotFoundError(f"dataset.root={root} cannot be read: {' '.join(str(bad).split())}")
+
+
 def read_s3(root: str, bucket: str, key: str, storage_options: dict[str, Any]) -> str | None:
     """The text of object `key` in an S3 (or S3-compatible) `bucket`, None where there is none; `storage_options`
     as boto3's client takes them (e.g. its `endpoint_url`), the credentials from the usual AWS variables or files."""
@@ -116,9 +122,9 @@ def read_s3(root: str, bucket: str, key: str, storage_options: dict[str, Any]) -
     except ClientError as bad:
         if bad.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
-        raise DataNotFoundError(f"dataset.root={root} cannot be read: {bad}") from None
+        raise unreadable(root, bad) from None
     except (BotoCoreError, ValueError) as bad:
-        raise DataNotFoundError(f"dataset.root={root} cannot be read: {bad}") from None
+        raise unreadable(root, bad) from None
 
 
 def read_gcs(root: str, bucket: str, key: str, storage_options: dict[str, Any]) -> str | None:
@@ -138,22 +144,58 @@ def read_gcs(root: str, bucket: str, key: str, storage_options: dict[str, Any]) 
     except NotFound:
         return None
     except (GoogleAPIError, GoogleAuthError, ValueError, OSError) as bad:
-        raise DataNotFoundError(f"dataset.root={root} cannot be read: {bad}") from None
+        raise unreadable(root, bad) from None
+
+
+def read_azure(root: str, container: str, blob: str, client_options: dict[str, Any]) -> str | None:
+    """The text of `blob` in an Azure Blob Storage `container`, None where there is none; `client_options` as
+    azure-storage-blob's `BlobServiceClient` takes them (`account_url`, and the credential `client_options` adds
+    from the environment)."""
+    try:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.storage.blob import BlobServiceClient
+    except ImportError:
+        raise DataNotFoundError(
+            f"dataset.root={root}: reading azure:// needs azure-storage-blob: pip install azure-storage-blob"
+        ) from None
+    try:
+        return BlobServiceClient(**client_options).get_blob_client(container, blob).download_blob().readall().decode()
+    except ResourceNotFoundError:
+        return None
+    except (AzureError, ValueError, OSError) as bad:
+        raise unreadable(root, bad) from None
 
 
 # the object stores a shard folder can be read from, by URL scheme (litdata streams the shards of each)
-REMOTE_READERS = {"s3": read_s3, "gs": read_gcs}
+REMOTE_READERS = {"s3": read_s3, "gs": read_gcs, "azure": read_azure}
+# where an azure:// run finds its credential: an account key, or a shared access signature (Azure's CLI names)
+AZURE_CREDENTIALS = ("AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
+
+
+def client_options(root: str, storage_options: dict[str, Any]) -> dict[str, Any]:
+    """What the store's client is built with: `storage_options`, and for azure:// the credential from the
+    environment (`AZURE_CREDENTIALS`; none: anonymous, for a public container). Azure's client takes its
+    credential among its options, and a run writes its configuration into its checkpoints, so the configuration
+    never holds it: it is added here, for the clients of this process only."""
+    if not str(root).startswith("azure://"):
+        return storage_options
+    if not storage_options.get("account_url"):
+        reason = "an azure:// root needs the storage account's URL, e.g. {account_url: https://<account>.blob.core.windows.net}"
+        raise ConfigValueError("storage_options", reason, storage_options)
+    credential = next((os.environ[name] for name in AZURE_CREDENTIALS if os.environ.get(name)), None)
+    return storage_options | ({"credential": credential} if credential else {})
 
 
 def read_remote(root: str, name: str, storage_options: dict[str, Any]) -> str | None:
     """The text of file `name` in the shard folder at URL `root`, None where the folder has no such file: s3://
-    (`read_s3`) or gs:// (`read_gcs`); another scheme is refused."""
+    (`read_s3`), gs:// (`read_gcs`) or azure:// (`read_azure`; `storage_options` with its credential,
+    `client_options`); another scheme is refused."""
     scheme, _, rest = root.partition("://")
     if scheme not in REMOTE_READERS:
         raise DataNotFoundError(
             f"dataset.root={root}: shards stream from a local folder, an s3:// URL (Amazon S3, or an S3-compatible "
-            "store with dataset.storage_options.endpoint_url) or a gs:// URL (Google Cloud Storage); "
-            f"{scheme}:// is not supported yet."
+            "store with dataset.storage_options.endpoint_url), a gs:// URL (Google Cloud Storage) or an azure:// "
+            f"URL (Azure Blob Storage, azure://<container>/<folder>); {scheme}:// is not supported."
         )
     bucket, _, prefix = rest.partition("/")
     key = f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
@@ -163,7 +205,7 @@ def read_remote(root: str, name: str, storage_options: dict[str, Any]) -> str | 
 def read_metadata(root: str, image_size: int | None = None, storage_options: dict[str, Any] | None = None) -> dict:
     """The shard folder's vae_shards.json, checked: a folder that is not one, one written by another format or
     for another image size than `image_size` (None: any) is refused in one line. `root`: a local folder or an
-    s3:// or gs:// URL (`read_remote`)."""
+    s3://, gs:// or azure:// URL (`read_remote`)."""
     if is_url(root):
         text = read_remote(str(root), METADATA, storage_options or {})
         where, exists = f"{root}/{METADATA}", True
@@ -215,9 +257,10 @@ def plain_options(key: str, value: Any) -> dict[str, Any]:
 
 class ShardsDataModule(VAEDataModule):
     """Trains from a shard folder written by `vae-shards` (see the module docstring). `root`: the folder, or an
-    s3:// or gs:// URL of one (streamed through litdata's local cache); `storage_options`: how to reach that store
-    (for s3:// boto3's client options, e.g. `endpoint_url` for an S3-compatible one; for gs://
-    google-cloud-storage's, e.g. `project`; no credentials); `image_size`: None, or the size
+    s3://, gs:// or azure:// URL of one (streamed through litdata's local cache); `storage_options`: how to reach
+    that store (for s3:// boto3's client options, e.g. `endpoint_url` for an S3-compatible one; for gs://
+    google-cloud-storage's, e.g. `project`; for azure:// `account_url`; no credentials: `client_options`);
+    `image_size`: None, or the size
     the shards must have (a mismatch is refused); `num_workers`: loader workers per process (each streams its own
     part of the shards)."""
 
@@ -238,7 +281,8 @@ class ShardsDataModule(VAEDataModule):
         litdata_module()  # says how to install it now, before a model is built
         logging.getLogger("litdata").setLevel(logging.WARNING)  # its cache notes, at every loader's start
         self.root = str(root)
-        self.meta = read_metadata(self.root, image_size, self.storage_options)
+        self.client_options = client_options(self.root, self.storage_options)  # not saved: it may hold a credential
+        self.meta = read_metadata(self.root, image_size, self.client_options)
         self.input_shape = tuple(int(v) for v in self.meta["input_shape"])
         self.class_names = {int(k): v for k, v in self.meta["class_names"].items()}
         self.train_set: Any = None
@@ -260,7 +304,7 @@ class ShardsDataModule(VAEDataModule):
                 split == "train",
                 seed,
                 tables.get(split),
-                self.storage_options,
+                self.client_options,
             )
             for split in SPLITS
         )
