@@ -203,6 +203,15 @@ def test_training_streams_from_shards_in_an_s3_store_draws_its_pictures_and_test
         ShardsDataModule("s3://data/faces", storage_options=secret)
 
 
+def assert_one_epoch_streams(data, summary) -> None:
+    """A training epoch of the data module streams every training sample once, each with its label."""
+    torch.manual_seed(0)
+    data.setup("fit")
+    labels = torch.cat([y for _, y in data.train_dataloader()])
+    assert len(labels) == summary["sizes"]["train"]
+    assert sorted(labels.tolist()) == sorted(data.meta["labels"]["train"])
+
+
 def test_shards_stream_from_google_cloud_storage(shards, tmp_path, monkeypatch):
     """`dataset.root=gs://...`: the shard folder copied to a local Cloud Storage server (an emulator, reached as
     google-cloud-storage reaches one, through STORAGE_EMULATOR_HOST) streams every training sample of an epoch
@@ -221,11 +230,7 @@ def test_shards_stream_from_google_cloud_storage(shards, tmp_path, monkeypatch):
             if path.is_file():
                 bucket.blob(f"faces/{path.relative_to(output)}").upload_from_filename(str(path))
         data = ShardsDataModule("gs://data/faces", batch_size=16, storage_options={"project": "test"})
-        torch.manual_seed(0)
-        data.setup("fit")
-        labels = torch.cat([y for _, y in data.train_dataloader()])
-        assert len(labels) == summary["sizes"]["train"]
-        assert sorted(labels.tolist()) == sorted(data.meta["labels"]["train"])
+        assert_one_epoch_streams(data, summary)
         images, _ = data.diagnostic_samples(4)
         assert images.shape == (4, *data.input_shape)
         missing = r"gs://data/nothing holds no vae_shards\.json.*output=<folder>.*then copy"
@@ -264,11 +269,7 @@ def test_shards_stream_from_azure_blob_storage_with_the_key_from_the_environment
                 container.upload_blob(f"faces/{path.relative_to(output)}", path.read_bytes())
         options = {"account_url": account_url}
         data = ShardsDataModule("azure://data/faces", batch_size=16, storage_options=options)
-        torch.manual_seed(0)
-        data.setup("fit")
-        labels = torch.cat([y for _, y in data.train_dataloader()])
-        assert len(labels) == summary["sizes"]["train"]
-        assert sorted(labels.tolist()) == sorted(data.meta["labels"]["train"])
+        assert_one_epoch_streams(data, summary)
         assert data.storage_options == options and AZURITE_KEY not in json.dumps(data.state_dict(), default=str)
         missing = r"azure://data/nothing holds no vae_shards\.json.*then copy"
         with pytest.raises(DataNotFoundError, match=missing):

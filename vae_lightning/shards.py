@@ -152,18 +152,18 @@ def write_shards(cfg: DictConfig) -> dict[str, Any]:
     checks.number("val_fraction", cfg.val_fraction, low=0.0, high=1.0, high_inclusive=False)
     checks.number("test_fraction", cfg.test_fraction, low=0.0, high=1.0, high_inclusive=False)
     workers = checks.non_negative_int("workers", cfg.workers) or max(len(os.sched_getaffinity(0)), 1)
+    if is_url(str(cfg.output)):
+        raise ConfigValueError(
+            "output",
+            "vae-shards writes to a local folder: write there, then copy the folder to the bucket as it is "
+            "(aws s3 cp --recursive, gcloud storage cp --recursive, az storage blob upload-batch)",
+            cfg.output,
+        )
     reader = build(cfg.labels, "labels") if "labels" in cfg else FolderLabels()
     source = reader.source(str(cfg.source), str(cfg.fit))
     problem = source.missing()
     if problem is not None:
         raise DataNotFoundError(str(problem).replace("Point `dataset.root`", "Point `source`"))
-    if is_url(str(cfg.output)):
-        raise ConfigValueError(
-            "output",
-            "vae-shards writes to a local folder: write there, then copy the folder to the bucket as it is "
-            "(aws s3 cp --recursive, gcloud storage cp --recursive)",
-            cfg.output,
-        )
     output = Path(cfg.output).expanduser()
     wanted = settings(cfg)
     progress_file = output / ".vae_shards_progress.json"

@@ -177,10 +177,11 @@ def client_options(root: str, storage_options: dict[str, Any]) -> dict[str, Any]
     environment (`AZURE_CREDENTIALS`; none: anonymous, for a public container). Azure's client takes its
     credential among its options, and a run writes its configuration into its checkpoints, so the configuration
     never holds it: it is added here, for the clients of this process only."""
-    if not str(root).startswith("azure://"):
+    if not root.startswith("azure://"):
         return storage_options
     if not storage_options.get("account_url"):
-        reason = "an azure:// root needs the storage account's URL, e.g. {account_url: https://<account>.blob.core.windows.net}"
+        reason = "an azure:// root needs the storage account's URL, e.g. {account_url: https://<account>.blob.core."
+        reason += "windows.net}"
         raise ConfigValueError("storage_options", reason, storage_options)
     credential = next((os.environ[name] for name in AZURE_CREDENTIALS if os.environ.get(name)), None)
     return storage_options | ({"credential": credential} if credential else {})
@@ -260,9 +261,8 @@ class ShardsDataModule(VAEDataModule):
     s3://, gs:// or azure:// URL of one (streamed through litdata's local cache); `storage_options`: how to reach
     that store (for s3:// boto3's client options, e.g. `endpoint_url` for an S3-compatible one; for gs://
     google-cloud-storage's, e.g. `project`; for azure:// `account_url`; no credentials: `client_options`);
-    `image_size`: None, or the size
-    the shards must have (a mismatch is refused); `num_workers`: loader workers per process (each streams its own
-    part of the shards)."""
+    `image_size`: None, or the size the shards must have (a mismatch is refused); `num_workers`: loader workers
+    per process (each streams its own part of the shards)."""
 
     def __init__(
         self,
