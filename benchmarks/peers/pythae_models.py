@@ -77,11 +77,12 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 def flow_posterior_scores(model, images: torch.Tensor, k: int = 1000, chunk: int = 100) -> dict[str, float]:
-    """test/nll (with its standard error) and active units of a VAE_IAF, computed as our module computes them:
-    -log p(x) by importance sampling with `k` codes per image from the flow posterior (its log density by the
-    change of variables) and the standard normal prior, all constants included; active units from the flow at
-    the Gaussian's mean."""
-    nlls, codes = [], []
+    """test/nll, test/elbo and test/inference_gap (each with its standard error over the test images) and active
+    units of a VAE_IAF, computed as our module computes them: -log p(x) by importance sampling with `k` codes per
+    image from the flow posterior (its log density by the change of variables) and the standard normal prior, all
+    constants included; the ELBO, the mean of the same `k` log weights; the gap, log p(x) - ELBO per image; active
+    units from the flow at the Gaussian's mean."""
+    nlls, elbos, codes = [], [], []
     with torch.no_grad():
         for x in images.split(100):
             out = model.encoder(x)
@@ -99,12 +100,17 @@ def flow_posterior_scores(model, images: torch.Tensor, k: int = 1000, chunk: int
                 repeated = x.flatten(1).expand(chunk, *x.flatten(1).shape).flatten(0, 1)
                 log_px_z = -nn.functional.binary_cross_entropy_with_logits(logits, repeated, reduction="none").sum(-1)
                 log_weights.append(log_px_z.view(chunk, -1) + log_pz - log_q)
-            nlls.append(-(torch.logsumexp(torch.cat(log_weights), 0) - math.log(k)))
+            log_weights = torch.cat(log_weights)
+            nlls.append(-(torch.logsumexp(log_weights, 0) - math.log(k)))
+            elbos.append(log_weights.mean(0))
     variance = torch.cat(codes).var(0)
     active = float((variance > ACTIVE_UNIT_THRESHOLD).sum())
-    nll = torch.cat(nlls)
-    error = float(nll.std() / math.sqrt(len(nll)))  # over the test images, as our module's test/nll_se
-    return {"test/nll": float(nll.mean()), "test/nll_se": error, "test/active_units": active}
+    nll, elbo = torch.cat(nlls), torch.cat(elbos)
+    scores = {"test/active_units": active}
+    for key, values in (("test/nll", nll), ("test/elbo", elbo), ("test/inference_gap", -nll - elbo)):
+        scores[key] = float(values.mean())
+        scores[f"{key}_se"] = float(values.std() / math.sqrt(len(values)))  # over the test images, as our module's
+    return scores
 
 
 def reconstruction_scores(model, images: torch.Tensor) -> dict[str, float]:
