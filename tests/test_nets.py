@@ -4,6 +4,7 @@ import torch
 from tests.test_losses import FixedNet
 from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.losses import ELBO
+from vae_lightning.nets.conv import ConvVAE
 from vae_lightning.nets.mlp import MLPVAE
 from vae_lightning.nets.posterior import ExpHalfLogVariance, SoftplusScale
 from vae_lightning.optim import adam
@@ -93,8 +94,6 @@ def test_a_collapsing_log_variance_keeps_the_loss_finite_with_beta_zero():
 
 
 def test_channels_last_conv_net_computes_the_same_and_shares_its_weights():
-    from vae_lightning.nets.conv import ConvVAE
-
     torch.manual_seed(0)
     plain = ConvVAE((3, 32, 32), channels=(8, 16), latent_dim=4)
     fast = ConvVAE((3, 32, 32), channels=(8, 16), latent_dim=4, channels_last=True)
@@ -111,8 +110,6 @@ def test_channels_last_conv_net_computes_the_same_and_shares_its_weights():
 
 @pytest.mark.parametrize("conv", [False, True])
 def test_under_bfloat16_autocast_the_posterior_and_decoder_outputs_are_float32(conv):
-    from vae_lightning.nets.conv import ConvVAE
-
     net = ConvVAE((3, 32, 32), channels=(8, 16), latent_dim=4) if conv else MLPVAE((1, 8, 8), [16], 4)
     x = torch.rand(3, *net.input_shape)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -121,3 +118,15 @@ def test_under_bfloat16_autocast_the_posterior_and_decoder_outputs_are_float32(c
         hidden = net.decoder_head(posterior.loc) if conv else net.decoder[0](posterior.loc)
     assert hidden.dtype == torch.bfloat16  # the layers ran in bfloat16
     assert posterior.loc.dtype == posterior.scale.dtype == params.dtype == torch.float32
+
+
+def test_a_conv_net_refuses_images_its_blocks_do_not_divide_and_names_the_blocks_that_would_fit():
+    with pytest.raises(ConfigValueError, match=r"the images are 28x28, which \[32, 64\] would fit") as bad:
+        ConvVAE((1, 28, 28), channels=(32, 64, 128, 256))
+    assert bad.value.key == "channels"
+    with pytest.raises(ConfigValueError, match=r"the images are 27x27\. Fix"):  # no block fits an odd side
+        ConvVAE((1, 27, 27), channels=(32, 64))
+    with pytest.raises(ConfigValueError, match=r"the images are 32x28\. Fix"):  # not square: no blocks fit
+        ConvVAE((1, 32, 28), channels=(32,))
+    fitted = ConvVAE((1, 28, 28), channels=(32, 64), latent_dim=4)  # the suggestion trains on MNIST's side
+    assert fitted(torch.rand(2, 1, 28, 28)).params.shape[-2:] == (28, 28)

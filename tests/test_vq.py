@@ -177,7 +177,7 @@ def test_the_pairings_a_vq_vae_needs_are_refused_in_one_line():
         vq_module(posterior=DiagonalGaussianPosterior, loss=ELBO())
     with pytest.raises(ConfigValueError, match="needs posterior=vq") as bad:
         vq_module(posterior=DiagonalGaussianPosterior, prior=StandardNormal)
-    assert bad.value.key == "posterior"
+    assert (bad.value.key, bad.value.value) == ("posterior", "DiagonalGaussianPosterior")
     net = MLPVAE((1, 4, 4), [8], 4)
     with pytest.raises(ConfigValueError, match="needs prior=codes") as bad:
         CodeTransformer(4).fit_to_prior(StandardNormal(net))

@@ -221,8 +221,8 @@ class VQVAE(WithLikelihood):
 
     def fit_to_net(self, net: VAENet) -> None:
         if not callable(getattr(net.posterior, "vectors", None)):
-            reason = f"needs posterior=vq (a codebook), not {type(net.posterior).__name__}"
-            raise ConfigValueError("posterior", reason, "loss=vqvae")
+            reason = "loss=vqvae needs posterior=vq (a codebook)"
+            raise ConfigValueError("posterior", reason, type(net.posterior).__name__)
 
     def forward(self, net, prior, x, beta, generator=None) -> LossTerms:
         out = net(x, generator)

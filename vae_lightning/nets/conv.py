@@ -70,16 +70,17 @@ def start_at_mean_colour(convs: nn.Sequential, mean: torch.Tensor) -> None:
 
 def map_side(input_shape: Sequence[int], channels: Sequence[int]) -> int:
     """The side of the smallest map of `down_blocks` over images of `input_shape` (C, H, W): H / 2 ** blocks;
-    refused in one line naming `channels` where the images are not square or their side does not divide."""
+    refused in one line naming `channels` where the images are not square or their side does not divide (with
+    the first blocks that would fit, where some do: [32, 64] for MNIST's 28x28)."""
     _, height, width = input_shape
     factor = 2 ** len(channels)
     if height != width or height % factor:
-        raise ConfigValueError(
-            "channels",
-            f"needs square images whose side divides by {factor} (2 ** number of blocks); "
-            f"the images are {height}x{width}",
-            list(channels),
-        )
+        reason = f"needs square images whose side divides by {factor} (2 ** number of blocks); the images are "
+        reason += f"{height}x{width}"
+        fitting = next((n for n in range(len(channels) - 1, 0, -1) if height % 2**n == 0), 0)
+        if height == width and fitting:
+            reason += f", which {list(channels)[:fitting]} would fit"
+        raise ConfigValueError("channels", reason, list(channels))
     return height // factor
 
 
