@@ -3,10 +3,12 @@ the scales trained models reach: 50 latent dimensions, posterior scales down to 
 float32. Each test fails when its estimator is broken (docs/estimates.md lists what each estimator can miss)."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
+from vae_lightning.core.config import made
 from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian
 from vae_lightning.likelihoods import (
@@ -17,8 +19,9 @@ from vae_lightning.likelihoods import (
     GaussianChannelSigma,
     GaussianPixelSigma,
 )
-from vae_lightning.losses import IWAE, BetaTCVAE
+from vae_lightning.losses import ELBO, IWAE, BetaTCVAE
 from vae_lightning.metrics import LatentStats, importance_sampled_log_likelihood
+from vae_lightning.module import VAEModule
 from vae_lightning.nets.conv import ConvVAE, group_norm
 from vae_lightning.nets.mlp import MLPVAE
 from vae_lightning.priors import GaussianMixturePrior, MixtureOfGaussians, StandardNormal, VampPrior
@@ -315,8 +318,19 @@ def test_pairings_whose_estimates_would_be_wrong_are_refused_in_one_line():
     assert refused.value.key == "prior"
     conv = ConvVAE((3, 8, 8), channels=[8], latent_dim=2)
     with pytest.raises(ConfigValueError, match="model/norm=group") as refused:
-        VampPrior(conv, n_pseudo_inputs=3)
+        conv.fit_to_prior(VampPrior(conv, n_pseudo_inputs=3))
     assert refused.value.key == "model.norm"
+    with pytest.raises(ConfigValueError, match="model/norm=group") as refused:  # as the model builds both
+        VAEModule(
+            net=partial(ConvVAE, channels=[8], latent_dim=2),
+            loss=ELBO(),
+            input_shape=(3, 8, 8),
+            prior=partial(VampPrior, n_pseudo_inputs=3),
+        )
+    assert refused.value.key == "model.norm"  # not under `prior`, which builds the pseudo-inputs
+    with pytest.raises(ConfigValueError) as refused:
+        made(partial(ConvVAE, channels=[8], norm=partial(group_norm, groups=0)), "model", input_shape=(3, 8, 8))
+    assert refused.value.key == "model.norm.groups"
     grouped = ConvVAE((3, 8, 8), channels=[8], latent_dim=2, norm=group_norm)
     prior, z = VampPrior(grouped, n_pseudo_inputs=3), torch.randn(5, 2)
     with torch.no_grad():

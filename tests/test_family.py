@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -12,8 +13,16 @@ from torch.distributions import ContinuousBernoulli as TorchContinuousBernoulli
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from tests.test_metrics import D_Z, SIGMA, IdentityMeanGaussian, LinearGaussian
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian
-from vae_lightning.likelihoods import ContinuousBernoulli, DiscretisedLogistic, GaussianChannelSigma
+from vae_lightning.likelihoods import (
+    Bernoulli,
+    ContinuousBernoulli,
+    DiscretisedLogistic,
+    Gaussian,
+    GaussianChannelSigma,
+    likelihood_for_images,
+)
 from vae_lightning.losses import CIWAE, ELBO, IWAE, MIWAE, BetaTCVAE, InfoVAE, importance_weights, mmd_squared
 from vae_lightning.metrics import mutual_information_gap
 from vae_lightning.nets.mlp import MLPVAE
@@ -434,3 +443,12 @@ def test_the_mixture_density_keeps_float32_precision_at_small_scales(scale):
     assert torch.allclose(exact, Fixed(logits, loc, scales).distribution().log_prob(z))  # the reference itself
     single = Fixed(logits.float(), loc.float(), scales.float())
     assert (single.log_prob(z.float()).double() - exact).abs().mean() < 1e-3
+
+
+def test_the_automatic_likelihood_picks_by_pixel_count_and_names_its_key_under_the_loss():
+    assert isinstance(likelihood_for_images((1, 28, 28)), Bernoulli)
+    assert isinstance(likelihood_for_images((3, 64, 64)), Gaussian)
+    loss = ELBO(partial(likelihood_for_images, max_bernoulli_values=0))
+    with pytest.raises(ConfigValueError) as bad:  # as the model tells the objective its images
+        loss.fit_to_images((1, 4, 4))
+    assert bad.value.key == "loss.likelihood.max_bernoulli_values"

@@ -206,7 +206,7 @@ def likelihood_for_images(
     most `max_bernoulli_values` values (digits, MNIST), else Gaussian pixels of standard deviation `sigma` for
     photos (their codes collapse onto the prior under a Bernoulli cross-entropy on colour pixels). Any other
     option of `loss/likelihood` chooses one outright."""
-    limit = checks.positive_int("loss.likelihood.max_bernoulli_values", max_bernoulli_values)
+    limit = checks.positive_int("max_bernoulli_values", max_bernoulli_values)
     if math.prod(input_shape) <= limit:
         return Bernoulli(input_shape)
     return Gaussian(input_shape, sigma)

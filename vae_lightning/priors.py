@@ -39,14 +39,15 @@ SOFTPLUS_OF_ONE = math.log(math.e - 1.0)  # softplus(x) = 1 at this x: mixture c
 INITIAL_INTENSITY = 0.05
 # pseudo-inputs started from training images keep this far inside (0, 1), where the sigmoid still has a slope
 DATA_MARGIN = 0.05
-# layers whose output depends on the mode and the rest of the batch
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class Prior(nn.Module):
-    """Base class. `factorises`: p(z) is a product over the latent dimensions (then `kl_per_dim` is defined)."""
+    """Base class. `factorises`: p(z) is a product over the latent dimensions (then `kl_per_dim` is defined).
+    `encodes_inputs`: the prior runs images of its own through the network's encoder (the networks then refuse
+    batch norm: `VAENet.fit_to_prior`)."""
 
     factorises = False
+    encodes_inputs = False
 
     def __init__(self, net: VAENet) -> None:
         super().__init__()
@@ -203,16 +204,12 @@ class VampPrior(GaussianMixturePrior):
     `decoder_from_data` the network's decoder starts at the training images' mean, as the network's own
     `output_bias_from_data` does: without either, the codes collapsed onto this prior in the MNIST runs measured."""
 
+    encodes_inputs = True  # the pseudo-inputs pass through the network's encoder: no batch norm there
+
     def __init__(
         self, net: VAENet, n_pseudo_inputs: int = 500, start_from_data: bool = False, decoder_from_data: bool = False
     ) -> None:
         super().__init__(net)
-        if any(isinstance(layer, BATCH_NORMS) for layer in net.modules()):
-            reason = (
-                "batch norm does not go with prior=vamp: the pseudo-inputs would be normalised by their own batch's "
-                "statistics in training and by the running ones in eval (and would move those); use model/norm=group"
-            )
-            raise ConfigValueError("model.norm", reason, "batch")
         self.n_pseudo_inputs = checks.positive_int("n_pseudo_inputs", n_pseudo_inputs)
         self.start_from_data = checks.boolean("start_from_data", start_from_data)
         # where the network starts its decoder from the data itself, it need not be asked twice

@@ -22,6 +22,8 @@ from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.distributions import DiagonalGaussian, PosteriorDistribution
 from vae_lightning.posteriors import DiagonalGaussianPosterior, Posterior
 
+# layers whose output depends on the mode and the rest of the batch
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # the mean intensities whose logits start the decoder are kept this far inside (0, 1): a pixel that is 0 in every
 # training image starts at logit 0.001, about -6.9, not at minus infinity
 MEAN_MARGIN = 1e-3
@@ -87,7 +89,16 @@ class VAENet(nn.Module):
 
     def fit_to_prior(self, prior: nn.Module) -> None:
         """Called with the model's prior once both are built: a network that works with certain priors only
-        refuses the others here."""
+        refuses the others here. Every network refuses batch norm under a prior that runs images of its own through
+        the encoder (`encodes_inputs`: the VampPrior's pseudo-inputs), whose density would then depend on the
+        network's mode and the batch."""
+        if getattr(prior, "encodes_inputs", False) and any(isinstance(layer, BATCH_NORMS) for layer in self.modules()):
+            reason = (
+                f"batch norm does not go with {type(prior).__name__}: its pseudo-inputs would be normalised by their "
+                "own batch's statistics in training and by the running ones in eval (and would move those); use "
+                "model/norm=group"
+            )
+            raise ConfigValueError("model.norm", reason, "batch")
 
     def start_decoder_from_data(self, dataset: Any, key: str) -> None:
         """`start_decoder_at` the training images' mean (kept `MEAN_MARGIN` inside (0, 1)); `key`: the setting

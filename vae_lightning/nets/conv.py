@@ -20,7 +20,7 @@ from vae_lightning.nets.posterior import ExpHalfLogVariance
 def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
     """Group normalisation of `channels` in `groups` groups (fewer where `groups` does not divide them: their
     greatest common divisor)."""
-    return nn.GroupNorm(math.gcd(checks.positive_int("model.norm.groups", groups), channels), channels)
+    return nn.GroupNorm(math.gcd(checks.positive_int("norm.groups", groups), channels), channels)
 
 
 def down_blocks(
