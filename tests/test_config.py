@@ -17,6 +17,7 @@ from vae_lightning.core.checks import trainer_values
 from vae_lightning.core.config import CONF_DIR, build
 from vae_lightning.core.errors import ConfigErrors, ConfigValueError, VAELightningError
 from vae_lightning.losses import SeedLoss
+from vae_lightning.module import VAEModule
 from vae_lightning.run.trainer import build_run
 from vae_lightning.schedules import Constant, DelayedRamp
 
@@ -234,6 +235,49 @@ def test_bad_values_name_the_key(override, key, tmp_path):
     (problem,) = error.value.problems
     assert isinstance(problem, ConfigValueError) and problem.key == key
     assert f"`{key}=" in str(error.value)
+
+
+# what an option needs beside it to build (on the digits' 8x8 images)
+COMPANIONS = {
+    "model=conv": ["model.channels=[8]"],
+    "model=conv_ladder": ["model.channels=[8]", "prior=ladder"],
+    "model=ladder": ["prior=ladder"],
+    "prior=ladder": ["model=ladder"],
+    "posterior=vq": ["prior=codes", "loss=vqvae", "model.latent_dim=10"],
+    "prior=codes": ["posterior=vq", "loss=vqvae", "model.latent_dim=10"],
+    "loss=vqvae": ["posterior=vq", "prior=codes", "model.latent_dim=10"],
+    "sampler=code_transformer": ["posterior=vq", "prior=codes", "loss=vqvae", "model.latent_dim=10"],
+    "model/norm": ["model=conv", "model.channels=[8]"],
+}
+MODEL_GROUPS = ["model", "model/norm", "posterior", "prior", "loss", "loss/likelihood", "sampler", "beta"]
+MODEL_GROUPS += ["optimizer", "lr_schedule"]
+
+
+def numeric_keys(node, prefix: str) -> list[str]:
+    """The keys under `node` that hold a number (not a flag), in full."""
+    if not OmegaConf.is_dict(node):
+        return [prefix] if isinstance(node, int | float) and not isinstance(node, bool) else []
+    return [key for name in node if not name.startswith("_") for key in numeric_keys(node[name], f"{prefix}.{name}")]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [f"{group}={path.stem}" for group in MODEL_GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))],
+)
+def test_every_number_of_every_model_option_refuses_a_word_and_names_its_own_key(option, tmp_path):
+    """A key's error names the key a user set, however deep the part is built (inside the network, a factory of
+    the objective, or a sub-config Hydra builds)."""
+    group = option.partition("=")[0]
+    base = ["dataset=digits", *COMPANIONS.get(option, COMPANIONS.get(group, [])), option]
+    node, composed = group.replace("/", "."), compose_train(base, tmp_path)
+    keys = numeric_keys(OmegaConf.select(composed, node), node)
+    for key in [key for key in keys if group != "loss" or not key.startswith("loss.likelihood.")]:  # its own group
+        cfg = composed.copy()  # as `key=abc` on the command line sets it
+        OmegaConf.update(cfg, key, "abc")
+        with pytest.raises((ConfigValueError, ConfigErrors)) as refused:
+            VAEModule.from_settings(cfg.module, input_shape=(1, 8, 8), data=cfg.dataset)
+        problems = refused.value.problems if isinstance(refused.value, ConfigErrors) else [refused.value]
+        assert [problem.key for problem in problems] == [key], option
 
 
 @pytest.mark.parametrize("threads", ["0", "-2", "abc"])

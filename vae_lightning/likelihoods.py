@@ -207,6 +207,7 @@ def likelihood_for_images(
     photos (their codes collapse onto the prior under a Bernoulli cross-entropy on colour pixels). Any other
     option of `loss/likelihood` chooses one outright."""
     limit = checks.positive_int("max_bernoulli_values", max_bernoulli_values)
+    sigma = checks.number("sigma", sigma, low=0.0, low_inclusive=False)  # refused even where unused
     if math.prod(input_shape) <= limit:
         return Bernoulli(input_shape)
     return Gaussian(input_shape, sigma)

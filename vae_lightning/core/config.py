@@ -204,6 +204,9 @@ def build(node: Any, key: str | None, **kwargs: Any) -> Any:
         cause = failed.__cause__
         if isinstance(cause, VAELightningError):  # Hydra's message names the nested part that failed, if one did
             inner = str(failed).rpartition("\nfull_key: ")[2] if "\nfull_key: " in str(failed) else None
+            if inner:  # a module's settings name its parts by its hyperparameters: `net` is set as `model`
+                head, dot, rest = inner.partition(".")
+                inner = CONFIG_KEYS.get(head, head) + dot + rest
             raise _placed(cause, key or inner) from None
         raise VAELightningError(f"Could not build `{key or node.get('_target_')}` from the config: {failed}") from None
 
