@@ -226,6 +226,12 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches"),
         ("eval.nll_samples=-1", "eval.nll_samples"),
         ("+trainer.gradient_clip_val=-1", "trainer.gradient_clip_val"),
+        # parts built inside others: named from the config's root, once
+        ("callbacks.diagnostics.pictures.samples.n_images=abc", "callbacks.diagnostics.pictures.samples.n_images"),
+        ("+callbacks.diagnostics.pictures.samples.seed=-1", "callbacks.diagnostics.pictures.samples.seed"),
+        ("callbacks.fit_sampler.every_n_epochs=0", "callbacks.fit_sampler.every_n_epochs"),
+        ("callbacks.sample_score.n_samples=abc", "callbacks.sample_score.n_samples"),
+        ("callbacks.progress_bar.refresh_rate=-1", "callbacks.progress_bar.refresh_rate"),
     ],
 )
 def test_bad_values_name_the_key(override, key, tmp_path):

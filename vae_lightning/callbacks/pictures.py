@@ -120,7 +120,7 @@ class Samples(Picture):
 
     def __init__(self, n_images: int = 16, seed: int = 0) -> None:
         self.n_images = checks.positive_int("n_images", n_images)
-        self.seed = seed
+        self.seed = checks.non_negative_int("seed", seed)
 
     def __call__(self, view: View) -> list[tuple[str, Any]]:
         generator = torch.Generator().manual_seed(self.seed)

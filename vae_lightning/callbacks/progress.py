@@ -11,6 +11,8 @@ from typing import Any
 from lightning import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
+from vae_lightning.core import checks
+
 log = logging.getLogger("progress")
 
 
@@ -61,4 +63,5 @@ class PlainProgress(ProgressBar):
 
 def progress_bar(refresh_rate: int = 20) -> ProgressBar:
     """Lightning's bar (redrawn every `refresh_rate` batches) where it writes to a terminal, else `PlainProgress`."""
+    refresh_rate = checks.non_negative_int("refresh_rate", refresh_rate)  # 0: no bar; checked where no bar is drawn
     return TQDMProgressBar(refresh_rate=refresh_rate) if sys.stdout.isatty() else PlainProgress()

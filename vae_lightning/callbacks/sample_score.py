@@ -26,6 +26,7 @@ from lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torch.nn import functional as F
 
+from vae_lightning.core import checks
 from vae_lightning.data.protocol import training_images
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,11 @@ class SampleScore(Callback):
     def __init__(
         self, n_samples: int = 1000, hidden: int = 256, epochs: int = 5, max_images: int = 20_000, seed: int = 0
     ) -> None:
-        self.n_samples, self.hidden, self.epochs = n_samples, hidden, epochs
-        self.max_images, self.seed = max_images, seed
+        self.n_samples = checks.non_negative_int("n_samples", n_samples)
+        self.hidden = checks.positive_int("hidden", hidden)
+        self.epochs = checks.positive_int("epochs", epochs)
+        self.max_images = checks.positive_int("max_images", max_images)
+        self.seed = checks.non_negative_int("seed", seed)
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.n_samples or trainer.datamodule is None:

@@ -12,6 +12,7 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
+from vae_lightning.core import checks
 from vae_lightning.data.protocol import training_images
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ class FitSampler(Callback):
     of them (the first ones), in eval mode. Costs one encoder pass over them per fit."""
 
     def __init__(self, every_n_epochs: int = 5, max_images: int = 20_000) -> None:
-        self.every_n_epochs, self.max_images = every_n_epochs, max_images
+        self.every_n_epochs = checks.positive_int("every_n_epochs", every_n_epochs)
+        self.max_images = checks.positive_int("max_images", max_images)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         epoch, max_epochs, max_steps = trainer.current_epoch + 1, trainer.max_epochs, trainer.max_steps

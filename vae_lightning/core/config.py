@@ -193,6 +193,19 @@ def _placed(error: VAELightningError, key: str | None) -> VAELightningError:
     return error.under(key) if key and isinstance(error, ConfigValueError | ConfigErrors) else error
 
 
+def nested_key(key: str | None, inner: str | None) -> str | None:
+    """The key of a part Hydra failed to build inside the node of `key`, from the `full_key` Hydra names (`inner`):
+    a node of the run's config is named from the config's root (`callbacks.diagnostics.pictures.samples`), one
+    built from its own settings from itself (`key` None: a module's, whose parts are named by its hyperparameters,
+    `net` for `model`)."""
+    if not inner:
+        return key
+    if key is None:
+        head, dot, rest = inner.partition(".")
+        return CONFIG_KEYS.get(head, head) + dot + rest
+    return inner if inner == key or inner.startswith(f"{key}.") else f"{key}.{inner}"
+
+
 def build(node: Any, key: str | None, **kwargs: Any) -> Any:
     """`instantiate(node, **kwargs)`; a bad value in it raises an error naming `key.<param>` (`key` None: the
     object names full keys itself, e.g. a module that builds its sub-configs)."""
@@ -204,10 +217,7 @@ def build(node: Any, key: str | None, **kwargs: Any) -> Any:
         cause = failed.__cause__
         if isinstance(cause, VAELightningError):  # Hydra's message names the nested part that failed, if one did
             inner = str(failed).rpartition("\nfull_key: ")[2] if "\nfull_key: " in str(failed) else None
-            if inner:  # a module's settings name its parts by its hyperparameters: `net` is set as `model`
-                head, dot, rest = inner.partition(".")
-                inner = CONFIG_KEYS.get(head, head) + dot + rest
-            raise _placed(cause, key or inner) from None
+            raise _placed(cause, nested_key(key, inner)) from None
         raise VAELightningError(f"Could not build `{key or node.get('_target_')}` from the config: {failed}") from None
 
 
