@@ -286,13 +286,13 @@ def test_every_number_of_every_model_option_refuses_a_word_and_names_its_own_key
         assert [problem.key for problem in problems] == [key], option
 
 
-@pytest.mark.parametrize("threads", ["0", "-2", "abc"])
-def test_a_bad_thread_count_names_its_key_before_anything_is_built(threads, tmp_path):
+@pytest.mark.parametrize(("key", "value"), [("threads", "0"), ("threads", "-2"), ("threads", "abc"), ("seed", "abc")])
+def test_a_bad_thread_count_or_seed_names_its_key_before_anything_is_built(key, value, tmp_path):
     from vae_lightning.train import train
 
     with pytest.raises(ConfigValueError) as error:
-        train(compose_train([f"threads={threads}"], tmp_path / "run"))
-    assert error.value.key == "threads" and "threads=" in str(error.value)
+        train(compose_train([f"{key}={value}"], tmp_path / "run"))
+    assert error.value.key == key and f"{key}=" in str(error.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -354,9 +354,9 @@ def test_several_bad_values_of_a_tool_are_reported_together(digits_run, tmp_path
     from vae_lightning.morph import morph
 
     args = [f"ckpt_path={digits_run / 'checkpoints' / 'last.ckpt'}", "steps=1", "scale=abc", "mode=sideways"]
-    with pytest.raises(ConfigErrors, match="3 problems") as bad:
-        morph(compose_tool("morph", [*args, f"output={tmp_path / 'm.gif'}"]))
-    assert {p.key for p in bad.value.problems} == {"steps", "scale", "mode"}
+    with pytest.raises(ConfigErrors, match="4 problems") as bad:
+        morph(compose_tool("morph", [*args, "seed=abc", f"output={tmp_path / 'm.gif'}"]))
+    assert {p.key for p in bad.value.problems} == {"steps", "scale", "mode", "seed"}
 
 
 @pytest.mark.parametrize("what", ["unreadable", "one image"])

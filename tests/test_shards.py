@@ -74,6 +74,8 @@ def test_a_folder_converts_with_its_labels_splits_and_skipped_files_and_only_onc
         write_shards(settings(tmp_path / "empty", tmp_path / "out"))
     with pytest.raises(ConfigValueError, match=r"output='s3://bucket/faces'.*writes to a local folder.*copy"):
         write_shards(settings(folder, "s3://bucket/faces"))  # not a local folder named s3:
+    with pytest.raises(ConfigValueError, match="split_seed='abc'"):  # not torch's error at the split
+        write_shards(settings(folder, tmp_path / "out", split_seed="abc"))
     stream = litdata.StreamingDataset(str(output / "train"))
     first = stream[0]
     assert first["image"].dtype == np.uint8 and first["image"].shape == (3, 16, 16)

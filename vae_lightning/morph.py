@@ -50,12 +50,13 @@ def morph(cfg: DictConfig) -> tuple[Path, Path]:
     problems = checks.Problems()  # every bad value in one message, before anything is loaded
     steps = problems.check(checks.integer, "steps", cfg.steps, low=2)
     scale = problems.check(checks.number, "scale", cfg.scale)
+    seed = problems.check(checks.non_negative_int, "seed", cfg.seed)
     for key in ("min_side", "frame_ms", "pause_ms"):
         problems.check(checks.positive_int, key, cfg[key])
     if cfg.mode not in ("interpolate", "attribute"):
         problems.add(ConfigValueError("mode", "must be interpolate or attribute", cfg.mode))
     problems.raise_if_any()
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     vae = TrainedVAE.open(cfg.ckpt_path, config_dirs=user_config_dirs())  # a checkpoint or an exported model
     exported = vae.exported is not None  # it carries its attribute directions: no data needed for them
     if cfg.mode == "attribute":  # the direction (unless exported with the model) and a source to move

@@ -151,6 +151,7 @@ def write_shards(cfg: DictConfig) -> dict[str, Any]:
     image_size = checks.integer("image_size", cfg.image_size, low=8)
     checks.number("val_fraction", cfg.val_fraction, low=0.0, high=1.0, high_inclusive=False)
     checks.number("test_fraction", cfg.test_fraction, low=0.0, high=1.0, high_inclusive=False)
+    checks.non_negative_int("split_seed", cfg.split_seed)
     workers = checks.non_negative_int("workers", cfg.workers) or max(len(os.sched_getaffinity(0)), 1)
     if is_url(str(cfg.output)):
         raise ConfigValueError(

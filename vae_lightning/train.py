@@ -58,7 +58,8 @@ def train(cfg: DictConfig) -> float | None:
         remove_leftovers(folder)  # the temporary files of writes that a killed run left behind
     if cfg.get("threads") is not None:
         checks.positive_int("threads", cfg.threads)  # before anything is built
-    L.seed_everything(cfg.seed, workers=True)
+    seed = None if cfg.get("seed") is None else checks.non_negative_int("seed", cfg.seed)
+    L.seed_everything(seed, workers=True)
     last = output_dir / "checkpoints" / "last.ckpt"
     ckpt_path = resume_path(cfg, output_dir)
     if cfg.get("resume") and ckpt_path is None:
