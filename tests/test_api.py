@@ -46,6 +46,10 @@ def test_sample_decodes_standard_normal_codes(digits_vae):
     z = torch.randn(5, digits_vae.latent_dim, generator=torch.Generator().manual_seed(3))
     assert drawn.shape == (5, *digits_vae.input_shape) and drawn.min() >= 0 and drawn.max() <= 1
     assert torch.equal(drawn, digits_vae.decode(z))
+    assert digits_vae.sample(0).shape == (0, *digits_vae.input_shape)
+    for bad in (-1, 2.5, "3"):
+        with pytest.raises(ValueError, match="integer >= 0"):
+            digits_vae.sample(bad)
 
 
 def test_interpolate_runs_from_the_first_image_to_the_second(digits_vae, val_images):

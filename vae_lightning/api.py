@@ -234,6 +234,8 @@ class TrainedVAE:
         """`n` images decoded from codes drawn by the model's sampler (its prior, or the mixture fitted to the
         training codes with `sampler=gmm`), (n, C, H, W) in [0, 1]; `generator` (on the CPU or the model's
         device) makes them reproducible."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n={n!r}: the number of images must be an integer >= 0")
         return self.decode(self.module.sampler.sample(n, self.module.prior, generator))
 
     def reconstruct(self, images: Images, find_face: bool = False) -> torch.Tensor:
