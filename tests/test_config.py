@@ -232,6 +232,7 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("callbacks.fit_sampler.every_n_epochs=0", "callbacks.fit_sampler.every_n_epochs"),
         ("callbacks.sample_score.n_samples=abc", "callbacks.sample_score.n_samples"),
         ("callbacks.progress_bar.refresh_rate=-1", "callbacks.progress_bar.refresh_rate"),
+        ("trainer.accelerator=tpu2", "trainer.accelerator"),
     ],
 )
 def test_bad_values_name_the_key(override, key, tmp_path):
@@ -375,3 +376,17 @@ def test_command_line_overrides_holding_an_interpolation_are_read_as_typed():
 
     hydra_node = OmegaConf.create({"overrides": {"task": ["+callbacks.x.dirpath=${paths.output_dir}/x", "seed=1"]}})
     assert given_overrides(hydra_node) == ["+callbacks.x.dirpath=${paths.output_dir}/x", "seed=1"]
+
+
+def test_an_accelerator_this_machine_lacks_is_refused_in_one_line_and_one_it_has_is_taken():
+    """`trainer=gpu` on a machine without a GPU names the key and what to use (Lightning's own start-up says
+    "No supported gpu backend found!" after the data set is built); on a machine with one, it is taken."""
+    from vae_lightning.core.checks import accelerator
+
+    assert accelerator("trainer.accelerator", "cpu") == "cpu" and accelerator("trainer.accelerator", "auto") == "auto"
+    if torch.cuda.is_available():
+        assert accelerator("trainer.accelerator", "gpu") == "gpu"
+        return
+    with pytest.raises(ConfigValueError, match=r"no cuda device on this machine.*use auto or cpu") as refused:
+        accelerator("trainer.accelerator", "gpu")
+    assert refused.value.key == "trainer.accelerator"

@@ -357,6 +357,12 @@ def test_several_bad_values_of_a_tool_are_reported_together(digits_run, tmp_path
     with pytest.raises(ConfigErrors, match="4 problems") as bad:
         morph(compose_tool("morph", [*args, "seed=abc", f"output={tmp_path / 'm.gif'}"]))
     assert {p.key for p in bad.value.problems} == {"steps", "scale", "mode", "seed"}
+    from vae_lightning.evaluate import evaluate
+
+    args = [f"ckpt_path={digits_run / 'checkpoints' / 'last.ckpt'}", "eval.mutual_info=maybe", "accelerator=tpu2"]
+    with pytest.raises(ConfigErrors, match="2 problems") as bad:  # before the checkpoint is read
+        evaluate(compose_tool("evaluate", args))
+    assert {p.key for p in bad.value.problems} == {"eval.mutual_info", "accelerator"}
 
 
 @pytest.mark.parametrize("what", ["unreadable", "one image"])

@@ -46,6 +46,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for key in ("nll_samples", "mi_samples"):
         if cfg.eval[key] is not None:
             problems.check(checks.non_negative_int, f"eval.{key}", cfg.eval[key])
+    if cfg.eval.mutual_info is not None:
+        problems.check(checks.boolean, "eval.mutual_info", cfg.eval.mutual_info)
+    problems.check(checks.accelerator, "accelerator", cfg.accelerator)
     problems.raise_if_any()
     module = TrainedVAE.open(cfg.ckpt_path, config_dirs=user_config_dirs()).module  # or an exported folder
     if cfg.eval.nll_samples is not None:

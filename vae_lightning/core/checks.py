@@ -102,9 +102,36 @@ _TRAINER_INTS = {
 _TRAINER_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval")
 
 
+def accelerator(key: str, value: Any) -> Any:
+    """An accelerator Lightning takes (`auto`, `gpu` or a name in its `AcceleratorRegistry`) that this machine has:
+    `trainer=gpu` without a GPU is refused here, in one line, not by Lightning's start-up. An `Accelerator` object
+    is Lightning's to check."""
+    if not isinstance(value, str):
+        return value
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    names = {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
+    if value not in names:
+        raise ConfigValueError(key, f"must be one of {', '.join(sorted(names))}", value)
+    wanted = {"auto": [], "gpu": ["cuda", "mps"]}.get(value, [value])
+    reasons = []
+    for name in wanted:
+        try:
+            if AcceleratorRegistry.get(name).is_available():
+                return value
+            reasons.append(f"torch sees no {name} device on this machine")
+        except ImportError as missing:  # its library is not installed (TPUs: torch_xla)
+            reasons.append(str(missing))
+    if reasons:
+        raise ConfigValueError(key, f"{' and '.join(reasons)}: use auto or cpu", value)
+    return value
+
+
 def trainer_values(trainer_cfg: Any) -> list[ConfigValueError]:
     """The bad values among the common `trainer.*` keys (an empty list when all are fine)."""
     problems = Problems()
+    if trainer_cfg.get("accelerator") is not None:
+        problems.check(accelerator, "trainer.accelerator", trainer_cfg.get("accelerator"))
     for name, low in _TRAINER_INTS.items():
         value = trainer_cfg.get(name)
         if value is not None:
