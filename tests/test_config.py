@@ -233,6 +233,10 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("callbacks.sample_score.n_samples=abc", "callbacks.sample_score.n_samples"),
         ("callbacks.progress_bar.refresh_rate=-1", "callbacks.progress_bar.refresh_rate"),
         ("trainer.accelerator=tpu2", "trainer.accelerator"),
+        # flags and lists, also of the network model=auto did not pick for these images
+        ("optimizer.fused=maybe", "optimizer.fused"),
+        ("model.channels_last=maybe", "model.channels_last"),
+        ("model.channels=[0]", "model.channels"),
     ],
 )
 def test_bad_values_name_the_key(override, key, tmp_path):

@@ -504,7 +504,10 @@ class FactorVAE(WithLikelihood):
         self.discriminator_lr = checks.number("discriminator_lr", discriminator_lr, low=0.0, low_inclusive=False)
         if len(discriminator_betas) != 2:
             raise ConfigValueError("discriminator_betas", "must be two numbers in [0, 1)", discriminator_betas)
-        self.discriminator_betas = tuple(float(b) for b in discriminator_betas)
+        self.discriminator_betas = tuple(
+            checks.number("discriminator_betas", b, low=0.0, high=1.0, high_inclusive=False)
+            for b in discriminator_betas
+        )
         self.discriminator: nn.Sequential | None = None
 
     def fit_to_net(self, net: VAENet) -> None:

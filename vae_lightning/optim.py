@@ -32,6 +32,7 @@ def adam(
     beta2 = checks.number("betas", betas[1], low=0.0, high=1.0, high_inclusive=False)
     eps = checks.number("eps", eps, low=0.0, low_inclusive=False)
     weight_decay = checks.number("weight_decay", weight_decay, low=0.0)
+    fused = fused is not None and checks.boolean("fused", fused)  # None: torch's default, the plain step
     kwargs = {"lr": lr, "betas": (beta1, beta2), "eps": eps, "weight_decay": weight_decay}
     if fused:
         try:

@@ -28,6 +28,12 @@ def network_for_images(
     sigma, `channels_last`; `latent_dim` 128 unless given) for photos. `model=mlp` or `model=conv` choose one
     outright, with all its keys."""
     max_mlp_values = checks.positive_int("max_mlp_values", max_mlp_values)
+    # the keys of the network not chosen are checked too: a bad one would wait for the first data set of the other kind
+    hidden_dims, channels = (
+        checks.positive_int_list("hidden_dims", hidden_dims),
+        checks.positive_int_list("channels", channels),
+    )
+    channels_last = checks.boolean("channels_last", channels_last)
     if latent_dim is not None:
         checks.positive_int("latent_dim", latent_dim)
     shared = {"outputs_per_pixel": outputs_per_pixel, "output_bias_from_data": output_bias_from_data}

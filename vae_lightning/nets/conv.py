@@ -123,6 +123,7 @@ class ConvVAE(VAENet):
         self.encoder_head = nn.Linear(flat, 2 * self.latent_dim)
         self.decoder_head = nn.Linear(self.latent_dim, flat)
         self.decoder_convs = up_blocks([*reversed(widths[1:]), self.outputs_per_pixel * in_channels], norm, activation)
+        channels_last = checks.boolean("channels_last", channels_last)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 
