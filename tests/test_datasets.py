@@ -18,6 +18,7 @@ from vae_lightning.core.errors import ConfigErrors, ConfigValueError, DataNotFou
 from vae_lightning.data.celeba import CelebADataModule, read_attributes
 from vae_lightning.data.folder import ROOT_LABEL, ImageFolderDataModule
 from vae_lightning.data.in_memory import Attribute
+from vae_lightning.data.mnist import MNISTDataModule
 from vae_lightning.morph import morph
 
 TINY = ["dataset.image_size=16", "model.channels=[16,32]", "model.latent_dim=4", "dataset.batch_size=8"]
@@ -86,6 +87,12 @@ def test_pad_keeps_the_whole_image_and_crop_its_centre(tmp_path):
     assert cropped.min() > 150  # the centre square is all image
     with pytest.raises(ConfigErrors, match="fit"):
         ImageFolderDataModule(str(tmp_path / "w"), str(tmp_path), fit="stretch")
+    with pytest.raises(ConfigErrors) as bad:  # not read as true
+        ImageFolderDataModule(str(tmp_path / "w"), str(tmp_path), grayscale="maybe")
+    assert [problem.key for problem in bad.value.problems] == ["grayscale"]
+    with pytest.raises(ConfigErrors) as bad:
+        MNISTDataModule(str(tmp_path / "mnist"), download="no")
+    assert [problem.key for problem in bad.value.problems] == ["download"]
 
 
 ODD_FOLDERS = {

@@ -23,6 +23,7 @@ import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from vae_lightning.core import checks
 from vae_lightning.core.errors import DataFormatError, DataNotFoundError
 from vae_lightning.data.download import DownloadError, download
 from vae_lightning.data.folder import ROOT_LABEL, ImageFolderSource
@@ -136,7 +137,7 @@ class DogsSource:
 
     def __init__(self, root: str, download: bool = False) -> None:
         self.root = Path(root).expanduser()
-        self.download = bool(download)
+        self.download = checks.boolean("download", download)
         self.breeds: dict[int, str] = {}  # label -> breed (or folder) name
         self.fallbacks = 0
         self._test: set[str] | None = None

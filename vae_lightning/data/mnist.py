@@ -79,7 +79,7 @@ class MNISTDataModule(InMemoryDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed, val_fraction)
         self.root = Path(root).expanduser()
-        self.download = bool(download)
+        self.download = self.problems.check(checks.boolean, "download", download)
         self.pixel_scale = self.problems.check(checks.number, "pixel_scale", pixel_scale, low=255.0)
         self.binarize = binarize if binarize is not None else NoBinarization()
         self.problems.raise_if_any()

@@ -83,7 +83,7 @@ class PhotoDataModule(InMemoryDataModule):
         )
         self.cache_dir = cache_dir
         self.image_size = problems.check(checks.integer, "image_size", image_size, low=MIN_IMAGE_SIZE)
-        self.grayscale = bool(grayscale)
+        self.grayscale = problems.check(checks.boolean, "grayscale", grayscale)
         self.margin = problems.check(checks.number, "margin", margin, low=0.0, high=2.0)
         self.preprocess_workers = problems.check(checks.non_negative_int, "preprocess_workers", preprocess_workers)
         self.test_fraction = problems.check(
