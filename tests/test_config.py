@@ -235,6 +235,7 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("trainer.accelerator=tpu2", "trainer.accelerator"),
         # flags and lists, also of the network model=auto did not pick for these images
         ("optimizer.fused=maybe", "optimizer.fused"),
+        ("diagnostics.strict=maybe", "callbacks.diagnostics.strict"),  # where the interpolation takes it
         ("model.channels_last=maybe", "model.channels_last"),
         ("model.channels=[0]", "model.channels"),
     ],

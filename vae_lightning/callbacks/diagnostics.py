@@ -39,7 +39,7 @@ class Diagnostics(Callback):
         self.pictures = {name: picture for name, picture in pictures.items() if picture is not None}
         self.every_n_epochs = checks.positive_int("every_n_epochs", every_n_epochs)
         self.n_samples = checks.positive_int("n_samples", n_samples)
-        self.strict = bool(strict)
+        self.strict = checks.boolean("strict", strict)
         self.samples: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @rank_zero_only
