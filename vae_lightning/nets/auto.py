@@ -29,10 +29,8 @@ def network_for_images(
     outright, with all its keys."""
     max_mlp_values = checks.positive_int("max_mlp_values", max_mlp_values)
     # the keys of the network not chosen are checked too: a bad one would wait for the first data set of the other kind
-    hidden_dims, channels = (
-        checks.positive_int_list("hidden_dims", hidden_dims),
-        checks.positive_int_list("channels", channels),
-    )
+    hidden_dims = checks.positive_int_list("hidden_dims", hidden_dims)
+    channels = checks.positive_int_list("channels", channels)
     channels_last = checks.boolean("channels_last", channels_last)
     if latent_dim is not None:
         checks.positive_int("latent_dim", latent_dim)

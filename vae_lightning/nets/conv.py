@@ -115,6 +115,7 @@ class ConvVAE(VAENet):
         self.posterior_scale = posterior_scale if posterior_scale is not None else ExpHalfLogVariance()
         self.outputs_per_pixel = checks.positive_int("outputs_per_pixel", outputs_per_pixel)
         self.output_bias_from_data = checks.boolean("output_bias_from_data", output_bias_from_data)
+        channels_last = checks.boolean("channels_last", channels_last)
         in_channels = self.input_shape[0]
         self.map_side = map_side(self.input_shape, self.channels)
         widths = [in_channels, *self.channels]
@@ -123,7 +124,6 @@ class ConvVAE(VAENet):
         self.encoder_head = nn.Linear(flat, 2 * self.latent_dim)
         self.decoder_head = nn.Linear(self.latent_dim, flat)
         self.decoder_convs = up_blocks([*reversed(widths[1:]), self.outputs_per_pixel * in_channels], norm, activation)
-        channels_last = checks.boolean("channels_last", channels_last)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.to(memory_format=self.memory_format)
 
