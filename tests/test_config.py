@@ -235,7 +235,9 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("trainer.accelerator=tpu2", "trainer.accelerator"),
         # flags and lists, also of the network model=auto did not pick for these images
         ("optimizer.fused=maybe", "optimizer.fused"),
-        ("diagnostics.strict=maybe", "callbacks.diagnostics.strict"),  # where the interpolation takes it
+        ("diagnostics.strict=maybe", "diagnostics.strict"),  # as set, not as the callbacks take it
+        ("diagnostics.every_n_epochs=abc", "diagnostics.every_n_epochs"),
+        ("diagnostics.n_samples=0", "diagnostics.n_samples"),
         ("model.channels_last=maybe", "model.channels_last"),
         ("model.channels=[0]", "model.channels"),
     ],

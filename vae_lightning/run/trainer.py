@@ -58,6 +58,16 @@ def build_trainer(
     problems = checks.Problems()
     for error in checks.trainer_values(cfg.trainer):
         problems.add(error)
+    # the shared `diagnostics.*` values, named as the user sets them: the callbacks that take them by interpolation
+    # would name their own keys, so where one is bad they are not built
+    shared, before = cfg.get("diagnostics") or {}, len(problems.errors)
+    for key, check in (("every_n_epochs", checks.positive_int), ("n_samples", checks.positive_int)):
+        if key in shared:
+            problems.check(check, f"diagnostics.{key}", shared[key])
+    if "strict" in shared:
+        problems.check(checks.boolean, "diagnostics.strict", shared.strict)
+    if len(problems.errors) > before:
+        problems.raise_if_any()
     callbacks, loggers = [], []
     for group, built in (("callbacks", callbacks), ("logger", loggers)):
         for name, node in (cfg.get(group) or {}).items():
