@@ -127,11 +127,23 @@ def accelerator(key: str, value: Any) -> Any:
     return value
 
 
+def diagnostics_values(diagnostics_cfg: Any) -> list[ConfigValueError]:
+    """The bad values among the shared `diagnostics.*` keys, named as a user sets them (the callbacks take them by
+    interpolation); an empty list when all are fine."""
+    problems = Problems()
+    for name in ("every_n_epochs", "n_samples"):
+        if name in diagnostics_cfg:
+            problems.check(positive_int, f"diagnostics.{name}", diagnostics_cfg[name])
+    if "strict" in diagnostics_cfg:
+        problems.check(boolean, "diagnostics.strict", diagnostics_cfg["strict"])
+    return problems.errors  # type: ignore[return-value]
+
+
 def trainer_values(trainer_cfg: Any) -> list[ConfigValueError]:
     """The bad values among the common `trainer.*` keys (an empty list when all are fine)."""
     problems = Problems()
-    if trainer_cfg.get("accelerator") is not None:
-        problems.check(accelerator, "trainer.accelerator", trainer_cfg.get("accelerator"))
+    if (name := trainer_cfg.get("accelerator")) is not None:
+        problems.check(accelerator, "trainer.accelerator", name)
     for name, low in _TRAINER_INTS.items():
         value = trainer_cfg.get(name)
         if value is not None:

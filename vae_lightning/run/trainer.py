@@ -56,17 +56,10 @@ def build_trainer(
     `resume_step` optimizer steps has TensorBoard hide what a crashed earlier start logged after that step (its
     `purge_step`), so each step's values appear once."""
     problems = checks.Problems()
-    for error in checks.trainer_values(cfg.trainer):
+    shared = checks.diagnostics_values(cfg.get("diagnostics") or {})
+    for error in [*checks.trainer_values(cfg.trainer), *shared]:
         problems.add(error)
-    # the shared `diagnostics.*` values, named as the user sets them: the callbacks that take them by interpolation
-    # would name their own keys, so where one is bad they are not built
-    shared, before = cfg.get("diagnostics") or {}, len(problems.errors)
-    for key, check in (("every_n_epochs", checks.positive_int), ("n_samples", checks.positive_int)):
-        if key in shared:
-            problems.check(check, f"diagnostics.{key}", shared[key])
-    if "strict" in shared:
-        problems.check(checks.boolean, "diagnostics.strict", shared.strict)
-    if len(problems.errors) > before:
+    if shared:  # the callbacks that take these values by interpolation would name their own keys: not built
         problems.raise_if_any()
     callbacks, loggers = [], []
     for group, built in (("callbacks", callbacks), ("logger", loggers)):
