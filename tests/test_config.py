@@ -233,6 +233,7 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("callbacks.sample_score.n_samples=abc", "callbacks.sample_score.n_samples"),
         ("callbacks.progress_bar.refresh_rate=-1", "callbacks.progress_bar.refresh_rate"),
         ("trainer.accelerator=tpu2", "trainer.accelerator"),
+        ("trainer.devices=abc", "trainer.devices"),
         # flags and lists, also of the network model=auto did not pick for these images
         ("optimizer.fused=maybe", "optimizer.fused"),
         ("diagnostics.strict=maybe", "diagnostics.strict"),  # as set, not as the callbacks take it
@@ -383,6 +384,21 @@ def test_command_line_overrides_holding_an_interpolation_are_read_as_typed():
 
     hydra_node = OmegaConf.create({"overrides": {"task": ["+callbacks.x.dirpath=${paths.output_dir}/x", "seed=1"]}})
     assert given_overrides(hydra_node) == ["+callbacks.x.dirpath=${paths.output_dir}/x", "seed=1"]
+
+
+@pytest.mark.parametrize("value", ["auto", 1, -1, "2", "0,1", [0, 1]])
+def test_every_form_of_devices_lightning_takes_passes_the_check(value):
+    from vae_lightning.core.checks import devices
+
+    assert devices("trainer.devices", value) == value
+
+
+@pytest.mark.parametrize("value", ["abc", "0,b", [], [0, "x"], True, 1.5, -2])
+def test_devices_that_are_no_count_or_indices_are_refused(value):
+    from vae_lightning.core.checks import devices
+
+    with pytest.raises(ConfigValueError, match="count"):
+        devices("trainer.devices", value)
 
 
 def test_an_accelerator_this_machine_lacks_is_refused_in_one_line_and_one_it_has_is_taken():

@@ -127,6 +127,22 @@ def accelerator(key: str, value: Any) -> Any:
     return value
 
 
+def devices(key: str, value: Any) -> Any:
+    """What Lightning's `devices` takes: `auto`, a count (-1: all of them), or which devices, as a list of indices
+    or a comma-separated string of them. Whether this machine has that many is Lightning's to say."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= -1):
+        return value
+    if isinstance(value, str):
+        indices = [text.strip() for text in value.split(",")]
+    elif isinstance(value, Sequence):
+        indices = [str(item) if isinstance(item, int) and not isinstance(item, bool) else "x" for item in value]
+    else:
+        indices = []
+    if indices and all(text.lstrip("-").isdigit() for text in indices):
+        return value
+    raise ConfigValueError(key, "must be auto, a count (-1: all) or device indices such as [0, 1] or '0,1'", value)
+
+
 def diagnostics_values(diagnostics_cfg: Any) -> list[ConfigValueError]:
     """The bad values among the shared `diagnostics.*` keys, named as a user sets them (the callbacks take them by
     interpolation); an empty list when all are fine."""
@@ -144,6 +160,8 @@ def trainer_values(trainer_cfg: Any) -> list[ConfigValueError]:
     problems = Problems()
     if (name := trainer_cfg.get("accelerator")) is not None:
         problems.check(accelerator, "trainer.accelerator", name)
+    if (value := trainer_cfg.get("devices")) is not None:
+        problems.check(devices, "trainer.devices", value)
     for name, low in _TRAINER_INTS.items():
         value = trainer_cfg.get(name)
         if value is not None:
