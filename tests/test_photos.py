@@ -70,6 +70,13 @@ def test_landmark_crops_use_the_listed_in_the_wild_images(tmp_path):
     assert crop[0].mean() > 200 and crop[1].mean() < 60  # the red face box fills the crop
 
 
+def test_a_missing_landmark_file_names_the_key_and_where_to_get_one(tmp_path):
+    root = tmp_path / "faces"
+    save_jpeg(photo(64, 64, 0), root / "1_0_0_20170109150557335.jpg")
+    problem = UTKFaceSource(str(root), str(tmp_path / "abc")).missing()
+    assert problem is not None and "`landmarks` key" in str(problem) and "susanqq.github.io" in str(problem)
+
+
 def test_cu_dogs_parts_and_real_layout(tmp_path):
     parts = tmp_path / "p.txt"
     parts.write_text("231 77\n273 76\n249 103\n201 3\n229 36\n253 32\n279 32\n299 1\n")  # SEED README example

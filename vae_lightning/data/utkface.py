@@ -79,7 +79,11 @@ class UTKFaceSource:
         if not has_photos(self.root):
             return DataNotFoundError(f"The UTKFace folder {self.root} holds no images. {HOW_TO_GET}")
         if self.landmarks is not None and not self.landmarks.is_file():
-            return DataNotFoundError(f"The UTKFace landmark file {self.landmarks} does not exist.")
+            return DataNotFoundError(
+                f"The UTKFace landmark file {self.landmarks} (the data set's `landmarks` key) does not exist: point it "
+                "at a landmark_list file from https://susanqq.github.io/UTKFace/, or set it to null for the photos "
+                "as they are."
+            )
         return None
 
     def prepare(self) -> None:
