@@ -127,6 +127,25 @@ def test_running_means_weigh_by_samples_sum_over_processes_and_remember_the_firs
     assert step == 2 and values["kl"] == 1.0
 
 
+def test_running_means_give_the_standard_error_of_all_samples_from_each_steps_mean_and_variance():
+    """Uneven batches of known values: the standard error is the sample standard deviation over all of them divided
+    by sqrt(n); and values that are large and all alike (a photo's ELBO of -16,900 nats) have none, where squares
+    summed in float32 gave about 1."""
+    values = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 30.0 - 120.0
+    means = RunningMeans(("nll", "nll_var"))
+    for step, batch in enumerate(values.split([1, 7, 128, 300, 64, 500])):
+        means.add(torch.stack([batch.mean(), batch.var(correction=0)]), len(batch), step=step)
+    expected = values.double()
+    assert means.means() == pytest.approx(
+        {"nll": float(expected.mean()), "nll_se": float(expected.std() / math.sqrt(1000))}, rel=1e-5
+    )
+    alike = RunningMeans(("elbo", "elbo_var"))
+    for step in range(3):
+        batch = torch.full((5,), -16_900.5)
+        alike.add(torch.stack([batch.mean(), batch.var(correction=0)]), 5, step=step)
+    assert alike.means()["elbo_se"] == 0.0
+
+
 def test_running_means_fold_their_buffer_without_losing_a_step():
     """More steps than the buffer holds: the means are exact, and the first bad step is the one after a fold."""
     means = RunningMeans(("loss",))

@@ -38,12 +38,23 @@ class RunningMeans:
 
     A step's values are copied into a row of a buffer (one copy per step: the training step adds them every
     time); the rows are folded into float64 sums, and checked for the first step whose values were not finite,
-    when the means or that step are asked for, and when the buffer is full."""
+    when the means or that step are asked for, and when the buffer is full.
+
+    A name `<name>_var` beside `<name>` is the step's variance of the per-sample values about the step's own
+    mean; it is folded as the second moment var + mean^2 in float64 (where the square of a float32 mean is exact)
+    and comes out as `<name>_se`, the standard error of `<name>` over all samples. Squares summed in float32
+    would lose that variance to cancellation where the values are large and alike."""
 
     ROWS = 64  # steps buffered before a fold
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = tuple(names)
+        # (column of <name>, column of <name>_var) of each value whose standard error is asked for
+        self.moments = [
+            (self.names.index(name.removesuffix("_var")), i)
+            for i, name in enumerate(self.names)
+            if name.endswith("_var") and name.removesuffix("_var") in self.names
+        ]
         self.reset()
 
     def reset(self) -> None:
@@ -73,7 +84,10 @@ class RunningMeans:
             i = int(finite.logical_not().nonzero()[0])
             self.first_bad = self.buffered[i][1], dict(zip(self.names, rows[i].tolist(), strict=True))
         samples = torch.tensor([n for n, _ in self.buffered], dtype=torch.float64, device=rows.device)
-        self.sums += samples @ rows.double()
+        rows = rows.double()
+        for mean, var in self.moments:
+            rows[:, var] += rows[:, mean].square()
+        self.sums += samples @ rows
         self.count += sum(n for n, _ in self.buffered)
         self.buffered = []
 
@@ -91,7 +105,12 @@ class RunningMeans:
         if reduce is not None:
             totals = reduce(totals)
         *sums, count = totals.tolist()
-        return with_standard_errors({name: total / count for name, total in zip(self.names, sums, strict=True)}, count)
+        means = {name: total / count for name, total in zip(self.names, sums, strict=True)}
+        for mean, var in self.moments:
+            second_moment = means.pop(self.names[var])
+            spread = max(second_moment - means[self.names[mean]] ** 2, 0.0)
+            means[f"{self.names[mean]}_se"] = math.sqrt(spread / max(count - 1, 1))
+        return means
 
 
 def importance_sampled_log_likelihood(
@@ -301,19 +320,6 @@ def jackknife(estimate: Callable[..., torch.Tensor], groups: Sequence[torch.Tens
     corrected = g * whole - (g - 1) * left_out.mean()
     error = ((g - 1) / g * (left_out - left_out.mean()).pow(2).sum()).sqrt()
     return float(corrected), float(error)
-
-
-def with_standard_errors(means: dict[str, float], n: float) -> dict[str, float]:
-    """`means` with each `<name>_sq` (the mean of a per-sample value's square) replaced by `<name>_se`, the
-    standard error of the mean `<name>` over the `n` samples."""
-    values = {}
-    for name, value in means.items():
-        base = name.removesuffix("_sq")
-        if base != name and base in means:
-            values[f"{base}_se"] = math.sqrt(max(value - means[base] ** 2, 0.0) / max(n - 1, 1))
-        else:
-            values[name] = value
-    return values
 
 
 MIG_BINS = 20  # equal-width bins of each latent dimension's posterior means (Locatello et al. 2019)

@@ -248,9 +248,9 @@ class VAEModule(LightningModule):
         self.eval_means.reset()
         self.loss_fn.fit_to_eval_data(len(self.trainer.test_dataloaders.dataset))
         has_likelihood = self.loss_fn.likelihood is not None
-        names = ("mse", "elbo", "elbo_sq", "nll", "nll_sq", "inference_gap", "inference_gap_sq")
+        names = ("mse", "elbo", "elbo_var", "nll", "nll_var", "inference_gap", "inference_gap_var")
         names = names[: 1 + has_likelihood * (2 + 4 * (self.nll_samples > 0))]
-        self.test_means = RunningMeans(names)  # `<name>_sq` gives `<name>_se` (`metrics.with_standard_errors`)
+        self.test_means = RunningMeans(names)  # `<name>_var` gives `<name>_se` (`metrics.RunningMeans`)
         self.latent_stats = LatentStats(keep=self.mi_samples, seed=0, layers=self.net.latent_dims)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -264,10 +264,11 @@ class VAEModule(LightningModule):
         likelihood = self.loss_fn.likelihood
         if likelihood is not None:
             elbo = likelihood.log_prob(x, out.params) - self.prior.kl(posterior, out.z, out.log_q)
-            values += [elbo.mean(), elbo.pow(2).mean()]
+            values += [elbo.mean(), elbo.var(correction=0)]
             if self.nll_samples:
                 log_px = importance_sampled_log_likelihood(self.net, self.prior, likelihood, x, self.nll_samples)
-                values += [-log_px.mean(), log_px.pow(2).mean(), (gap := log_px - elbo).mean(), gap.pow(2).mean()]
+                gap = log_px - elbo
+                values += [-log_px.mean(), log_px.var(correction=0), gap.mean(), gap.var(correction=0)]
         self.test_means.add(torch.stack(values), len(x))
 
     def on_test_epoch_end(self) -> None:
