@@ -261,8 +261,7 @@ class VAEModule(LightningModule):
         posterior = (out := self._shared_step(batch, "test").sample).posterior
         self.latent_stats.add(posterior, self.prior.kl_per_dim(posterior), labels)
         values = [(self.decode_image(posterior.code) - x).pow(2).mean()]
-        likelihood = self.loss_fn.likelihood
-        if likelihood is not None:
+        if (likelihood := self.loss_fn.likelihood) is not None:
             elbo = likelihood.log_prob(x, out.params) - self.prior.kl(posterior, out.z, out.log_q)
             values += [elbo.mean(), elbo.var(correction=0)]
             if self.nll_samples:
