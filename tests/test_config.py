@@ -234,6 +234,7 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("callbacks.progress_bar.refresh_rate=-1", "callbacks.progress_bar.refresh_rate"),
         ("trainer.accelerator=tpu2", "trainer.accelerator"),
         ("trainer.devices=abc", "trainer.devices"),
+        ("callbacks.last_checkpoint.save_top_k=abc", "callbacks.last_checkpoint.save_top_k"),
         # flags and lists, also of the network model=auto did not pick for these images
         ("optimizer.fused=maybe", "optimizer.fused"),
         ("diagnostics.strict=maybe", "diagnostics.strict"),  # as set, not as the callbacks take it

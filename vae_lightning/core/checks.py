@@ -143,6 +143,20 @@ def devices(key: str, value: Any) -> Any:
     raise ConfigValueError(key, "must be auto, a count (-1: all) or device indices such as [0, 1] or '0,1'", value)
 
 
+# Lightning's ModelCheckpoint compares these with numbers in its constructor: a word fails there in a TypeError that
+# names no key
+_CHECKPOINT_INTS = {"save_top_k": -1, "every_n_epochs": 0, "every_n_train_steps": 0}
+
+
+def checkpoint_values(key: str, checkpoint_cfg: Any) -> list[ConfigValueError]:
+    """The bad counts of the checkpoint callback configured at `key` (an empty list when all are fine)."""
+    problems = Problems()
+    for name, low in _CHECKPOINT_INTS.items():
+        if checkpoint_cfg.get(name) is not None:
+            problems.check(integer, f"{key}.{name}", checkpoint_cfg[name], low=low)
+    return problems.errors  # type: ignore[return-value]
+
+
 def diagnostics_values(diagnostics_cfg: Any) -> list[ConfigValueError]:
     """The bad values among the shared `diagnostics.*` keys, named as a user sets them (the callbacks take them by
     interpolation); an empty list when all are fine."""

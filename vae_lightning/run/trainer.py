@@ -48,6 +48,11 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
+def is_checkpoint(node: Any) -> bool:
+    """Whether a callback's config builds Lightning's `ModelCheckpoint` (by whichever of its paths)."""
+    return str(node.get("_target_", "")).rsplit(".", 1)[-1] == "ModelCheckpoint"
+
+
 def build_trainer(
     cfg: DictConfig, extra_callbacks: tuple[Callback, ...] = (), resume_step: int | None = None
 ) -> Trainer:
@@ -64,6 +69,9 @@ def build_trainer(
     callbacks, loggers = [], []
     for group, built in (("callbacks", callbacks), ("logger", loggers)):
         for name, node in (cfg.get(group) or {}).items():
+            if is_checkpoint(node) and (bad_counts := checks.checkpoint_values(f"{group}.{name}", node)):
+                problems.errors.extend(bad_counts)
+                continue
             try:
                 made = build(node, f"{group}.{name}")
                 if resume_step is not None and isinstance(made, TensorBoardLogger):
