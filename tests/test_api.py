@@ -8,6 +8,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -74,6 +75,8 @@ def test_paths_pil_images_and_tensors_are_preprocessed_alike(digits_vae, tmp_pat
     as_bytes = (expected * 255).round().to(torch.uint8)
     assert torch.allclose(digits_vae.images(as_bytes), expected, atol=1e-6)  # uint8 0..255 as well as [0, 1]
     assert torch.equal(digits_vae.encode(tmp_path / "photo.png"), digits_vae.encode(expected))
+    assert torch.equal(digits_vae.encode(expected.numpy()), digits_vae.encode(expected))  # numpy arrays too
+    assert torch.equal(digits_vae.images([as_bytes.numpy()]), digits_vae.images(as_bytes))
 
 
 @pytest.mark.parametrize(
@@ -82,7 +85,8 @@ def test_paths_pil_images_and_tensors_are_preprocessed_alike(digits_vae, tmp_pat
         (torch.rand(2, 3, 8, 8), r"do not fit this model: it takes \(N, \*\(1, 8, 8\)\)"),
         (torch.rand(8, 8), "do not fit this model"),
         ([], "no images given"),
-        ([3.0], "must be a path, a PIL image or a tensor"),
+        ([3.0], "must be a path, a PIL image, a tensor or an array"),
+        (np.zeros((8, 8, 1)), "do not fit this model"),  # channels last, as PIL's arrays: not guessed
     ],
 )
 def test_images_that_do_not_fit_say_why(digits_vae, images, error):

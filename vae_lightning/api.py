@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
@@ -49,7 +50,7 @@ from vae_lightning.run.tools import checkpoint_datamodule
 
 log = logging.getLogger(__name__)
 
-ImageLike = str | os.PathLike | Image.Image | torch.Tensor
+ImageLike = str | os.PathLike | Image.Image | torch.Tensor | np.ndarray
 Images = ImageLike | Sequence[ImageLike]
 
 
@@ -189,22 +190,23 @@ class TrainedVAE:
     # -- images in ----------------------------------------------------------------------------------------
     def images(self, images: Images, find_face: bool = False) -> torch.Tensor:
         """`images` as one (N, C, H, W) float batch in [0, 1] on the model's device: a path, a PIL image, a
-        tensor (C, H, W) or (N, C, H, W), or a list of any of these."""
-        if isinstance(images, torch.Tensor):
-            return self._tensor(images)
+        tensor or numpy array (C, H, W) or (N, C, H, W) (floats in [0, 1] or bytes 0-255), or a list of any of
+        these."""
+        if isinstance(images, torch.Tensor | np.ndarray):
+            return self._tensor(torch.as_tensor(images))
         items = [images] if isinstance(images, str | os.PathLike | Image.Image) else list(images)
         if not items:
             raise ValueError("no images given")
         return torch.cat([self._one(item, find_face) for item in items])
 
     def _one(self, item: ImageLike, find_face: bool) -> torch.Tensor:
-        if isinstance(item, torch.Tensor):
-            return self._tensor(item)
+        if isinstance(item, torch.Tensor | np.ndarray):
+            return self._tensor(torch.as_tensor(item))
         if isinstance(item, Image.Image):
             return photo_tensor(item, self.input_shape, find_face).unsqueeze(0).to(self.device)
         if isinstance(item, str | os.PathLike):
             return read_photo(item, self.input_shape, find_face).unsqueeze(0).to(self.device)
-        raise TypeError(f"an image must be a path, a PIL image or a tensor, not {type(item).__name__}")
+        raise TypeError(f"an image must be a path, a PIL image, a tensor or an array, not {type(item).__name__}")
 
     def _tensor(self, images: torch.Tensor) -> torch.Tensor:
         batch = images.unsqueeze(0) if images.dim() == 3 else images
