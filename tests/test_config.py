@@ -157,6 +157,14 @@ def test_an_option_sets_only_the_keys_of_its_own_group(overrides):
         assert before.get(key) == after.get(key), f"{overrides[-1]} changed `{key}`"
 
 
+def test_a_callback_or_logger_set_to_null_is_off(tmp_path):
+    cfg = compose_train(["callbacks.hparams=null", "callbacks.sample_score=null", "logger.tensorboard=null"], tmp_path)
+    _, _, trainer = build_run(cfg)
+    names = {type(callback).__name__ for callback in trainer.callbacks}
+    assert "HParams" not in names and "SampleScore" not in names and "Diagnostics" in names
+    assert not any(type(logger).__name__ == "TensorBoardLogger" for logger in trainer.loggers)
+
+
 def test_the_headline_command_trains_a_network_and_likelihood_fit_for_photos(photo_roots, tmp_path):
     """`dataset=faces_dogs beta=ramp` with the default network and likelihood: the convolutional VAE (latent 128)
     and Gaussian pixels on the 64x64 photos; the digits keep the seed's MLP and Bernoulli pixels."""

@@ -69,6 +69,8 @@ def build_trainer(
     callbacks, loggers = [], []
     for group, built in (("callbacks", callbacks), ("logger", loggers)):
         for name, node in (cfg.get(group) or {}).items():
+            if node is None:  # `callbacks.<name>=null` turns one off, as `~callbacks.<name>` does
+                continue
             if is_checkpoint(node) and (bad_counts := checks.checkpoint_values(f"{group}.{name}", node)):
                 problems.errors.extend(bad_counts)
                 continue
