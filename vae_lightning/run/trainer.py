@@ -122,8 +122,30 @@ def build_run(
         shape = datamodule.input_shape  # the data set's config is stored with the model, for the tools
         module = attempt(lambda: VAEModule.from_settings(cfg.module, input_shape=shape, data=cfg.dataset))
     trainer = attempt(lambda: build_trainer(cfg, extra_callbacks, resume_step))
+    if module is not None:
+        problems.errors.extend(unknown_monitors(cfg, module))
     problems.raise_if_any()
     return datamodule, module, trainer
+
+
+def unknown_monitors(cfg: DictConfig, module: VAEModule) -> list[ConfigValueError]:
+    """Callbacks (a checkpoint, early stopping) that monitor a `train/` or `val/` metric the module does not log:
+    Lightning would stop on it only after the first epoch, before any checkpoint. The module logs `<stage>/<term>`
+    for its objective's terms (`module.terms`) and beta, train also each term's `_epoch` mean and the rate."""
+    terms = (*module.terms, "beta")
+    logged = {f"val/{term}" for term in terms} | {f"train/{term}" for term in (*terms, "lr", "skipped_updates")}
+    logged |= {f"train/{term}_epoch" for term in module.terms}
+    problems = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        monitor = node.get("monitor") if node is not None else None
+        if not isinstance(monitor, str) or not monitor.startswith(("train/", "val/")) or monitor in logged:
+            continue
+        if not monitor.startswith("val/kl_dim_"):
+            stage = monitor.split("/")[0]
+            known = ", ".join(sorted(metric for metric in logged if metric.startswith(f"{stage}/")))
+            reason = f"is not a metric this model logs; it logs {known}"
+            problems.append(ConfigValueError(f"callbacks.{name}.monitor", reason, monitor))
+    return problems
 
 
 def final_metrics(trainer: Trainer, prefix: str) -> dict[str, float]:
