@@ -157,6 +157,19 @@ def test_an_option_sets_only_the_keys_of_its_own_group(overrides):
         assert before.get(key) == after.get(key), f"{overrides[-1]} changed `{key}`"
 
 
+def test_a_monitored_metric_the_model_does_not_log_is_named_before_training(tmp_path):
+    """Lightning finds a misspelt monitor only after the first epoch, before any checkpoint is written."""
+    early_stop = "+callbacks.early_stop={_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/elbo}"
+    with pytest.raises(ConfigErrors) as refused:
+        build_run(compose_train(["callbacks.best_checkpoint.monitor=val/los", early_stop], tmp_path / "typo"))
+    keys = [problem.key for problem in refused.value.problems]
+    assert keys == ["callbacks.best_checkpoint.monitor", "callbacks.early_stop.monitor"]
+    assert "it logs val/beta, val/kl, val/loss, val/recon" in str(refused.value.problems[0])
+    own_term = ["loss=tcvae", "callbacks.best_checkpoint.monitor=val/tc"]
+    build_run(compose_train(own_term, tmp_path / "tc"))  # an objective's own terms are logged too
+    build_run(compose_train(["callbacks.best_checkpoint.monitor=train/loss_epoch"], tmp_path / "train"))
+
+
 def test_a_callback_or_logger_set_to_null_is_off(tmp_path):
     cfg = compose_train(["callbacks.hparams=null", "callbacks.sample_score=null", "logger.tensorboard=null"], tmp_path)
     _, _, trainer = build_run(cfg)
@@ -243,6 +256,8 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("trainer.accelerator=tpu2", "trainer.accelerator"),
         ("trainer.devices=abc", "trainer.devices"),
         ("callbacks.last_checkpoint.save_top_k=abc", "callbacks.last_checkpoint.save_top_k"),
+        ("callbacks.last_checkpoint.enable_version_counter=maybe", "callbacks.last_checkpoint.enable_version_counter"),
+        ("+callbacks.best_checkpoint.save_last=often", "callbacks.best_checkpoint.save_last"),
         # flags and lists, also of the network model=auto did not pick for these images
         ("optimizer.fused=maybe", "optimizer.fused"),
         ("diagnostics.strict=maybe", "diagnostics.strict"),  # as set, not as the callbacks take it

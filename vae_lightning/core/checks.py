@@ -143,17 +143,28 @@ def devices(key: str, value: Any) -> Any:
     raise ConfigValueError(key, "must be auto, a count (-1: all) or device indices such as [0, 1] or '0,1'", value)
 
 
-# Lightning's ModelCheckpoint compares these with numbers in its constructor: a word fails there in a TypeError that
-# names no key
+# Lightning's ModelCheckpoint compares these with numbers in its constructor (a word fails there in a TypeError that
+# names no key) and takes any value of its flags as true or false
 _CHECKPOINT_INTS = {"save_top_k": -1, "every_n_epochs": 0, "every_n_train_steps": 0}
+_CHECKPOINT_FLAGS = (
+    "save_weights_only",
+    "auto_insert_metric_name",
+    "enable_version_counter",
+    "save_on_train_epoch_end",
+)
 
 
 def checkpoint_values(key: str, checkpoint_cfg: Any) -> list[ConfigValueError]:
-    """The bad counts of the checkpoint callback configured at `key` (an empty list when all are fine)."""
+    """The bad counts and flags of the checkpoint callback configured at `key` (an empty list when all are fine)."""
     problems = Problems()
     for name, low in _CHECKPOINT_INTS.items():
         if checkpoint_cfg.get(name) is not None:
             problems.check(integer, f"{key}.{name}", checkpoint_cfg[name], low=low)
+    for name in _CHECKPOINT_FLAGS:
+        if checkpoint_cfg.get(name) is not None:
+            problems.check(boolean, f"{key}.{name}", checkpoint_cfg[name])
+    if checkpoint_cfg.get("save_last") not in (None, True, False, "link"):
+        problems.add(ConfigValueError(f"{key}.save_last", "must be true, false or link", checkpoint_cfg["save_last"]))
     return problems.errors  # type: ignore[return-value]
 
 
