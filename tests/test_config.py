@@ -168,6 +168,8 @@ def test_a_monitored_metric_the_model_does_not_log_is_named_before_training(tmp_
     own_term = ["loss=tcvae", "callbacks.best_checkpoint.monitor=val/tc"]
     build_run(compose_train(own_term, tmp_path / "tc"))  # an objective's own terms are logged too
     build_run(compose_train(["callbacks.best_checkpoint.monitor=train/loss_epoch"], tmp_path / "train"))
+    mine = "+callbacks.early_stop={_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: mine/score}"
+    build_run(compose_train([mine], tmp_path / "mine"))  # a namespace of the user's own callbacks: theirs to log
 
 
 def test_a_callback_or_logger_set_to_null_is_off(tmp_path):
@@ -258,6 +260,11 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("callbacks.last_checkpoint.save_top_k=abc", "callbacks.last_checkpoint.save_top_k"),
         ("callbacks.last_checkpoint.enable_version_counter=maybe", "callbacks.last_checkpoint.enable_version_counter"),
         ("+callbacks.best_checkpoint.save_last=often", "callbacks.best_checkpoint.save_last"),
+        ("callbacks.best_checkpoint.mode=up", "callbacks.best_checkpoint.mode"),
+        ("callbacks.best_checkpoint.monitor=12345", "callbacks.best_checkpoint.monitor"),
+        ("callbacks.last_checkpoint.monitor=loss", "callbacks.last_checkpoint.monitor"),
+        ("callbacks.hparams.metrics=abc", "callbacks.hparams.metrics"),
+        ("callbacks.cpu_threads.requested=abc", "callbacks.cpu_threads.requested"),
         # flags and lists, also of the network model=auto did not pick for these images
         ("optimizer.fused=maybe", "optimizer.fused"),
         ("diagnostics.strict=maybe", "diagnostics.strict"),  # as set, not as the callbacks take it

@@ -25,6 +25,7 @@ from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
 from vae_lightning.core.config import CONF_DIR, command_line
+from vae_lightning.core.errors import ConfigValueError
 from vae_lightning.core.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class HParams(Callback):
         in the config, where a value holding `${...}` would be resolved again)."""
         given = command_line() if overrides is None else overrides
         self.values, self.domains = experiment_hparams(dict(choices), list(given or []))
+        if isinstance(metrics, str) or not all(isinstance(metric, str) for metric in metrics):
+            raise ConfigValueError("metrics", "must be a list of metric names such as [val/loss, test/nll]", metrics)
         self.metrics = list(metrics)
 
     def _write(self, trainer: Trainer, first: bool) -> None:

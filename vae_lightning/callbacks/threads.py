@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer
 
+from vae_lightning.core import checks
 from vae_lightning.core.threads import OthersLoad, ThreadChoice, choose_threads, free_cores, usable_cores
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class CpuThreads(Callback):
     operation's threads wait for the one that is not running; they come back when it ends."""
 
     def __init__(self, requested: int | None = None, every: float = 1.0) -> None:
-        self.requested = requested
+        self.requested = None if requested is None else checks.positive_int("requested", requested)
         self.every = every
         self.choice: ThreadChoice | None = None
         self.load: OthersLoad | None = None

@@ -163,6 +163,8 @@ def checkpoint_values(key: str, checkpoint_cfg: Any) -> list[ConfigValueError]:
     for name in _CHECKPOINT_FLAGS:
         if checkpoint_cfg.get(name) is not None:
             problems.check(boolean, f"{key}.{name}", checkpoint_cfg[name])
+    if checkpoint_cfg.get("mode") not in (None, "min", "max"):
+        problems.add(ConfigValueError(f"{key}.mode", "must be min or max", checkpoint_cfg["mode"]))
     if checkpoint_cfg.get("save_last") not in (None, True, False, "link"):
         problems.add(ConfigValueError(f"{key}.save_last", "must be true, false or link", checkpoint_cfg["save_last"]))
     return problems.errors  # type: ignore[return-value]

@@ -129,22 +129,25 @@ def build_run(
 
 
 def unknown_monitors(cfg: DictConfig, module: VAEModule) -> list[ConfigValueError]:
-    """Callbacks (a checkpoint, early stopping) that monitor a `train/` or `val/` metric the module does not log:
+    """Callbacks (a checkpoint, early stopping) that monitor a metric the module does not log while it trains:
     Lightning would stop on it only after the first epoch, before any checkpoint. The module logs `<stage>/<term>`
-    for its objective's terms (`module.terms`) and beta, train also each term's `_epoch` mean and the rate."""
+    for its objective's terms (`module.terms`) and beta, train also each term's `_epoch` mean and the rate; a name
+    under a namespace of its own (`mine/score`) is taken as logged by the user's own callback."""
     terms = (*module.terms, "beta")
     logged = {f"val/{term}" for term in terms} | {f"train/{term}" for term in (*terms, "lr", "skipped_updates")}
     logged |= {f"train/{term}_epoch" for term in module.terms}
+    logged |= {"step", "epoch"}
     problems = []
     for name, node in (cfg.get("callbacks") or {}).items():
         monitor = node.get("monitor") if node is not None else None
-        if not isinstance(monitor, str) or not monitor.startswith(("train/", "val/")) or monitor in logged:
+        if monitor is None or (isinstance(monitor, str) and (monitor in logged or monitor.startswith("val/kl_dim_"))):
             continue
-        if not monitor.startswith("val/kl_dim_"):
-            stage = monitor.split("/")[0]
-            known = ", ".join(sorted(metric for metric in logged if metric.startswith(f"{stage}/")))
-            reason = f"is not a metric this model logs; it logs {known}"
-            problems.append(ConfigValueError(f"callbacks.{name}.monitor", reason, monitor))
+        stage = monitor.split("/")[0] if isinstance(monitor, str) and "/" in monitor else None
+        if stage is not None and stage not in ("train", "val", "test"):  # a metric of the user's own callbacks
+            continue
+        known = ", ".join(sorted(metric for metric in logged if metric.startswith(f"{stage or 'val'}/")))
+        reason = f"is not a metric this model logs during training; it logs {known}, ..."
+        problems.append(ConfigValueError(f"callbacks.{name}.monitor", reason, monitor))
     return problems
 
 
