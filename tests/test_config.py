@@ -158,7 +158,8 @@ def test_an_option_sets_only_the_keys_of_its_own_group(overrides):
 
 
 def test_a_monitored_metric_the_model_does_not_log_is_named_before_training(tmp_path):
-    """Lightning finds a misspelt monitor only after the first epoch, before any checkpoint is written."""
+    """Lightning finds a misspelt monitor only after the first epoch, before any checkpoint is written (a sweep's
+    misspelt `optimized_metric` is in the bad values' list above)."""
     early_stop = "+callbacks.early_stop={_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/elbo}"
     with pytest.raises(ConfigErrors) as refused:
         build_run(compose_train(["callbacks.best_checkpoint.monitor=val/los", early_stop], tmp_path / "typo"))
@@ -170,6 +171,7 @@ def test_a_monitored_metric_the_model_does_not_log_is_named_before_training(tmp_
     build_run(compose_train(["callbacks.best_checkpoint.monitor=train/loss_epoch"], tmp_path / "train"))
     mine = "+callbacks.early_stop={_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: mine/score}"
     build_run(compose_train([mine], tmp_path / "mine"))  # a namespace of the user's own callbacks: theirs to log
+    build_run(compose_train(["optimized_metric=test/nll"], tmp_path / "sweep"))  # a sweep may rank by the test
 
 
 def test_a_callback_or_logger_set_to_null_is_off(tmp_path):
@@ -264,6 +266,7 @@ def test_haskell_mnist_ramp_ramps_to_1e_4(tmp_path):
         ("callbacks.best_checkpoint.monitor=12345", "callbacks.best_checkpoint.monitor"),
         ("callbacks.last_checkpoint.monitor=loss", "callbacks.last_checkpoint.monitor"),
         ("callbacks.hparams.metrics=abc", "callbacks.hparams.metrics"),
+        ("optimized_metric=val/elbo", "optimized_metric"),
         ("callbacks.cpu_threads.requested=abc", "callbacks.cpu_threads.requested"),
         # flags and lists, also of the network model=auto did not pick for these images
         ("optimizer.fused=maybe", "optimizer.fused"),

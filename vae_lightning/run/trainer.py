@@ -123,31 +123,35 @@ def build_run(
         module = attempt(lambda: VAEModule.from_settings(cfg.module, input_shape=shape, data=cfg.dataset))
     trainer = attempt(lambda: build_trainer(cfg, extra_callbacks, resume_step))
     if module is not None:
-        problems.errors.extend(unknown_monitors(cfg, module))
+        problems.errors.extend(unknown_metrics(cfg, module))
     problems.raise_if_any()
     return datamodule, module, trainer
 
 
-def unknown_monitors(cfg: DictConfig, module: VAEModule) -> list[ConfigValueError]:
-    """Callbacks (a checkpoint, early stopping) that monitor a metric the module does not log while it trains:
-    Lightning would stop on it only after the first epoch, before any checkpoint. The module logs `<stage>/<term>`
-    for its objective's terms (`module.terms`) and beta, train also each term's `_epoch` mean and the rate; a name
-    under a namespace of its own (`mine/score`) is taken as logged by the user's own callback."""
+def unknown_metrics(cfg: DictConfig, module: VAEModule) -> list[ConfigValueError]:
+    """The callbacks (a checkpoint, early stopping) that monitor a metric the module does not log while it trains,
+    and an `optimized_metric` of a sweep under train/ or val/ that it does not log: Lightning would stop on the
+    first only after the first epoch, before any checkpoint, and a sweep would find the second missing after every
+    trial. The module logs `<stage>/<term>` for its objective's terms (`module.terms`) and beta, train also each
+    term's `_epoch` mean and the rate; a name under a namespace of its own (`mine/score`) is taken as logged by
+    the user's own callback, and test/ metrics (after training) as the sweep's to find."""
     terms = (*module.terms, "beta")
     logged = {f"val/{term}" for term in terms} | {f"train/{term}" for term in (*terms, "lr", "skipped_updates")}
-    logged |= {f"train/{term}_epoch" for term in module.terms}
-    logged |= {"step", "epoch"}
+    logged |= {f"train/{term}_epoch" for term in module.terms} | {"step", "epoch"}
+    wanted = {f"callbacks.{name}.monitor": node.get("monitor") for name, node in (cfg.get("callbacks") or {}).items()}
+    wanted = {key: name for key, name in wanted.items() if name is not None}
+    if isinstance(cfg.get("optimized_metric"), str) and cfg.optimized_metric.startswith(("train/", "val/")):
+        wanted["optimized_metric"] = cfg.optimized_metric
     problems = []
-    for name, node in (cfg.get("callbacks") or {}).items():
-        monitor = node.get("monitor") if node is not None else None
-        if monitor is None or (isinstance(monitor, str) and (monitor in logged or monitor.startswith("val/kl_dim_"))):
+    for key, name in wanted.items():
+        if isinstance(name, str) and (name in logged or name.startswith("val/kl_dim_")):
             continue
-        stage = monitor.split("/")[0] if isinstance(monitor, str) and "/" in monitor else None
+        stage = name.split("/")[0] if isinstance(name, str) and "/" in name else None
         if stage is not None and stage not in ("train", "val", "test"):  # a metric of the user's own callbacks
             continue
         known = ", ".join(sorted(metric for metric in logged if metric.startswith(f"{stage or 'val'}/")))
         reason = f"is not a metric this model logs during training; it logs {known}, ..."
-        problems.append(ConfigValueError(f"callbacks.{name}.monitor", reason, monitor))
+        problems.append(ConfigValueError(key, reason, name))
     return problems
 
 
