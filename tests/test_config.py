@@ -179,6 +179,7 @@ def test_a_callback_or_logger_set_to_null_is_off(tmp_path):
     _, _, trainer = build_run(cfg)
     names = {type(callback).__name__ for callback in trainer.callbacks}
     assert "HParams" not in names and "SampleScore" not in names and "Diagnostics" in names
+    assert None not in trainer.callbacks and None not in trainer.loggers  # Lightning calls every one it is given
     assert not any(type(logger).__name__ == "TensorBoardLogger" for logger in trainer.loggers)
 
 

@@ -138,8 +138,8 @@ def unknown_metrics(cfg: DictConfig, module: VAEModule) -> list[ConfigValueError
     terms = (*module.terms, "beta")
     logged = {f"val/{term}" for term in terms} | {f"train/{term}" for term in (*terms, "lr", "skipped_updates")}
     logged |= {f"train/{term}_epoch" for term in module.terms} | {"step", "epoch"}
-    wanted = {f"callbacks.{name}.monitor": node.get("monitor") for name, node in (cfg.get("callbacks") or {}).items()}
-    wanted = {key: name for key, name in wanted.items() if name is not None}
+    callbacks = {name: node for name, node in (cfg.get("callbacks") or {}).items() if node is not None}
+    wanted = {f"callbacks.{name}.monitor": node.monitor for name, node in callbacks.items() if node.get("monitor")}
     if isinstance(cfg.get("optimized_metric"), str) and cfg.optimized_metric.startswith(("train/", "val/")):
         wanted["optimized_metric"] = cfg.optimized_metric
     problems = []
