@@ -150,7 +150,7 @@ def unknown_metrics(cfg: DictConfig, module: VAEModule) -> list[ConfigValueError
         if stage is not None and stage not in ("train", "val", "test"):  # a metric of the user's own callbacks
             continue
         known = ", ".join(sorted(metric for metric in logged if metric.startswith(f"{stage or 'val'}/")))
-        reason = f"is not a metric this model logs during training; it logs {known}, ..."
+        reason = f"is not a metric this model logs during training (it logs {known})"
         problems.append(ConfigValueError(key, reason, name))
     return problems
 
