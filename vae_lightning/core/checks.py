@@ -133,12 +133,11 @@ def devices(key: str, value: Any) -> Any:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= -1):
         return value
     if isinstance(value, str):
-        indices = [text.strip() for text in value.split(",")]
-    elif isinstance(value, Sequence):
-        indices = [str(item) if isinstance(item, int) and not isinstance(item, bool) else "x" for item in value]
+        indices = all(text.strip().lstrip("-").isdigit() for text in value.split(","))
     else:
-        indices = []
-    if indices and all(text.lstrip("-").isdigit() for text in indices):
+        ints = isinstance(value, Sequence) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+        indices = ints and len(value) > 0
+    if indices:
         return value
     raise ConfigValueError(key, "must be auto, a count (-1: all) or device indices such as [0, 1] or '0,1'", value)
 
